@@ -1,0 +1,625 @@
+import { randomUUID } from 'node:crypto';
+import { ErrorCode, RjobError, toRjobError } from '../errors.js';
+import { Job } from './job.js';
+import type { JobContext, JobOutcome, JobRun, JobType } from './job-type.js';
+import { estimateSize } from './record-buffer.js';
+import type { JobRecord, StreamName } from './records.js';
+import { isTerminal, type JobState } from './states.js';
+
+export interface JobManagerOptions {
+  /** Job types this manager can start. More can be added with {@link JobManager.register}. */
+  types?: JobType[];
+  /**
+   * Undelivered bytes one job may hold before its producer is paused until a receiver drains it
+   * (the block policy). Default 64 MiB.
+   */
+  maxBufferedBytes?: number;
+  /** Location stamped on local jobs. Default `localhost`. */
+  location?: string;
+}
+
+export interface StartOptions {
+  /** Default `Job<id>`. */
+  name?: string;
+  /** Overrides the job type's description in the Command column. */
+  command?: string;
+  /** Default: the manager's location. */
+  location?: string;
+}
+
+export interface ChildSpec<Definition = unknown> {
+  type: string | JobType<Definition>;
+  definition: Definition;
+  /** The child's Location column, e.g. the computer it runs on. */
+  location?: string;
+  name?: string;
+}
+
+export interface StartGroupOptions {
+  name?: string;
+  /** The parent's Type column. Default: the first child's type. */
+  type?: string;
+  command?: string;
+  /** Default: the children's locations joined with commas. */
+  location?: string;
+  children: ChildSpec[];
+  /** How many children run at once; the rest wait in NotStarted. Default 32. */
+  throttleLimit?: number;
+}
+
+export interface GetFilter {
+  ids?: number[];
+  /** Names; `*` and `?` are wildcards. */
+  names?: string[];
+  instanceIds?: string[];
+  state?: JobState | JobState[];
+  /** Job type name or alias. */
+  type?: string;
+  /** Command text; `*` and `?` are wildcards. */
+  command?: string;
+  /** Also list child jobs. Default false. */
+  includeChildren?: boolean;
+}
+
+/** Names a job: its id, its name (wildcards allowed), its instance id, or the job itself. */
+export type JobSelector = number | string | Job | ReadonlyArray<number | string | Job>;
+
+export interface ReceiveOptions {
+  /** Leave what is returned in the job so it can be received again. Default false. */
+  keep?: boolean;
+  /** Wait until the job (every job selected) has finished, returning everything. Default false. */
+  wait?: boolean;
+  /** With `wait`: remove the jobs once everything was delivered. */
+  autoRemove?: boolean;
+}
+
+export interface ReceiveStreamOptions {
+  keep?: boolean;
+  /** Remove the jobs once the stream has delivered everything. */
+  autoRemove?: boolean;
+}
+
+export interface WaitOptions {
+  /** Return as soon as one job finishes. Default false. */
+  any?: boolean;
+  /** Give up after this long and return nothing. Default: wait forever. */
+  timeoutMs?: number;
+}
+
+export interface RemoveOptions {
+  /** Stop running jobs first instead of refusing them. Default false. */
+  force?: boolean;
+}
+
+const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+const DEFAULT_THROTTLE_LIMIT = 32;
+
+interface Leaf {
+  job: Job;
+  type?: JobType;
+  run?: JobRun;
+  context?: JobContext & { abort(): void };
+  paused: boolean;
+  launch?: () => void;
+}
+
+/**
+ * Owns jobs: their ids, names, states, buffered records and the verbs (start, get, receive,
+ * wait, stop, remove). Job types only run work.
+ */
+export class JobManager {
+  readonly #types = new Map<string, JobType>();
+  readonly #jobs = new Map<number, Job>();
+  readonly #leaves = new Map<Job, Leaf>();
+  readonly #maxBufferedBytes: number;
+  readonly #location: string;
+  #nextId = 1;
+  #closed = false;
+
+  constructor(options: JobManagerOptions = {}) {
+    this.#maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    this.#location = options.location ?? 'localhost';
+    for (const type of options.types ?? []) this.register(type);
+  }
+
+  /** Makes a job type startable by its name and aliases. */
+  register(type: JobType): this {
+    for (const key of [type.name, ...(type.aliases ?? [])]) this.#types.set(key.toLowerCase(), type);
+    return this;
+  }
+
+  /** The registered job types, once each. */
+  get types(): JobType[] {
+    return [...new Set(this.#types.values())];
+  }
+
+  /** Starts a job. Resolves once the job type accepted it (a queued job is still NotStarted). */
+  async start<Definition>(
+    type: string | JobType<Definition>,
+    definition: Definition,
+    options: StartOptions = {},
+  ): Promise<Job> {
+    this.#assertOpen();
+    const jobType = this.#resolveType(type);
+    const job = this.#createJob(jobType, definition, options, undefined);
+    await this.#launch(job, jobType, definition);
+    return job;
+  }
+
+  /**
+   * Starts a parent job with one child per spec (a fan-out). At most `throttleLimit` children run
+   * at once. The parent's state follows its children's.
+   */
+  startGroup(options: StartGroupOptions): Job {
+    this.#assertOpen();
+    if (options.children.length === 0) {
+      throw new RjobError(ErrorCode.InvalidArgument, 'A parent job needs at least one child.');
+    }
+    const specs = options.children.map((spec) => ({ spec, type: this.#resolveType(spec.type) }));
+    const id = this.#nextId++;
+    const parent = new Job({
+      id,
+      instanceId: randomUUID(),
+      name: options.name ?? `Job${id}`,
+      type: options.type ?? specs[0]!.type.name,
+      command: options.command ?? specs[0]!.type.describe(specs[0]!.spec.definition),
+      location: options.location ?? options.children.map((c) => c.location ?? this.#location).join(','),
+    });
+    this.#jobs.set(parent.id, parent);
+
+    const pending: Array<() => void> = [];
+    let running = 0;
+    const throttle = Math.max(1, options.throttleLimit ?? DEFAULT_THROTTLE_LIMIT);
+    const next = () => {
+      while (running < throttle && pending.length > 0) {
+        running++;
+        pending.shift()!();
+      }
+    };
+    for (const { spec, type } of specs) {
+      const childOptions: StartOptions = {};
+      if (spec.name !== undefined) childOptions.name = spec.name;
+      if (spec.location !== undefined) childOptions.location = spec.location;
+      const child = this.#createJob(type, spec.definition, childOptions, parent);
+      parent.children.push(child);
+      let launched = false;
+      child.onStateChange(({ state }) => {
+        if (isTerminal(state) && launched) {
+          running--;
+          next();
+        }
+        this.#deriveParentState(parent);
+      });
+      pending.push(() => {
+        // A child stopped while it waited for its turn never starts, and takes no slot.
+        if (child.finished || child.stopRequested) return void running--;
+        launched = true;
+        void this.#launch(child, type, spec.definition);
+      });
+    }
+    next();
+    return parent;
+  }
+
+  /** Lists jobs, newest last. */
+  get(filter: GetFilter = {}): Job[] {
+    const states = filter.state === undefined ? undefined : [filter.state].flat();
+    const type = filter.type === undefined ? undefined : this.#typeName(filter.type);
+    const names = filter.names?.map(wildcard);
+    const command = filter.command === undefined ? undefined : wildcard(filter.command);
+    const out: Job[] = [];
+    for (const job of this.#allJobs(filter.includeChildren ?? false)) {
+      if (filter.ids && !filter.ids.includes(job.id)) continue;
+      if (filter.instanceIds && !filter.instanceIds.includes(job.instanceId)) continue;
+      if (names && !names.some((re) => re.test(job.name))) continue;
+      if (states && !states.includes(job.state)) continue;
+      if (type && job.type.toLowerCase() !== type) continue;
+      if (command && !command.test(job.command)) continue;
+      out.push(job);
+    }
+    return out;
+  }
+
+  /** One job by id, name or instance id; throws ERR_JOB_NOT_FOUND. */
+  job(selector: number | string | Job): Job {
+    return this.#select(selector)[0]!;
+  }
+
+  /**
+   * Returns (and, unless `keep`, consumes) the records of the selected jobs; a parent gives its
+   * children's. A Failed job's reason is appended as an error record on every call.
+   */
+  async receive(selector: JobSelector, options: ReceiveOptions = {}): Promise<JobRecord[]> {
+    if (options.autoRemove && !options.wait) {
+      throw new RjobError(ErrorCode.InvalidArgument, 'autoRemove needs wait: true.');
+    }
+    const jobs = this.#select(selector);
+    if (options.wait) {
+      const out: JobRecord[] = [];
+      const streamOptions: ReceiveStreamOptions = {};
+      if (options.keep !== undefined) streamOptions.keep = options.keep;
+      if (options.autoRemove !== undefined) streamOptions.autoRemove = options.autoRemove;
+      for await (const record of this.receiveStream(jobs, streamOptions)) out.push(record);
+      return out;
+    }
+    const out: JobRecord[] = [];
+    for (const leaf of leavesOf(jobs)) {
+      const records = options.keep ? leaf.buffer.peekAll() : leaf.buffer.takeAll();
+      out.push(...records);
+      if (!options.keep) this.#drained(leaf);
+      if (leaf.state === 'Failed') out.push(reasonRecord(leaf));
+    }
+    return out;
+  }
+
+  /**
+   * Streams the records of the selected jobs as they are written, until every one has finished
+   * and everything was delivered. Consumes what it yields unless `keep`.
+   */
+  async *receiveStream(selector: JobSelector, options: ReceiveStreamOptions = {}): AsyncGenerator<JobRecord> {
+    const jobs = this.#select(selector);
+    const leaves = leavesOf(jobs);
+    const cursors = new Map(leaves.map((leaf) => [leaf, leaf.buffer.start]));
+    const done = new Set<Job>();
+    while (done.size < leaves.length) {
+      let progressed = false;
+      for (const leaf of leaves) {
+        if (done.has(leaf)) continue;
+        // Read `finished` before draining: a record written after this check is still drained
+        // on the next pass, because a finished job writes nothing more.
+        const finished = leaf.finished;
+        if (options.keep) {
+          let cursor = Math.max(cursors.get(leaf)!, leaf.buffer.start);
+          for (let record = leaf.buffer.at(cursor); record; record = leaf.buffer.at(cursor)) {
+            cursor++;
+            cursors.set(leaf, cursor);
+            progressed = true;
+            yield record;
+          }
+        } else {
+          for (let record = leaf.buffer.shift(); record; record = leaf.buffer.shift()) {
+            this.#drained(leaf);
+            progressed = true;
+            yield record;
+          }
+        }
+        if (finished) {
+          done.add(leaf);
+          if (leaf.state === 'Failed') yield reasonRecord(leaf);
+        }
+      }
+      if (!progressed && done.size < leaves.length) {
+        await Promise.race(leaves.filter((leaf) => !done.has(leaf)).map((leaf) => leaf.changed()));
+      }
+    }
+    if (options.autoRemove) await this.remove(jobs);
+  }
+
+  /**
+   * Waits for the selected jobs to finish (Completed, Failed or Stopped) and returns them; with
+   * `any`, returns the first to finish. A timeout returns an empty list; it is not an error.
+   */
+  async wait(selector: JobSelector, options: WaitOptions = {}): Promise<Job[]> {
+    const jobs = this.#select(selector);
+    const finished = () => jobs.filter((job) => job.finished);
+    const satisfied = () => (options.any ? finished().length > 0 : finished().length === jobs.length);
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    const timeout =
+      options.timeoutMs === undefined
+        ? undefined
+        : new Promise<void>((resolve) => {
+            timer = setTimeout(() => {
+              timedOut = true;
+              resolve();
+            }, options.timeoutMs);
+          });
+    try {
+      while (!satisfied()) {
+        const changes = jobs.filter((job) => !job.finished).map((job) => job.changed());
+        await Promise.race(timeout ? [...changes, timeout] : changes);
+        if (timedOut && !satisfied()) return [];
+      }
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+    const done = finished();
+    return options.any ? done.slice(0, 1) : done;
+  }
+
+  /** Stops the selected jobs and resolves when they have ended. */
+  async stop(selector: JobSelector): Promise<Job[]> {
+    const jobs = this.#select(selector);
+    await Promise.all(jobs.map((job) => this.#stop(job)));
+    return jobs;
+  }
+
+  /**
+   * Removes finished jobs and their records. Refuses (ERR_JOB_RUNNING, removing nothing) when a
+   * selected job is still running, unless `force`, which stops it first.
+   */
+  async remove(selector: JobSelector, options: RemoveOptions = {}): Promise<Job[]> {
+    const jobs = this.#select(selector);
+    for (const job of jobs) {
+      if (job.parent) {
+        throw new RjobError(
+          ErrorCode.InvalidArgument,
+          `Job ${job.id} is a child of job ${job.parent.id}; remove the parent instead.`,
+          { details: { jobId: job.id, parentId: job.parent.id } },
+        );
+      }
+    }
+    const running = jobs.filter((job) => !job.finished);
+    if (running.length > 0 && !options.force) {
+      const ids = running.map((job) => job.id);
+      throw new RjobError(
+        ErrorCode.JobRunning,
+        `Cannot remove job ${ids.join(', ')}: it is ${running[0]!.state}. Stop it first or use force.`,
+        { details: { jobIds: ids } },
+      );
+    }
+    if (running.length > 0) await this.stop(running);
+    for (const job of jobs) {
+      this.#jobs.delete(job.id);
+      for (const leaf of leavesOf([job])) this.#leaves.delete(leaf);
+    }
+    return jobs;
+  }
+
+  /** Stops every job and releases the job types. The manager takes no new work afterwards. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([...this.#jobs.values()].map((job) => this.#stop(job)));
+    await Promise.all(this.types.map((type) => type.dispose?.()));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  #assertOpen(): void {
+    if (this.#closed) throw new RjobError(ErrorCode.ManagerClosed, 'The job manager is closed.');
+  }
+
+  #resolveType<D>(type: string | JobType<D>): JobType<D> {
+    if (typeof type !== 'string') return type;
+    const found = this.#types.get(type.toLowerCase());
+    if (!found) {
+      const known = this.types.map((t) => t.name).join(', ') || 'none';
+      throw new RjobError(ErrorCode.UnknownJobType, `No job type named "${type}" (registered: ${known}).`, {
+        details: { type },
+      });
+    }
+    return found;
+  }
+
+  #typeName(nameOrAlias: string): string {
+    return (this.#types.get(nameOrAlias.toLowerCase())?.name ?? nameOrAlias).toLowerCase();
+  }
+
+  #createJob(type: JobType, definition: unknown, options: StartOptions, parent: Job | undefined): Job {
+    const id = this.#nextId++;
+    const init = {
+      id,
+      instanceId: randomUUID(),
+      name: options.name ?? `Job${id}`,
+      type: type.name,
+      command: options.command ?? type.describe(definition),
+      location: options.location ?? this.#location,
+      ...(parent ? { parent } : {}),
+    };
+    const job = new Job(init);
+    if (!parent) this.#jobs.set(id, job);
+    this.#leaves.set(job, { job, type, paused: false });
+    return job;
+  }
+
+  async #launch(job: Job, type: JobType, definition: unknown): Promise<void> {
+    const leaf = this.#leaves.get(job)!;
+    const controller = new AbortController();
+    let finished = false;
+    const context: JobContext & { abort(): void } = {
+      jobId: job.id,
+      instanceId: job.instanceId,
+      name: job.name,
+      signal: controller.signal,
+      abort: () => controller.abort(),
+      running: () => {
+        if (job.state === 'NotStarted') job.setState('Running');
+      },
+      emit: (stream, data, sizeBytes) => this.#emit(leaf, stream, data, sizeBytes),
+      finish: (outcome) => {
+        if (finished) return;
+        finished = true;
+        this.#finish(job, outcome);
+      },
+    };
+    leaf.context = context;
+    try {
+      leaf.run = await type.start(definition, context);
+    } catch (error) {
+      context.finish({ state: 'Failed', reason: toRjobError(error, ErrorCode.JobStartFailed) });
+      return;
+    }
+    // A stop asked for while the type was still starting is delivered now.
+    if (job.stopRequested && !job.finished) void leaf.run.stop();
+    if (leaf.paused) leaf.run.pause?.();
+  }
+
+  #emit(leaf: Leaf, stream: StreamName, data: unknown, sizeBytes?: number): boolean {
+    const job = leaf.job;
+    if (job.finished) return false;
+    const record: JobRecord = {
+      stream,
+      data,
+      seq: job.nextSeq++,
+      timeMs: Date.now(),
+      jobId: job.id,
+      location: job.location,
+    };
+    job.buffer.push(record, sizeBytes ?? estimateSize(data));
+    if (!leaf.paused && job.buffer.bytes > this.#maxBufferedBytes) {
+      leaf.paused = true;
+      leaf.run?.pause?.();
+    }
+    job.notify();
+    return !leaf.paused;
+  }
+
+  /** Called after records were consumed: resumes a paused producer below the low-water mark. */
+  #drained(job: Job): void {
+    const leaf = this.#leaves.get(job);
+    if (leaf?.paused && job.buffer.bytes <= this.#maxBufferedBytes / 2) {
+      leaf.paused = false;
+      leaf.run?.resume?.();
+    }
+  }
+
+  #finish(job: Job, outcome: JobOutcome): void {
+    if (job.finished) return;
+    let state: JobState = outcome.state;
+    // Whatever a job type reports while a stop is under way, the user asked for Stopped.
+    if (job.stopRequested && state === 'Failed') state = 'Stopped';
+    if (state === 'Completed' && job.state === 'NotStarted') job.setState('Running');
+    job.setState(state, outcome.state === 'Failed' ? outcome.reason : undefined);
+  }
+
+  async #stop(job: Job): Promise<void> {
+    if (job.finished) return;
+    job.stopRequested = true;
+    if (job.children.length > 0) {
+      await Promise.all(job.children.map((child) => this.#stop(child)));
+      this.#deriveParentState(job);
+      return;
+    }
+    const leaf = this.#leaves.get(job);
+    if (!leaf?.context) {
+      // Never launched (a throttled child): nothing runs, so it is simply stopped.
+      job.setState('Stopped');
+      return;
+    }
+    if (job.state !== 'Stopping') job.setState('Stopping');
+    const ended = this.wait(job);
+    leaf.context.abort();
+    // Without a run the type is still starting; #launch delivers the stop once it has one.
+    if (leaf.run) {
+      try {
+        await leaf.run.stop();
+      } catch {
+        // A failing stop leaves the outcome to the type's finish(); nothing to add here.
+      }
+    }
+    await ended;
+  }
+
+  #deriveParentState(parent: Job): void {
+    if (parent.finished) return;
+    const states = parent.children.map((child) => child.state);
+    let next: JobState;
+    if (states.every(isTerminal)) {
+      if (states.includes('Failed')) next = 'Failed';
+      else if (states.includes('Stopped') || parent.stopRequested) next = 'Stopped';
+      else next = 'Completed';
+    } else if (states.includes('Disconnected')) next = 'Disconnected';
+    else if (parent.stopRequested) next = 'Stopping';
+    else if (states.every((state) => state === 'NotStarted')) next = 'NotStarted';
+    else next = 'Running';
+    if (next === parent.state) return;
+    if (next === 'Completed' && parent.state === 'NotStarted') parent.setState('Running');
+    let reason: RjobError | undefined;
+    if (next === 'Failed') {
+      const failed = parent.children.filter((child) => child.state === 'Failed');
+      reason = new RjobError(
+        ErrorCode.ChildJobFailed,
+        `${failed.length} of ${parent.children.length} child jobs failed: ${failed
+          .map((child) => `${child.location} (${child.reason?.message ?? 'failed'})`)
+          .join('; ')}`,
+        { cause: failed[0]?.reason, details: { failedJobIds: failed.map((child) => child.id) } },
+      );
+    }
+    parent.setState(next, reason);
+  }
+
+  #select(selector: JobSelector): Job[] {
+    const items = Array.isArray(selector) ? selector : [selector as number | string | Job];
+    const out = new Set<Job>();
+    for (const item of items) {
+      for (const job of this.#match(item)) out.add(job);
+    }
+    return [...out];
+  }
+
+  #match(item: number | string | Job): Job[] {
+    if (item instanceof Job) {
+      if (this.#isKnown(item)) return [item];
+      throw notFound(item.id);
+    }
+    const all = [...this.#allJobs(true)];
+    if (typeof item === 'number' || /^\d+$/.test(item)) {
+      const id = Number(item);
+      const job = all.find((candidate) => candidate.id === id);
+      if (!job) throw notFound(item);
+      return [job];
+    }
+    const byInstance = all.find((candidate) => candidate.instanceId === item);
+    if (byInstance) return [byInstance];
+    const pattern = wildcard(item);
+    // Names resolve among top-level jobs first, as users name those.
+    const top = [...this.#jobs.values()].filter((job) => pattern.test(job.name));
+    const matches = top.length > 0 ? top : all.filter((job) => pattern.test(job.name));
+    if (matches.length === 0 && !/[*?]/.test(item)) throw notFound(item);
+    return matches;
+  }
+
+  #isKnown(job: Job): boolean {
+    const top = job.parent ?? job;
+    return this.#jobs.get(top.id) === top;
+  }
+
+  *#allJobs(includeChildren: boolean): Generator<Job> {
+    for (const job of this.#jobs.values()) {
+      yield job;
+      if (includeChildren) yield* descendants(job);
+    }
+  }
+}
+
+function* descendants(job: Job): Generator<Job> {
+  for (const child of job.children) {
+    yield child;
+    yield* descendants(child);
+  }
+}
+
+/** The jobs that hold records: the selected jobs themselves, or their children for parents. */
+function leavesOf(jobs: Job[]): Job[] {
+  const out: Job[] = [];
+  for (const job of jobs) {
+    if (job.children.length === 0) out.push(job);
+    else out.push(...leavesOf(job.children));
+  }
+  return [...new Set(out)];
+}
+
+function reasonRecord(job: Job): JobRecord {
+  return {
+    stream: 'error',
+    data: job.reason,
+    seq: 0,
+    timeMs: job.endTime?.getTime() ?? Date.now(),
+    jobId: job.id,
+    location: job.location,
+    reason: true,
+  };
+}
+
+function notFound(selector: number | string): RjobError {
+  return new RjobError(ErrorCode.JobNotFound, `No job matches "${selector}".`, { details: { selector } });
+}
+
+function wildcard(pattern: string): RegExp {
+  const escaped = pattern
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
+  return new RegExp(`^${escaped}$`, 'i');
+}

@@ -1,0 +1,1 @@
+export { type InlineJobApi, type InlineJobDefinition, inlineJobType } from './inline-job-type.js';
