@@ -1,0 +1,16 @@
+/**
+ * `npm run bench`: every figure next to its raw baseline, measured in the same run on the same
+ * machine. Pass section names (codec, thread, process) to run only those.
+ */
+import { benchCodec } from './codec.js';
+import { printResults } from './harness.js';
+
+const sections: Record<string, { title: string; run: () => Promise<import('./harness.js').BenchResult[]> }> = {
+  codec: { title: 'Value codec (decision: docs/decisions.md)', run: benchCodec },
+};
+
+const wanted = process.argv.slice(2);
+for (const [key, section] of Object.entries(sections)) {
+  if (wanted.length > 0 && !wanted.includes(key)) continue;
+  printResults(section.title, await section.run());
+}
