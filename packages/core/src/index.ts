@@ -34,3 +34,21 @@ export {
 export { estimateSize } from './job/record-buffer.js';
 export { isStreamName, type JobRecord, type ProgressData, STREAMS, type StreamName } from './job/records.js';
 export { canTransition, isTerminal, JobState, TERMINAL_STATES } from './job/states.js';
+export {
+  CHILD_ENTRY_PATH,
+  channelFromChild,
+  channelFromPort,
+  DEFAULT_STOP_GRACE_MS,
+  describeWork,
+  type HostChannel,
+  type HostMessage,
+  type RunnerMessage,
+  toWorkSpec,
+  WORKER_ENTRY_URL,
+  type WorkContext,
+  type WorkDefinition,
+  type WorkFunction,
+  WorkSession,
+  type WorkSessionOptions,
+  type WorkSpec,
+} from './runtime/host.js';
