@@ -24,8 +24,12 @@ export async function benchCodec(): Promise<BenchResult[]> {
     ['rich value', sample],
     ['record line', line],
   ] as const) {
-    const v8 = await measure(`codec ${label}: v8.serialize round trip`, 20_000, () => deserialize(serialize(value)));
-    const mp = await measure(`codec ${label}: msgpackr round trip`, 20_000, () => packr.unpack(packr.pack(value)));
+    const v8 = await measure(`codec ${label}: v8.serialize round trip`, 20_000, () =>
+      deserialize(serialize(value)),
+    );
+    const mp = await measure(`codec ${label}: msgpackr round trip`, 20_000, () =>
+      packr.unpack(packr.pack(value)),
+    );
     results.push(v8, { ...mp, baseline: v8.name, ratio: mp.meanMs / v8.meanMs });
   }
   const back = packr.unpack(packr.pack(sample)) as typeof sample;

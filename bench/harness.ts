@@ -38,10 +38,16 @@ export function printResults(title: string, results: BenchResult[]): void {
     const median = r.medianMs < 1 ? `${(r.medianMs * 1000).toFixed(1)} µs` : `${r.medianMs.toFixed(2)} ms`;
     const rate = r.rate ? `  ${formatRate(r.rate.value)} ${r.rate.unit}` : '';
     const ratio = r.ratio === undefined ? '' : `  ratio ${r.ratio.toFixed(3)}× vs ${r.baseline}`;
-    console.log(`  ${r.name.padEnd(62)} mean ${time.padStart(10)}  median ${median.padStart(10)}${rate}${ratio}`);
+    console.log(
+      `  ${r.name.padEnd(62)} mean ${time.padStart(10)}  median ${median.padStart(10)}${rate}${ratio}`,
+    );
   }
 }
 
 function formatRate(value: number): string {
-  return value >= 1e6 ? `${(value / 1e6).toFixed(2)}M` : value >= 1e3 ? `${(value / 1e3).toFixed(1)}k` : value.toFixed(1);
+  return value >= 1e6
+    ? `${(value / 1e6).toFixed(2)}M`
+    : value >= 1e3
+      ? `${(value / 1e3).toFixed(1)}k`
+      : value.toFixed(1);
 }

@@ -4,10 +4,15 @@
  */
 import { benchCodec } from './codec.js';
 import { printResults } from './harness.js';
+import { benchProcess } from './process.js';
+import { benchThread } from './thread.js';
 
-const sections: Record<string, { title: string; run: () => Promise<import('./harness.js').BenchResult[]> }> = {
-  codec: { title: 'Value codec (decision: docs/decisions.md)', run: benchCodec },
-};
+const sections: Record<string, { title: string; run: () => Promise<import('./harness.js').BenchResult[]> }> =
+  {
+    codec: { title: 'Value codec (decision: docs/decisions.md)', run: benchCodec },
+    thread: { title: 'ThreadJob (targets: warm start < 1 ms; ≥ 500k records/s)', run: benchThread },
+    process: { title: 'BackgroundJob (target: within 1.2× of raw spawn)', run: benchProcess },
+  };
 
 const wanted = process.argv.slice(2);
 for (const [key, section] of Object.entries(sections)) {

@@ -19,7 +19,11 @@ try {
     },
     { name: 'squares' },
   );
-  const proc = await jobs.start('process', { command: 'echo "hello from $(uname -s) pid $$"; echo oops >&2' }, { name: 'hello' });
+  const proc = await jobs.start(
+    'process',
+    { command: 'echo "hello from $(uname -s) pid $$"; echo oops >&2' },
+    { name: 'hello' },
+  );
 
   printTable(jobs.get());
   await jobs.wait([thread, proc]);
@@ -37,7 +41,15 @@ try {
 }
 
 function printTable(list: ReturnType<JobManager['get']>): void {
-  const rows = list.map((j) => [String(j.id), j.name, j.type, j.state, j.hasMoreData ? 'True' : 'False', j.location, j.command]);
+  const rows = list.map((j) => [
+    String(j.id),
+    j.name,
+    j.type,
+    j.state,
+    j.hasMoreData ? 'True' : 'False',
+    j.location,
+    j.command,
+  ]);
   const head = ['Id', 'Name', 'Type', 'State', 'HasMoreData', 'Location', 'Command'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   console.log();

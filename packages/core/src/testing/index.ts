@@ -1,1 +1,15 @@
+export {
+  createMemoryLink,
+  createMemoryNetwork,
+  type MemoryLink,
+  type MemoryLinkOptions,
+  type MemoryLinkSide,
+  type MemoryNetwork,
+} from './memory-transport.js';
+export {
+  type MakeTransportPair,
+  runTransportConformance,
+  type TransportConformanceOptions,
+  type TransportPair,
+} from './transport-conformance.js';
 export { type InlineJobApi, type InlineJobDefinition, inlineJobType } from './inline-job-type.js';

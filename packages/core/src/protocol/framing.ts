@@ -1,0 +1,187 @@
+/**
+ * Length-prefixed framing for byte streams (sockets, child stdio): each frame is a 4-byte unsigned
+ * big-endian body length followed by that many body bytes. Message transports (WebSocket) carry
+ * one frame body per message and need none of this.
+ */
+import { RjobError } from '../errors.js';
+import { ProtocolErrorCode } from './protocol-errors.js';
+
+/** Size of the length prefix. */
+export const FRAME_HEADER_BYTES = 4;
+
+/**
+ * Default largest frame body: 16 MiB. Big enough for a large batch of records, small enough that a
+ * hostile or broken peer cannot make us allocate much before we notice.
+ */
+export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+/** The length prefix is a uint32, so no body can be larger than this whatever the option says. */
+const ABSOLUTE_MAX_FRAME_BYTES = 0xffff_ffff;
+
+export interface FramingOptions {
+  /**
+   * Largest frame body accepted or produced, in bytes. Default {@link DEFAULT_MAX_FRAME_BYTES}
+   * (16 MiB). Both peers should use the same value; the receiver's is the one enforced.
+   */
+  maxFrameBytes?: number;
+}
+
+export function resolveMaxFrameBytes(value: number | undefined): number {
+  if (value === undefined) return DEFAULT_MAX_FRAME_BYTES;
+  if (!Number.isSafeInteger(value) || value < 1 || value > ABSOLUTE_MAX_FRAME_BYTES) {
+    throw new RjobError(
+      'ERR_INVALID_ARGUMENT',
+      `maxFrameBytes must be an integer in 1..${ABSOLUTE_MAX_FRAME_BYTES}.`,
+      {
+        details: { maxFrameBytes: value },
+      },
+    );
+  }
+  return value;
+}
+
+/** Throws ERR_FRAME_TOO_LARGE when a body cannot be sent under `maxFrameBytes`. */
+export function assertFrameSize(bodyBytes: number, maxFrameBytes: number): void {
+  if (bodyBytes > maxFrameBytes) {
+    throw new RjobError(
+      ProtocolErrorCode.FrameTooLarge,
+      `Frame of ${bodyBytes} bytes exceeds the limit of ${maxFrameBytes} bytes.`,
+      { details: { frameBytes: bodyBytes, maxFrameBytes } },
+    );
+  }
+}
+
+/** Prefixes `body` with its length. Throws ERR_FRAME_TOO_LARGE when it is over the limit. */
+export function encodeFrame(body: Uint8Array, options: FramingOptions = {}): Uint8Array {
+  const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+  assertFrameSize(body.byteLength, maxFrameBytes);
+  if (body.byteLength === 0) {
+    throw new RjobError(ProtocolErrorCode.FrameMalformed, 'A frame body cannot be empty.');
+  }
+  const out = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
+  new DataView(out.buffer).setUint32(0, body.byteLength, false);
+  out.set(body, FRAME_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * Incremental decoder. Feed it chunks cut anywhere; it returns the complete frame bodies so far.
+ *
+ * Once it has thrown, the stream is out of sync and cannot be trusted again, so every later call
+ * throws the same error: the only safe reaction is to close the connection.
+ */
+export class FrameDecoder {
+  readonly maxFrameBytes: number;
+  // Pending chunks are kept as a list and joined only when a frame completes, so a large frame
+  // arriving in many small chunks costs one copy, not one per chunk.
+  #chunks: Uint8Array[] = [];
+  #buffered = 0;
+  /** Body length of the frame being assembled, or -1 while its header is incomplete. */
+  #expected = -1;
+  #failed: RjobError | undefined;
+
+  constructor(options: FramingOptions = {}) {
+    this.maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+  }
+
+  /** Bytes held for an incomplete frame. Never more than `maxFrameBytes + 4`. */
+  get bufferedBytes(): number {
+    return this.#buffered;
+  }
+
+  /** Adds a chunk and returns the frame bodies it completed (possibly none). */
+  push(chunk: Uint8Array): Uint8Array[] {
+    if (this.#failed) throw this.#failed;
+    const frames: Uint8Array[] = [];
+    if (chunk.byteLength === 0) return frames;
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.byteLength;
+    try {
+      for (;;) {
+        if (this.#expected < 0) {
+          if (this.#buffered < FRAME_HEADER_BYTES) break;
+          const header = this.#take(FRAME_HEADER_BYTES);
+          const length = new DataView(header.buffer, header.byteOffset, FRAME_HEADER_BYTES).getUint32(
+            0,
+            false,
+          );
+          // Checked from the header alone: an oversized frame is refused before any of its body
+          // is buffered.
+          if (length > this.maxFrameBytes) {
+            throw new RjobError(
+              ProtocolErrorCode.FrameTooLarge,
+              `Incoming frame of ${length} bytes exceeds the limit of ${this.maxFrameBytes} bytes.`,
+              { details: { frameBytes: length, maxFrameBytes: this.maxFrameBytes } },
+            );
+          }
+          if (length === 0) {
+            throw new RjobError(ProtocolErrorCode.FrameMalformed, 'Incoming frame has an empty body.');
+          }
+          this.#expected = length;
+        }
+        if (this.#buffered < this.#expected) break;
+        frames.push(this.#take(this.#expected));
+        this.#expected = -1;
+      }
+    } catch (error) {
+      this.#fail(error as RjobError);
+      throw error;
+    }
+    return frames;
+  }
+
+  /**
+   * Declares the end of the stream. Throws ERR_FRAME_TRUNCATED when it stopped inside a frame,
+   * which tells a clean close from a cut one.
+   */
+  end(): void {
+    if (this.#failed) throw this.#failed;
+    if (this.#buffered > 0) {
+      const error = new RjobError(
+        ProtocolErrorCode.FrameTruncated,
+        `Stream ended inside a frame (${this.#buffered} bytes pending).`,
+        { details: { pendingBytes: this.#buffered, expectedBytes: this.#expected } },
+      );
+      this.#fail(error);
+      throw error;
+    }
+  }
+
+  #fail(error: RjobError): void {
+    this.#failed = error;
+    this.#chunks = [];
+    this.#buffered = 0;
+  }
+
+  /** Removes exactly `n` bytes from the front of the pending chunks; `n <= #buffered`. */
+  #take(n: number): Uint8Array {
+    const first = this.#chunks[0]!;
+    if (first.byteLength === n) {
+      this.#chunks.shift();
+      this.#buffered -= n;
+      return first.slice();
+    }
+    if (first.byteLength > n) {
+      this.#chunks[0] = first.subarray(n);
+      this.#buffered -= n;
+      return first.slice(0, n);
+    }
+    const out = new Uint8Array(n);
+    let filled = 0;
+    while (filled < n) {
+      const chunk = this.#chunks[0]!;
+      const want = n - filled;
+      if (chunk.byteLength <= want) {
+        out.set(chunk, filled);
+        filled += chunk.byteLength;
+        this.#chunks.shift();
+      } else {
+        out.set(chunk.subarray(0, want), filled);
+        this.#chunks[0] = chunk.subarray(want);
+        filled = n;
+      }
+    }
+    this.#buffered -= n;
+    return out;
+  }
+}
