@@ -31,6 +31,12 @@ export async function benchProcess(): Promise<BenchResult[]> {
         def: { file: process.execPath, args: ['-e', '0'] },
         n: 30,
       },
+      {
+        label: 'node child running JS ({ eval }) vs node -e 0',
+        raw: () => rawSpawn(process.execPath, ['-e', '0']),
+        def: { eval: '' },
+        n: 30,
+      },
     ];
     // Interleave raw and job runs per case so machine noise hits both alike.
     for (const c of cases) {

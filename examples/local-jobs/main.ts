@@ -55,3 +55,7 @@ function printTable(list: ReturnType<JobManager['get']>): void {
   console.log();
   for (const row of [head, ...rows]) console.log(row.map((cell, i) => cell.padEnd(widths[i]!)).join('  '));
 }
+
+function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}

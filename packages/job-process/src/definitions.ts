@@ -1,0 +1,58 @@
+import type { WorkDefinition } from '@rjob/core';
+
+/** What every BackgroundJob definition may carry. */
+export interface ProcessCommonOptions {
+  /** Working directory of the child. Default: the owner's `process.cwd()`. */
+  cwd?: string;
+  /**
+   * Variables merged over `process.env` (or used alone with `replaceEnv`); a key set to
+   * `undefined` is removed. Default: the owner's environment as is.
+   */
+  env?: Record<string, string | undefined>;
+  /** Use `env` as the whole environment instead of merging it over `process.env`. Default false. */
+  replaceEnv?: boolean;
+  /** Written to the child's stdin, which is then closed. Default: stdin is not connected. */
+  input?: string | Uint8Array;
+  /**
+   * Time between asking the job to stop and SIGKILL to its process group. A command gets SIGTERM
+   * first; JS work gets its `ctx.signal` aborted. Default 2000.
+   */
+  stopGraceMs?: number;
+  /**
+   * Fail the job with ERR_JOB_TIMEOUT (`timedOut: true`) once it has run this long, ending it as a
+   * stop does. Default: no limit.
+   */
+  timeoutMs?: number;
+}
+
+/** A command line run by a shell: `shell -c command`. */
+export interface ShellCommandDefinition extends ProcessCommonOptions {
+  command: string;
+  /** Default `/bin/sh`. */
+  shell?: string;
+}
+
+/** An executable run with an argument vector, no shell involved. */
+export interface FileDefinition extends ProcessCommonOptions {
+  file: string;
+  args?: readonly string[];
+}
+
+export interface NodeChildOptions {
+  /**
+   * Node options for the child, e.g. `['--import', 'tsx']` to run a TypeScript module.
+   * Default: none (the owner's own `execArgv` is not passed on).
+   */
+  execArgv?: readonly string[];
+}
+
+/**
+ * JS work run in a node child (`process.execPath`), through the runtime ThreadJob uses too:
+ * `{ fn, args }` (only the function's source crosses, not its closure), `{ module, export, args }`
+ * (a relative path resolves against the owner's current directory) or `{ eval, args }` (the body
+ * of an async generator with `ctx` and `args` in scope). See `WorkDefinition` in @rjob/core.
+ */
+export type NodeChildDefinition = WorkDefinition & ProcessCommonOptions & NodeChildOptions;
+
+/** Every definition {@link processJobType} accepts. */
+export type ProcessJobDefinition = ShellCommandDefinition | FileDefinition | NodeChildDefinition;

@@ -1,0 +1,9 @@
+export type {
+  FileDefinition,
+  NodeChildDefinition,
+  NodeChildOptions,
+  ProcessCommonOptions,
+  ProcessJobDefinition,
+  ShellCommandDefinition,
+} from './definitions.js';
+export { PROCESS_JOB_TYPE_NAME, type ProcessJobTypeOptions, processJobType } from './process-job-type.js';
