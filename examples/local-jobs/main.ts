@@ -48,7 +48,7 @@ function printTable(list: ReturnType<JobManager['get']>): void {
     j.state,
     j.hasMoreData ? 'True' : 'False',
     j.location,
-    j.command,
+    clip(j.command, 50),
   ]);
   const head = ['Id', 'Name', 'Type', 'State', 'HasMoreData', 'Location', 'Command'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
