@@ -1,4 +1,4 @@
-export { decodeValue, encodeValue, findUncloneable, notCloneable } from './codec/value-codec.js';
+export { decodeValue, encodeValue, notCloneable } from './codec/value-codec.js';
 export {
   deserializeError,
   ErrorCode,
@@ -122,3 +122,17 @@ export {
   type TransportInit,
   toCloseReason,
 } from './transport/transport.js';
+export type {
+  JobInfo,
+  MethodParams,
+  MethodResult,
+  SessionAvailability,
+  SessionEvent,
+  SessionEvents,
+  SessionInfo,
+  SessionMethod,
+  SessionMethods,
+  SessionState,
+  WireSelector,
+  WorkRequest,
+} from './session/rpc.js';

@@ -1,5 +1,7 @@
 import { deserialize, serialize } from 'node:v8';
 import { ErrorCode, RjobError } from '../errors.js';
+// The runtime's walk, so the message is the same whether a value fails in a worker or here.
+import { findUncloneable } from '../runtime/work-runner.js';
 
 /**
  * Encodes a value with structured-clone fidelity (Date, Map, Set, BigInt, typed arrays, Buffer,
@@ -23,54 +25,11 @@ export function decodeValue<T = unknown>(bytes: Uint8Array): T {
 
 /** Builds the coded error for a value that failed to clone, with the path to the culprit. */
 export function notCloneable(value: unknown, cause?: unknown): RjobError {
-  const found = findUncloneable(value);
-  const where = found ? ` at ${found.path || '(root)'}` : '';
-  const what = found ? describe(found.value) : 'a value';
+  const found = findUncloneable(value, 'value', new Set());
+  const what = found ? `${found.path} is ${found.description}` : 'the value cannot be cloned';
   return new RjobError(
     ErrorCode.ValueNotCloneable,
-    `Cannot send ${what}${where} across the job boundary: functions, symbols and similar values do not cross. Send data instead.`,
+    `Cannot send this across the job boundary: ${what}. Functions, symbols and similar values do not cross; send data instead.`,
     { cause, details: found ? { path: found.path } : {} },
   );
-}
-
-function describe(value: unknown): string {
-  if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`;
-  if (typeof value === 'symbol') return value.toString();
-  return Object.prototype.toString.call(value);
-}
-
-/** Depth-first search for the first value structured clone refuses. Only runs on failure. */
-export function findUncloneable(
-  value: unknown,
-  path = '',
-  seen = new Set<unknown>(),
-): { path: string; value: unknown } | undefined {
-  if (typeof value === 'function' || typeof value === 'symbol') return { path, value };
-  if (value === null || typeof value !== 'object' || seen.has(value)) return undefined;
-  seen.add(value);
-  if (value instanceof Map) {
-    let i = 0;
-    for (const [k, v] of value) {
-      const hit =
-        findUncloneable(k, `${path}<key ${i}>`, seen) ?? findUncloneable(v, `${path}.get(${i})`, seen);
-      if (hit) return hit;
-      i++;
-    }
-    return undefined;
-  }
-  if (value instanceof Set) {
-    let i = 0;
-    for (const v of value) {
-      const hit = findUncloneable(v, `${path}<item ${i++}>`, seen);
-      if (hit) return hit;
-    }
-    return undefined;
-  }
-  if (ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp) return undefined;
-  for (const key of Object.keys(value)) {
-    const segment = Array.isArray(value) ? `[${key}]` : `.${key}`;
-    const hit = findUncloneable((value as Record<string, unknown>)[key], path + segment, seen);
-    if (hit) return hit;
-  }
-  return undefined;
 }
