@@ -1,0 +1,1 @@
+export { type CommandTarget, commandTransport } from './command-transport.js';
