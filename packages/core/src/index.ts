@@ -136,3 +136,41 @@ export type {
   WireSelector,
   WorkRequest,
 } from './session/rpc.js';
+export {
+  DEFAULT_THROTTLE_LIMIT,
+  type FanOutInvocation,
+  type FanOutResult,
+  type InvokeManyOptions,
+  invokeMany,
+} from './session/fan-out.js';
+export {
+  RemoteJobManager,
+  type RemoteJobInfo,
+  type RemoteStartOptions,
+  reviveJobInfo,
+} from './session/remote-job-manager.js';
+export { describeWorkRequest, type RemoteJobDefinition, remoteJobType } from './session/remote-job-type.js';
+export {
+  connectSession,
+  DEFAULT_INITIAL_BACKOFF_MS,
+  DEFAULT_MAX_BACKOFF_MS,
+  DEFAULT_RECONNECT_WINDOW_MS,
+  type Invocation,
+  type InvokeOptions,
+  openSession,
+  type ReceiveSessionOptions,
+  type RemoteRecord,
+  reviveError,
+  Session,
+  type SessionCredentials,
+  type SessionOptions,
+  type SessionStateChange,
+  type Subscription,
+  type SubscriptionHandlers,
+} from './session/session.js';
+export {
+  connectFailed,
+  isFatalConnectError,
+  SessionErrorCode,
+  type SessionErrorCodeValue,
+} from './session/session-errors.js';

@@ -432,6 +432,12 @@ export class JobManager {
         finished = true;
         this.#finish(job, outcome);
       },
+      disconnected: () => {
+        if (!finished && job.state === 'Running') job.setState('Disconnected');
+      },
+      reconnected: () => {
+        if (!finished && job.state === 'Disconnected') job.setState('Running');
+      },
     };
     leaf.context = context;
     try {

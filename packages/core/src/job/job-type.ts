@@ -38,6 +38,14 @@ export interface JobContext {
   emit(stream: StreamName, data: unknown, sizeBytes?: number): boolean;
   /** Ends the job. Only the first call counts. */
   finish(outcome: JobOutcome): void;
+  /**
+   * Remote types: the link to where the job runs is lost, the work goes on there. A Running job
+   * shows Disconnected until {@link reconnected}. Optional so that contexts built outside the
+   * JobManager (tests, wrappers) need not provide it; the JobManager always does.
+   */
+  disconnected?(): void;
+  /** Remote types: the link is back; a Disconnected job shows Running again. */
+  reconnected?(): void;
 }
 
 /** A started piece of work, as the manager sees it. */

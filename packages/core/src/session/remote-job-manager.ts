@@ -1,0 +1,110 @@
+/**
+ * The job verbs executed inside a session (`Invoke-Command -Session $s { Start-Job … }`): the jobs
+ * and their results live in the agent; this proxy only calls `job.*` on the session.
+ */
+import { type RjobError, deserializeError, RjobError as RjobErrorClass } from '../errors.js';
+import type { GetFilter } from '../job/job-manager.js';
+import type { JobRecord } from '../job/records.js';
+import type { JobInfo, WireSelector, WorkRequest } from './rpc.js';
+import type { RemoteRecord, Session } from './session.js';
+
+/** A remote job as the client shows it: the reason revived, tagged with its computer. */
+export type RemoteJobInfo = Omit<JobInfo, 'reason'> & {
+  reason?: RjobError;
+  /** The computer the job runs on (its `location` is relative to the agent: `localhost`). */
+  computerName: string;
+};
+
+/** Revives a wire JobInfo: the reason becomes an RjobError again. */
+export function reviveJobInfo(info: JobInfo, computerName: string): RemoteJobInfo {
+  const { reason, ...rest } = info;
+  const out: RemoteJobInfo = { ...rest, computerName };
+  if (reason) {
+    const revived = deserializeError(reason);
+    out.reason = RjobErrorClass.is(revived)
+      ? revived
+      : new RjobErrorClass('ERR_REMOTE', revived.message, { cause: revived });
+  }
+  return out;
+}
+
+export interface RemoteStartOptions {
+  name?: string;
+  /** `process` (default on the agent) or `thread`, or another type the agent registered. */
+  type?: string;
+}
+
+export class RemoteJobManager {
+  readonly #session: Session<unknown>;
+
+  constructor(session: Session<any>) {
+    this.#session = session;
+  }
+
+  /** Start-Job inside the session; the job and its results stay on the agent. */
+  async start(work: WorkRequest | unknown, options: RemoteStartOptions = {}): Promise<RemoteJobInfo> {
+    const request = isWorkRequest(work) ? { ...work } : { definition: work };
+    if (options.name !== undefined) request.name = options.name;
+    if (options.type !== undefined) request.type = options.type;
+    return this.#revive(await this.#session.request('job.start', request));
+  }
+
+  async get(filter: GetFilter = {}): Promise<RemoteJobInfo[]> {
+    return (await this.#session.request('job.get', filter)).map((info) => this.#revive(info));
+  }
+
+  /** Receive-Job: returns (and unless `keep` consumes) what the jobs hold; a Failed job's reason last. */
+  async receive(selector: WireSelector, options: { keep?: boolean } = {}): Promise<RemoteRecord[]> {
+    const records = await this.#session.request('job.receive', {
+      selector,
+      ...(options.keep === undefined ? {} : { keep: options.keep }),
+    });
+    return records.map((record) => this.#tag(record));
+  }
+
+  /** Wait-Job: the finished jobs (the first with `any`); a timeout returns []. */
+  async wait(
+    selector: WireSelector,
+    options: { any?: boolean; timeoutMs?: number } = {},
+  ): Promise<RemoteJobInfo[]> {
+    const infos = await this.#session.request('job.wait', { selector, ...options });
+    return infos.map((info) => this.#revive(info));
+  }
+
+  async stop(selector: WireSelector): Promise<RemoteJobInfo[]> {
+    return (await this.#session.request('job.stop', { selector })).map((info) => this.#revive(info));
+  }
+
+  async remove(selector: WireSelector, options: { force?: boolean } = {}): Promise<RemoteJobInfo[]> {
+    const infos = await this.#session.request('job.remove', {
+      selector,
+      ...(options.force === undefined ? {} : { force: options.force }),
+    });
+    return infos.map((info) => this.#revive(info));
+  }
+
+  #revive(info: JobInfo): RemoteJobInfo {
+    return reviveJobInfo(info, this.#session.computerName);
+  }
+
+  #tag(record: JobRecord): RemoteRecord {
+    const out: RemoteRecord = { ...record, computerName: this.#session.computerName };
+    // A Failed job's reason crosses the wire serialized when the agent could not clone it as is.
+    if (out.reason && isSerializedError(out.data)) out.data = deserializeError(out.data);
+    return out;
+  }
+}
+
+function isWorkRequest(value: unknown): value is WorkRequest & { name?: string; type?: string } {
+  return typeof value === 'object' && value !== null && 'definition' in value;
+}
+
+function isSerializedError(value: unknown): value is Parameters<typeof deserializeError>[0] {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !(value instanceof Error) &&
+    typeof (value as { message?: unknown }).message === 'string' &&
+    typeof (value as { name?: unknown }).name === 'string'
+  );
+}

@@ -1,0 +1,48 @@
+/**
+ * Error codes of the session client. Like the protocol codes they are stable: programs branch on
+ * them (a fan-out summary tells unreachable hosts from failed work by code).
+ */
+import { RjobError } from '../errors.js';
+import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
+
+export const SessionErrorCode = {
+  /** The target could not be reached or the handshake did not complete. */
+  ConnectFailed: 'ERR_CONNECT_FAILED',
+  /** The agent refused to resume the session (it is gone); the session is Broken. */
+  SessionBroken: 'ERR_SESSION_BROKEN',
+  /** The session was closed; it takes no more requests. */
+  SessionClosed: 'ERR_SESSION_CLOSED',
+  /** The verb needs an Opened session. */
+  SessionNotOpened: 'ERR_SESSION_NOT_OPENED',
+} as const;
+
+export type SessionErrorCodeValue = (typeof SessionErrorCode)[keyof typeof SessionErrorCode];
+
+/** Handshake refusals: trying again cannot help, so reconnecting stops at them. */
+const FATAL_CODES: ReadonlySet<string> = new Set([
+  ProtocolErrorCode.SessionNotFound,
+  ProtocolErrorCode.ResumeFailed,
+  ProtocolErrorCode.Unauthorized,
+  ProtocolErrorCode.ProtocolVersion,
+  ProtocolErrorCode.ChannelClosed,
+]);
+
+/** True when a connect or resume failure means the session can never be resumed. */
+export function isFatalConnectError(error: unknown): boolean {
+  return RjobError.is(error) && FATAL_CODES.has(error.code);
+}
+
+/**
+ * Codes a connect failure for callers: a transport's own `*_UNREACHABLE` code and handshake
+ * refusals are kept as they are; anything else becomes ERR_CONNECT_FAILED with the cause attached.
+ */
+export function connectFailed(error: unknown, computerName: string): RjobError {
+  if (RjobError.is(error) && (error.code.endsWith('_UNREACHABLE') || FATAL_CODES.has(error.code))) {
+    return error;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new RjobError(SessionErrorCode.ConnectFailed, `Cannot connect to ${computerName}: ${message}`, {
+    cause: error,
+    details: { computerName },
+  });
+}

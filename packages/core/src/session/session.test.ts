@@ -1,0 +1,418 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { RjobError } from '../errors.js';
+import { JobManager } from '../job/job-manager.js';
+import type { ReliableChannelOptions } from '../protocol/reliable-channel.js';
+import { createMemoryNetwork, type MemoryNetwork } from '../testing/memory-transport.js';
+import { remoteJobType } from './remote-job-type.js';
+import type { SessionState } from './rpc.js';
+import { connectSession, openSession, type RemoteRecord, type Session } from './session.js';
+import { TestAgent } from './test-agent.js';
+
+const quiet: ReliableChannelOptions = { pingIntervalMs: 0, heartbeatTimeoutMs: 0 };
+
+function tick(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Waits, without timers, until `done()` holds; fails after many event-loop turns. */
+async function until(done: () => boolean, turns = 20_000): Promise<void> {
+  for (let i = 0; i < turns; i++) {
+    if (done()) return;
+    await tick();
+  }
+  throw new Error('condition not reached');
+}
+
+function setup(address = 'server01'): { network: MemoryNetwork; agent: TestAgent; stop: () => void } {
+  const network = createMemoryNetwork();
+  const agent = new TestAgent();
+  const stop = agent.listen(network, address);
+  return { network, agent, stop };
+}
+
+function states(session: Session<unknown>): SessionState[] {
+  const seen: SessionState[] = [];
+  session.onStateChange(({ state }) => seen.push(state));
+  return seen;
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('Session: requests', () => {
+  it('opens, answers requests and revives coded errors', async () => {
+    const { network } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet, name: 's1' });
+    expect(session.state).toBe('Opened');
+    expect(session.availability).toBe('Available');
+    expect(session.name).toBe('s1');
+    expect(session.computerName).toBe('server01');
+    expect(session.sessionId).toEqual(expect.any(String));
+    expect(session.resumeSecret).toEqual(expect.any(String));
+
+    const info = await session.request('session.info');
+    expect(info.sessionId).toBe(session.sessionId);
+
+    const error = await session.jobs.receive(42).catch((e: unknown) => e);
+    expect(RjobError.is(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'ERR_JOB_NOT_FOUND' });
+    await session.close();
+    expect(session.state).toBe('Closed');
+    await expect(session.request('session.info')).rejects.toMatchObject({ code: 'ERR_SESSION_CLOSED' });
+  });
+
+  it('keeps jobs and their results on the agent (S4)', async () => {
+    const { network } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    const job = await session.jobs.start({ definition: { lines: 3 } }, { name: 'audit' });
+    expect(job).toMatchObject({ name: 'audit', computerName: 'server01' });
+    await session.jobs.wait('audit');
+    const first = await session.jobs.receive('audit', { keep: true });
+    const second = await session.jobs.receive('audit', { keep: true });
+    expect(first.map((r) => r.data)).toEqual([0, 1, 2]);
+    expect(second.map((r) => r.data)).toEqual([0, 1, 2]);
+    expect(first.every((r) => r.computerName === 'server01')).toBe(true);
+    await session.close();
+  });
+
+  it('an unreachable target is a coded connect failure', async () => {
+    const { network } = setup();
+    await expect(openSession(network.transport, 'nowhere', { channel: quiet })).rejects.toMatchObject({
+      code: 'ERR_CONNECT_FAILED',
+    });
+  });
+});
+
+describe('Session: invoke', () => {
+  it('streams records tagged with the computer name, then the final info', async () => {
+    const { network } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    const invocation = session.invoke({ definition: { lines: 5 } });
+    const records: RemoteRecord[] = [];
+    for await (const record of invocation) records.push(record);
+    expect(records.map((r) => r.data)).toEqual([0, 1, 2, 3, 4]);
+    expect(records.every((r) => r.computerName === 'server01')).toBe(true);
+    const info = await invocation.result;
+    expect(info).toMatchObject({ state: 'Completed', computerName: 'server01' });
+    await session.close();
+  });
+
+  it('a failed invocation ends with the revived reason', async () => {
+    const { network } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    const seen: unknown[] = [];
+    const invocation = session.invoke(
+      { definition: { lines: 2, fail: 'ERR_JOB_EXIT_CODE' } },
+      {
+        onRecord: (record) => {
+          seen.push(record.data);
+        },
+      },
+    );
+    const info = await invocation.result;
+    expect(seen).toEqual([0, 1]);
+    expect(info.state).toBe('Failed');
+    expect(RjobError.hasCode(info.reason, 'ERR_JOB_EXIT_CODE')).toBe(true);
+    await session.close();
+  });
+});
+
+describe('Session: disconnect and reconnect', () => {
+  it('a cut link goes Disconnected, then Opened again by itself', async () => {
+    const { network } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet, initialBackoffMs: 1 });
+    const seen = states(session);
+    network.links.at(-1)!.cut();
+    await until(() => seen.length >= 2);
+    expect(seen).toEqual(['Disconnected', 'Opened']);
+    expect(session.state).toBe('Opened');
+    // Requests still work on the resumed session.
+    await expect(session.request('session.info')).resolves.toMatchObject({ sessionId: session.sessionId });
+    await session.close();
+  });
+
+  it('after the reconnect window it stays Disconnected, and a later connect() resumes', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const { network, agent, stop } = setup();
+    const session = await openSession(network.transport, 'server01', {
+      channel: quiet,
+      reconnectWindowMs: 60_000,
+      initialBackoffMs: 1_000,
+      maxBackoffMs: 8_000,
+    });
+    const seen = states(session);
+    stop(); // the agent is unreachable now
+    network.links.at(-1)!.cut();
+    await until(() => session.state === 'Disconnected' && session.reconnecting);
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(session.reconnecting).toBe(true);
+    await vi.advanceTimersByTimeAsync(40_000);
+    await until(() => !session.reconnecting);
+    expect(session.state).toBe('Disconnected');
+    expect(session.reason).toMatchObject({ code: 'ERR_CONNECT_FAILED' });
+    vi.useRealTimers();
+
+    agent.listen(network, 'server01');
+    await session.connect();
+    expect(session.state).toBe('Opened');
+    expect(seen[0]).toBe('Disconnected');
+    expect(seen.at(-1)).toBe('Opened');
+    await session.close();
+  });
+
+  it('a silent link is dropped by the heartbeat: Disconnected (not Broken), then resumed', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    const { network } = setup();
+    const session = await openSession(network.transport, 'server01', {
+      channel: { pingIntervalMs: 1_000, heartbeatTimeoutMs: 3_000 },
+    });
+    const seen = states(session);
+    network.links.at(-1)!.stall();
+    await vi.advanceTimersByTimeAsync(5_000);
+    await until(() => seen.length >= 2);
+    expect(seen).toEqual(['Disconnected', 'Opened']);
+    expect(network.links.length).toBe(2);
+    vi.useRealTimers();
+    await expect(session.request('session.info')).resolves.toMatchObject({ sessionId: session.sessionId });
+    await session.close();
+  });
+
+  it('connect() during an automatic attempt still ends Opened', async () => {
+    const { network } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet, initialBackoffMs: 1 });
+    network.links.at(-1)!.cut();
+    await session.connect();
+    expect(session.state).toBe('Opened');
+    await session.close();
+  });
+
+  it('a refused resume makes the session Broken', async () => {
+    const { network, agent } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet, initialBackoffMs: 1 });
+    const seen = states(session);
+    agent.forget(session.sessionId!);
+    await until(() => session.state === 'Broken');
+    expect(seen).toEqual(['Disconnected', 'Broken']);
+    expect(session.reason).toMatchObject({ code: 'ERR_SESSION_NOT_FOUND' });
+    await expect(session.request('session.info')).rejects.toMatchObject({ code: 'ERR_SESSION_BROKEN' });
+  });
+
+  it('disconnect() leaves the session Disconnected, without reconnecting, until connect()', async () => {
+    const { network, agent } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    await session.disconnect();
+    expect(session.state).toBe('Disconnected');
+    expect(session.reconnecting).toBe(false);
+    expect(agent.sessions.get(session.sessionId!)?.disconnected).toBe(true);
+    await session.connect();
+    expect(session.state).toBe('Opened');
+    await session.close();
+  });
+});
+
+describe('RemoteJob', () => {
+  it('receives 100,000 records exactly once, in order, through 20 link cuts, and ends Completed', async () => {
+    const total = 100_000;
+    const cuts = 20;
+    const { network, agent } = setup();
+    const session = await openSession(network.transport, 'server01', {
+      channel: { ...quiet, windowMessages: 512 },
+      initialBackoffMs: 1,
+    });
+    const manager = new JobManager();
+    const cutAt = new Set(Array.from({ length: cuts }, (_, i) => 2_000 + i * 4_900));
+    let owed = 0;
+    let done = 0;
+    const cut = (): void => {
+      const link = network.links.at(-1)!;
+      if (link.closed) {
+        owed++;
+        return;
+      }
+      done++;
+      link.cut();
+    };
+    agent.onRecordSent = (count) => {
+      if (cutAt.has(count)) cut();
+    };
+    agent.onAttached = () => {
+      if (owed === 0) return;
+      owed--;
+      setImmediate(cut);
+    };
+    const disconnectedSeen: string[] = [];
+    const job = await manager.start(remoteJobType(), { session, work: { definition: { lines: total } } });
+    job.onStateChange(({ state }) => disconnectedSeen.push(state));
+    const records = await manager.receive(job, { wait: true });
+    expect(done).toBe(cuts);
+    expect(job.state).toBe('Completed');
+    expect(job.type).toBe('RemoteJob');
+    expect(records.length).toBe(total);
+    for (let i = 0; i < total; i++) {
+      if (records[i]!.data !== i) throw new Error(`record ${i} is ${String(records[i]!.data)}`);
+    }
+    expect(disconnectedSeen).toContain('Disconnected');
+    await session.close();
+  });
+
+  it('shows Disconnected while the session is, and Running again after connect()', async () => {
+    const { network, agent } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    const manager = new JobManager();
+    const job = await manager.start(remoteJobType(), {
+      session,
+      work: { definition: { lines: 3, gate: 'g1' } },
+    });
+    expect(job.state).toBe('Running');
+    await session.disconnect();
+    expect(job.state).toBe('Disconnected');
+    agent.open('g1');
+    await session.connect();
+    expect(['Running', 'Completed']).toContain(job.state);
+    const records = await manager.receive(job, { wait: true });
+    expect(records.map((r) => r.data)).toEqual([0, 1, 2]);
+    expect(job.state).toBe('Completed');
+    await session.close();
+  });
+
+  it('a remote failure fails the local job with the revived, coded reason', async () => {
+    const { network } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    const manager = new JobManager();
+    const job = await manager.start(remoteJobType(), {
+      session,
+      work: { definition: { fail: 'ERR_JOB_EXIT_CODE' } },
+    });
+    await manager.wait(job);
+    expect(job.state).toBe('Failed');
+    expect(job.reason?.code).toBe('ERR_JOB_EXIT_CODE');
+    await session.close();
+  });
+
+  it('stop() stops the remote job', async () => {
+    const { network, agent } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    const manager = new JobManager();
+    const job = await manager.start(remoteJobType(), {
+      session,
+      work: { definition: { lines: 1, gate: 'never' } },
+    });
+    await manager.stop(job);
+    expect(job.state).toBe('Stopped');
+    expect(agent.calls.get('job.stop')).toBe(1);
+    await session.close();
+  });
+});
+
+describe('Receive-PSSession and another client (S5)', () => {
+  it('receive({ outTarget: "job" }) turns running remote jobs into local RemoteJobs', async () => {
+    const { network, agent } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    await session.jobs.start({ definition: { lines: 60, gate: 'bg' } }, { name: 'bg-job' });
+    await session.disconnect();
+    agent.open('bg');
+    await session.connect();
+    const manager = new JobManager();
+    const [job] = await session.receive({ outTarget: 'job', jobManager: manager });
+    expect(job).toMatchObject({ name: 'bg-job', type: 'RemoteJob', location: 'server01' });
+    const records = await manager.receive(job!, { wait: true });
+    expect(records.map((r) => r.data)).toEqual(Array.from({ length: 60 }, (_, i) => i));
+    expect(job!.state).toBe('Completed');
+    await session.close();
+  });
+
+  it('connectSession from a second client object with the saved id and secret receives the rest', async () => {
+    const { network, agent } = setup();
+    const first = await openSession(network.transport, 'server01', { channel: quiet, autoReconnect: false });
+    const firstManager = new JobManager();
+    const firstJob = await firstManager.start(remoteJobType(), {
+      session: first,
+      work: { definition: { lines: 50, more: { lines: 50, gate: 'phase2' } }, name: 'bg' },
+    });
+    // The first client holds (and has acknowledged) the first half, then its process dies.
+    await until(() => firstJob.buffer.length === 50);
+    const stub = agent.sessions.get(first.sessionId!)!;
+    await until(() => stub.channel.ackedSeq === stub.channel.sentSeq);
+    const saved = { sessionId: first.sessionId!, resumeSecret: first.resumeSecret! };
+    network.links.at(-1)!.cut();
+    agent.open('phase2');
+
+    const second = await connectSession(network.transport, 'server01', { ...saved, channel: quiet });
+    expect(second.state).toBe('Opened');
+    expect(second.sessionId).toBe(saved.sessionId);
+    expect(second.id).not.toBe(first.id);
+    const manager = new JobManager();
+    const [job] = await second.receive({ outTarget: 'job', jobManager: manager });
+    const rest = await manager.receive(job!, { wait: true });
+    const firstHalf = await firstManager.receive(firstJob);
+    expect([...firstHalf, ...rest].map((r) => r.data)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    expect(job!.state).toBe('Completed');
+    await second.close();
+  });
+
+  it('connectSession with a wrong secret is refused with ERR_SESSION_NOT_FOUND', async () => {
+    const { network } = setup();
+    const first = await openSession(network.transport, 'server01', { channel: quiet });
+    await expect(
+      connectSession(network.transport, 'server01', {
+        sessionId: first.sessionId!,
+        resumeSecret: 'guess',
+        channel: quiet,
+      }),
+    ).rejects.toMatchObject({ code: 'ERR_SESSION_NOT_FOUND' });
+    await first.close();
+  });
+});
+
+describe('flow control and receive to the host', () => {
+  it('a RemoteJob paused by a full buffer stops the agent through credit, and loses nothing', async () => {
+    const total = 30_000;
+    const { network, agent } = setup();
+    const session = await openSession(network.transport, 'server01', {
+      channel: { ...quiet, windowMessages: 256 },
+    });
+    const manager = new JobManager({ maxBufferedBytes: 4096 });
+    const job = await manager.start(remoteJobType(), { session, work: { definition: { lines: total } } });
+    // Nobody receives: the local buffer fills, the job pauses, the agent runs out of credit.
+    let last = -1;
+    for (let i = 0; i < 10_000 && agent.recordsSent !== last; i++) {
+      last = agent.recordsSent;
+      for (let j = 0; j < 20; j++) await tick();
+    }
+    expect(agent.recordsSent).toBeLessThan(total);
+    expect(job.buffer.length).toBeLessThan(1_000);
+    const records = await manager.receive(job, { wait: true });
+    expect(records.map((r) => r.data)).toEqual(Array.from({ length: total }, (_, i) => i));
+    expect(job.state).toBe('Completed');
+    await session.close();
+  });
+
+  it('receive() without outTarget returns what the remote jobs hold, tagged', async () => {
+    const { network } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    await session.jobs.start({ definition: { lines: 2 } }, { name: 'a' });
+    await session.jobs.wait('a');
+    const records = await session.receive();
+    expect(records.map((r) => [r.data, r.computerName])).toEqual([
+      [0, 'server01'],
+      [1, 'server01'],
+    ]);
+    expect(await session.receive()).toEqual([]);
+    await session.close();
+  });
+
+  it('receive({ outTarget: "job" }) leaves jobs this client already mirrors alone', async () => {
+    const { network, agent } = setup();
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    const manager = new JobManager();
+    const job = await manager.start(remoteJobType(), {
+      session,
+      work: { definition: { lines: 2, gate: 'x' } },
+    });
+    expect(await session.receive({ outTarget: 'job', jobManager: manager })).toEqual([]);
+    agent.open('x');
+    expect((await manager.receive(job, { wait: true })).map((r) => r.data)).toEqual([0, 1]);
+    await session.close();
+  });
+});
