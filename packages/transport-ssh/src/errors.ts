@@ -1,0 +1,74 @@
+import { RjobError } from '@rjob/core';
+
+/**
+ * Error codes raised by @rjob/transport-ssh. Each refusal reason has its own code so that callers
+ * (and fan-out child jobs) can say *why* a host was not reached without parsing messages.
+ */
+export const SshErrorCode = {
+  /** The host's key is not in any known_hosts file and the policy does not allow adding it. */
+  HostKeyUnknown: 'ERR_SSH_HOST_KEY_UNKNOWN',
+  /** known_hosts holds a different key of the same type for this host: possible man-in-the-middle. */
+  HostKeyChanged: 'ERR_SSH_HOST_KEY_CHANGED',
+  /** The host presented a key marked `@revoked`. */
+  HostKeyRevoked: 'ERR_SSH_HOST_KEY_REVOKED',
+  /** Nothing listens on the host's SSH port (TCP connection refused). */
+  ConnectRefused: 'ERR_SSH_CONNECT_REFUSED',
+  /** The host name does not resolve. */
+  DnsFailed: 'ERR_SSH_DNS_FAILED',
+  /** The TCP connection or SSH handshake did not finish within the connect timeout. */
+  ConnectTimeout: 'ERR_SSH_CONNECT_TIMEOUT',
+  /** Any other failure to reach the host (unreachable network, reset during handshake, ...). */
+  ConnectFailed: 'ERR_SSH_CONNECT_FAILED',
+  /** The server accepted none of the offered authentication methods. */
+  AuthFailed: 'ERR_SSH_AUTH_FAILED',
+  /** An ssh_config file or a target string could not be understood. */
+  ConfigInvalid: 'ERR_SSH_CONFIG_INVALID',
+} as const;
+
+export type SshErrorCodeValue = (typeof SshErrorCode)[keyof typeof SshErrorCode];
+
+/** Shape of the errors ssh2 and `net` raise; only the fields we branch on. */
+interface LowLevelError {
+  code?: unknown;
+  level?: unknown;
+  message?: unknown;
+}
+
+/**
+ * Maps an error from ssh2 (or the socket under it) to a coded {@link RjobError}. Errors that are
+ * already RjobErrors (for example a host-key refusal raised by our verifier) pass through.
+ */
+export function toSshConnectError(error: unknown, target: { host: string; port: number }): RjobError {
+  if (RjobError.is(error)) return error;
+  const e = (typeof error === 'object' && error !== null ? error : {}) as LowLevelError;
+  const where = `${target.host}:${target.port}`;
+  const message = typeof e.message === 'string' ? e.message : String(error);
+  const details = { host: target.host, port: target.port, cause: e.code ?? e.level };
+  if (e.code === 'ECONNREFUSED') {
+    return new RjobError(SshErrorCode.ConnectRefused, `ssh: connect to ${where}: connection refused`, {
+      cause: error,
+      details,
+    });
+  }
+  if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN' || e.code === 'EAI_NONAME') {
+    return new RjobError(SshErrorCode.DnsFailed, `ssh: could not resolve host name ${target.host}`, {
+      cause: error,
+      details,
+    });
+  }
+  if (e.level === 'client-timeout' || e.code === 'ETIMEDOUT') {
+    return new RjobError(SshErrorCode.ConnectTimeout, `ssh: connect to ${where}: timed out`, {
+      cause: error,
+      details,
+      timedOut: true,
+    });
+  }
+  if (e.level === 'client-authentication') {
+    return new RjobError(
+      SshErrorCode.AuthFailed,
+      `ssh: ${where}: permission denied (all authentication methods failed)`,
+      { cause: error, details },
+    );
+  }
+  return new RjobError(SshErrorCode.ConnectFailed, `ssh: ${where}: ${message}`, { cause: error, details });
+}

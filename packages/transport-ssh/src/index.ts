@@ -1,0 +1,35 @@
+export { type ConnectSshOptions, connectSsh, execOnce, type SshConnection } from './connect.js';
+export { SshErrorCode, type SshErrorCodeValue, toSshConnectError } from './errors.js';
+export { matchPatternList, type PatternListMatch, wildcardMatch } from './host-patterns.js';
+export {
+  type CheckHostKeyOptions,
+  changedHostKeyWarning,
+  checkHostKey,
+  DEFAULT_GLOBAL_KNOWN_HOSTS_FILES,
+  defaultUserKnownHostsFiles,
+  entryMatchesName,
+  fingerprintSha256,
+  type HostKeyDecision,
+  type HostKeyQuery,
+  type HostKeyStatus,
+  type HostKeyVerification,
+  hashKnownHostsName,
+  type KnownHostsEntry,
+  type KnownHostsProblem,
+  keyTypeOfBlob,
+  knownHostsName,
+  type ParsedKnownHosts,
+  parseKnownHosts,
+  readKnownHostsFiles,
+  type StrictHostKeyChecking,
+  verifyHostKey,
+  verifyHostKeyInEntries,
+} from './known-hosts.js';
+export {
+  parseSshConfigText,
+  parseSshTarget,
+  type ResolveSshConfigOptions,
+  resolveSshConfig,
+  type SshHostConfig,
+  type SshTarget,
+} from './ssh-config.js';

@@ -1,0 +1,10 @@
+export {
+  descendantPids,
+  SSHD_PATH,
+  SSHD_TEST_USER,
+  type SshdFixture,
+  type SshdHostKey,
+  type StartSshdOptions,
+  sshdUnavailableReason,
+  startSshd,
+} from './sshd-fixture.js';
