@@ -5,6 +5,7 @@
 import { benchCodec } from './codec.js';
 import { printResults } from './harness.js';
 import { benchProcess } from './process.js';
+import { benchRemote } from './remote.js';
 import { benchThread } from './thread.js';
 
 const sections: Record<string, { title: string; run: () => Promise<import('./harness.js').BenchResult[]> }> =
@@ -12,6 +13,10 @@ const sections: Record<string, { title: string; run: () => Promise<import('./har
     codec: { title: 'Value codec (decision: docs/decisions.md)', run: benchCodec },
     thread: { title: 'ThreadJob (targets: warm start < 1 ms; ≥ 500k records/s)', run: benchThread },
     process: { title: 'BackgroundJob (target: within 1.2× of raw spawn)', run: benchProcess },
+    remote: {
+      title: 'Remoting over the local agent (Unix socket); throughput ratio is rate / raw rate',
+      run: benchRemote,
+    },
   };
 
 const wanted = process.argv.slice(2);

@@ -33,6 +33,8 @@ export const ErrorCode = {
   JobStartFailed: 'ERR_JOB_START_FAILED',
   /** At least one child of a parent job failed. */
   ChildJobFailed: 'ERR_CHILD_JOB_FAILED',
+  /** No agent answers at the address given (socket path, host). */
+  AgentUnreachable: 'ERR_AGENT_UNREACHABLE',
   /** The manager was closed; it takes no new work. */
   ManagerClosed: 'ERR_MANAGER_CLOSED',
   // Protocol and remoting codes are listed in docs/protocol.md and live beside the protocol code.

@@ -107,6 +107,7 @@ export {
   type ReliableChannelOptions,
   type ReliableChannelState,
   type ReliableChannelStats,
+  type TakeoverEvent,
 } from './protocol/reliable-channel.js';
 export {
   type ByteStream,
@@ -174,3 +175,4 @@ export {
   SessionErrorCode,
   type SessionErrorCodeValue,
 } from './session/session-errors.js';
+export { unixSocketTransport } from './transport/unix-transport.js';

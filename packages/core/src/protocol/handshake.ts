@@ -2,7 +2,8 @@
  * The per-link handshake of protocol v1: version negotiation (`hello` / `welcome`), then opening a
  * new session (`open` / `opened`) or resuming one (`resume` / `resumed`), after which the link is
  * handed to the session's {@link ReliableChannel}. Each side learns how far the other got, which
- * is what lets the channel replay exactly the missing messages.
+ * is what lets the channel replay exactly the missing messages. A client with no channel state
+ * (only the session id and secret) resumes with `takeover` and the session moves to a new epoch.
  */
 import { RjobError, serializeError, toRjobError } from '../errors.js';
 import type { TransportChannel } from '../transport/transport.js';
@@ -27,8 +28,12 @@ export interface ClientHandshakeOptions extends HandshakeCommon {
   channel: ReliableChannel;
   /** Identity token sent in `hello`. */
   token?: string;
-  /** Resume this session instead of opening a new one. */
-  resume?: { sessionId: string; resumeSecret: string };
+  /**
+   * Resume this session instead of opening a new one. With `takeover`, `channel` must be pristine
+   * (never attached): the client has none of the session's channel state, and the server starts a
+   * new epoch for it instead of replaying (docs/protocol.md, "Session takeover").
+   */
+  resume?: { sessionId: string; resumeSecret: string; takeover?: boolean };
 }
 
 export interface ClientHandshakeResult {
@@ -45,15 +50,18 @@ export interface ServerHandshakeOptions extends HandshakeCommon {
   /** Creates a session and its channel. */
   open(context: { token: string | undefined; version: number }): SessionHandle | Promise<SessionHandle>;
   /**
-   * Finds the session to resume and checks its secret (in constant time). Throw
-   * ERR_SESSION_NOT_FOUND for an unknown id, a wrong secret or another identity's session, so the
-   * answer does not tell them apart.
+   * Finds the session to resume and checks its secret (in constant time); returns its current
+   * channel. Throw ERR_SESSION_NOT_FOUND for an unknown id, a wrong secret or another identity's
+   * session, so the answer does not tell them apart. With `takeover`, the handshake then calls
+   * {@link ReliableChannel.takeOver} on the returned channel: its `onTakeover` handlers must swap
+   * the session to the successor channel.
    */
   resume(request: {
     sessionId: string;
     resumeSecret: string;
     token: string | undefined;
     version: number;
+    takeover: boolean;
   }): ReliableChannel | Promise<ReliableChannel>;
 }
 
@@ -68,6 +76,9 @@ export interface ServerHandshakeResult {
   sessionId: string;
   token: string | undefined;
   resumed: boolean;
+  /** The resume was a takeover: `channel` is the successor of the one `resume` returned. */
+  takenOver: boolean;
+  /** The channel now attached to the link. */
   channel: ReliableChannel;
 }
 
@@ -201,6 +212,17 @@ export function clientHandshake(
   link: TransportChannel,
   options: ClientHandshakeOptions,
 ): Promise<ClientHandshakeResult> {
+  const takeover = options.resume?.takeover === true;
+  if (takeover && !options.channel.pristine) {
+    // Checked before anything is sent: a channel with history would carry numbers the new epoch
+    // does not know.
+    const error = new RjobError(
+      'ERR_INVALID_ARGUMENT',
+      'A takeover needs a channel that was never attached.',
+    );
+    link.close(error);
+    return Promise.reject(error);
+  }
   const reader = new HandshakeReader(link, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
   const versions = [...(options.versions ?? SUPPORTED_PROTOCOL_VERSIONS)];
   return run(reader, async () => {
@@ -221,18 +243,37 @@ export function clientHandshake(
       );
     }
     if (options.resume) {
+      const channel = options.channel;
       reader.send({
         type: 'resume',
         sessionId: options.resume.sessionId,
         resumeSecret: options.resume.resumeSecret,
-        lastSeq: options.channel.receivedSeq,
+        lastSeq: takeover ? 0 : channel.receivedSeq,
+        // Epoch 0 is left out, so that a session never taken over resumes as it always did.
+        ...(takeover ? { takeover: true } : channel.epoch > 0 ? { epoch: channel.epoch } : {}),
       });
       const resumed = expectType(await reader.next(true), 'resumed');
       if (resumed.sessionId !== options.resume.sessionId) {
         throw new RjobError(ProtocolErrorCode.ProtocolViolation, 'Server resumed another session.');
       }
+      const epoch = resumed.epoch ?? 0;
+      if (takeover) {
+        // A server that replays instead of starting an epoch did not take the session over.
+        if (epoch < 1 || resumed.lastSeq !== 0) {
+          throw new RjobError(ProtocolErrorCode.ProtocolViolation, 'Server did not take the session over.', {
+            details: { epoch, lastSeq: resumed.lastSeq },
+          });
+        }
+        channel.joinEpoch(epoch);
+      } else if (epoch !== channel.epoch) {
+        throw new RjobError(
+          ProtocolErrorCode.ProtocolViolation,
+          `Server resumed epoch ${epoch}, the client is in epoch ${channel.epoch}.`,
+          { details: { epoch, clientEpoch: channel.epoch } },
+        );
+      }
       reader.release();
-      options.channel.attach(link, resumed.lastSeq);
+      channel.attach(link, resumed.lastSeq);
       return { version: welcome.version, sessionId: resumed.sessionId, resumed: true };
     }
     reader.send({ type: 'open' });
@@ -282,19 +323,53 @@ export function serverHandshake(
       reader.send({ type: 'opened', sessionId: session.sessionId, resumeSecret: session.resumeSecret });
       reader.release();
       session.channel.attach(link, 0);
-      return { version, sessionId: session.sessionId, token, resumed: false, channel: session.channel };
+      return {
+        version,
+        sessionId: session.sessionId,
+        token,
+        resumed: false,
+        takenOver: false,
+        channel: session.channel,
+      };
     }
-    const channel = await options.resume({
+    const takeover = request.takeover === true;
+    const current = await options.resume({
       sessionId: request.sessionId,
       resumeSecret: request.resumeSecret,
       token,
       version,
+      takeover,
     });
+    if (takeover) {
+      // Closes the old channel (and its link, telling the old client why) only now that the
+      // secret has been checked; the successor starts empty, so both sides number from 1.
+      const channel = current.takeOver();
+      reader.send({ type: 'resumed', sessionId: request.sessionId, lastSeq: 0, epoch: channel.epoch });
+      reader.release();
+      channel.attach(link, 0);
+      return { version, sessionId: request.sessionId, token, resumed: true, takenOver: true, channel };
+    }
+    const epoch = request.epoch ?? 0;
+    if (epoch !== current.epoch) {
+      // A client from before a takeover: its numbers belong to a channel that is gone. Refusing
+      // leaves the current channel and its link alone.
+      throw new RjobError(
+        ProtocolErrorCode.SessionTakenOver,
+        'The session was taken over by another client.',
+        { details: { epoch, currentEpoch: current.epoch } },
+      );
+    }
+    const channel = current;
     // The old link may not have noticed the cut yet; it must be gone before we say how far we got.
     channel.detach('Session resumed on another link.');
-    reader.send({ type: 'resumed', sessionId: request.sessionId, lastSeq: channel.receivedSeq });
+    reader.send({
+      type: 'resumed',
+      sessionId: request.sessionId,
+      lastSeq: channel.receivedSeq,
+      ...(channel.epoch > 0 ? { epoch: channel.epoch } : {}),
+    });
     reader.release();
     channel.attach(link, request.lastSeq);
-    return { version, sessionId: request.sessionId, token, resumed: true, channel };
+    return { version, sessionId: request.sessionId, token, resumed: true, takenOver: false, channel };
   });
 }

@@ -53,4 +53,5 @@ export {
   type ReliableChannelOptions,
   type ReliableChannelState,
   type ReliableChannelStats,
+  type TakeoverEvent,
 } from './reliable-channel.js';

@@ -55,6 +55,16 @@ export interface ResumeMessage {
   resumeSecret: string;
   /** Highest sequence number the client has received from the server in this session. */
   lastSeq: number;
+  /**
+   * The channel epoch the client's state belongs to (from the last `resumed`); absent means 0.
+   * A resume from an epoch the session has left (it was taken over since) is refused.
+   */
+  epoch?: number;
+  /**
+   * The client holds none of the session's channel state (a new process with only the id and
+   * secret): the server starts a new epoch instead of replaying. Requires `lastSeq` 0.
+   */
+  takeover?: boolean;
 }
 
 /** Server → client, answer to `open`. */
@@ -71,6 +81,8 @@ export interface ResumedMessage {
   sessionId: string;
   /** Highest sequence number the server has received from the client in this session. */
   lastSeq: number;
+  /** The session's channel epoch; absent means 0. Always present after a takeover (≥ 1). */
+  epoch?: number;
 }
 
 /** Cumulative acknowledgement: every sequenced message up to `seq` has been consumed. */
@@ -275,6 +287,11 @@ const VALIDATORS: Record<MessageType, (m: Record<string, unknown>) => void> = {
     nonEmptyStr(m, 'sessionId', MESSAGE_LIMITS.maxIdChars);
     nonEmptyStr(m, 'resumeSecret', MESSAGE_LIMITS.maxIdChars);
     int(m, 'lastSeq');
+    if (field(m, 'epoch') !== undefined) int(m, 'epoch');
+    const takeover = field(m, 'takeover');
+    if (takeover !== undefined && typeof takeover !== 'boolean') fail('takeover must be a boolean');
+    // A client taking over holds nothing; any other lastSeq means it is confused about its state.
+    if (takeover === true && m.lastSeq !== 0) fail('takeover requires lastSeq 0');
   },
   opened(m) {
     nonEmptyStr(m, 'sessionId', MESSAGE_LIMITS.maxIdChars);
@@ -283,6 +300,7 @@ const VALIDATORS: Record<MessageType, (m: Record<string, unknown>) => void> = {
   resumed(m) {
     nonEmptyStr(m, 'sessionId', MESSAGE_LIMITS.maxIdChars);
     int(m, 'lastSeq');
+    if (field(m, 'epoch') !== undefined) int(m, 'epoch');
   },
   ack(m) {
     int(m, 'seq');

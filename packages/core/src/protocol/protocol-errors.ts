@@ -30,6 +30,11 @@ export const ProtocolErrorCode = {
   ResumeFailed: 'ERR_RESUME_FAILED',
   /** No session with that id exists for this identity (or the resume secret is wrong). */
   SessionNotFound: 'ERR_SESSION_NOT_FOUND',
+  /**
+   * Another client took the session over (`resume` with `takeover`): the link of the client that
+   * held it is closed with this code, and that client's later plain resumes are refused with it.
+   */
+  SessionTakenOver: 'ERR_SESSION_TAKEN_OVER',
   /** The underlying link closed or was cut. Resumable. */
   LinkClosed: 'ERR_LINK_CLOSED',
   /** The channel was closed; it carries nothing more. */

@@ -12,7 +12,8 @@ import { RjobError, serializeError } from '../errors.js';
 import { createMemoryLink } from '../testing/memory-transport.js';
 import { channelFromDuplex } from '../transport/transport.js';
 import { encodeFrame } from './framing.js';
-import { decodeMessage, encodeMessage, type Message } from './messages.js';
+import { serverHandshake } from './handshake.js';
+import { decodeMessage, encodeMessage, type Message, validateMessage } from './messages.js';
 import { ProtocolErrorCode } from './protocol-errors.js';
 import { ReliableChannel, type ReliableChannelOptions } from './reliable-channel.js';
 
@@ -30,8 +31,11 @@ const templates: Message[] = [
   { type: 'welcome', version: 1 },
   { type: 'open' },
   { type: 'resume', sessionId: 's', resumeSecret: 'x', lastSeq: 0 },
+  { type: 'resume', sessionId: 's', resumeSecret: 'x', lastSeq: 0, takeover: true },
+  { type: 'resume', sessionId: 's', resumeSecret: 'x', lastSeq: 2, epoch: 1 },
   { type: 'opened', sessionId: 's', resumeSecret: 'x' },
   { type: 'resumed', sessionId: 's', lastSeq: 0 },
+  { type: 'resumed', sessionId: 's', lastSeq: 0, epoch: 1 },
   { type: 'ack', seq: 0 },
   { type: 'credit', seq: 4, bytes: 100 },
   { type: 'ping', nonce: 1 },
@@ -66,6 +70,8 @@ const fieldNames = fc.constantFrom(
   'versions',
   'error',
   'lastSeq',
+  'epoch',
+  'takeover',
 );
 
 /** One frame body: garbage, a non-message value, a mutated message, or a valid message with odd numbers. */
@@ -218,5 +224,132 @@ describe('protocol fuzz', () => {
     bystanderA.send({ type: 'event', name: 'still alive' });
     for (let i = 0; i < 10 && bystanderGot.length === 0; i++) await new Promise<void>((r) => setImmediate(r));
     expect(bystanderGot).toHaveLength(1);
+  });
+
+  /** A `resume` with fuzzed credentials, `lastSeq`, `epoch` and `takeover` fields. */
+  const resumeBody = fc
+    .record({
+      sessionId: fc.constantFrom('s1', 's1', 's1', 'other'),
+      resumeSecret: fc.constantFrom('secret', 'secret', 'secret', 'guess'),
+      // Weighted towards values a real client sends, so that every outcome is reached often.
+      lastSeq: fc.oneof(
+        { arbitrary: fc.constant(0), weight: 3 },
+        { arbitrary: fc.constant(2), weight: 3 },
+        fc.integer({ min: -1, max: 4 }),
+        fc.double(),
+        fc.constant(2 ** 53),
+      ),
+      epoch: fc.oneof(
+        { arbitrary: fc.constant(undefined), weight: 3 },
+        fc.integer({ min: -1, max: 2 }),
+        anyValue,
+      ),
+      takeover: fc.oneof(
+        { arbitrary: fc.constant(undefined), weight: 2 },
+        { arbitrary: fc.constant(true), weight: 2 },
+        fc.boolean(),
+        anyValue,
+      ),
+    })
+    .map((fields) => {
+      const m: Record<string, unknown> = { type: 'resume' };
+      for (const [key, value] of Object.entries(fields)) if (value !== undefined) m[key] = value;
+      return m;
+    });
+
+  it('resume and takeover requests against a session with history (1,000 cases)', async () => {
+    const seen = { takenOver: 0, resumed: 0, refused: 0 };
+    await fc.assert(
+      fc.asyncProperty(resumeBody, async (resume) => {
+        cases++;
+        // A session whose channel carried two messages each way and is still attached.
+        const oldLink = createMemoryLink();
+        const peer = new ReliableChannel(options);
+        let current = new ReliableChannel(options);
+        const original = current;
+        peer.attach(oldLink.a, 0);
+        current.attach(oldLink.b, 0);
+        peer.onMessage(() => {});
+        current.onMessage(() => {});
+        let takeovers = 0;
+        current.onTakeover((event) => {
+          takeovers++;
+          current = event.channel;
+        });
+        peer.send({ type: 'request', id: 1, method: 'm' });
+        peer.send({ type: 'request', id: 2, method: 'm' });
+        current.send({ type: 'event', name: 'e' });
+        current.send({ type: 'event', name: 'e' });
+        for (let turn = 0; turn < 3; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
+        const before = [original.ackedSeq, original.receivedSeq, original.consumedSeq, original.sentSeq];
+
+        const link = createMemoryLink();
+        const outcome = serverHandshake(link.b, {
+          open: () => {
+            throw new RjobError('ERR_PROTOCOL_VIOLATION', 'not in this test');
+          },
+          resume: (request) => {
+            if (request.sessionId !== 's1' || request.resumeSecret !== 'secret') {
+              throw new RjobError('ERR_SESSION_NOT_FOUND', 'No such session.');
+            }
+            return current;
+          },
+        }).then(
+          (result) => ({ ok: true as const, result }),
+          (error: unknown) => ({ ok: false as const, error }),
+        );
+        link.inject('b', encodeMessage({ type: 'hello', versions: [1] }));
+        link.inject('b', v8.serialize(resume));
+        const settled = await outcome;
+
+        let valid = true;
+        try {
+          validateMessage(resume);
+        } catch {
+          valid = false;
+        }
+        const authorised = resume.sessionId === 's1' && resume.resumeSecret === 'secret';
+        if (!settled.ok) {
+          seen.refused++;
+          expect(RjobError.is(settled.error)).toBe(true);
+          expect(KNOWN_CODES.has((settled.error as RjobError).code)).toBe(true);
+          expect(takeovers).toBe(0);
+          expect(link.closed).toBe(true);
+          // Only a plain resume from a point that cannot be replayed may end the session.
+          if ((settled.error as RjobError).code === 'ERR_RESUME_FAILED') {
+            expect(valid && authorised && resume.takeover !== true).toBe(true);
+          } else {
+            expect(original.state).toBe('attached');
+            expect(oldLink.closed).toBe(false);
+            expect([original.ackedSeq, original.receivedSeq, original.consumedSeq, original.sentSeq]).toEqual(
+              before,
+            );
+          }
+        } else {
+          expect(valid && authorised).toBe(true);
+          if (resume.takeover === true) {
+            seen.takenOver++;
+            expect(settled.result.takenOver).toBe(true);
+            expect(takeovers).toBe(1);
+            expect(original.closeReason?.code).toBe('ERR_SESSION_TAKEN_OVER');
+            expect(settled.result.channel).toBe(current);
+            expect(current.epoch).toBe(1);
+            expect(current.state).toBe('attached');
+          } else {
+            seen.resumed++;
+            expect(takeovers).toBe(0);
+            expect(settled.result.channel).toBe(original);
+            expect(resume.epoch ?? 0).toBe(0);
+          }
+        }
+        current.close();
+        original.close();
+        peer.close();
+      }),
+      { numRuns: 1_000 },
+    );
+    expect(seen.takenOver).toBeGreaterThan(20);
+    expect(seen.resumed).toBeGreaterThan(20);
+    expect(seen.refused).toBeGreaterThan(20);
   });
 });

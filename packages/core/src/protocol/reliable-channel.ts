@@ -4,7 +4,9 @@
  * not acknowledged for replay, limits what is in flight by the credit the receiver grants,
  * detects dead links with heartbeats, and survives link changes: after {@link ReliableChannel.attach}
  * on a new link, the sender replays exactly what the receiver is missing, so the consumer sees
- * every message once, in order. docs/protocol.md describes the rules in wire terms.
+ * every message once, in order. A client that holds none of the state (a new process) takes the
+ * session over instead: {@link ReliableChannel.takeOver} hands the session to a successor channel
+ * in a new epoch. docs/protocol.md describes the rules in wire terms.
  */
 import { deserializeError, RjobError, serializeError, toRjobError } from '../errors.js';
 import type { TransportChannel } from '../transport/transport.js';
@@ -66,6 +68,19 @@ export interface ReliableChannelStats {
 }
 
 export type MessageHandler = (message: SequencedMessage) => void | Promise<void>;
+
+/** What {@link ReliableChannel.onTakeover} handlers learn; the old channel is still open then. */
+export interface TakeoverEvent {
+  /** The successor: the session's channel from now on, numbering from 1 in `epoch`. */
+  channel: ReliableChannel;
+  epoch: number;
+  /** Highest outgoing sequence number the old client acknowledged: everything up to it was consumed. */
+  ackedSeq: number;
+  /** Outgoing messages sent or queued but never acknowledged, abandoned with the old channel. */
+  discardedOutbound: number;
+  /** Incoming messages received but not yet consumed, abandoned with the old channel. */
+  discardedInbound: number;
+}
 
 interface OutEntry {
   seq: number;
@@ -131,6 +146,8 @@ function positiveInt(name: string, value: number | undefined, fallback: number, 
 
 export class ReliableChannel {
   readonly maxFrameBytes: number;
+  /** Kept so that a takeover's successor gets the same settings. */
+  readonly #options: ReliableChannelOptions;
   readonly #windowMessages: number;
   readonly #windowBytes: number;
   readonly #maxReplayBytes: number;
@@ -141,6 +158,8 @@ export class ReliableChannel {
 
   #state: ReliableChannelState = 'detached';
   #closeReason: RjobError | undefined;
+  #epoch = 0;
+  #everAttached = false;
   #link: TransportChannel | undefined;
   #linkOff: (() => void)[] = [];
   #linkCongested = false;
@@ -182,10 +201,14 @@ export class ReliableChannel {
   #pingNonce = 0;
 
   #drainWaiters: { resolve: () => void; reject: (error: RjobError) => void }[] = [];
+  #ackWaiters: { seq: number; resolve: () => void; reject: (error: RjobError) => void }[] = [];
+  #ackHandlers = new Set<(ackedSeq: number) => void>();
   #disconnectHandlers = new Set<(reason: RjobError) => void>();
   #closeHandlers = new Set<(reason: RjobError) => void>();
+  #takeoverHandlers = new Set<(event: TakeoverEvent) => void>();
 
   constructor(options: ReliableChannelOptions = {}) {
+    this.#options = { ...options };
     this.maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
     this.#windowMessages = positiveInt('windowMessages', options.windowMessages, 1024);
     this.#windowBytes = positiveInt('windowBytes', options.windowBytes, 8 * 1024 * 1024);
@@ -222,6 +245,17 @@ export class ReliableChannel {
   /** Highest outgoing sequence number the peer has acknowledged. */
   get ackedSeq(): number {
     return this.#ackedSeq;
+  }
+  /**
+   * Which generation of the session this channel carries: 0 for the channel of `open`, one more
+   * for each takeover. Sequence numbers only mean something within one epoch.
+   */
+  get epoch(): number {
+    return this.#epoch;
+  }
+  /** True until the first {@link attach}: no peer has seen or sent anything on this channel. */
+  get pristine(): boolean {
+    return !this.#everAttached && this.#state !== 'closed';
   }
 
   stats(): ReliableChannelStats {
@@ -284,6 +318,46 @@ export class ReliableChannel {
     return () => this.#disconnectHandlers.delete(handler);
   }
 
+  /**
+   * Called each time the peer's cumulative ack moves forward, with the new {@link ackedSeq}:
+   * every outgoing message up to it has been consumed by the peer's consumer. Synchronous; a
+   * handler that throws is ignored (it must not take the link down).
+   */
+  onAck(handler: (ackedSeq: number) => void): () => void {
+    this.#ackHandlers.add(handler);
+    return () => this.#ackHandlers.delete(handler);
+  }
+
+  /**
+   * Resolves once the peer has acknowledged outgoing message `seq` (read {@link sentSeq} right
+   * after `send` to learn a message's number). Rejects with the close reason if the channel
+   * closes first; a takeover closes it with ERR_SESSION_TAKEN_OVER, so a message the old client
+   * never acknowledged never counts as delivered.
+   */
+  whenAcked(seq: number): Promise<void> {
+    if (!Number.isSafeInteger(seq) || seq < 0 || seq > this.sentSeq) {
+      return Promise.reject(
+        new RjobError('ERR_INVALID_ARGUMENT', `Message ${seq} was never sent on this channel.`, {
+          details: { seq, sentSeq: this.sentSeq },
+        }),
+      );
+    }
+    if (seq <= this.#ackedSeq) return Promise.resolve();
+    if (this.#state === 'closed') return Promise.reject(this.#closedError());
+    return new Promise((resolve, reject) => this.#ackWaiters.push({ seq, resolve, reject }));
+  }
+
+  /**
+   * Server side: called when a new client takes the session over ({@link takeOver}), before this
+   * channel closes. The handler must make `event.channel` the session's channel and drop whatever
+   * belonged to the old client (subscriptions, unacknowledged deliveries): the new client numbers
+   * from 1 again and re-subscribes from what was acknowledged.
+   */
+  onTakeover(handler: (event: TakeoverEvent) => void): () => void {
+    this.#takeoverHandlers.add(handler);
+    return () => this.#takeoverHandlers.delete(handler);
+  }
+
   /** Called once, when the channel closes for good. */
   onClose(handler: (reason: RjobError) => void): () => void {
     if (this.#closeReason) {
@@ -324,6 +398,7 @@ export class ReliableChannel {
     }
     this.#link = link;
     this.#state = 'attached';
+    this.#everAttached = true;
     this.#linkCongested = false;
     this.#sentSeq = peerReceivedSeq;
     this.#lastHeardMs = Date.now();
@@ -344,6 +419,63 @@ export class ReliableChannel {
     this.#reportedAckSeq = this.#consumedSeq;
     this.#grant(true);
     this.#pump();
+  }
+
+  /**
+   * Server side of a takeover (docs/protocol.md, "Session takeover"): a client that holds none of
+   * this channel's state wants the session. Sequence numbers of the old client's requests and of
+   * our unacknowledged messages cannot be carried over to it, so rather than renumber, the session
+   * moves to a successor channel (same options, epoch + 1, every counter at 0): the returned
+   * channel, which the caller attaches to the new link with `peerReceivedSeq` 0. First the
+   * {@link onTakeover} handlers run (this channel is still open, so its counters can be read);
+   * then this channel closes with ERR_SESSION_TAKEN_OVER, telling the old client on its link if
+   * there still is one. Its queued and unacknowledged messages and unconsumed input are dropped,
+   * pending {@link drain} and {@link whenAcked} calls reject, and later sends on it throw.
+   */
+  takeOver(): ReliableChannel {
+    if (this.#state === 'closed') throw this.#closedError();
+    const next = new ReliableChannel(this.#options);
+    next.#epoch = this.#epoch + 1;
+    const event: TakeoverEvent = {
+      channel: next,
+      epoch: next.#epoch,
+      ackedSeq: this.#ackedSeq,
+      discardedOutbound: this.sentSeq - this.#ackedSeq,
+      discardedInbound: this.#inbox.length,
+    };
+    let failure: unknown;
+    let failed = false;
+    for (const handler of [...this.#takeoverHandlers]) {
+      try {
+        handler(event);
+      } catch (error) {
+        // Close this channel anyway: the old client must not keep the session.
+        if (!failed) failure = error;
+        failed = true;
+      }
+    }
+    this.#takeoverHandlers.clear();
+    this.#fail(
+      new RjobError(ProtocolErrorCode.SessionTakenOver, 'The session was taken over by another client.', {
+        details: { epoch: next.#epoch },
+      }),
+    );
+    if (failed) throw failure;
+    return next;
+  }
+
+  /**
+   * Client side of a takeover: a channel that was never attached takes the epoch the server
+   * announced in `resumed`, so that its later resumes name it. Throws on a channel with history.
+   */
+  joinEpoch(epoch: number): void {
+    if (!this.pristine) {
+      throw new RjobError(
+        'ERR_INVALID_ARGUMENT',
+        'Only a channel that was never attached can join an epoch (a takeover needs a fresh channel).',
+      );
+    }
+    this.#epoch = positiveInt('epoch', epoch, 0, true);
   }
 
   /** Drops the current link (it is closed) and waits for the next {@link attach}. */
@@ -570,6 +702,7 @@ export class ReliableChannel {
         },
       );
     }
+    const advanced = seq > this.#ackedSeq;
     while (this.#ackedSeq < seq) {
       const entry = this.#out.shift()!;
       this.#ackedSeq = entry.seq;
@@ -579,6 +712,25 @@ export class ReliableChannel {
     // After a resume the peer may hold more than we assumed written on this link.
     if (this.#sentSeq < this.#ackedSeq) this.#sentSeq = this.#ackedSeq;
     this.#pump();
+    if (advanced) this.#notifyAcked();
+  }
+
+  #notifyAcked(): void {
+    const acked = this.#ackedSeq;
+    if (this.#ackWaiters.length > 0) {
+      const due = this.#ackWaiters.filter((w) => w.seq <= acked);
+      if (due.length > 0) {
+        this.#ackWaiters = this.#ackWaiters.filter((w) => w.seq > acked);
+        for (const w of due) w.resolve();
+      }
+    }
+    for (const handler of [...this.#ackHandlers]) {
+      try {
+        handler(acked);
+      } catch {
+        // The peer did nothing wrong; a listener's bug must not fail the channel.
+      }
+    }
   }
 
   #pendingBytes(): number {
@@ -715,12 +867,15 @@ export class ReliableChannel {
     this.#outBytes = 0;
     this.#inbox.clear();
     this.#inboxBytes = 0;
-    const waiters = this.#drainWaiters;
+    const waiters = [...this.#drainWaiters, ...this.#ackWaiters];
     this.#drainWaiters = [];
+    this.#ackWaiters = [];
     for (const w of waiters) w.reject(reason);
     const handlers = [...this.#closeHandlers];
     this.#closeHandlers.clear();
     this.#disconnectHandlers.clear();
+    this.#ackHandlers.clear();
+    this.#takeoverHandlers.clear();
     for (const handler of handlers) handler(reason);
   }
 

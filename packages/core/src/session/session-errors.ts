@@ -21,6 +21,8 @@ export type SessionErrorCodeValue = (typeof SessionErrorCode)[keyof typeof Sessi
 /** Handshake refusals: trying again cannot help, so reconnecting stops at them. */
 const FATAL_CODES: ReadonlySet<string> = new Set([
   ProtocolErrorCode.SessionNotFound,
+  // Another client holds the session now; this one's numbers are from a closed epoch.
+  ProtocolErrorCode.SessionTakenOver,
   ProtocolErrorCode.ResumeFailed,
   ProtocolErrorCode.Unauthorized,
   ProtocolErrorCode.ProtocolVersion,

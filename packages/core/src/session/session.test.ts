@@ -351,6 +351,58 @@ describe('Receive-PSSession and another client (S5)', () => {
     await second.close();
   });
 
+  it('connectSession takes over records the dead client never acknowledged, each delivered once', async () => {
+    const { network, agent } = setup();
+    const first = await openSession(network.transport, 'server01', { channel: quiet, autoReconnect: false });
+    const firstManager = new JobManager();
+    const firstJob = await firstManager.start(remoteJobType(), {
+      session: first,
+      work: { definition: { lines: 50, more: { lines: 50, gate: 'phase2' } }, name: 'bg' },
+    });
+    await until(() => firstJob.buffer.length === 50);
+    const stub = agent.sessions.get(first.sessionId!)!;
+    await until(() => stub.channel.ackedSeq === stub.channel.sentSeq);
+    // The second half goes out on a link that delivers nothing, then the client dies: sent by
+    // the agent, never acknowledged.
+    const link = network.links.at(-1)!;
+    link.stall();
+    agent.open('phase2');
+    await until(() => agent.recordsSent === 100);
+    link.cut();
+
+    const second = await connectSession(network.transport, 'server01', {
+      sessionId: first.sessionId!,
+      resumeSecret: first.resumeSecret!,
+      channel: quiet,
+    });
+    expect(agent.sessions.get(first.sessionId!)!.channel.epoch).toBe(1);
+    const manager = new JobManager();
+    const [job] = await second.receive({ outTarget: 'job', jobManager: manager });
+    const rest = await manager.receive(job!, { wait: true });
+    expect(rest.map((r) => r.data)).toEqual(Array.from({ length: 50 }, (_, i) => 50 + i));
+    expect((await firstManager.receive(firstJob)).map((r) => r.data)).toEqual(
+      Array.from({ length: 50 }, (_, i) => i),
+    );
+    await second.close();
+  });
+
+  it('connectSession while the first client is still attached breaks it with ERR_SESSION_TAKEN_OVER', async () => {
+    const { network } = setup();
+    const first = await openSession(network.transport, 'server01', { channel: quiet });
+    const seen = states(first);
+    const second = await connectSession(network.transport, 'server01', {
+      sessionId: first.sessionId!,
+      resumeSecret: first.resumeSecret!,
+      channel: quiet,
+    });
+    await until(() => first.state === 'Broken');
+    expect(seen).toEqual(['Broken']);
+    expect(first.reason?.code).toBe('ERR_SESSION_TAKEN_OVER');
+    await expect(first.request('session.info')).rejects.toMatchObject({ code: 'ERR_SESSION_BROKEN' });
+    expect((await second.info()).sessionId).toBe(first.sessionId);
+    await second.close();
+  });
+
   it('connectSession with a wrong secret is refused with ERR_SESSION_NOT_FOUND', async () => {
     const { network } = setup();
     const first = await openSession(network.transport, 'server01', { channel: quiet });

@@ -498,9 +498,15 @@ export class Session<Target = unknown> {
     } catch (error) {
       throw connectFailed(error, this.computerName);
     }
+    // A channel that was never attached (connectSession in a new process) has none of the
+    // session's sequence state, so it cannot resume; it takes the session over instead.
     const resume =
       this.#sessionId !== undefined && this.#resumeSecret !== undefined
-        ? { sessionId: this.#sessionId, resumeSecret: this.#resumeSecret }
+        ? {
+            sessionId: this.#sessionId,
+            resumeSecret: this.#resumeSecret,
+            ...(this.#channel.pristine ? { takeover: true } : {}),
+          }
         : undefined;
     let result: Awaited<ReturnType<typeof clientHandshake>>;
     try {
@@ -753,8 +759,10 @@ export async function openSession<Target>(
 
 /**
  * Connect-PSSession from a client that did not open the session (another process, after a
- * crash): resumes `sessionId` with its `resumeSecret`. Rejects with ERR_SESSION_NOT_FOUND when the
- * agent does not know the session for this identity.
+ * crash): takes `sessionId` over with its `resumeSecret` (docs/protocol.md, "Session takeover").
+ * A client still holding the session loses it (ERR_SESSION_TAKEN_OVER); requests and records in
+ * flight to it are dropped, and records its jobs still hold are there for {@link Session.receive}.
+ * Rejects with ERR_SESSION_NOT_FOUND when the agent does not know the session for this identity.
  */
 export async function connectSession<Target>(
   transport: Transport<Target>,

@@ -9,8 +9,12 @@ import { RjobError, serializeError } from '../errors.js';
 import type { JobRecord } from '../job/records.js';
 import type { JobState } from '../job/states.js';
 import { serverHandshake } from '../protocol/handshake.js';
-import { decodeMessage, type SequencedMessage } from '../protocol/messages.js';
-import { ReliableChannel, type ReliableChannelOptions } from '../protocol/reliable-channel.js';
+import type { SequencedMessage } from '../protocol/messages.js';
+import {
+  ReliableChannel,
+  type ReliableChannelOptions,
+  type TakeoverEvent,
+} from '../protocol/reliable-channel.js';
 import type { MemoryLink, MemoryNetwork } from '../testing/memory-transport.js';
 import type { TransportChannel } from '../transport/transport.js';
 import type { JobInfo, SessionInfo, WireSelector } from './rpc.js';
@@ -84,21 +88,8 @@ export class TestAgent {
   }
 
   accept(link: TransportChannel, memoryLink?: MemoryLink): void {
-    // Peek at the resume message: a client that holds less than the session acknowledged is a new
-    // client object taking the session over (see adopt below).
-    let lastSeq: number | undefined;
-    const offPeek = link.onMessage((frame) => {
-      try {
-        const message = decodeMessage(frame);
-        if (message.type === 'resume') lastSeq = message.lastSeq;
-      } catch {
-        // The handshake reports bad frames itself.
-      }
-    });
     serverHandshake(link, {
       open: () => {
-        // From here on frames belong to the channel; a second reader would take them from it.
-        offPeek();
         const session: StubSession = {
           sessionId: randomUUID(),
           resumeSecret: randomUUID(),
@@ -114,24 +105,17 @@ export class TestAgent {
         return session;
       },
       resume: ({ sessionId, resumeSecret }) => {
-        offPeek();
         const session = this.sessions.get(sessionId);
         if (!session || session.resumeSecret !== resumeSecret) {
           throw new RjobError('ERR_SESSION_NOT_FOUND', 'No such session.');
         }
-        // Protocol v1 cannot tell a new client object from an old one that received nothing;
-        // the stub guesses from a resume at 0 on a channel that has already carried messages.
-        const channel = session.channel;
-        if (lastSeq === 0 && (channel.ackedSeq > 0 || channel.receivedSeq > 0)) this.#adopt(session);
+        // A takeover swaps the channel through the onTakeover hook registered in #serve.
         session.disconnected = false;
         return session.channel;
       },
     }).then(
-      (result) => {
-        offPeek();
-        this.onAttached?.(memoryLink, result.resumed);
-      },
-      () => offPeek(),
+      (result) => this.onAttached?.(memoryLink, result.resumed),
+      () => {},
     );
   }
 
@@ -161,26 +145,29 @@ export class TestAgent {
   }
 
   /**
-   * A new client object resumes with nothing: records its predecessor never acknowledged go back
-   * to their jobs (the new client subscribes again), and the session continues on a fresh channel.
+   * A new client object took the session over: records its predecessor never acknowledged go back
+   * to their jobs (the new client subscribes again), and the session continues on the successor
+   * channel. The old channel closes right after this returns, which ends the old streams.
    */
-  #adopt(session: StubSession): void {
+  #adopt(session: StubSession, event: TakeoverEvent): void {
     for (const subscription of session.streams) {
       subscription.cancelled = true;
-      const acked = session.channel.ackedSeq;
-      const lost = subscription.unacked.filter((entry) => entry.seq > acked);
-      for (const entry of lost.reverse()) entry.job.buffer.unshift(entry.record);
+      // A `keep` stream only read through a cursor; the records never left the buffer.
+      if (!subscription.keep) {
+        const lost = subscription.unacked.filter((entry) => entry.seq > event.ackedSeq);
+        for (const entry of lost.reverse()) entry.job.buffer.unshift(entry.record);
+      }
       for (const job of subscription.jobs) wakeJob(job);
     }
     session.subscriptions.clear();
     session.streams = [];
-    session.channel.close('Taken over by another client.');
-    session.channel = this.#newChannel();
+    session.channel = event.channel;
     this.#serve(session);
   }
 
   #serve(session: StubSession): void {
     const channel = session.channel;
+    channel.onTakeover((event) => this.#adopt(session, event));
     channel.onMessage(async (message: SequencedMessage) => {
       if (message.type !== 'request') return;
       this.calls.set(message.method, (this.calls.get(message.method) ?? 0) + 1);

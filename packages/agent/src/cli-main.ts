@@ -1,0 +1,191 @@
+/**
+ * `rjob-agent` (and `rjob agent`, which reuses {@link main}):
+ *
+ * - `daemon`: serve the per-user Unix socket until SIGTERM/SIGINT.
+ * - `--stdio`: bridge stdin/stdout to the daemon, starting it when none answers (what SSH execs).
+ * - `--stdio --no-daemon`: serve one link over stdio in this process (sessions end with it).
+ * - `--socket PATH`, `--state-dir DIR`: override the defaults.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { bridgeStdioToDaemon, serveStdio } from './doors/stdio-door.js';
+import { defaultSocketPath, listenUnix } from './doors/unix-door.js';
+import { AgentServer } from './server/agent-server.js';
+import { ensureStateDir, resolveStateDir } from './state-dir.js';
+
+export interface MainOptions {
+  /**
+   * The command (after `process.execPath` and `process.execArgv`) that runs this entry, so the
+   * `--stdio` bridge can start `<command> daemon`. Default `[process.argv[1]]`; the `rjob` CLI
+   * passes `[its bin, 'agent']`.
+   */
+  selfCommand?: string[];
+  /** Where messages for the user go. Default `process.stderr`. */
+  stderr?: NodeJS.WritableStream;
+}
+
+interface ParsedArgs {
+  mode: 'daemon' | 'stdio' | 'serve-stdio' | 'help';
+  socketPath?: string;
+  stateDir?: string;
+}
+
+const USAGE = `usage: rjob-agent daemon [--socket PATH] [--state-dir DIR]
+       rjob-agent --stdio [--no-daemon] [--socket PATH] [--state-dir DIR]
+`;
+
+/** Log file of a daemon started by the bridge, inside the state directory. */
+export const DAEMON_LOG_FILE = 'agent.log';
+/** Pid of the running daemon, inside the state directory; its process group has the same id. */
+export const DAEMON_PID_FILE = 'agent.pid';
+
+export function parseAgentArgs(argv: readonly string[]): ParsedArgs | string {
+  const out: ParsedArgs = { mode: 'help' };
+  let stdio = false;
+  let daemon = false;
+  let noDaemon = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = (): string | undefined => {
+      const next = argv[i + 1];
+      i++;
+      return next;
+    };
+    if (arg === 'daemon') daemon = true;
+    else if (arg === '--stdio') stdio = true;
+    else if (arg === '--no-daemon') noDaemon = true;
+    else if (arg === '--socket' || arg === '--state-dir') {
+      const v = value();
+      if (!v) return `${arg} needs a value`;
+      if (arg === '--socket') out.socketPath = v;
+      else out.stateDir = v;
+    } else if (arg.startsWith('--socket=')) out.socketPath = arg.slice('--socket='.length);
+    else if (arg.startsWith('--state-dir=')) out.stateDir = arg.slice('--state-dir='.length);
+    else if (arg === '--help' || arg === '-h') return out;
+    else return `unknown argument: ${arg}`;
+  }
+  if (daemon && stdio) return 'daemon and --stdio cannot be combined';
+  if (daemon) out.mode = 'daemon';
+  else if (stdio) out.mode = noDaemon ? 'serve-stdio' : 'stdio';
+  return out;
+}
+
+/** Runs the agent command line; resolves with the exit code once the agent is done. */
+export async function main(argv: readonly string[], options: MainOptions = {}): Promise<number> {
+  const stderr = options.stderr ?? process.stderr;
+  const parsed = parseAgentArgs(argv);
+  if (typeof parsed === 'string') {
+    stderr.write(`rjob-agent: ${parsed}\n${USAGE}`);
+    return 2;
+  }
+  if (parsed.mode === 'help') {
+    stderr.write(USAGE);
+    return argv.length === 0 ? 2 : 0;
+  }
+  const stateDir = await ensureStateDir(parsed.stateDir ?? resolveStateDir());
+  const socketPath = parsed.socketPath ?? defaultSocketPath(stateDir);
+  try {
+    switch (parsed.mode) {
+      case 'daemon':
+        return await runDaemon(stateDir, socketPath, stderr);
+      case 'serve-stdio': {
+        keepRunningOnStrayErrors(stderr);
+        // Its sessions end with this process: nothing to keep for a later agent.
+        const server = new AgentServer({ stateDir, persist: false });
+        await serveStdio(server, { onLinkError: (error) => logError(stderr, 'link refused', error) });
+        await server.close();
+        return 0;
+      }
+      case 'stdio': {
+        const selfCommand = options.selfCommand ?? [process.argv[1]!];
+        await bridgeStdioToDaemon({
+          socketPath,
+          startDaemon: () => startDaemon(selfCommand, stateDir, socketPath),
+        });
+        return 0;
+      }
+    }
+  } catch (error) {
+    logError(stderr, 'failed', error);
+    return 1;
+  }
+}
+
+async function runDaemon(
+  stateDir: string,
+  socketPath: string,
+  stderr: NodeJS.WritableStream,
+): Promise<number> {
+  keepRunningOnStrayErrors(stderr);
+  const server = new AgentServer({ stateDir });
+  let door: Awaited<ReturnType<typeof listenUnix>>;
+  try {
+    // Claim the socket first: a second daemon must not load (and rewrite) the first one's store.
+    door = await listenUnix(server, {
+      socketPath,
+      onLinkError: (error) => {
+        // A peer that hangs up during the handshake (a liveness probe, a dead client) is not news.
+        if ((error as { code?: unknown })?.code !== 'ERR_LINK_CLOSED')
+          logError(stderr, 'link refused', error);
+      },
+    });
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+  try {
+    // Links that arrive meanwhile wait for it inside the server.
+    const restored = await server.restore();
+    if (restored.sessions > 0) {
+      stderr.write(
+        `rjob-agent: restored ${restored.sessions} sessions, ${restored.jobs} jobs (${restored.failedOnRestart} failed: agent restarted)\n`,
+      );
+    }
+  } catch (error) {
+    logError(stderr, 'restore failed', error);
+  }
+  const pidFile = join(stateDir, DAEMON_PID_FILE);
+  await writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 });
+  stderr.write(`rjob-agent: pid ${process.pid} listening on ${socketPath}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  stderr.write('rjob-agent: shutting down\n');
+  await door.close();
+  await server.close();
+  await unlink(pidFile).catch(() => {});
+  return 0;
+}
+
+/**
+ * Starts `<self> daemon` detached, in its own process group (so the SSH session's hangup does not
+ * reach it), with output appended to the state directory's log.
+ */
+function startDaemon(selfCommand: string[], stateDir: string, socketPath: string): void {
+  const log = openSync(join(stateDir, DAEMON_LOG_FILE), 'a', 0o600);
+  try {
+    const child = spawn(
+      process.execPath,
+      [...process.execArgv, ...selfCommand, 'daemon', '--state-dir', stateDir, '--socket', socketPath],
+      { detached: true, stdio: ['ignore', log, log], env: process.env },
+    );
+    child.unref();
+  } finally {
+    closeSync(log);
+  }
+}
+
+/** A daemon hosts many users' sessions; one stray bug must not end them all. */
+function keepRunningOnStrayErrors(stderr: NodeJS.WritableStream): void {
+  process.on('uncaughtException', (error) => logError(stderr, 'uncaught exception', error));
+  process.on('unhandledRejection', (error) => logError(stderr, 'unhandled rejection', error));
+}
+
+function logError(stderr: NodeJS.WritableStream, what: string, error: unknown): void {
+  const code = (error as { code?: unknown })?.code;
+  const message = error instanceof Error ? error.message : String(error);
+  stderr.write(`rjob-agent: ${what}: ${typeof code === 'string' ? `${code}: ` : ''}${message}\n`);
+}

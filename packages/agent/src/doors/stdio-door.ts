@@ -1,0 +1,103 @@
+/**
+ * The stdio doors. `serveStdio` serves one link over this process's stdin/stdout (its sessions die
+ * with the process). `bridgeStdioToDaemon` is what `rjob agent --stdio` runs under SSH or
+ * `docker exec -i`: it copies bytes between stdio and the user's agent daemon socket, starting
+ * the daemon when none answers, so sessions live in the daemon and outlive the connection.
+ */
+import { createConnection, type Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+import { channelFromDuplex, RjobError } from '@rjob/core';
+import type { AgentServer } from '../server/agent-server.js';
+import { ServerErrorCode } from '../server/server-errors.js';
+
+export interface StdioOptions {
+  /** Default `process.stdin`. */
+  input?: Readable;
+  /** Default `process.stdout`. */
+  output?: Writable;
+  /** Largest frame body in bytes. Default 16 MiB. */
+  maxFrameBytes?: number;
+}
+
+/** Serves one link over stdio; resolves when that link has closed. */
+export function serveStdio(
+  server: AgentServer,
+  options: StdioOptions & { onLinkError?(error: unknown): void } = {},
+): Promise<void> {
+  const link = channelFromDuplex(
+    { readable: options.input ?? process.stdin, writable: options.output ?? process.stdout },
+    options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes },
+  );
+  return new Promise((resolve) => {
+    link.onClose(() => resolve());
+    server.attach(link).catch((error: unknown) => options.onLinkError?.(error));
+  });
+}
+
+export interface BridgeOptions {
+  /** The agent daemon's socket. */
+  socketPath: string;
+  /** Starts the daemon (detached); called once, when nothing answers on the socket. */
+  startDaemon(): void | Promise<void>;
+  /** How long to wait for a freshly started daemon to answer, in ms. Default 15 000. */
+  daemonStartTimeoutMs?: number;
+  /** Default `process.stdin`. */
+  input?: Readable;
+  /** Default `process.stdout`. */
+  output?: Writable;
+}
+
+const RETRY_INTERVAL_MS = 50;
+
+/**
+ * Copies bytes both ways between stdio and the daemon socket (no framing here: the daemon speaks
+ * the protocol). Resolves when the socket has closed, after stdin ended or the daemon hung up.
+ */
+export async function bridgeStdioToDaemon(options: BridgeOptions): Promise<void> {
+  const input = options.input ?? process.stdin;
+  const output = options.output ?? process.stdout;
+  let socket = await connectOnce(options.socketPath);
+  if (!socket) {
+    await options.startDaemon();
+    const deadline = Date.now() + (options.daemonStartTimeoutMs ?? 15_000);
+    while (!socket && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, RETRY_INTERVAL_MS));
+      socket = await connectOnce(options.socketPath);
+    }
+    if (!socket) {
+      throw new RjobError(
+        ServerErrorCode.AgentRunning,
+        `The agent daemon did not start on ${options.socketPath}.`,
+        {
+          details: { socketPath: options.socketPath },
+        },
+      );
+    }
+  }
+  const connected = socket;
+  return new Promise((resolve) => {
+    // The peer going away mid-write is how a bridge normally ends; nothing to report.
+    input.on('error', () => connected.destroy());
+    output.on('error', () => connected.destroy());
+    connected.on('error', () => {});
+    connected.once('close', () => {
+      input.unpipe(connected);
+      input.pause();
+      resolve();
+    });
+    input.pipe(connected);
+    connected.pipe(output);
+  });
+}
+
+function connectOnce(socketPath: string): Promise<Socket | undefined> {
+  return new Promise((resolve) => {
+    const socket = createConnection(socketPath);
+    const onError = (): void => resolve(undefined);
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      socket.off('error', onError);
+      resolve(socket);
+    });
+  });
+}

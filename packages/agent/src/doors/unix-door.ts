@@ -1,0 +1,126 @@
+/**
+ * The per-user Unix socket door. The socket lives in a directory only its owner can enter (0700)
+ * and is itself 0600, so reaching it proves being that user: that is the default authentication.
+ */
+import { mkdir, stat, unlink } from 'node:fs/promises';
+import { chmod } from 'node:fs/promises';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import { channelFromDuplex, RjobError } from '@rjob/core';
+import type { AgentServer } from '../server/agent-server.js';
+import { ServerErrorCode } from '../server/server-errors.js';
+
+/**
+ * `$XDG_RUNTIME_DIR/rjob/agent.sock` when the session has a runtime directory (tmpfs, private to
+ * the user, cleaned at logout), else `<stateDir>/agent.sock`.
+ */
+export function defaultSocketPath(stateDir: string, env: NodeJS.ProcessEnv = process.env): string {
+  const runtime = env.XDG_RUNTIME_DIR;
+  return runtime ? join(runtime, 'rjob', 'agent.sock') : join(stateDir, 'agent.sock');
+}
+
+export interface UnixDoorOptions {
+  /** Where to listen. Its directory is created 0700 if missing and must be private if present. */
+  socketPath: string;
+  /** Largest frame body in bytes. Default 16 MiB. */
+  maxFrameBytes?: number;
+  /** Called with each link that fails its handshake (for logs). Default: ignored. */
+  onLinkError?(error: unknown): void;
+}
+
+export interface UnixDoor {
+  readonly socketPath: string;
+  /** Stops listening, drops the connections of this door and removes the socket file. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `server` on a Unix socket. Refuses (ERR_AGENT_RUNNING) when a live agent already answers
+ * on the path; removes a stale socket left by a dead one.
+ */
+export async function listenUnix(server: AgentServer, options: UnixDoorOptions): Promise<UnixDoor> {
+  const { socketPath } = options;
+  await preparePrivateDir(dirname(socketPath));
+  await removeStaleSocket(socketPath);
+
+  const sockets = new Set<Socket>();
+  const listener: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    const link = channelFromDuplex(socket, {
+      ...(options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes }),
+    });
+    server.attach(link).catch((error: unknown) => options.onLinkError?.(error));
+  });
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', (error: NodeJS.ErrnoException) => {
+      reject(
+        error.code === 'EADDRINUSE'
+          ? new RjobError(ServerErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
+              details: { socketPath },
+            })
+          : error,
+      );
+    });
+    listener.listen(socketPath, () => resolve());
+  });
+  // The 0700 directory already keeps others out; 0600 is the second lock the design asks for.
+  await chmod(socketPath, 0o600);
+  listener.on('error', (error) => options.onLinkError?.(error));
+
+  let closing: Promise<void> | undefined;
+  return {
+    socketPath,
+    close() {
+      closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          listener.close(() => resolve());
+          for (const socket of sockets) socket.destroy();
+        });
+        await unlink(socketPath).catch(() => {});
+      })();
+      return closing;
+    },
+  };
+}
+
+async function preparePrivateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await stat(dir);
+  const uid = process.getuid?.();
+  if (!info.isDirectory() || (uid !== undefined && info.uid !== uid) || (info.mode & 0o077) !== 0) {
+    throw new RjobError(
+      ServerErrorCode.SocketDirInsecure,
+      `The socket directory ${dir} must be a directory owned by this user with mode 0700.`,
+      { details: { dir, mode: (info.mode & 0o777).toString(8), uid: info.uid } },
+    );
+  }
+}
+
+/** True when something accepts connections on `socketPath`. */
+export function socketIsLive(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createConnection(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  const info = await stat(socketPath).catch(() => undefined);
+  if (!info) return;
+  if (!info.isSocket()) {
+    throw new RjobError(ServerErrorCode.AgentRunning, `${socketPath} exists and is not a socket.`, {
+      details: { socketPath },
+    });
+  }
+  if (await socketIsLive(socketPath)) {
+    throw new RjobError(ServerErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
+      details: { socketPath },
+    });
+  }
+  await unlink(socketPath).catch(() => {});
+}

@@ -1,0 +1,48 @@
+export { DAEMON_LOG_FILE, DAEMON_PID_FILE, type MainOptions, main, parseAgentArgs } from './cli-main.js';
+export {
+  type BridgeOptions,
+  bridgeStdioToDaemon,
+  type StdioOptions,
+  serveStdio,
+} from './doors/stdio-door.js';
+export {
+  defaultSocketPath,
+  listenUnix,
+  socketIsLive,
+  type UnixDoor,
+  type UnixDoorOptions,
+} from './doors/unix-door.js';
+export { AgentErrorCode, type AgentErrorCodeValue, agentRestartedError } from './errors.js';
+export {
+  AgentServer,
+  type AgentServerOptions,
+  type AttachResult,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  type RestoreReport,
+} from './server/agent-server.js';
+export type { AgentSession } from './server/agent-session.js';
+export { hashResumeSecret, newResumeSecret, resumeSecretMatches } from './server/secret.js';
+export { ServerErrorCode } from './server/server-errors.js';
+export {
+  DEFAULT_SEGMENT_BYTES,
+  DEFAULT_SPOOL_MAX_BYTES,
+  DEFAULT_SYNC_INTERVAL_MS,
+  DEFAULT_WRITE_BUFFER_BYTES,
+  isSpoolGapRecord,
+  RecordSpool,
+  type RecordSpoolOptions,
+  type SpoolFollowOptions,
+  type SpoolGap,
+  type SpoolGapRecord,
+  type SpoolPolicy,
+  type SpoolReadOptions,
+} from './spool/record-spool.js';
+export { type SpooledJob, type SpoolJobOptions, spoolJob, toStoredJob } from './spool/spooled-job.js';
+export { ensureStateDir, resolveStateDir } from './state-dir.js';
+export {
+  JobStore,
+  type JobStoreOptions,
+  type StoredJob,
+  type StoredSession,
+  type StoreSnapshot,
+} from './store/job-store.js';

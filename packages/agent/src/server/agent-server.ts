@@ -1,0 +1,284 @@
+/**
+ * The agent runtime every door serves: it answers the handshake on each link, opens sessions or
+ * resumes them (identity and secret checked), and owns the job types the sessions share. A link
+ * is only a way in; sessions, their jobs and their subscriptions outlive it.
+ */
+import { randomUUID } from 'node:crypto';
+import { homedir, hostname, userInfo } from 'node:os';
+import {
+  type JobType,
+  ProtocolErrorCode,
+  ReliableChannel,
+  type ReliableChannelOptions,
+  RjobError,
+  type SessionInfo,
+  serverHandshake,
+  type TransportChannel,
+} from '@rjob/core';
+import { type ProcessJobTypeOptions, processJobType } from '@rjob/job-process';
+import { type ThreadJobOptions, threadJobType } from '@rjob/job-thread';
+import type { RecordSpoolOptions } from '../spool/record-spool.js';
+import { JobStore } from '../store/job-store.js';
+import { AgentSession, type AgentSessionInit } from './agent-session.js';
+import { MemoryRecords, SpooledRecords } from './record-source.js';
+import { hashResumeSecret, newResumeSecret } from './secret.js';
+import { sessionProcessJobType, sharedJobType } from './session-job-types.js';
+
+/** Two hours, as PowerShell's default idle timeout for disconnected sessions. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 2 * 60 * 60 * 1000;
+
+export interface AgentServerOptions {
+  /** Directory for the agent's state (spools, job store, daemon log). Created by the caller. */
+  stateDir: string;
+  /** The computer name reported in session info. Default `os.hostname()`. */
+  computerName?: string;
+  /**
+   * Maps the `hello` token to an identity; throw to refuse the link (ERR_UNAUTHORIZED). Sessions
+   * belong to the identity that opened them. Default: every link is the agent's own user (the
+   * doors' permissions, such as the 0600 socket, are the authentication).
+   */
+  authenticate?(token: string | undefined): string | Promise<string>;
+  /** Time allowed for each link's handshake, in ms. Default 10 000. */
+  handshakeTimeoutMs?: number;
+  /** Options of every session's ReliableChannel: heartbeats, windows, high-water mark. Defaults as core's. */
+  channel?: ReliableChannelOptions;
+  /** Disconnected sessions are closed (their jobs stopped) after this long, in ms. Default 2 h. */
+  idleTimeoutMs?: number;
+  /** Working directory of new sessions. Default `os.homedir()`. */
+  defaultCwd?: string;
+  /** Undelivered bytes one job may hold in memory before its producer is paused. Default: core's 64 MiB. */
+  maxBufferedBytes?: number;
+  /** Options of the shared ThreadJob pool. */
+  thread?: ThreadJobOptions;
+  /** Options of the shared BackgroundJob type. */
+  process?: ProcessJobTypeOptions;
+  /** Free text naming this software in `welcome`. Default `rjob-agent`. */
+  software?: string;
+  /**
+   * Keep sessions and jobs in the store under `stateDir`, and move every job's records to a disk
+   * spool (bounded, block or drop policy) instead of holding them in memory. Default true.
+   */
+  persist?: boolean;
+  /** Options of every job's spool when `persist`: `maxBytes` (default 256 MiB), `policy` (default block), .... */
+  spool?: Omit<RecordSpoolOptions, 'dir'>;
+}
+
+export interface RestoreReport {
+  sessions: number;
+  jobs: number;
+  /** Jobs that were running when the previous agent died, now Failed ("agent restarted"). */
+  failedOnRestart: number;
+  /** Store files that could not be read (left in place). */
+  skipped: number;
+}
+
+export interface AttachResult {
+  sessionId: string;
+  identity: string;
+  resumed: boolean;
+}
+
+export class AgentServer {
+  readonly stateDir: string;
+  readonly computerName: string;
+  readonly #options: AgentServerOptions;
+  readonly #sessions = new Map<string, AgentSession>();
+  readonly #threadType: JobType;
+  readonly #processType: JobType;
+  readonly #idleTimeoutMs: number;
+  readonly #store: Promise<JobStore> | undefined;
+  /** Set while {@link restore} runs: links wait for it, so a resume finds the restored session. */
+  #restoring: Promise<unknown> | undefined;
+  #closed = false;
+
+  constructor(options: AgentServerOptions) {
+    this.#options = options;
+    this.stateDir = options.stateDir;
+    this.computerName = options.computerName ?? hostname();
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#threadType = threadJobType(options.thread);
+    this.#processType = processJobType(options.process);
+    if (options.persist ?? true) {
+      this.#store = JobStore.open({ dir: options.stateDir });
+      // Reported by the first open that needs it; do not crash the agent in the meantime.
+      this.#store.catch(() => {});
+    }
+  }
+
+  /**
+   * Runs the server side of the handshake on a new link and puts the session's channel on it.
+   * Rejects with the coded error when the handshake fails; the link is then already closed, and
+   * nothing else is affected.
+   */
+  async attach(link: TransportChannel): Promise<AttachResult> {
+    if (this.#closed) {
+      const error = new RjobError(ProtocolErrorCode.ChannelClosed, 'The agent is shutting down.');
+      link.close(error);
+      throw error;
+    }
+    await this.#restoring?.catch(() => {});
+    let identity: string | undefined;
+    const result = await serverHandshake(link, {
+      software: this.#options.software ?? 'rjob-agent',
+      ...(this.#options.handshakeTimeoutMs === undefined
+        ? {}
+        : { handshakeTimeoutMs: this.#options.handshakeTimeoutMs }),
+      authenticate: async (token) => {
+        identity = this.#options.authenticate ? await this.#options.authenticate(token) : userInfo().username;
+        if (typeof identity !== 'string' || identity.length === 0) {
+          throw new RjobError(ProtocolErrorCode.Unauthorized, 'Identity refused.');
+        }
+      },
+      open: async () => {
+        const store = await this.#store;
+        const resumeSecret = newResumeSecret();
+        const session = this.#createSession({
+          id: randomUUID(),
+          identity: identity!,
+          secretDigest: hashResumeSecret(resumeSecret),
+          store,
+        });
+        return { sessionId: session.id, resumeSecret, channel: session.channel };
+      },
+      resume: ({ sessionId, resumeSecret }) => {
+        const session = this.#sessions.get(sessionId);
+        // One answer for every failure, so a prober cannot tell an id from a wrong secret.
+        if (!session?.canResume(identity!, resumeSecret)) {
+          throw new RjobError(ProtocolErrorCode.SessionNotFound, 'No such session.');
+        }
+        // With `takeover`, the handshake moves the session to a successor channel, which the
+        // session adopts through the channel's onTakeover.
+        return session.channel;
+      },
+    });
+    this.#sessions.get(result.sessionId)?.attached();
+    return { sessionId: result.sessionId, identity: identity!, resumed: result.resumed };
+  }
+
+  /** The sessions held for `identity` (every identity's when omitted). */
+  sessions(identity?: string): SessionInfo[] {
+    return [...this.#sessions.values()]
+      .filter((session) => identity === undefined || session.identity === identity)
+      .map((session) => session.info());
+  }
+
+  /** A session by id, for diagnostics and tests. */
+  session(sessionId: string): AgentSession | undefined {
+    return this.#sessions.get(sessionId);
+  }
+
+  /**
+   * Ends every session (stopping their jobs) and releases the shared job types. What is persisted
+   * (sessions, finished jobs, their unreceived records) stays on disk for the next agent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.allSettled(
+      [...this.#sessions.values()].map((session) =>
+        session.end('Agent shutting down.', { keepStored: true }),
+      ),
+    );
+    await Promise.allSettled([this.#threadType.dispose?.(), this.#processType.dispose?.()]);
+    // Let writes already under way land, so the state directory is consistent (and removable).
+    await (await this.#store?.catch(() => undefined))?.idle();
+  }
+
+  /**
+   * Brings back the sessions and jobs a previous agent left in the store: finished jobs with their
+   * unreceived records, unfinished ones Failed ("agent restarted"). The sessions wait,
+   * Disconnected, for a client with their secret (a new client object: channel counters do not
+   * survive the restart). Call once, before serving. Does nothing without `persist`.
+   */
+  restore(): Promise<RestoreReport> {
+    const restoring = this.#restore();
+    this.#restoring = restoring;
+    return restoring;
+  }
+
+  async #restore(): Promise<RestoreReport> {
+    const report: RestoreReport = { sessions: 0, jobs: 0, failedOnRestart: 0, skipped: 0 };
+    const store = await this.#store;
+    if (!store) return report;
+    const snapshot = await store.load();
+    report.failedOnRestart = snapshot.failedOnRestart.length;
+    report.skipped = snapshot.skipped.length;
+    for (const stored of snapshot.sessions) {
+      if (this.#sessions.has(stored.sessionId)) continue;
+      const session = this.#createSession({
+        id: stored.sessionId,
+        identity: stored.identity,
+        secretDigest: Buffer.from(stored.resumeSecretHash),
+        store,
+        cwd: stored.workingDirectory,
+        restored: {
+          createdAtMs: stored.createdAt.getTime(),
+          lastSeenAtMs: stored.lastSeenAt.getTime(),
+          env: stored.env,
+          ...(stored.name === undefined ? {} : { name: stored.name }),
+        },
+      });
+      // Children are restored with their parents by the job store's layout; this agent only
+      // starts top-level leaf jobs, so each entry is one job.
+      const jobs = snapshot.jobs.filter(
+        (job) => job.sessionId === stored.sessionId && job.parentId === undefined,
+      );
+      await session.restoreJobs(jobs);
+      report.sessions++;
+      report.jobs += jobs.length;
+    }
+    return report;
+  }
+
+  #createSession(init: {
+    id: string;
+    identity: string;
+    secretDigest: Buffer;
+    store: JobStore | undefined;
+    cwd?: string;
+    restored?: AgentSessionInit['restored'];
+  }): AgentSession {
+    const { identity, secretDigest, store } = init;
+    const thread = sharedJobType(this.#threadType);
+    const spool = this.#options.spool;
+    const session = new AgentSession({
+      id: init.id,
+      identity,
+      secretDigest,
+      ...(init.restored ? { restored: init.restored } : {}),
+      records: (manager, sessionId) =>
+        store
+          ? new SpooledRecords({ manager, store, sessionId, ...(spool ? { spool } : {}) })
+          : new MemoryRecords(manager),
+      saved: (changed) => {
+        if (!store || changed.state === 'Closed' || this.#closed) return;
+        store
+          .saveSession({
+            sessionId: changed.id,
+            identity,
+            resumeSecretHash: secretDigest,
+            workingDirectory: changed.cwd,
+            env: { ...changed.env },
+            createdAt: new Date(changed.createdAtMs),
+            lastSeenAt: new Date(changed.lastSeenAtMs),
+            name: changed.name,
+          })
+          .catch(() => {});
+      },
+      computerName: this.computerName,
+      newChannel: () => new ReliableChannel(this.#options.channel),
+      cwd: init.cwd ?? this.#options.defaultCwd ?? homedir(),
+      idleTimeoutMs: this.#idleTimeoutMs,
+      ...(this.#options.maxBufferedBytes === undefined
+        ? {}
+        : { maxBufferedBytes: this.#options.maxBufferedBytes }),
+      jobTypes: (context) => [thread, sessionProcessJobType(this.#processType, context)],
+      onEnded: (ended) => {
+        if (this.#sessions.get(ended.id) === ended) this.#sessions.delete(ended.id);
+      },
+    });
+    session.listSessions = () => this.sessions(identity);
+    this.#sessions.set(session.id, session);
+    return session;
+  }
+}

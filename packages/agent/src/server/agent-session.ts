@@ -1,0 +1,706 @@
+/**
+ * One session on the agent: its identity, resume-secret digest, working context (name, cwd, env),
+ * its own JobManager, its ReliableChannel and its subscriptions. Links come and go (the server
+ * attaches them through the handshake); the session, its jobs and its subscriptions stay until
+ * `session.close`, idle expiry, or the client's orderly `close`.
+ *
+ * A channel that fails (a protocol violation, a resume from a point it cannot replay) costs only
+ * that link: the session swaps in a fresh channel and waits, Disconnected, for a new client to
+ * take it over (resume with `takeover`). Subscriptions of the broken channel are cancelled; what
+ * they had not had acknowledged is still in the spools (with `persist`).
+ */
+import { stat } from 'node:fs/promises';
+import { isAbsolute, resolve } from 'node:path';
+import {
+  ErrorCode,
+  isTerminal,
+  type Job,
+  type JobInfo,
+  JobManager,
+  type JobRecord,
+  type JobType,
+  type Payload,
+  ProtocolErrorCode,
+  type ReliableChannel,
+  type RequestMessage,
+  RjobError,
+  type SequencedMessage,
+  type SessionEvents,
+  type SessionInfo,
+  type SessionState,
+  serializeError,
+  toRjobError,
+  type WireSelector,
+} from '@rjob/core';
+import type { StoredJob } from '../store/job-store.js';
+import { type RecordSource, SpooledRecords } from './record-source.js';
+import { restoredJobType } from './restored-job-type.js';
+import { resumeSecretMatches } from './secret.js';
+import { ServerErrorCode } from './server-errors.js';
+import {
+  getFilter,
+  invalidParams,
+  isPlainObject,
+  objectParams,
+  optionalBoolean,
+  optionalNonNegative,
+  optionalString,
+  requiredString,
+  toJobInfo,
+  wireSelector,
+  workRequest,
+} from './wire.js';
+
+/** How long `session.close` / `session.disconnect` wait for the client to acknowledge the answer. */
+const ANSWER_ACK_WAIT_MS = 5_000;
+
+/** Marker result for methods that answered on their own (so #handle must not answer again). */
+const ANSWERED_LATER: unique symbol = Symbol('answered later');
+
+export interface AgentSessionInit {
+  id: string;
+  identity: string;
+  secretDigest: Buffer;
+  computerName: string;
+  /** Makes the session's channel, and a fresh one whenever the current one breaks. */
+  newChannel(): ReliableChannel;
+  /** Where the session reads its jobs' records (memory or spools). */
+  records(manager: JobManager, sessionId: string): RecordSource;
+  /** Types for the session's JobManager; built by the server with this session's context. */
+  jobTypes: (context: { cwd: string; env: Record<string, string> }) => JobType[];
+  cwd: string;
+  idleTimeoutMs: number;
+  /** Undelivered bytes one job may hold before its producer is paused. */
+  maxBufferedBytes?: number;
+  /** Called when the session's persistent facts changed (opened, configured, attached, left). */
+  saved?(session: AgentSession): void;
+  /** A session brought back after an agent restart: its creation and last-seen times, its name. */
+  restored?: { createdAtMs: number; lastSeenAtMs: number; name?: string; env: Record<string, string> };
+  /** Called once when the session has ended, whatever the cause. */
+  onEnded(session: AgentSession): void;
+}
+
+interface Subscription {
+  readonly id: string;
+  /** Aborted when the subscription is cancelled; ends its record stream. */
+  readonly signal: AbortSignal;
+  cancel(): void;
+}
+
+export class AgentSession {
+  readonly id: string;
+  readonly identity: string;
+  readonly computerName: string;
+  readonly createdAtMs: number;
+  readonly jobs: JobManager;
+  name: string;
+  cwd: string;
+  /** Merged under each process job's own env. */
+  readonly env: Record<string, string> = {};
+  idleTimeoutMs: number;
+  lastSeenAtMs = Date.now();
+  #state: SessionState = 'Opened';
+  readonly #secretDigest: Buffer;
+  readonly #newChannel: () => ReliableChannel;
+  #channel: ReliableChannel;
+  readonly #records: RecordSource;
+  readonly #subscriptions = new Map<string, Subscription>();
+  readonly #onEnded: (session: AgentSession) => void;
+  readonly #saved: (session: AgentSession) => void;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #invokesRunning = 0;
+  #ending: Promise<void> | undefined;
+
+  constructor(init: AgentSessionInit) {
+    this.id = init.id;
+    this.identity = init.identity;
+    this.computerName = init.computerName;
+    this.#newChannel = init.newChannel;
+    this.createdAtMs = init.restored?.createdAtMs ?? Date.now();
+    this.name = init.restored?.name ?? `Session-${init.id.slice(0, 8)}`;
+    if (init.restored) {
+      Object.assign(this.env, init.restored.env);
+      this.lastSeenAtMs = init.restored.lastSeenAtMs;
+      // Nobody is attached to a restored session; it waits for a client (a new one: the channel
+      // state of the old link died with the old agent).
+      this.#state = 'Disconnected';
+    }
+    this.cwd = init.cwd;
+    this.idleTimeoutMs = init.idleTimeoutMs;
+    this.#secretDigest = init.secretDigest;
+    this.#onEnded = init.onEnded;
+    this.#saved = init.saved ?? (() => {});
+    this.jobs = new JobManager({
+      types: init.jobTypes(this),
+      ...(init.maxBufferedBytes === undefined ? {} : { maxBufferedBytes: init.maxBufferedBytes }),
+    });
+    this.#records = init.records(this.jobs, this.id);
+    this.#channel = this.#bind(init.newChannel());
+  }
+
+  /**
+   * Puts the jobs of a restored session back, in id order and under their ids (a placeholder
+   * takes each id that belonged to a removed job). Their records are read from their spools.
+   */
+  async restoreJobs(stored: StoredJob[]): Promise<void> {
+    const records = this.#records;
+    if (!(records instanceof SpooledRecords)) return;
+    for (const entry of [...stored].sort((a, b) => a.id - b.id)) {
+      for (;;) {
+        const job = await this.jobs.start(restoredJobType(entry), entry, {
+          name: entry.name,
+          command: entry.command,
+          location: entry.location,
+        });
+        if (job.id >= entry.id) {
+          await records.adopt(job, entry);
+          break;
+        }
+        await this.jobs.remove(job, { force: true });
+      }
+    }
+    // Expiry counts from when a client was last seen, before the restart.
+    const idleLeftMs = Math.max(0, this.lastSeenAtMs + this.idleTimeoutMs - Date.now());
+    this.#armIdleTimer(idleLeftMs);
+  }
+
+  /** The session's current channel: what a resume attaches the new link to. */
+  get channel(): ReliableChannel {
+    return this.#channel;
+  }
+
+  #bind(channel: ReliableChannel): ReliableChannel {
+    // Non-blocking on purpose: job.wait or invoke can take hours, and the requests behind them
+    // (job.get, job.stop) must not queue up behind it.
+    channel.onMessage((message) => {
+      if (this.#channel === channel) this.#onMessage(message, channel);
+    });
+    channel.onDisconnect(() => {
+      if (this.#channel === channel) this.#disconnected();
+    });
+    // A new client took the session over (resume with `takeover`): the handshake made a successor
+    // channel; it is the session's from now on. The old client's subscriptions go with its channel
+    // (what it never acknowledged stays in the spools for the new client to subscribe to).
+    channel.onTakeover((event) => {
+      if (this.#channel !== channel) return;
+      this.#cancelSubscriptions();
+      this.#channel = this.#bind(event.channel);
+    });
+    channel.onClose((reason) => {
+      if (this.#channel !== channel || this.#ending) return;
+      if (RjobError.hasCode(reason, ProtocolErrorCode.ChannelClosed) && reason.details?.byPeer === true) {
+        // The client's orderly `close`: the session ends, as the protocol says.
+        void this.end('Session closed by the client.');
+      } else {
+        this.#renewChannel();
+      }
+    });
+    return channel;
+  }
+
+  /**
+   * Replaces the channel with a fresh one (counters at 0) and closes the old one. Used when the
+   * old one broke, and when a new client (which cannot know the old counters) takes over.
+   */
+  #renewChannel(reason = 'The session channel failed.'): void {
+    const old = this.#channel;
+    this.#cancelSubscriptions();
+    this.#channel = this.#bind(this.#newChannel());
+    old.close(reason);
+    if (this.#state !== 'Closed') this.#disconnected();
+  }
+
+  #cancelSubscriptions(): void {
+    for (const subscription of this.#subscriptions.values()) subscription.cancel();
+    this.#subscriptions.clear();
+  }
+
+  get state(): SessionState {
+    return this.#state;
+  }
+
+  /** True when `identity` owns the session and `secret` is its resume secret (constant time). */
+  canResume(identity: string, secret: string): boolean {
+    // Always hash the candidate, so a wrong identity costs the same time as a wrong secret.
+    const secretOk = resumeSecretMatches(this.#secretDigest, secret);
+    return secretOk && identity === this.identity && this.#state !== 'Closed';
+  }
+
+  /** A link was attached by the handshake (open or resume). */
+  attached(): void {
+    if (this.#state === 'Closed') return;
+    this.#state = 'Opened';
+    this.lastSeenAtMs = Date.now();
+    this.#clearIdleTimer();
+    this.#saved(this);
+  }
+
+  /** A job as it crosses the wire, with hasMoreData from where its records really are. */
+  readonly #info = (job: Job): JobInfo => toJobInfo(job, this.#records.hasMoreData(job));
+
+  info(): SessionInfo {
+    const runningJobs = this.jobs.get().filter((job) => !job.finished).length;
+    return {
+      sessionId: this.id,
+      name: this.name,
+      computerName: this.computerName,
+      state: this.#state,
+      availability: this.#state !== 'Opened' ? 'None' : this.#invokesRunning > 0 ? 'Busy' : 'Available',
+      cwd: this.cwd,
+      createdAtMs: this.createdAtMs,
+      lastSeenAtMs: this.lastSeenAtMs,
+      runningJobs,
+    };
+  }
+
+  /**
+   * Ends the session: cancels its subscriptions, stops its jobs, closes its channel (telling the
+   * client, when a link is attached). Idempotent.
+   */
+  end(reason = 'Session closed.', options: { keepStored?: boolean } = {}): Promise<void> {
+    this.#ending ??= this.#end(reason, options.keepStored ?? false);
+    return this.#ending;
+  }
+
+  async #end(reason: string, keepStored: boolean): Promise<void> {
+    this.#state = 'Closed';
+    this.#clearIdleTimer();
+    for (const subscription of this.#subscriptions.values()) subscription.cancel();
+    this.#subscriptions.clear();
+    this.#onEnded(this);
+    try {
+      await this.jobs.close();
+      await this.#records.dispose(keepStored);
+    } finally {
+      this.#channel.close(reason);
+    }
+  }
+
+  // ---- links ---------------------------------------------------------------------------------
+
+  #disconnected(): void {
+    if (this.#state === 'Closed') return;
+    this.#state = 'Disconnected';
+    this.lastSeenAtMs = Date.now();
+    this.#armIdleTimer();
+    this.#saved(this);
+  }
+
+  #armIdleTimer(delayMs = this.idleTimeoutMs): void {
+    this.#clearIdleTimer();
+    this.#idleTimer = setTimeout(() => {
+      if (this.#state === 'Disconnected') void this.end('Session expired after being idle.');
+    }, delayMs);
+    // An expiry alone must not keep the agent process alive.
+    this.#idleTimer.unref?.();
+  }
+
+  #clearIdleTimer(): void {
+    if (this.#idleTimer) clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+  }
+
+  // ---- requests ------------------------------------------------------------------------------
+
+  #onMessage(message: SequencedMessage, channel: ReliableChannel): void {
+    // Responses and events from a client have no meaning here; they are consumed and ignored.
+    if (message.type !== 'request') return;
+    this.lastSeenAtMs = Date.now();
+    void this.#handle(message, channel);
+  }
+
+  async #handle(request: RequestMessage, channel: ReliableChannel): Promise<void> {
+    let result: unknown;
+    try {
+      result = await this.#call(request, channel);
+    } catch (error) {
+      answer(channel, request.id, { error: serializeError(coded(error)) });
+      return;
+    }
+    // The answer goes to the channel that asked: after a takeover, the new client never asked.
+    if (result !== ANSWERED_LATER) answer(channel, request.id, { result });
+  }
+
+  /** Sends an event on the current channel; returns false when the caller should wait for drain. */
+  #event<E extends keyof SessionEvents>(name: E, data: SessionEvents[E], channel = this.#channel): boolean {
+    if (channel.state === 'closed') return false;
+    return channel.send({ type: 'event', name, data });
+  }
+
+  #call(request: RequestMessage, channel: ReliableChannel): Promise<unknown> | unknown {
+    if (this.#state === 'Closed') {
+      throw new RjobError(ServerErrorCode.SessionClosed, 'The session is closed.');
+    }
+    const { method, params } = request;
+    switch (method) {
+      case 'session.info':
+        return this.info();
+      case 'session.configure':
+        return this.#configure(params);
+      case 'session.list':
+        // Answered by the server, which sees every session; see AgentServer.
+        return this.listSessions();
+      case 'session.disconnect':
+        return this.#disconnectRequested(request.id, channel);
+      case 'session.close':
+        return this.#closeRequested(request.id, channel);
+      case 'job.start':
+        return this.#start(params);
+      case 'job.get':
+        return this.jobs.get(getFilter(params)).map(this.#info);
+      case 'job.receive':
+        return this.#receive(params);
+      case 'job.wait': {
+        const p = objectParams(params, method);
+        const any = optionalBoolean(p, 'any');
+        const timeoutMs = optionalNonNegative(p, 'timeoutMs');
+        return this.jobs
+          .wait(this.#select(wireSelector(p.selector)), {
+            ...(any === undefined ? {} : { any }),
+            ...(timeoutMs === undefined ? {} : { timeoutMs }),
+          })
+          .then(async (jobs) => {
+            // Finished includes persisted: a job Wait-Job returned survives an agent crash as is.
+            await this.#records.settled(jobs);
+            return jobs.map(this.#info);
+          });
+      }
+      case 'job.stop': {
+        const p = objectParams(params, method);
+        return this.jobs.stop(this.#select(wireSelector(p.selector))).then((jobs) => jobs.map(this.#info));
+      }
+      case 'job.remove': {
+        const p = objectParams(params, method);
+        const force = optionalBoolean(p, 'force');
+        return this.jobs
+          .remove(this.#select(wireSelector(p.selector)), force === undefined ? {} : { force })
+          .then(async (jobs) => {
+            const infos = jobs.map(this.#info);
+            await this.#records.forget(jobs);
+            return infos.map((info) => ({ ...info, hasMoreData: false }));
+          });
+      }
+      case 'job.subscribe':
+        return this.#subscribe(params, channel);
+      case 'job.unsubscribe': {
+        const p = objectParams(params, method);
+        const subscriptionId = requiredString(p, 'subscriptionId');
+        this.#subscriptions.get(subscriptionId)?.cancel();
+        this.#subscriptions.delete(subscriptionId);
+        return undefined;
+      }
+      case 'invoke':
+        return this.#invoke(params, channel);
+      default:
+        throw new RjobError(ServerErrorCode.UnknownMethod, `Unknown method "${method.slice(0, 256)}".`, {
+          details: { method: method.slice(0, 256) },
+        });
+    }
+  }
+
+  /** Replaced by the server so `session.list` can see the identity's other sessions. */
+  listSessions(): SessionInfo[] {
+    return [this.info()];
+  }
+
+  async #configure(params: unknown): Promise<SessionInfo> {
+    const p = objectParams(params, 'session.configure');
+    const name = optionalString(p, 'name', 256);
+    const cwdParam = optionalString(p, 'cwd');
+    const idleTimeoutMs = optionalNonNegative(p, 'idleTimeoutMs');
+    let env: Record<string, string> | undefined;
+    if (p.env !== undefined) {
+      if (!isPlainObject(p.env) || !Object.values(p.env).every((value) => typeof value === 'string')) {
+        throw invalidParams('env must map names to strings.');
+      }
+      env = p.env as Record<string, string>;
+    }
+    let cwd: string | undefined;
+    if (cwdParam !== undefined) {
+      cwd = isAbsolute(cwdParam) ? cwdParam : resolve(this.cwd, cwdParam);
+      const info = await stat(cwd).catch(() => undefined);
+      if (!info?.isDirectory()) throw invalidParams(`${cwd} is not a directory.`, { cwd });
+    }
+    // Check everything before changing anything, so a bad field leaves the session as it was.
+    if (name !== undefined) this.name = name;
+    if (cwd !== undefined) this.cwd = cwd;
+    if (env) Object.assign(this.env, env);
+    if (idleTimeoutMs !== undefined) this.idleTimeoutMs = idleTimeoutMs;
+    this.#saved(this);
+    return this.info();
+  }
+
+  #disconnectRequested(requestId: number, channel: ReliableChannel): typeof ANSWERED_LATER {
+    this.#state = 'Disconnected';
+    const seq = answer(channel, requestId, { result: this.info() });
+    void afterAck(channel, seq).then(() => {
+      if (this.#state === 'Disconnected' && this.#channel === channel) {
+        channel.detach('Client disconnected the session.');
+      }
+    });
+    return ANSWERED_LATER;
+  }
+
+  #closeRequested(requestId: number, channel: ReliableChannel): Promise<typeof ANSWERED_LATER> {
+    // Refuse resumes and new work at once; the answer goes out once the jobs are gone.
+    this.#state = 'Closed';
+    return (async (): Promise<typeof ANSWERED_LATER> => {
+      this.#clearIdleTimer();
+      for (const subscription of this.#subscriptions.values()) subscription.cancel();
+      this.#subscriptions.clear();
+      await this.jobs.close().catch(() => {});
+      const seq = answer(channel, requestId, { result: undefined });
+      await afterAck(channel, seq);
+      await this.end('Session closed by the client.');
+      return ANSWERED_LATER;
+    })();
+  }
+
+  // ---- jobs ----------------------------------------------------------------------------------
+
+  async #start(params: unknown): Promise<JobInfo> {
+    const job = await this.#startWork(params, 'job.start');
+    return this.#info(job);
+  }
+
+  async #startWork(params: unknown, method: string): Promise<Job> {
+    const request = workRequest(params, method);
+    const job = await this.jobs.start(
+      request.type ?? 'process',
+      request.definition,
+      request.name === undefined ? {} : { name: request.name },
+    );
+    try {
+      await this.#records.track(job, { type: request.type ?? 'process', definition: request.definition });
+    } catch (error) {
+      // A job whose records have nowhere to go must not run unseen.
+      await this.jobs.remove(job, { force: true }).catch(() => {});
+      throw error;
+    }
+    this.#watchState(job);
+    return job;
+  }
+
+  #watchState(job: Job): void {
+    const watch = (target: Job): void => {
+      const off = target.onStateChange(({ state }) => {
+        this.#event('job.state', { job: this.#info(target) });
+        if (isTerminal(state)) off();
+      });
+      for (const child of target.children) watch(child);
+    };
+    watch(job);
+  }
+
+  async #receive(params: unknown): Promise<JobRecord[]> {
+    const p = objectParams(params, 'job.receive');
+    const keep = optionalBoolean(p, 'keep') ?? false;
+    const jobs = this.#select(wireSelector(p.selector));
+    return this.#records.receive(jobs, keep);
+  }
+
+  /** Resolves a wire selector as JobManager does, so subscriptions hold the jobs themselves. */
+  #select(selector: WireSelector): Job[] {
+    const items = Array.isArray(selector) ? selector : [selector];
+    const out = new Set<Job>();
+    for (const item of items) {
+      if (typeof item === 'number' || /^\d+$/.test(item)) {
+        out.add(this.jobs.job(item));
+        continue;
+      }
+      const byInstance = this.jobs.get({ instanceIds: [item], includeChildren: true });
+      const top = this.jobs.get({ names: [item] });
+      const matches =
+        byInstance.length > 0
+          ? byInstance
+          : top.length > 0
+            ? top
+            : this.jobs.get({ names: [item], includeChildren: true });
+      // No match and no wildcard: let the manager raise its ERR_JOB_NOT_FOUND.
+      if (matches.length === 0 && !/[*?]/.test(item)) this.jobs.job(item);
+      for (const job of matches) out.add(job);
+    }
+    return [...out];
+  }
+
+  #subscribe(params: unknown, channel: ReliableChannel): JobInfo[] {
+    const p = objectParams(params, 'job.subscribe');
+    const subscriptionId = requiredString(p, 'subscriptionId');
+    const keep = optionalBoolean(p, 'keep') ?? false;
+    const jobs = this.#select(wireSelector(p.selector));
+    const subscription = this.#newSubscription(subscriptionId);
+    // After the response, so the client has the answer before the first record.
+    queueMicrotask(() => void this.#pump(subscription, jobs, keep, channel));
+    return jobs.map(this.#info);
+  }
+
+  #newSubscription(id: string): Subscription {
+    if (this.#subscriptions.has(id)) {
+      throw invalidParams(`Subscription "${id}" already exists in this session.`, { subscriptionId: id });
+    }
+    const controller = new AbortController();
+    const subscription: Subscription = { id, signal: controller.signal, cancel: () => controller.abort() };
+    this.#subscriptions.set(id, subscription);
+    return subscription;
+  }
+
+  /**
+   * Moves records from the jobs into `job.record` events, then sends `job.end`. It only takes a
+   * record when the channel has room: while no client is attached (or the client is slow), the
+   * channel's queue reaches its high-water mark and the pump stops taking; then the spool (or the
+   * job's buffer) fills and the producer is paused. Returns true when every record was sent.
+   */
+  async #pump(
+    subscription: Subscription,
+    jobs: Job[],
+    keep: boolean,
+    channel: ReliableChannel,
+  ): Promise<boolean> {
+    const { signal } = subscription;
+    const cancelled = new Promise<void>((resolveCancel) => {
+      if (signal.aborted) resolveCancel();
+      else signal.addEventListener('abort', () => resolveCancel(), { once: true });
+    });
+    // Records sent but not yet acknowledged by the client, oldest first, with the event's seq.
+    const unacked = new CommitQueue();
+    const settle = (): void => unacked.commitUpTo(channel.ackedSeq);
+    const offAck = channel.onAck(settle);
+    let complete = false;
+    try {
+      for await (const { record, commit } of this.#records.stream(jobs, keep, signal)) {
+        const roomy = this.#event('job.record', { subscriptionId: subscription.id, record }, channel);
+        if (commit) unacked.push(channel.sentSeq, commit);
+        settle();
+        // Also rejects when the channel closes, which ends the pump.
+        if (!roomy) await Promise.race([channel.drain(), cancelled]);
+        if (signal.aborted) break;
+      }
+      complete = !signal.aborted;
+      if (complete) {
+        this.#event('job.end', { subscriptionId: subscription.id, jobs: jobs.map(this.#info) }, channel);
+      }
+      // The records count as delivered once the client says so; a takeover before that leaves
+      // them in the spool for the next client.
+      if (unacked.length > 0) await Promise.race([channel.whenAcked(unacked.lastSeq), cancelled]);
+      settle();
+    } catch {
+      // The channel closed under the pump (session ended or link broke); nothing left to send to.
+      complete = false;
+    } finally {
+      offAck();
+      if (this.#subscriptions.get(subscription.id) === subscription)
+        this.#subscriptions.delete(subscription.id);
+    }
+    return complete;
+  }
+
+  async #invoke(params: unknown, channel: ReliableChannel): Promise<JobInfo> {
+    const p = objectParams(params, 'invoke');
+    const subscriptionId = requiredString(p, 'subscriptionId');
+    const subscription = this.#newSubscription(subscriptionId);
+    this.#invokesRunning++;
+    try {
+      let job: Job;
+      try {
+        job = await this.#startWork(params, 'invoke');
+      } catch (error) {
+        this.#subscriptions.delete(subscriptionId);
+        throw error;
+      }
+      const complete = await this.#pump(subscription, [job], false, channel);
+      // Invoke is synchronous for the caller: wait for the end even if the records ran out early.
+      await this.jobs.wait(job);
+      const info = this.#info(job);
+      if (complete) {
+        await this.jobs.remove(job, { force: true }).catch(() => {});
+        await this.#records.forget([job]);
+      }
+      return info;
+    } finally {
+      this.#invokesRunning--;
+    }
+  }
+}
+
+/** Commits of records in flight, in send order; committed once the client acknowledged them. */
+class CommitQueue {
+  #seqs: number[] = [];
+  #commits: Array<() => void> = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#seqs.length - this.#head;
+  }
+
+  /** The seq of the newest entry (0 when empty). */
+  get lastSeq(): number {
+    return this.length > 0 ? this.#seqs.at(-1)! : 0;
+  }
+
+  push(seq: number, commit: () => void): void {
+    this.#seqs.push(seq);
+    this.#commits.push(commit);
+  }
+
+  commitUpTo(ackedSeq: number): void {
+    let last: (() => void) | undefined;
+    while (this.#head < this.#seqs.length && this.#seqs[this.#head]! <= ackedSeq) {
+      // Commits are cumulative per job; calling each is cheap (they coalesce), and covers
+      // streams that move from one job to the next.
+      last = this.#commits[this.#head];
+      this.#commits[this.#head] = noop;
+      this.#head++;
+      last?.();
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#seqs.length) {
+      this.#seqs = this.#seqs.slice(this.#head);
+      this.#commits = this.#commits.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+}
+
+function noop(): void {}
+
+/** Sends a response; a result that cannot be sent is answered with the error instead. */
+function answer(
+  channel: ReliableChannel,
+  id: number,
+  body: { result?: unknown; error?: ReturnType<typeof serializeError> },
+): number {
+  if (channel.state === 'closed') return 0;
+  const payload: Payload = { type: 'response', id, ...body };
+  try {
+    channel.send(payload);
+  } catch (error) {
+    // send() may have closed the channel on its way out.
+    if ((channel.state as string) === 'closed') return 0;
+    try {
+      channel.send({ type: 'response', id, error: serializeError(coded(error)) });
+    } catch {
+      return 0;
+    }
+  }
+  return channel.sentSeq;
+}
+
+/** Waits (bounded) until the client has acknowledged our message `seq`, or the channel closed. */
+async function afterAck(channel: ReliableChannel, seq: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      channel.whenAcked(seq).catch(() => {}),
+      new Promise((resolveWait) => (timer = setTimeout(resolveWait, ANSWER_ACK_WAIT_MS))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function coded(error: unknown): RjobError {
+  if (RjobError.is(error)) return error;
+  if (error instanceof TypeError || error instanceof RangeError) {
+    return toRjobError(error, ErrorCode.InvalidArgument);
+  }
+  return toRjobError(error, ServerErrorCode.Internal);
+}

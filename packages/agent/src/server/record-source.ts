@@ -1,0 +1,346 @@
+/**
+ * Where a session's job records are read from. Two implementations of one contract:
+ *
+ * - {@link MemoryRecords}: straight from the JobManager's buffers (bounded by its producer pause).
+ * - {@link SpooledRecords}: each job's records are moved to a disk spool (spoolJob), bounded with a
+ *   block or drop policy, persisted with the job's entry in the store. Receives read the spool and
+ *   acknowledge what they consumed.
+ *
+ * A consuming stream yields each record with a `commit` that consumes it. The subscription pump
+ * commits once the client has acknowledged the event carrying the record, so a record a dead
+ * client never acknowledged is still there for the client that takes its session over. (The
+ * memory source cannot give records back: it consumes when it yields, and has no `commit`.)
+ */
+import {
+  type Job,
+  type JobManager,
+  type JobRecord,
+  RjobError,
+  type SerializedError,
+  serializeError,
+} from '@rjob/core';
+import { RecordSpool, type RecordSpoolOptions } from '../spool/record-spool.js';
+import { type SpooledJob, spoolJob } from '../spool/spooled-job.js';
+import type { JobStore, StoredJob } from '../store/job-store.js';
+
+export interface StreamedRecord {
+  record: JobRecord;
+  /** Consumes the record (and every earlier one of its job). Absent when nothing is left to do. */
+  commit?: () => void;
+}
+
+export interface RecordSource {
+  /** Called for every job the session starts, before anyone reads it. */
+  track(job: Job, data?: unknown): Promise<void>;
+  /** The records of the jobs (their leaves), consumed unless `keep`; a Failed job's reason last. */
+  receive(jobs: Job[], keep: boolean): Promise<JobRecord[]>;
+  /**
+   * Yields records as they are written until every job finished and everything was yielded.
+   * `signal` ends it early; a record is consumed (unless `keep`) only when it is yielded.
+   */
+  stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedRecord>;
+  hasMoreData(job: Job): boolean;
+  /** Resolves once the jobs' records and final states are persisted (at once for memory). */
+  settled(jobs: Job[]): Promise<void>;
+  /** The jobs were removed from the manager: drop their records. */
+  forget(jobs: Job[]): Promise<void>;
+  /**
+   * The session ends: release everything and delete what was kept on disk, unless `keepStored`
+   * (the agent is shutting down; the jobs' final states and records stay for the next one).
+   */
+  dispose(keepStored?: boolean): Promise<void>;
+}
+
+export function leavesOf(jobs: Job[]): Job[] {
+  const out = new Set<Job>();
+  const walk = (job: Job): void => {
+    if (job.children.length === 0) out.add(job);
+    else for (const child of job.children) walk(child);
+  };
+  for (const job of jobs) walk(job);
+  return [...out];
+}
+
+/** The synthetic record that repeats a Failed job's reason (as JobManager.receive adds it). */
+export function reasonRecord(job: Job): JobRecord<SerializedError> {
+  return {
+    stream: 'error',
+    data: serializeError(job.reason),
+    seq: 0,
+    timeMs: job.endTime?.getTime() ?? Date.now(),
+    jobId: job.id,
+    location: job.location,
+    reason: true,
+  };
+}
+
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+}
+
+export class MemoryRecords implements RecordSource {
+  constructor(readonly manager: JobManager) {}
+
+  async track(): Promise<void> {}
+
+  async receive(jobs: Job[], keep: boolean): Promise<JobRecord[]> {
+    return (await this.manager.receive(jobs, { keep })).map(wireRecord);
+  }
+
+  async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedRecord> {
+    const stream = this.manager.receiveStream(jobs, { keep });
+    const leaves = leavesOf(jobs);
+    const stop = aborted(signal);
+    let settled = false;
+    try {
+      while (!signal.aborted) {
+        // The manager's stream consumes a record when it yields it; only ask once one is there,
+        // so an abort never leaves a pending next() that would take a record nobody sends.
+        if (!keep) await recordsReady(leaves, stop);
+        if (signal.aborted) return;
+        const next = await Promise.race([stream.next(), stop.then(() => undefined)]);
+        if (!next) return;
+        if (next.done) {
+          settled = true;
+          return;
+        }
+        yield { record: wireRecord(next.value) };
+      }
+    } finally {
+      // Only safe when the manager's generator is not inside a next().
+      if (settled || !keep) void stream.return(undefined).catch(() => {});
+    }
+  }
+
+  hasMoreData(job: Job): boolean {
+    return job.hasMoreData;
+  }
+
+  async settled(): Promise<void> {}
+
+  async forget(): Promise<void> {}
+
+  async dispose(): Promise<void> {}
+}
+
+/** Resolves once a leaf holds a record, every leaf has finished, or `stop` resolves. */
+async function recordsReady(leaves: Job[], stop: Promise<void>): Promise<void> {
+  for (;;) {
+    if (leaves.some((leaf) => leaf.buffer.length > 0) || leaves.every((leaf) => leaf.finished)) return;
+    const running = leaves.filter((leaf) => !leaf.finished);
+    let stopped = false;
+    await Promise.race([...running.map((leaf) => leaf.changed()), stop.then(() => (stopped = true))]);
+    if (stopped) return;
+  }
+}
+
+/** A Failed job's reason record carries an RjobError; V8 serialization would drop its code. */
+function wireRecord(record: JobRecord): JobRecord {
+  if (record.reason && record.data instanceof Error) return { ...record, data: serializeError(record.data) };
+  return record;
+}
+
+export interface SpooledRecordsOptions {
+  manager: JobManager;
+  store: JobStore;
+  sessionId: string;
+  /** Options for every job's spool (bound, policy, ...). Defaults as RecordSpool's. */
+  spool?: Omit<RecordSpoolOptions, 'dir'>;
+}
+
+const READ_BATCH_RECORDS = 1000;
+/** On agent shutdown, how long to wait for stopped jobs' records to reach their spools. */
+const SHUTDOWN_FLUSH_WAIT_MS = 5_000;
+
+export class SpooledRecords implements RecordSource {
+  readonly #options: SpooledRecordsOptions;
+  /** By top-level job. */
+  readonly #spooled = new Map<Job, SpooledJob>();
+  /**
+   * Per spool, the last record handed to a consuming stream. Such records are in flight until the
+   * client acknowledges them (then the spool is acked); meanwhile nobody else receives them.
+   */
+  readonly #reserved = new Map<RecordSpool, Map<object, number>>();
+  /** Restored jobs: the instance id their store entry is kept under (the live job has a new one). */
+  readonly #storedInstanceIds = new Map<Job, string>();
+
+  constructor(options: SpooledRecordsOptions) {
+    this.#options = options;
+  }
+
+  async track(job: Job, data?: unknown): Promise<void> {
+    const { manager, store, sessionId, spool } = this.#options;
+    const spooled = await spoolJob({
+      manager,
+      job,
+      store,
+      sessionId,
+      ...(spool ? { spool } : {}),
+      ...(data === undefined ? {} : { data }),
+    });
+    this.#spooled.set(job, spooled);
+  }
+
+  /**
+   * Takes back a job restored after an agent restart: its spool (sealed now, since nothing will
+   * write to it again) and the instance id its store entry is kept under.
+   */
+  async adopt(job: Job, stored: StoredJob): Promise<void> {
+    const spools = new Map<number, RecordSpool>();
+    if (stored.spoolDir !== undefined) {
+      const spool = await RecordSpool.open({ ...this.#options.spool, dir: stored.spoolDir });
+      if (!spool.sealed) await spool.seal();
+      spools.set(job.id, spool);
+    }
+    this.#storedInstanceIds.set(job, stored.instanceId);
+    this.#spooled.set(job, {
+      job,
+      spools,
+      done: Promise.resolve(),
+      close: async () => {
+        await Promise.all([...spools.values()].map((spool) => spool.close()));
+      },
+    });
+  }
+
+  async settled(jobs: Job[]): Promise<void> {
+    const tops = new Set(jobs.map((job) => this.#spooledOf(job)).filter((each) => each !== undefined));
+    await Promise.all([...tops].map((spooled) => spooled.done.catch(() => {})));
+  }
+
+  async receive(jobs: Job[], keep: boolean): Promise<JobRecord[]> {
+    const out: JobRecord[] = [];
+    for (const leaf of leavesOf(jobs)) {
+      const spooled = this.#spooledOf(leaf);
+      const spool = spooled?.spools.get(leaf.id);
+      if (spooled && spool) {
+        // A finished job's last records may still be on their way from the manager to the spool.
+        if (leaf.finished) await spooled.done.catch(() => {});
+        let last = this.#cursor(spool);
+        for (;;) {
+          const batch = await spool.read(last + 1, { maxRecords: READ_BATCH_RECORDS });
+          if (batch.length === 0) break;
+          out.push(...batch);
+          last = batch.at(-1)!.seq;
+        }
+        if (!keep && last > spool.ackedSeq) await spool.ack(last);
+      }
+      if (leaf.state === 'Failed') out.push(reasonRecord(leaf));
+    }
+    return out;
+  }
+
+  async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedRecord> {
+    // Leaves one after the other: a job's records stay in order, which is what receivers rely on.
+    for (const leaf of leavesOf(jobs)) {
+      const spool = this.#spooledOf(leaf)?.spools.get(leaf.id);
+      if (spool) {
+        let pendingAck = 0;
+        let scheduled = false;
+        // Each ack rewrites the spool's meta file: one per turn of the event loop at most.
+        const flushAck = (): void => {
+          scheduled = false;
+          if (pendingAck > spool.ackedSeq && !spool.closed) void spool.ack(pendingAck).catch(() => {});
+        };
+        const commitUpTo = (seq: number) => (): void => {
+          if (seq <= pendingAck) return;
+          pendingAck = seq;
+          if (!scheduled) {
+            scheduled = true;
+            setImmediate(flushAck);
+          }
+        };
+        const token = {};
+        const reservations = this.#reserved.get(spool) ?? new Map<object, number>();
+        this.#reserved.set(spool, reservations);
+        // Released at once on cancel (a takeover), not when this generator gets to run again: the
+        // next client's subscription must start from the first record nobody acknowledged.
+        const release = (): void => void reservations.delete(token);
+        signal.addEventListener('abort', release, { once: true });
+        try {
+          for await (const record of spool.follow(this.#cursor(spool) + 1, { signal })) {
+            if (signal.aborted) return;
+            if (keep) {
+              yield { record };
+            } else {
+              reservations.set(token, record.seq);
+              yield { record, commit: commitUpTo(record.seq) };
+            }
+          }
+        } catch (error) {
+          if (!RjobError.hasCode(error, 'ERR_SPOOL_CLOSED')) throw error;
+          return;
+        } finally {
+          // The listener stays: a cancel after the end (records sent, not yet acknowledged) must
+          // still hand them back. Entries at or below the acked position are pruned by #cursor.
+          if (signal.aborted) release();
+        }
+      }
+      if (signal.aborted) return;
+      // The spool is sealed once the job finished and every record is in it.
+      if (!leaf.finished) await Promise.race([waitFinished(leaf), aborted(signal)]);
+      if (signal.aborted) return;
+      if (leaf.state === 'Failed') yield { record: reasonRecord(leaf) };
+    }
+  }
+
+  hasMoreData(job: Job): boolean {
+    if (job.children.length > 0) return job.children.some((child) => this.hasMoreData(child));
+    const spool = this.#spooledOf(job)?.spools.get(job.id);
+    return (
+      !job.finished || job.buffer.length > 0 || (spool !== undefined && spool.lastSeq > this.#cursor(spool))
+    );
+  }
+
+  /** The last record that is acknowledged or in flight to a consuming stream. */
+  #cursor(spool: RecordSpool): number {
+    let cursor = spool.ackedSeq;
+    const reservations = this.#reserved.get(spool);
+    for (const [token, seq] of reservations ?? []) {
+      if (seq <= spool.ackedSeq) reservations!.delete(token);
+      else cursor = Math.max(cursor, seq);
+    }
+    return cursor;
+  }
+
+  async forget(jobs: Job[]): Promise<void> {
+    const { store, sessionId } = this.#options;
+    for (const job of jobs) {
+      const spooled = this.#spooled.get(job);
+      this.#spooled.delete(job);
+      if (!spooled) continue;
+      await spooled.close().catch(() => {});
+      for (const each of [job, ...leavesOf([job])]) {
+        const instanceId = this.#storedInstanceIds.get(each) ?? each.instanceId;
+        await store.removeJob(sessionId, instanceId).catch(() => {});
+      }
+    }
+  }
+
+  async dispose(keepStored = false): Promise<void> {
+    const spooled = [...this.#spooled.values()];
+    this.#spooled.clear();
+    if (keepStored) {
+      // The jobs were just stopped: let their last records and final states reach the disk.
+      await Promise.race([
+        Promise.allSettled(spooled.map((each) => each.done)),
+        new Promise((resolve) => setTimeout(resolve, SHUTDOWN_FLUSH_WAIT_MS).unref?.()),
+      ]);
+    }
+    await Promise.allSettled(spooled.map((each) => each.close()));
+    if (!keepStored) await this.#options.store.removeSession(this.#options.sessionId).catch(() => {});
+  }
+
+  #spooledOf(job: Job): SpooledJob | undefined {
+    let top = job;
+    while (top.parent) top = top.parent;
+    return this.#spooled.get(top);
+  }
+}
+
+async function waitFinished(job: Job): Promise<void> {
+  while (!job.finished) await job.changed();
+}

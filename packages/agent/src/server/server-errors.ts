@@ -1,0 +1,13 @@
+/** Error codes the agent server adds for RPC failures (beside core's and the agent's). */
+export const ServerErrorCode = {
+  /** The request named a method the agent does not implement. */
+  UnknownMethod: 'ERR_UNKNOWN_METHOD',
+  /** The session was closed (or expired) while the request was in progress. */
+  SessionClosed: 'ERR_SESSION_CLOSED',
+  /** A bug in the agent: the request failed with an uncoded error. The agent keeps running. */
+  Internal: 'ERR_AGENT_INTERNAL',
+  /** Another agent already listens on the socket. */
+  AgentRunning: 'ERR_AGENT_RUNNING',
+  /** The socket's directory is not private to this user. */
+  SocketDirInsecure: 'ERR_SOCKET_DIR_INSECURE',
+} as const;

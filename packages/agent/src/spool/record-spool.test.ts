@@ -1,0 +1,240 @@
+import { appendFile, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type JobRecord, RjobError } from '@rjob/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isSpoolGapRecord, RecordSpool, type RecordSpoolOptions } from './record-spool.js';
+import { encodeHeader, encodeRecord } from './segment-format.js';
+
+let dir: string;
+const open: RecordSpool[] = [];
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'rjob-spool-'));
+});
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((spool) => spool.close().catch(() => {})));
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function openSpool(options: Partial<RecordSpoolOptions> = {}): Promise<RecordSpool> {
+  const spool = await RecordSpool.open({ dir, ...options });
+  open.push(spool);
+  return spool;
+}
+
+function record(i: number, data: unknown = { i, text: `line ${i}` }): JobRecord {
+  return { stream: 'output', data, seq: i, timeMs: 1_700_000_000_000 + i, jobId: 7, location: 'host-a' };
+}
+
+async function readAll(spool: RecordSpool, fromSeq = 1): Promise<JobRecord[]> {
+  const out: JobRecord[] = [];
+  for (let next = fromSeq; ; ) {
+    const batch = await spool.read(next, { maxRecords: 97 });
+    if (batch.length === 0) return out;
+    out.push(...batch);
+    next = batch.at(-1)!.seq + 1;
+  }
+}
+
+async function segmentFiles(): Promise<string[]> {
+  return (await readdir(dir)).filter((name) => name.endsWith('.seg')).sort();
+}
+
+describe('RecordSpool', () => {
+  it('appends, reads from any position and acks across segment rotation', async () => {
+    const spool = await openSpool({ segmentBytes: 4096 });
+    for (let i = 1; i <= 1000; i++) expect(await spool.append(record(i))).toBe(i);
+    await spool.sync();
+    expect((await segmentFiles()).length).toBeGreaterThan(10);
+
+    const all = await readAll(spool);
+    expect(all.map((r) => r.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect(all[41]).toEqual(record(42));
+    expect((await spool.read(500, { maxRecords: 3 })).map((r) => r.seq)).toEqual([500, 501, 502]);
+    expect(await spool.read(1001)).toEqual([]);
+
+    const filesBefore = (await segmentFiles()).length;
+    const bytesBefore = spool.bytes;
+    await spool.ack(600);
+    expect(spool.ackedSeq).toBe(600);
+    expect((await segmentFiles()).length).toBeLessThan(filesBefore);
+    expect(spool.bytes).toBeLessThan(bytesBefore);
+    expect((await spool.read(1, { maxRecords: 1 }))[0]!.seq).toBe(601);
+    await spool.close();
+
+    const reopened = await openSpool({ segmentBytes: 4096 });
+    expect(reopened.ackedSeq).toBe(600);
+    expect(reopened.lastSeq).toBe(1000);
+    expect((await readAll(reopened)).map((r) => r.seq)).toEqual(
+      Array.from({ length: 400 }, (_, i) => i + 601),
+    );
+    expect(await reopened.append(record(1001))).toBe(1001);
+
+    await reopened.ack(1001);
+    // Everything acknowledged: only a fresh, empty segment is left.
+    expect(reopened.bytes).toBe(0);
+    expect(await segmentFiles()).toHaveLength(1);
+    expect(await reopened.append(record(1002))).toBe(1002);
+    expect((await readAll(reopened)).map((r) => r.seq)).toEqual([1002]);
+  });
+
+  it('keeps structured-clone values and coded errors', async () => {
+    const spool = await openSpool();
+    const value = {
+      when: new Date(1_700_000_000_000),
+      map: new Map<string, unknown>([['a', 1n << 70n]]),
+      set: new Set([1, 2]),
+      bytes: new Uint8Array([1, 2, 3]),
+    };
+    await spool.append(record(1, value));
+    const error = new RjobError('ERR_SOMETHING', 'it broke', { details: { x: 1 } });
+    await spool.append({ ...record(2), stream: 'error', data: error });
+    const [first, second] = await spool.read(1);
+    expect(first!.data).toEqual(value);
+    expect(RjobError.hasCode(second!.data, 'ERR_SOMETHING')).toBe(true);
+    expect((second!.data as RjobError).details).toEqual({ x: 1 });
+    await expect(spool.append(record(3, { fn: () => 1 }))).rejects.toMatchObject({
+      code: 'ERR_VALUE_NOT_CLONEABLE',
+    });
+  });
+
+  it('follows appends made after the iterator started, and ends once sealed', async () => {
+    const spool = await openSpool({ segmentBytes: 4096 });
+    await spool.append(record(1));
+    const seen: number[] = [];
+    const following = (async () => {
+      for await (const r of spool.follow(1)) seen.push(r.seq);
+    })();
+    // Let the follower drain what exists and wait for more.
+    while (seen.length < 1) await new Promise((resolve) => setImmediate(resolve));
+    for (let i = 2; i <= 300; i++) await spool.append(record(i));
+    await spool.seal();
+    await following;
+    expect(seen).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    await expect(spool.append(record(301))).rejects.toMatchObject({ code: 'ERR_SPOOL_SEALED' });
+  });
+
+  it('stops following when the signal aborts', async () => {
+    const spool = await openSpool();
+    const controller = new AbortController();
+    const following = (async () => {
+      const seen: number[] = [];
+      for await (const r of spool.follow(1, { signal: controller.signal })) seen.push(r.seq);
+      return seen;
+    })();
+    await spool.append(record(1));
+    await spool.flush();
+    controller.abort();
+    // It ends (rather than waiting forever for a record that never comes).
+    expect([[], [1]]).toContainEqual(await following);
+  });
+
+  it('block policy: an append waits until an ack frees space, then goes on', async () => {
+    const spool = await openSpool({ maxBytes: 16 * 1024, policy: 'block' });
+    let seq = 0;
+    while (spool.writable) seq = await spool.append(record(seq + 1, 'x'.repeat(200)));
+    expect(spool.bytes).toBeGreaterThanOrEqual(16 * 1024);
+    expect(spool.bytes).toBeLessThan(16 * 1024 + 300);
+
+    let writableFired = 0;
+    spool.onWritable(() => writableFired++);
+    let taken: number | undefined;
+    const blocked = spool.append(record(seq + 1, 'x'.repeat(200))).then((s) => (taken = s));
+    // Everything that could settle it without an ack has run.
+    await spool.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(taken).toBeUndefined();
+    expect(spool.writable).toBe(false);
+
+    const resumed = spool.waitWritable();
+    await spool.ack(seq);
+    await blocked;
+    await resumed;
+    expect(taken).toBe(seq + 1);
+    expect(writableFired).toBe(1);
+    expect((await readAll(spool)).map((r) => r.seq)).toEqual([seq + 1]);
+  });
+
+  it('drop policy keeps the newest records within the bound and reports the gap', async () => {
+    const maxBytes = 64 * 1024;
+    const spool = await openSpool({ maxBytes, policy: 'drop' });
+    for (let i = 1; i <= 2000; i++) {
+      await spool.append(record(i, `${i}:${'y'.repeat(200)}`));
+      expect(spool.bytes).toBeLessThanOrEqual(maxBytes);
+    }
+    const all = await readAll(spool);
+    const [gap, ...kept] = all;
+    expect(isSpoolGapRecord(gap!)).toBe(true);
+    if (!isSpoolGapRecord(gap!)) return;
+    const firstKept = kept[0]!.seq;
+    expect(gap.gap).toEqual({ droppedRecords: firstKept - 1, fromSeq: 1, toSeq: firstKept - 1 });
+    expect(gap.seq).toBe(firstKept - 1);
+    expect(gap.stream).toBe('warning');
+    expect(gap.data).toContain(`${firstKept - 1} record(s)`);
+    expect(spool.droppedRecords).toBe(firstKept - 1);
+    expect(kept.map((r) => r.seq)).toEqual(
+      Array.from({ length: 2000 - firstKept + 1 }, (_, i) => firstKept + i),
+    );
+    // The newest records fill most of the bound (disk is freed a whole segment at a time).
+    expect(kept.length * 230).toBeGreaterThan(maxBytes / 2);
+
+    // A reader that had received some records only hears about the ones it missed.
+    const later = (await spool.read(10, { maxRecords: 1 }))[0]!;
+    expect(isSpoolGapRecord(later) && later.gap.droppedRecords).toBe(firstKept - 10);
+    // Acknowledging past the gap consumes the warning.
+    await spool.ack(firstKept);
+    expect((await spool.read(1, { maxRecords: 1 }))[0]!.seq).toBe(firstKept + 1);
+  });
+
+  it('recovers every complete entry after a torn tail and keeps appending', async () => {
+    const spool = await openSpool();
+    for (let i = 1; i <= 100; i++) await spool.append(record(i));
+    await spool.close();
+    const [segment] = await segmentFiles();
+    const path = join(dir, segment!);
+    const intactBytes = (await stat(path)).size;
+    // A half-written entry: a full header promising more payload than follows.
+    const payload = encodeRecord(record(101));
+    await appendFile(path, Buffer.concat([encodeHeader(101, payload), payload.subarray(0, 5)]));
+
+    const reopened = await openSpool();
+    expect(reopened.lastSeq).toBe(100);
+    expect((await stat(path)).size).toBe(intactBytes);
+    const all = await readAll(reopened);
+    expect(all).toHaveLength(100);
+    expect(all[99]).toEqual(record(100));
+    expect(await reopened.append(record(101))).toBe(101);
+    expect((await reopened.read(101))[0]).toEqual(record(101));
+  });
+
+  it('treats a zero-filled or garbled tail as torn', async () => {
+    const spool = await openSpool();
+    for (let i = 1; i <= 10; i++) await spool.append(record(i));
+    await spool.close();
+    const [segment] = await segmentFiles();
+    await appendFile(join(dir, segment!), Buffer.alloc(4096));
+    const reopened = await openSpool();
+    expect(reopened.lastSeq).toBe(10);
+    await reopened.close();
+    // Garbage whose length field looks plausible but whose checksum does not match.
+    const payload = encodeRecord(record(11));
+    const header = encodeHeader(11, payload);
+    header.writeUInt32LE(header.readUInt32LE(4) ^ 1, 4);
+    await appendFile(join(dir, segment!), Buffer.concat([header, payload]));
+    const again = await openSpool();
+    expect(again.lastSeq).toBe(10);
+    expect(await readAll(again)).toHaveLength(10);
+  });
+
+  it('rejects appends and reads once closed', async () => {
+    const spool = await openSpool({ maxBytes: 16 * 1024 });
+    let seq = 0;
+    while (spool.writable) seq = await spool.append(record(seq + 1, 'z'.repeat(500)));
+    const blocked = expect(spool.append(record(seq + 1))).rejects.toMatchObject({ code: 'ERR_SPOOL_CLOSED' });
+    await spool.close();
+    await blocked;
+    await expect(spool.read(1)).rejects.toMatchObject({ code: 'ERR_SPOOL_CLOSED' });
+  });
+});

@@ -1,0 +1,951 @@
+/**
+ * A per-job, disk-backed, append-only log of job records: what the agent keeps for a receiver that
+ * is disconnected, slow, or gone until the agent restarts.
+ *
+ * On disk a spool is a directory of segment files (`<firstSeq>.seg`, see segment-format.ts) and a
+ * small `spool.meta` (acknowledged position, sealed flag) replaced atomically. Records are numbered
+ * by the spool from 1 without gaps; for a job's records that is the same `seq` the JobManager gave
+ * them.
+ */
+import { type FileHandle, mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCode, type JobRecord, RjobError } from '@rjob/core';
+import { AgentErrorCode } from '../errors.js';
+import { TEMP_MARKER, writeFileAtomic } from '../fs/atomic-file.js';
+import {
+  corruptSegment,
+  decodeRecord,
+  encodeHeader,
+  encodeRecord,
+  HEADER_BYTES,
+  MAX_ENTRY_PAYLOAD_BYTES,
+  parseSegmentFileName,
+  SegmentScanner,
+  segmentFileName,
+} from './segment-format.js';
+
+/** What a full spool does with the next append. */
+export type SpoolPolicy = 'block' | 'drop';
+
+export const DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024;
+export const DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_WRITE_BUFFER_BYTES = 1024 * 1024;
+export const DEFAULT_SYNC_INTERVAL_MS = 1000;
+
+export interface RecordSpoolOptions {
+  /** Directory of this spool (one per job). Created 0700 if missing. */
+  dir: string;
+  /**
+   * Bound on the bytes the spool holds on disk (entries of live segments, acknowledged ones
+   * included until their segment is deleted). Default 256 MiB ({@link DEFAULT_SPOOL_MAX_BYTES}).
+   * `block` takes a record while the spool is below the bound, so it may pass it by one record;
+   * `drop` stays within it, except that a single record larger than the bound is still kept.
+   */
+  maxBytes?: number;
+  /**
+   * `block` (default): an append that does not fit waits until acknowledgements free space;
+   * nothing is lost. `drop`: the oldest unacknowledged records are deleted (whole segments) to make
+   * room, and readers get one warning record that says how many they missed.
+   */
+  policy?: SpoolPolicy;
+  /**
+   * A segment is closed and a new one started once it would grow past this. Disk is freed a whole
+   * segment at a time, so it is capped at a quarter of `maxBytes`. Default 8 MiB.
+   */
+  segmentBytes?: number;
+  /**
+   * Appended entries are buffered in memory and written together; past this many buffered bytes
+   * `append` waits for the write and `writable` is false. Default 1 MiB.
+   */
+  writeBufferBytes?: number;
+  /**
+   * Written data is fsynced at most this often (and when a segment is closed, on `seal` and on
+   * `close`), never per record. 0 leaves syncing to those moments only. Default 1000.
+   */
+  syncIntervalMs?: number;
+}
+
+export interface SpoolReadOptions {
+  /** At most this many records per call. Default 1000. */
+  maxRecords?: number;
+  /**
+   * Stop before the payload bytes returned would pass this; the first record is returned whatever
+   * its size, so a reader always progresses. Default 1 MiB.
+   */
+  maxBytes?: number;
+}
+
+export interface SpoolFollowOptions extends SpoolReadOptions {
+  /** Ends the iteration (without an error) when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Records a `drop` spool deleted before anyone acknowledged them. */
+export interface SpoolGap {
+  droppedRecords: number;
+  /** First and last sequence number dropped (from the reader's position). */
+  fromSeq: number;
+  toSeq: number;
+}
+
+/**
+ * The warning record a reader gets in place of dropped records. Its `seq` is the last dropped
+ * one, so it sits where the gap is, and acknowledging past it consumes it like any record.
+ */
+export type SpoolGapRecord = JobRecord<string> & { gap: SpoolGap };
+
+export function isSpoolGapRecord(record: JobRecord): record is SpoolGapRecord {
+  return typeof (record as Partial<SpoolGapRecord>).gap === 'object';
+}
+
+const META_FILE = 'spool.meta';
+const INDEX_INTERVAL_BYTES = 64 * 1024;
+const MIN_SEGMENT_BYTES = 4 * 1024;
+
+interface Segment {
+  readonly firstSeq: number;
+  readonly path: string;
+  /** Last sequence number in the segment, buffered entries included (firstSeq - 1 when empty). */
+  lastSeq: number;
+  /** Size including buffered entries. */
+  bytes: number;
+  /** What has been handed to the OS: readers never look past it. */
+  writtenBytes: number;
+  writtenLastSeq: number;
+  pending: Buffer[];
+  pendingBytes: number;
+  handle: FileHandle | undefined;
+  /** The file exists on disk. */
+  created: boolean;
+  /** Takes no more entries; fsynced and closed once written. */
+  sealed: boolean;
+  /** Sealed, written, fsynced and closed: nothing more to do until it is deleted. */
+  settled: boolean;
+  unsynced: boolean;
+  /** Sparse index: `indexSeqs[i]` starts at byte `indexOffsets[i]`; one point per 64 KiB. */
+  indexSeqs: number[];
+  indexOffsets: number[];
+}
+
+interface Waiter {
+  record: JobRecord;
+  payload: Buffer;
+  resolve(seq: number): void;
+  reject(error: unknown): void;
+}
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve(): void;
+}
+
+interface SpoolMeta {
+  version: 1;
+  ackedSeq: number;
+  sealed: boolean;
+}
+
+/**
+ * A job's records on disk, readable from any sequence number until acknowledged.
+ *
+ * - `append` numbers and buffers a record; buffered entries reach the OS within one event-loop
+ *   turn, and before any `read` returns, so a record a reader has seen survives a SIGKILL of the
+ *   agent. fsync is batched (`syncIntervalMs`).
+ * - `read` / `follow` return records from a sequence number; `ack` frees everything up to one.
+ * - Memory stays bounded: one write buffer, a read-ahead buffer per read, and a sparse index.
+ */
+export class RecordSpool {
+  readonly dir: string;
+  readonly policy: SpoolPolicy;
+  readonly maxBytes: number;
+  readonly segmentBytes: number;
+  readonly #writeBufferBytes: number;
+  readonly #syncIntervalMs: number;
+
+  #segments: Segment[] = [];
+  #doomed: Segment[] = [];
+  #lastSeq = 0;
+  #ackedSeq = 0;
+  #bytes = 0;
+  #pendingBytes = 0;
+  #droppedRecords = 0;
+  #sealed = false;
+  #closed = false;
+  #failure: RjobError | undefined;
+  #envelope = { jobId: 0, location: '' };
+
+  #waiters: Waiter[] = [];
+  #change: Deferred | undefined;
+  #writableListeners = new Set<() => void>();
+  #writableWaiters: Deferred | undefined;
+  #wasWritable = true;
+
+  #dirty = false;
+  #pumping: Promise<void> | undefined;
+  #flushScheduled = false;
+  #metaDirty = false;
+  #dirDirty = false;
+  #syncDue = false;
+  #syncTimer: NodeJS.Timeout | undefined;
+  #closing: Promise<void> | undefined;
+  /** Closed and every file handle released: the pump must not reopen anything. */
+  #released = false;
+
+  private constructor(options: RecordSpoolOptions) {
+    this.dir = options.dir;
+    this.policy = options.policy ?? 'block';
+    this.maxBytes = positive(options.maxBytes, DEFAULT_SPOOL_MAX_BYTES, 'maxBytes');
+    const segmentBytes = positive(options.segmentBytes, DEFAULT_SEGMENT_BYTES, 'segmentBytes');
+    this.segmentBytes = Math.max(MIN_SEGMENT_BYTES, Math.min(segmentBytes, Math.floor(this.maxBytes / 4)));
+    this.#writeBufferBytes = positive(
+      options.writeBufferBytes,
+      DEFAULT_WRITE_BUFFER_BYTES,
+      'writeBufferBytes',
+    );
+    this.#syncIntervalMs = options.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
+    if (this.policy !== 'block' && this.policy !== 'drop') {
+      throw new RjobError(ErrorCode.InvalidArgument, `Unknown spool policy "${String(this.policy)}".`);
+    }
+  }
+
+  /**
+   * Opens (or creates) the spool in `options.dir`. After a crash this recovers every complete
+   * entry and cuts off a torn tail, so appends continue right after the last intact record.
+   */
+  static async open(options: RecordSpoolOptions): Promise<RecordSpool> {
+    const spool = new RecordSpool(options);
+    await spool.#recover();
+    return spool;
+  }
+
+  /** Sequence number of the last record appended (0 when none). */
+  get lastSeq(): number {
+    return this.#lastSeq;
+  }
+
+  /** Everything up to here was acknowledged and is no longer readable. */
+  get ackedSeq(): number {
+    return this.#ackedSeq;
+  }
+
+  /** Bytes held on disk, including entries still buffered for writing. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Records deleted by the `drop` policy since this spool was opened. */
+  get droppedRecords(): number {
+    return this.#droppedRecords;
+  }
+
+  /** True once {@link seal} was called (here or before a restart): the job writes no more. */
+  get sealed(): boolean {
+    return this.#sealed;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * False while an append would have to wait (the `block` bound is reached, or the write buffer is
+   * full) or cannot happen at all. A producer that can pause polls this after each append and
+   * resumes from {@link onWritable}.
+   */
+  get writable(): boolean {
+    return (
+      !this.#closed &&
+      !this.#sealed &&
+      !this.#failure &&
+      this.#waiters.length === 0 &&
+      this.#pendingBytes < this.#writeBufferBytes &&
+      (this.policy === 'drop' || this.#bytes < this.maxBytes)
+    );
+  }
+
+  /** Calls `listener` each time {@link writable} turns true again. Returns an unsubscribe function. */
+  onWritable(listener: () => void): () => void {
+    this.#writableListeners.add(listener);
+    return () => this.#writableListeners.delete(listener);
+  }
+
+  /** Resolves when {@link writable} is true; rejects if the spool is closed, sealed or failed. */
+  waitWritable(): Promise<void> {
+    const problem = this.#appendProblem();
+    if (problem) return Promise.reject(problem);
+    if (this.writable) return Promise.resolve();
+    this.#writableWaiters ??= deferred();
+    return this.#writableWaiters.promise.then(() => {
+      const after = this.#appendProblem();
+      if (after) throw after;
+    });
+  }
+
+  /**
+   * Appends a record and resolves with its sequence number once the spool has taken it (not
+   * once it is on disk: see {@link flush} and {@link sync}). With the `block` policy and a full
+   * spool, it resolves only after acknowledgements freed enough space; appends are taken in call
+   * order. Await each append (or watch {@link writable}) to keep memory bounded.
+   *
+   * Rejects with ERR_VALUE_NOT_CLONEABLE for data that cannot be encoded, ERR_SPOOL_SEALED,
+   * ERR_SPOOL_CLOSED or ERR_SPOOL_IO.
+   */
+  append(record: JobRecord): Promise<number> {
+    const problem = this.#appendProblem();
+    if (problem) return Promise.reject(problem);
+    let payload: Buffer;
+    try {
+      payload = encodeRecord(record);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (payload.length > MAX_ENTRY_PAYLOAD_BYTES) {
+      return Promise.reject(
+        new RjobError(
+          ErrorCode.InvalidArgument,
+          `A record of ${payload.length} bytes is too large to spool.`,
+          {
+            details: { sizeBytes: payload.length, maxBytes: MAX_ENTRY_PAYLOAD_BYTES },
+          },
+        ),
+      );
+    }
+    const sizeBytes = HEADER_BYTES + payload.length;
+    if (this.#waiters.length > 0 || !this.#hasRoom(sizeBytes)) {
+      if (this.policy === 'block') {
+        return new Promise((resolve, reject) => {
+          this.#waiters.push({ record, payload, resolve, reject });
+          this.#updateWritable();
+        });
+      }
+      this.#dropFor(sizeBytes);
+    }
+    const seq = this.#accept(record, payload);
+    if (this.#pendingBytes >= this.#writeBufferBytes) return this.#kick().then(() => seq);
+    this.#scheduleFlush();
+    return Promise.resolve(seq);
+  }
+
+  /**
+   * Records from `fromSeq` on (at least `ackedSeq + 1`), in order, within the limits. Returns an
+   * empty array when there is nothing more yet. If a `drop` spool deleted records at the reader's
+   * position, the first record returned is a {@link SpoolGapRecord} that counts them.
+   */
+  async read(fromSeq: number, options: SpoolReadOptions = {}): Promise<JobRecord[]> {
+    const problem = this.#readProblem();
+    if (problem) throw problem;
+    await this.flush();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#readWritten(fromSeq, options);
+      } catch (error) {
+        // A segment deleted by an ack or a drop while we read it: start over from the new state.
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 8) continue;
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Yields records from `fromSeq` (default: the first unacknowledged one) and then each new record
+   * as it is appended. Ends once the spool is sealed and everything was yielded, when it is
+   * closed, or when `options.signal` aborts. It does not acknowledge anything.
+   */
+  async *follow(
+    fromSeq?: number,
+    options: SpoolFollowOptions = {},
+  ): AsyncGenerator<JobRecord, void, undefined> {
+    let next = fromSeq ?? this.#ackedSeq + 1;
+    const { signal } = options;
+    while (!signal?.aborted && !this.#closed) {
+      // Taken before reading, so an append that lands during the read still wakes us.
+      const changed = this.#nextChange();
+      let batch: JobRecord[];
+      try {
+        batch = await this.read(next, options);
+      } catch (error) {
+        if (RjobError.hasCode(error, AgentErrorCode.SpoolClosed)) return;
+        throw error;
+      }
+      for (const record of batch) {
+        next = record.seq + 1;
+        yield record;
+        if (signal?.aborted) return;
+      }
+      if (batch.length > 0) continue;
+      if (this.#sealed && next > this.#lastSeq) return;
+      await untilAborted(changed, signal);
+    }
+  }
+
+  /**
+   * Acknowledges every record up to `uptoSeq`: they are no longer readable, and segments that
+   * hold nothing else are deleted. Resolves once the new position is persisted (a restarted agent
+   * will not offer those records again). Acknowledging backwards is ignored.
+   */
+  ack(uptoSeq: number): Promise<void> {
+    const problem = this.#readProblem();
+    if (problem) return Promise.reject(problem);
+    const target = Math.min(Math.floor(uptoSeq), this.#lastSeq);
+    if (target <= this.#ackedSeq) return this.#pumping ?? Promise.resolve();
+    this.#ackedSeq = target;
+    this.#metaDirty = true;
+    while (this.#segments[0]!.bytes > 0 && this.#segments[0]!.lastSeq <= this.#ackedSeq) {
+      this.#discardOldest();
+    }
+    this.#admitWaiters();
+    this.#updateWritable();
+    return this.#kick();
+  }
+
+  /**
+   * Marks the job's output complete: no more appends (ERR_SPOOL_SEALED), followers end once they
+   * have read everything, and the data is fsynced. Pending blocked appends are rejected.
+   */
+  seal(): Promise<void> {
+    const problem = this.#readProblem();
+    if (problem) return Promise.reject(problem);
+    if (!this.#sealed) {
+      this.#sealed = true;
+      this.#metaDirty = true;
+      this.#rejectWaiters(sealedError(this.dir));
+      this.#fireChange();
+    }
+    this.#syncDue = true;
+    return this.#kick();
+  }
+
+  /** Hands every buffered entry to the OS (it then survives a crash of this process). */
+  flush(): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (!this.#pumping && this.#pendingBytes === 0 && !this.#metaDirty && this.#doomed.length === 0) {
+      return Promise.resolve();
+    }
+    return this.#kick();
+  }
+
+  /** {@link flush}, then fsync, so the records also survive a power loss. */
+  sync(): Promise<void> {
+    this.#syncDue = true;
+    return this.#kick();
+  }
+
+  /**
+   * Writes and fsyncs what is buffered, then releases the files. Blocked appends are rejected
+   * with ERR_SPOOL_CLOSED and followers end. The data stays on disk for {@link RecordSpool.open}.
+   */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closed = true;
+    this.#rejectWaiters(closedError(this.dir));
+    this.#fireChange();
+    this.#writableWaiters?.resolve();
+    this.#writableWaiters = undefined;
+    if (this.#syncTimer) clearTimeout(this.#syncTimer);
+    this.#syncTimer = undefined;
+    this.#syncDue = true;
+    this.#closing = (async () => {
+      try {
+        if (!this.#failure) await this.#kick();
+      } finally {
+        this.#released = true;
+        for (const segment of [...this.#segments, ...this.#doomed]) {
+          await segment.handle?.close().catch(() => {});
+          segment.handle = undefined;
+        }
+      }
+    })();
+    return this.#closing;
+  }
+
+  /** Closes the spool and deletes its directory. */
+  async destroy(): Promise<void> {
+    await this.close().catch(() => {});
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Recovery
+
+  async #recover(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const names = await readdir(this.dir);
+    for (const name of names) {
+      if (name.includes(TEMP_MARKER)) await rm(join(this.dir, name), { force: true });
+    }
+    const meta = await this.#readMeta();
+    const firstSeqs = names
+      .map(parseSegmentFileName)
+      .filter((seq): seq is number => seq !== undefined)
+      .sort((a, b) => a - b);
+    for (let i = 0; i < firstSeqs.length - 1; i++) {
+      const segment = newSegment(this.dir, firstSeqs[i]!);
+      const size = (await stat(segment.path)).size;
+      segment.lastSeq = segment.writtenLastSeq = firstSeqs[i + 1]! - 1;
+      segment.bytes = segment.writtenBytes = size;
+      segment.created = segment.sealed = segment.settled = true;
+      this.#segments.push(segment);
+    }
+    const lastFirstSeq = firstSeqs.at(-1);
+    if (lastFirstSeq === undefined) {
+      this.#segments.push(newSegment(this.dir, Math.max(1, meta.ackedSeq + 1)));
+    } else {
+      this.#segments.push(await this.#recoverTail(newSegment(this.dir, lastFirstSeq)));
+    }
+    const tail = this.#segments.at(-1)!;
+    this.#lastSeq = tail.lastSeq;
+    this.#ackedSeq = Math.min(meta.ackedSeq, this.#lastSeq);
+    this.#sealed = meta.sealed;
+    this.#bytes = this.#segments.reduce((sum, segment) => sum + segment.bytes, 0);
+    this.#wasWritable = this.writable;
+  }
+
+  /** Scans the last segment, keeps its intact prefix and truncates whatever follows. */
+  async #recoverTail(segment: Segment): Promise<Segment> {
+    const handle = await open(segment.path, 'r+');
+    try {
+      const size = (await handle.stat()).size;
+      const scanner = new SegmentScanner(handle, size);
+      let offset = 0;
+      let seq = segment.firstSeq;
+      let lastOffset = -1;
+      for (
+        let entry = await scanner.entryAt(offset, seq);
+        entry;
+        entry = await scanner.entryAt(offset, seq)
+      ) {
+        addIndexPoint(segment, entry.seq, entry.offset);
+        lastOffset = offset;
+        offset = entry.end;
+        seq++;
+      }
+      if (offset < size) await handle.truncate(offset);
+      segment.lastSeq = segment.writtenLastSeq = seq - 1;
+      segment.bytes = segment.writtenBytes = offset;
+      segment.created = true;
+      const last = lastOffset >= 0 ? await scanner.entryAt(lastOffset, seq - 1) : undefined;
+      if (last) {
+        const record = decodeRecord(Buffer.from(last.payload), seq - 1);
+        this.#envelope = { jobId: record.jobId, location: record.location };
+      }
+      return segment;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async #readMeta(): Promise<SpoolMeta> {
+    try {
+      const meta = JSON.parse(await readFile(join(this.dir, META_FILE), 'utf8')) as Partial<SpoolMeta>;
+      return {
+        version: 1,
+        ackedSeq: Number.isSafeInteger(meta.ackedSeq) && meta.ackedSeq! > 0 ? meta.ackedSeq! : 0,
+        sealed: meta.sealed === true,
+      };
+    } catch {
+      // Missing (a fresh spool) or unreadable: nothing acknowledged. The worst case is that a
+      // receiver is offered records again, which it recognises by their sequence numbers.
+      return { version: 1, ackedSeq: 0, sealed: false };
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Appending, dropping, acknowledging (in-memory state; the pump catches the disk up)
+
+  #appendProblem(): RjobError | undefined {
+    if (this.#failure) return this.#failure;
+    if (this.#closed) return closedError(this.dir);
+    if (this.#sealed) return sealedError(this.dir);
+    return undefined;
+  }
+
+  #readProblem(): RjobError | undefined {
+    if (this.#failure) return this.#failure;
+    if (this.#closed) return closedError(this.dir);
+    return undefined;
+  }
+
+  /**
+   * `block` takes a record while the spool is under its bound (so it can pass it by at most one
+   * record), which keeps `writable` an exact prediction of whether the next append waits. `drop`
+   * makes the record fit, unless it alone is larger than the bound.
+   */
+  #hasRoom(sizeBytes: number): boolean {
+    if (this.policy === 'block') return this.#bytes < this.maxBytes;
+    return this.#bytes === 0 || this.#bytes + sizeBytes <= this.maxBytes;
+  }
+
+  #accept(record: JobRecord, payload: Buffer): number {
+    const sizeBytes = HEADER_BYTES + payload.length;
+    let segment = this.#segments.at(-1)!;
+    if (segment.bytes > 0 && segment.bytes + sizeBytes > this.segmentBytes) segment = this.#rotate();
+    const seq = ++this.#lastSeq;
+    addIndexPoint(segment, seq, segment.bytes);
+    segment.pending.push(encodeHeader(seq, payload), payload);
+    segment.pendingBytes += sizeBytes;
+    segment.bytes += sizeBytes;
+    segment.lastSeq = seq;
+    this.#bytes += sizeBytes;
+    this.#pendingBytes += sizeBytes;
+    this.#envelope = { jobId: record.jobId, location: record.location };
+    this.#fireChange();
+    this.#updateWritable();
+    return seq;
+  }
+
+  /** Closes the active segment and starts an empty one after it. */
+  #rotate(): Segment {
+    this.#segments.at(-1)!.sealed = true;
+    const next = newSegment(this.dir, this.#lastSeq + 1);
+    this.#segments.push(next);
+    this.#dirty = true;
+    return next;
+  }
+
+  /** Deletes the oldest segment (starting a new active one first if it is the only one). */
+  #discardOldest(): Segment {
+    if (this.#segments.length === 1) this.#rotate();
+    const oldest = this.#segments.shift()!;
+    this.#bytes -= oldest.bytes;
+    this.#pendingBytes -= oldest.pendingBytes;
+    this.#doomed.push(oldest);
+    this.#dirty = true;
+    return oldest;
+  }
+
+  /** The `drop` policy: deletes the oldest segments until `sizeBytes` fits. */
+  #dropFor(sizeBytes: number): void {
+    while (!this.#hasRoom(sizeBytes) && this.#bytes > 0) {
+      const dropped = this.#discardOldest();
+      const unacked = dropped.lastSeq - Math.max(dropped.firstSeq, this.#ackedSeq + 1) + 1;
+      if (unacked > 0) this.#droppedRecords += unacked;
+    }
+  }
+
+  /** Lets blocked appends in, in order, as far as the freed space allows. */
+  #admitWaiters(): void {
+    let admitted = false;
+    while (this.#waiters.length > 0) {
+      const waiter = this.#waiters[0]!;
+      if (!this.#hasRoom(HEADER_BYTES + waiter.payload.length)) break;
+      this.#waiters.shift();
+      waiter.resolve(this.#accept(waiter.record, waiter.payload));
+      admitted = true;
+    }
+    if (admitted) this.#scheduleFlush();
+  }
+
+  #rejectWaiters(error: RjobError): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const waiter of waiters) waiter.reject(error);
+  }
+
+  #nextChange(): Promise<void> {
+    this.#change ??= deferred();
+    return this.#change.promise;
+  }
+
+  #fireChange(): void {
+    const change = this.#change;
+    this.#change = undefined;
+    change?.resolve();
+  }
+
+  #updateWritable(): void {
+    const writable = this.writable;
+    if (writable && !this.#wasWritable) {
+      this.#wasWritable = true;
+      this.#writableWaiters?.resolve();
+      this.#writableWaiters = undefined;
+      for (const listener of [...this.#writableListeners]) {
+        try {
+          listener();
+        } catch {
+          // A listener's bug must not wedge the spool.
+        }
+      }
+    }
+    this.#wasWritable = writable;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reading
+
+  async #readWritten(fromSeq: number, options: SpoolReadOptions): Promise<JobRecord[]> {
+    const maxRecords = Math.max(1, options.maxRecords ?? 1000);
+    const maxBytes = options.maxBytes ?? 1024 * 1024;
+    const segments = this.#segments.slice();
+    let start = Math.max(Math.floor(fromSeq), this.#ackedSeq + 1, 1);
+    let gap: SpoolGap | undefined;
+    const firstSeq = segments[0]!.firstSeq;
+    if (start < firstSeq) {
+      gap = { droppedRecords: firstSeq - start, fromSeq: start, toSeq: firstSeq - 1 };
+      start = firstSeq;
+    }
+    const out: JobRecord[] = [];
+    const budget = { records: maxRecords - (gap ? 1 : 0), bytes: maxBytes };
+    for (const segment of segments) {
+      if (budget.records <= 0) break;
+      const writtenLastSeq = segment.writtenLastSeq;
+      if (writtenLastSeq < start) {
+        if (segment.lastSeq > writtenLastSeq) break;
+        continue;
+      }
+      const full = await this.#readSegment(segment, start, budget, out);
+      if (full || segment.lastSeq > writtenLastSeq) break;
+      start = writtenLastSeq + 1;
+    }
+    if (gap) out.unshift(gapRecord(gap, out[0] ?? this.#envelope));
+    return out;
+  }
+
+  /** Appends records ≥ `start` from one segment to `out`; true when a limit was reached. */
+  async #readSegment(
+    segment: Segment,
+    start: number,
+    budget: { records: number; bytes: number },
+    out: JobRecord[],
+  ): Promise<boolean> {
+    // Snapshot: the pump may write more while we read, and we must not read past what it finished.
+    const endOffset = segment.writtenBytes;
+    const lastSeq = segment.writtenLastSeq;
+    let point = 0;
+    for (let i = segment.indexSeqs.length - 1; i > 0; i--) {
+      if (segment.indexSeqs[i]! <= start && segment.indexOffsets[i]! < endOffset) {
+        point = i;
+        break;
+      }
+    }
+    let seq = segment.indexSeqs[point] ?? segment.firstSeq;
+    let offset = segment.indexOffsets[point] ?? 0;
+    const handle = await open(segment.path, 'r');
+    try {
+      const scanner = new SegmentScanner(handle, endOffset);
+      while (seq <= lastSeq) {
+        const entry = await scanner.entryAt(offset, seq);
+        if (!entry) throw corruptSegment(segment.path, offset, seq);
+        addIndexPoint(segment, seq, offset);
+        if (seq >= start) {
+          if (budget.records <= 0) return true;
+          if (out.length > 0 && entry.payload.length > budget.bytes) return true;
+          // Copied: a decoded typed array would otherwise alias the scanner's reused buffer.
+          out.push(decodeRecord(Buffer.from(entry.payload), seq));
+          budget.records--;
+          budget.bytes -= entry.payload.length;
+        }
+        offset = entry.end;
+        seq++;
+      }
+      return budget.records <= 0;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // The pump: brings the files in line with the in-memory state, one pass at a time.
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      // A failure is kept in #failure and reported by the next call.
+      this.#kick().catch(() => {});
+    });
+  }
+
+  /** Resolves after a pump pass that started after this call has finished. */
+  #kick(): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#released) return Promise.resolve();
+    this.#dirty = true;
+    this.#pumping ??= this.#pumpLoop();
+    return this.#pumping;
+  }
+
+  async #pumpLoop(): Promise<void> {
+    try {
+      while (this.#dirty) {
+        this.#dirty = false;
+        await this.#pumpOnce();
+      }
+    } catch (error) {
+      this.#failure ??= new RjobError(
+        AgentErrorCode.SpoolIo,
+        `Spool ${this.dir} failed: ${(error as Error).message}`,
+        { cause: error, details: { dir: this.dir } },
+      );
+      this.#rejectWaiters(this.#failure);
+      this.#fireChange();
+      throw this.#failure;
+    } finally {
+      this.#pumping = undefined;
+    }
+  }
+
+  async #pumpOnce(): Promise<void> {
+    let wrote = false;
+    // In order: a closed segment is complete and fsynced before its successor's file exists, so
+    // after a crash only the last segment can have a torn tail.
+    for (const segment of [...this.#segments]) wrote = (await this.#writeSegment(segment)) || wrote;
+    // The acknowledged position is persisted before the segments it frees are deleted, so a
+    // restart never mistakes acknowledged records for dropped ones.
+    if (this.#metaDirty) {
+      this.#metaDirty = false;
+      const meta: SpoolMeta = { version: 1, ackedSeq: this.#ackedSeq, sealed: this.#sealed };
+      await writeFileAtomic(join(this.dir, META_FILE), Buffer.from(JSON.stringify(meta)), { fsync: false });
+      this.#dirDirty = true;
+    }
+    const doomed = this.#doomed;
+    this.#doomed = [];
+    for (const segment of doomed) {
+      segment.pending = [];
+      await segment.handle?.close();
+      segment.handle = undefined;
+      if (segment.created) await rm(segment.path, { force: true });
+      this.#dirDirty = true;
+    }
+    if (this.#syncDue) {
+      this.#syncDue = false;
+      for (const segment of this.#segments) {
+        if (segment.unsynced && segment.handle) await segment.handle.sync();
+        segment.unsynced = false;
+      }
+      if (this.#dirDirty) {
+        this.#dirDirty = false;
+        const dir = await open(this.dir, 'r');
+        try {
+          await dir.sync();
+        } finally {
+          await dir.close();
+        }
+      }
+    } else if ((wrote || this.#dirDirty) && this.#syncIntervalMs > 0 && !this.#syncTimer && !this.#closed) {
+      this.#syncTimer = setTimeout(() => {
+        this.#syncTimer = undefined;
+        this.#syncDue = true;
+        this.#kick().catch(() => {});
+      }, this.#syncIntervalMs);
+      this.#syncTimer.unref();
+    }
+    this.#updateWritable();
+  }
+
+  /** Creates, writes, and (once sealed) fsyncs and closes one segment. True if it wrote data. */
+  async #writeSegment(segment: Segment): Promise<boolean> {
+    if (segment.settled) return false;
+    if (!segment.handle) {
+      segment.handle = await open(segment.path, segment.created ? 'r+' : 'w', 0o600);
+      if (!segment.created) this.#dirDirty = true;
+      segment.created = true;
+    }
+    let wrote = false;
+    if (segment.pending.length > 0) {
+      const buffers = segment.pending;
+      const sizeBytes = segment.pendingBytes;
+      const lastSeq = segment.lastSeq;
+      segment.pending = [];
+      segment.pendingBytes = 0;
+      this.#pendingBytes -= sizeBytes;
+      const data = buffers.length === 1 ? buffers[0]! : Buffer.concat(buffers, sizeBytes);
+      const { bytesWritten } = await segment.handle.write(data, 0, sizeBytes, segment.writtenBytes);
+      if (bytesWritten !== sizeBytes) throw new Error(`short write (${bytesWritten} of ${sizeBytes} bytes)`);
+      segment.writtenBytes += sizeBytes;
+      segment.writtenLastSeq = lastSeq;
+      segment.unsynced = true;
+      wrote = true;
+    }
+    if (segment.sealed && segment.pending.length === 0 && segment.handle) {
+      await segment.handle.sync();
+      await segment.handle.close();
+      segment.handle = undefined;
+      segment.unsynced = false;
+      segment.settled = true;
+    }
+    return wrote;
+  }
+}
+
+function newSegment(dir: string, firstSeq: number): Segment {
+  return {
+    firstSeq,
+    path: join(dir, segmentFileName(firstSeq)),
+    lastSeq: firstSeq - 1,
+    bytes: 0,
+    writtenBytes: 0,
+    writtenLastSeq: firstSeq - 1,
+    pending: [],
+    pendingBytes: 0,
+    handle: undefined,
+    created: false,
+    sealed: false,
+    settled: false,
+    unsynced: false,
+    indexSeqs: [firstSeq],
+    indexOffsets: [0],
+  };
+}
+
+/** Adds an index point if it lies at least one interval past the last one (keeps the index sorted). */
+function addIndexPoint(segment: Segment, seq: number, offset: number): void {
+  const last = segment.indexOffsets.at(-1) ?? 0;
+  if (offset - last >= INDEX_INTERVAL_BYTES) {
+    segment.indexSeqs.push(seq);
+    segment.indexOffsets.push(offset);
+  }
+}
+
+function gapRecord(
+  gap: SpoolGap,
+  like: { jobId: number; location: string; timeMs?: number },
+): SpoolGapRecord {
+  return {
+    stream: 'warning',
+    data: `${gap.droppedRecords} record(s) (seq ${gap.fromSeq}–${gap.toSeq}) were dropped: the spool reached its bound before they were received.`,
+    seq: gap.toSeq,
+    timeMs: like.timeMs ?? Date.now(),
+    jobId: like.jobId,
+    location: like.location,
+    gap,
+  };
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+async function untilAborted(promise: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return promise;
+  let onAbort: (() => void) | undefined;
+  try {
+    const aborted = new Promise<void>((resolve) => {
+      onAbort = () => resolve();
+      signal.addEventListener('abort', onAbort);
+    });
+    await Promise.race([promise, aborted]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
+}
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new RjobError(ErrorCode.InvalidArgument, `${name} must be a positive number, not ${value}.`);
+  }
+  return Math.floor(value);
+}
+
+function closedError(dir: string): RjobError {
+  return new RjobError(AgentErrorCode.SpoolClosed, `The spool ${dir} is closed.`, { details: { dir } });
+}
+
+function sealedError(dir: string): RjobError {
+  return new RjobError(AgentErrorCode.SpoolSealed, `The spool ${dir} is sealed: its job writes no more.`, {
+    details: { dir },
+  });
+}

@@ -1,0 +1,179 @@
+/**
+ * The bytes of a spool segment. A segment is a run of entries, each
+ *
+ *   u32 LE payloadBytes | u32 LE crc32(seq bytes + payload) | u64 LE seq | payload
+ *
+ * where the payload is a record encoded with `encodeValue`. The length prefix finds entry
+ * boundaries; the CRC and the expected sequence number tell a complete entry from a torn or
+ * zero-filled tail after a crash.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { crc32 } from 'node:zlib';
+import {
+  decodeValue,
+  deserializeError,
+  encodeValue,
+  type JobRecord,
+  RjobError,
+  type SerializedError,
+  type StreamName,
+  serializeError,
+} from '@rjob/core';
+import { AgentErrorCode } from '../errors.js';
+
+export const HEADER_BYTES = 16;
+/** Entries above this are refused on append and treated as corruption when read. */
+export const MAX_ENTRY_PAYLOAD_BYTES = 1024 * 1024 * 1024;
+const SEGMENT_NAME = /^(\d{16})\.seg$/;
+
+export function segmentFileName(firstSeq: number): string {
+  return `${String(firstSeq).padStart(16, '0')}.seg`;
+}
+
+/** The first sequence number a segment file holds, or undefined for other files. */
+export function parseSegmentFileName(name: string): number | undefined {
+  const match = SEGMENT_NAME.exec(name);
+  return match ? Number(match[1]) : undefined;
+}
+
+/** The record as stored: short keys, because they are repeated in every entry. */
+interface StoredRecord {
+  s: StreamName;
+  t: number;
+  j: number;
+  l: string;
+  d: unknown;
+  /** `d` is a SerializedError: v8 keeps an Error's message and stack but drops its `code`. */
+  e?: 1;
+  r?: 1;
+}
+
+export function encodeRecord(record: JobRecord): Buffer {
+  const stored: StoredRecord = {
+    s: record.stream,
+    t: record.timeMs,
+    j: record.jobId,
+    l: record.location,
+    d: record.data,
+  };
+  if (isCodedError(record.data)) {
+    stored.d = serializeError(record.data);
+    stored.e = 1;
+  }
+  if (record.reason) stored.r = 1;
+  return encodeValue(stored);
+}
+
+export function decodeRecord(payload: Uint8Array, seq: number): JobRecord {
+  const stored = decodeValue<StoredRecord>(payload);
+  const record: JobRecord = {
+    stream: stored.s,
+    data: stored.e ? deserializeError(stored.d as SerializedError) : stored.d,
+    seq,
+    timeMs: stored.t,
+    jobId: stored.j,
+    location: stored.l,
+  };
+  if (stored.r) record.reason = true;
+  return record;
+}
+
+function isCodedError(value: unknown): value is Error {
+  return (
+    (value instanceof Error || RjobError.is(value)) && typeof (value as { code?: unknown }).code === 'string'
+  );
+}
+
+export function encodeHeader(seq: number, payload: Uint8Array): Buffer {
+  const header = Buffer.allocUnsafe(HEADER_BYTES);
+  header.writeUInt32LE(payload.length, 0);
+  header.writeBigUInt64LE(BigInt(seq), 8);
+  header.writeUInt32LE(crc32(payload, crc32(header.subarray(8, 16))), 4);
+  return header;
+}
+
+/** One entry as found in a segment. `payload` is only valid until the reader reads again. */
+export interface ScannedEntry {
+  seq: number;
+  offset: number;
+  /** Offset of the next entry. */
+  end: number;
+  payload: Buffer;
+}
+
+/**
+ * Reads entries from one segment file front to back through a fixed read-ahead buffer, so memory
+ * stays at one buffer (plus one entry when an entry is larger than the buffer).
+ */
+export class SegmentScanner {
+  readonly #handle: FileHandle;
+  readonly #endOffset: number;
+  readonly #buffer: Buffer;
+  #bufferOffset = 0;
+  #bufferBytes = 0;
+
+  constructor(handle: FileHandle, endOffset: number, readAheadBytes = 256 * 1024) {
+    this.#handle = handle;
+    this.#endOffset = endOffset;
+    this.#buffer = Buffer.allocUnsafe(readAheadBytes);
+  }
+
+  /**
+   * The entry at `offset` if a complete, intact one with sequence number `expectedSeq` is there;
+   * undefined at the end of the data or at a torn, corrupt or out-of-sequence entry.
+   */
+  async entryAt(offset: number, expectedSeq: number): Promise<ScannedEntry | undefined> {
+    if (offset + HEADER_BYTES > this.#endOffset) return undefined;
+    const header = await this.#bytes(offset, HEADER_BYTES);
+    if (!header) return undefined;
+    const payloadBytes = header.readUInt32LE(0);
+    const crc = header.readUInt32LE(4);
+    const seq = Number(header.readBigUInt64LE(8));
+    const end = offset + HEADER_BYTES + payloadBytes;
+    if (seq !== expectedSeq || payloadBytes > MAX_ENTRY_PAYLOAD_BYTES || end > this.#endOffset)
+      return undefined;
+    const seqCrc = crc32(header.subarray(8, 16));
+    const payload = await this.#bytes(offset + HEADER_BYTES, payloadBytes);
+    if (!payload || crc32(payload, seqCrc) !== crc) return undefined;
+    return { seq, offset, end, payload };
+  }
+
+  /** `length` bytes at `offset`, or undefined when the file ends sooner. */
+  async #bytes(offset: number, length: number): Promise<Buffer | undefined> {
+    const start = offset - this.#bufferOffset;
+    if (start >= 0 && start + length <= this.#bufferBytes)
+      return this.#buffer.subarray(start, start + length);
+    if (length > this.#buffer.length) {
+      const big = Buffer.allocUnsafe(length);
+      return (await readFully(this.#handle, big, length, offset)) === length ? big : undefined;
+    }
+    const want = Math.min(this.#buffer.length, this.#endOffset - offset);
+    const got = await readFully(this.#handle, this.#buffer, want, offset);
+    this.#bufferOffset = offset;
+    this.#bufferBytes = got;
+    return got >= length ? this.#buffer.subarray(0, length) : undefined;
+  }
+}
+
+async function readFully(
+  handle: FileHandle,
+  into: Buffer,
+  length: number,
+  position: number,
+): Promise<number> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await handle.read(into, done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+export function corruptSegment(path: string, offset: number, seq: number): RjobError {
+  return new RjobError(
+    AgentErrorCode.SpoolCorrupt,
+    `Spool segment ${path} has no valid entry for record ${seq} at byte ${offset}.`,
+    { details: { path, offset, seq } },
+  );
+}

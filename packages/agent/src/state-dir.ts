@@ -1,0 +1,43 @@
+import { chmod, mkdir, stat } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { isAbsolute, join } from 'node:path';
+import { RjobError } from '@rjob/core';
+import { AgentErrorCode } from './errors.js';
+
+/**
+ * Where the agent keeps its state (sessions, job tables, spools): `$RJOB_STATE_DIR`, else
+ * `$XDG_STATE_HOME/rjob`, else `~/.local/state/rjob`. The home directory comes from
+ * `os.homedir()`, which honours `$HOME`, so tests can sandbox it. A relative `XDG_STATE_HOME` is
+ * ignored, as the XDG spec asks.
+ */
+export function resolveStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.RJOB_STATE_DIR) return env.RJOB_STATE_DIR;
+  const xdg = env.XDG_STATE_HOME;
+  if (xdg && isAbsolute(xdg)) return join(xdg, 'rjob');
+  return join(homedir(), '.local', 'state', 'rjob');
+}
+
+/**
+ * Creates the state directory (and its parents) with mode 0700 and returns its path. An existing
+ * directory with looser permissions is tightened; one owned by another user is refused
+ * (ERR_STATE_DIR_INSECURE), since spools hold other people's job output.
+ */
+export async function ensureStateDir(dir: string = resolveStateDir()): Promise<string> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await stat(dir);
+  if (!info.isDirectory()) {
+    throw new RjobError(AgentErrorCode.StateDirInsecure, `The state directory ${dir} is not a directory.`, {
+      details: { dir },
+    });
+  }
+  if (typeof process.getuid === 'function' && info.uid !== process.getuid()) {
+    throw new RjobError(
+      AgentErrorCode.StateDirInsecure,
+      `The state directory ${dir} belongs to another user (uid ${info.uid}).`,
+      { details: { dir, uid: info.uid } },
+    );
+  }
+  // mkdir's mode is filtered by the umask and does not apply to a directory that already existed.
+  if ((info.mode & 0o777) !== 0o700) await chmod(dir, 0o700);
+  return dir;
+}

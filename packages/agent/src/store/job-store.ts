@@ -1,0 +1,295 @@
+/**
+ * The agent's persistent job tables: one directory per session, one file per job, each replaced
+ * atomically, so a restarted agent finds every session and every job it held.
+ *
+ *   <dir>/sessions/<sessionId>/session.bin
+ *   <dir>/sessions/<sessionId>/jobs/<instanceId>/job.bin
+ *   <dir>/sessions/<sessionId>/jobs/<instanceId>/spool/      (the job's RecordSpool)
+ *
+ * A `.bin` file is `RJS1` + crc32 + an `encodeValue` payload, so Dates, Maps, BigInts and the like
+ * in `data` come back as they went in, and a damaged file is reported instead of misread.
+ */
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { crc32 } from 'node:zlib';
+import {
+  decodeValue,
+  ErrorCode,
+  encodeValue,
+  isTerminal,
+  type JobState,
+  RjobError,
+  type SerializedError,
+  serializeError,
+} from '@rjob/core';
+import { AgentErrorCode, agentRestartedError } from '../errors.js';
+import { TEMP_MARKER, writeFileAtomic } from '../fs/atomic-file.js';
+
+/** A job as persisted: what `Get-Job` shows, plus where its records are spooled. */
+export interface StoredJob {
+  sessionId: string;
+  id: number;
+  instanceId: string;
+  name: string;
+  type: string;
+  command: string;
+  location: string;
+  state: JobState;
+  /** Why a Failed job failed. */
+  reason?: SerializedError;
+  beginTime?: Date;
+  endTime?: Date;
+  parentId?: number;
+  childIds: number[];
+  /**
+   * The job's spool directory (absolute; stored relative to the job's directory). Absent for a
+   * parent job, whose records live in its children's spools.
+   */
+  spoolDir?: string;
+  /** Anything else the session server keeps with the job (its definition, ...). */
+  data?: unknown;
+}
+
+/** A session as persisted. The resume secret itself is never stored, only its digest. */
+export interface StoredSession {
+  sessionId: string;
+  /** Who opened it; only that identity may resume it. */
+  identity: string;
+  /** Digest of the resume secret (e.g. SHA-256, as the server's `hashResumeSecret` makes). */
+  resumeSecretHash: Uint8Array;
+  workingDirectory: string;
+  env: Record<string, string>;
+  createdAt: Date;
+  /** Last time a client was attached; idle disconnected sessions expire from here. */
+  lastSeenAt: Date;
+  name?: string;
+  data?: unknown;
+}
+
+/** What {@link JobStore.load} found. */
+export interface StoreSnapshot {
+  sessions: StoredSession[];
+  /** Every job, by session then id. Unfinished ones were turned Failed ("agent restarted"). */
+  jobs: StoredJob[];
+  /** Jobs that were unfinished when the agent died, now Failed (also in `jobs`). */
+  failedOnRestart: StoredJob[];
+  /** Files that could not be read; they are left in place for a human to look at. */
+  skipped: Array<{ path: string; error: RjobError }>;
+}
+
+export interface JobStoreOptions {
+  /** Root directory (e.g. the agent's state directory). Created 0700 if missing. */
+  dir: string;
+  /**
+   * fsync each file before renaming it into place, so a power loss leaves the old or the new
+   * version rather than an empty file. A SIGKILL is safe either way. Default true: job and
+   * session files change only on state changes, so the cost is small.
+   */
+  fsync?: boolean;
+}
+
+const MAGIC = Buffer.from('RJS1');
+const FORMAT_VERSION = 1;
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const SESSION_FILE = 'session.bin';
+const JOB_FILE = 'job.bin';
+
+/**
+ * Persists sessions and their job tables. Writes to one file are applied in call order; writes to
+ * different files run concurrently.
+ */
+export class JobStore {
+  readonly dir: string;
+  readonly #fsync: boolean;
+  readonly #queues = new Map<string, Promise<void>>();
+
+  private constructor(options: JobStoreOptions) {
+    this.dir = options.dir;
+    this.#fsync = options.fsync ?? true;
+  }
+
+  static async open(options: JobStoreOptions): Promise<JobStore> {
+    await mkdir(join(options.dir, 'sessions'), { recursive: true, mode: 0o700 });
+    return new JobStore(options);
+  }
+
+  sessionDir(sessionId: string): string {
+    return join(this.dir, 'sessions', safeName(sessionId, 'session id'));
+  }
+
+  jobDir(sessionId: string, instanceId: string): string {
+    return join(this.sessionDir(sessionId), 'jobs', safeName(instanceId, 'job instance id'));
+  }
+
+  /** Where a job's RecordSpool lives by default. */
+  spoolDir(sessionId: string, instanceId: string): string {
+    return join(this.jobDir(sessionId, instanceId), 'spool');
+  }
+
+  /** Writes (or replaces) a session's metadata. */
+  saveSession(session: StoredSession): Promise<void> {
+    if ('resumeSecret' in session) {
+      return Promise.reject(
+        new RjobError(
+          ErrorCode.InvalidArgument,
+          'A session is stored with its resume secret hash, never the secret.',
+        ),
+      );
+    }
+    const dir = this.sessionDir(session.sessionId);
+    return this.#serial(dir, async () => {
+      await mkdir(join(dir, 'jobs'), { recursive: true, mode: 0o700 });
+      await this.#write(join(dir, SESSION_FILE), session);
+    });
+  }
+
+  /** Deletes a session with all its jobs and their spools. */
+  removeSession(sessionId: string): Promise<void> {
+    const dir = this.sessionDir(sessionId);
+    return this.#serial(dir, () => rm(dir, { recursive: true, force: true }));
+  }
+
+  /** Writes (or replaces) one job's entry. */
+  saveJob(job: StoredJob): Promise<void> {
+    const dir = this.jobDir(job.sessionId, job.instanceId);
+    const stored: StoredJob = { ...job };
+    if (job.spoolDir !== undefined) stored.spoolDir = relative(dir, job.spoolDir) || '.';
+    return this.#serial(dir, async () => {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await this.#write(join(dir, JOB_FILE), stored);
+    });
+  }
+
+  /** Deletes a job's entry and its files, spool included. Close its spool first. */
+  removeJob(sessionId: string, instanceId: string, spoolDir?: string): Promise<void> {
+    const dir = this.jobDir(sessionId, instanceId);
+    return this.#serial(dir, async () => {
+      await rm(dir, { recursive: true, force: true });
+      if (spoolDir !== undefined) await rm(spoolDir, { recursive: true, force: true });
+    });
+  }
+
+  /**
+   * Reads every session and job. A job that was NotStarted, Running, Stopping or Disconnected is
+   * what a dead agent leaves behind: it is rewritten as Failed with ERR_AGENT_RESTARTED
+   * ("agent restarted"), never offered as a phantom Running job. Finished jobs keep their spools,
+   * so their unreceived records are still there. Call once, when the agent starts.
+   */
+  async load(): Promise<StoreSnapshot> {
+    const snapshot: StoreSnapshot = { sessions: [], jobs: [], failedOnRestart: [], skipped: [] };
+    const now = new Date();
+    for (const sessionId of (await listDir(join(this.dir, 'sessions'))).sort()) {
+      if (!SAFE_NAME.test(sessionId)) continue;
+      const sessionDir = this.sessionDir(sessionId);
+      await removeTempFiles(sessionDir);
+      const session = await this.#readOrSkip<StoredSession>(join(sessionDir, SESSION_FILE), snapshot);
+      if (session) snapshot.sessions.push(session);
+      const jobs: StoredJob[] = [];
+      for (const instanceId of await listDir(join(sessionDir, 'jobs'))) {
+        if (!SAFE_NAME.test(instanceId)) continue;
+        const dir = this.jobDir(sessionId, instanceId);
+        await removeTempFiles(dir);
+        const job = await this.#readOrSkip<StoredJob>(join(dir, JOB_FILE), snapshot);
+        if (!job) continue;
+        if (job.spoolDir !== undefined) job.spoolDir = resolve(dir, job.spoolDir);
+        if (!isTerminal(job.state)) {
+          job.state = 'Failed';
+          job.reason = serializeError(agentRestartedError());
+          job.endTime ??= now;
+          await this.saveJob(job);
+          snapshot.failedOnRestart.push(job);
+        }
+        jobs.push(job);
+      }
+      snapshot.jobs.push(...jobs.sort((a, b) => a.id - b.id));
+    }
+    return snapshot;
+  }
+
+  /** Resolves once every write started so far has finished. */
+  async idle(): Promise<void> {
+    await Promise.all([...this.#queues.values()]);
+  }
+
+  async #write(path: string, value: StoredJob | StoredSession): Promise<void> {
+    const payload = encodeValue({ version: FORMAT_VERSION, value });
+    const header = Buffer.alloc(8);
+    MAGIC.copy(header, 0);
+    header.writeUInt32LE(crc32(payload), 4);
+    await writeFileAtomic(path, Buffer.concat([header, payload]), { fsync: this.#fsync });
+  }
+
+  /** The value in `path`; undefined when missing; a damaged file is listed in `skipped`. */
+  async #readOrSkip<T>(path: string, snapshot: StoreSnapshot): Promise<T | undefined> {
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+    try {
+      const payload = bytes.subarray(8);
+      if (!bytes.subarray(0, 4).equals(MAGIC) || bytes.readUInt32LE(4) !== crc32(payload)) {
+        throw new Error('bad header or checksum');
+      }
+      const decoded = decodeValue<{ version: number; value: T }>(payload);
+      if (decoded.version !== FORMAT_VERSION) throw new Error(`unknown format version ${decoded.version}`);
+      return decoded.value;
+    } catch (error) {
+      snapshot.skipped.push({
+        path,
+        error: new RjobError(
+          AgentErrorCode.StoreCorrupt,
+          `Cannot read ${path}: ${(error as Error).message}`,
+          {
+            cause: error,
+            details: { path },
+          },
+        ),
+      });
+      return undefined;
+    }
+  }
+
+  /** Runs `task` after every earlier task on the same key, so the last write wins on disk too. */
+  #serial(key: string, task: () => Promise<void>): Promise<void> {
+    const previous = this.#queues.get(key) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(task);
+    const settled = next.catch(() => {});
+    this.#queues.set(key, settled);
+    void settled.then(() => {
+      if (this.#queues.get(key) === settled) this.#queues.delete(key);
+    });
+    return next;
+  }
+}
+
+/** Session ids and instance ids become directory names: nothing that could climb out. */
+function safeName(value: string, what: string): string {
+  if (!SAFE_NAME.test(value)) {
+    throw new RjobError(
+      ErrorCode.InvalidArgument,
+      `Invalid ${what} "${value}": use letters, digits, '.', '_' and '-'.`,
+      {
+        details: { value },
+      },
+    );
+  }
+  return value;
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+}
+
+async function removeTempFiles(dir: string): Promise<void> {
+  for (const name of await listDir(dir)) {
+    if (name.includes(TEMP_MARKER)) await rm(join(dir, name), { force: true });
+  }
+}
