@@ -36,8 +36,8 @@ try {
   await s1.jobs.start({ definition: { command: 'for i in 1 2 3; do sleep 0.2; echo "Output $i"; done' } });
   await s1.disconnect(); // the job keeps running on the agent
   const again = await connectSession(unixSocketTransport, door.socketPath, {
-    sessionId: s1.sessionId,
-    resumeSecret: s1.resumeSecret,
+    sessionId: s1.sessionId!,
+    resumeSecret: s1.resumeSecret!,
     computerName: 'localhost',
   });
   const jobs = await again.receive({ outTarget: 'job', jobManager: local });
