@@ -23,6 +23,10 @@ export const SshErrorCode = {
   AuthFailed: 'ERR_SSH_AUTH_FAILED',
   /** An ssh_config file or a target string could not be understood. */
   ConfigInvalid: 'ERR_SSH_CONFIG_INVALID',
+  /** The remote agent command was not found (exit 127): rjob is not installed on that host. */
+  NoAgent: 'ERR_SSH_NO_AGENT',
+  /** The server refused to open a channel on an established connection. */
+  ChannelFailed: 'ERR_SSH_CHANNEL_FAILED',
 } as const;
 
 export type SshErrorCodeValue = (typeof SshErrorCode)[keyof typeof SshErrorCode];

@@ -33,3 +33,11 @@ export {
   type SshHostConfig,
   type SshTarget,
 } from './ssh-config.js';
+export {
+  DEFAULT_AGENT_COMMAND,
+  DEFAULT_MAX_CHANNELS_PER_CONNECTION,
+  isAgentMissing,
+  type SshTransportOptions,
+  type SshTransportTarget,
+  sshTransport,
+} from './ssh-transport.js';

@@ -1,0 +1,354 @@
+/**
+ * The SSH transport: resolves a target through ssh_config, opens a host-key-verified ssh2
+ * connection, execs the agent command (`rjob agent --stdio` by default) and frames the exec
+ * channel's stdio into a link. Links to the same target share one SSH connection, up to
+ * `maxChannelsPerConnection` channels each; the connection ends with its last link.
+ */
+import { readFile } from 'node:fs/promises';
+import { Duplex } from 'node:stream';
+import {
+  channelFromDuplex,
+  defineTransport,
+  ErrorCode,
+  RjobError,
+  type Transport,
+  type TransportChannel,
+} from '@rjob/core';
+import type { ClientChannel } from 'ssh2';
+import { type ConnectSshOptions, connectSsh, type SshConnection } from './connect.js';
+import { SshErrorCode, toSshConnectError } from './errors.js';
+import type { StrictHostKeyChecking } from './known-hosts.js';
+import {
+  type ResolveSshConfigOptions,
+  resolveSshConfig,
+  type SshHostConfig,
+  type SshTarget,
+} from './ssh-config.js';
+
+/** What the remote side runs by default. */
+export const DEFAULT_AGENT_COMMAND = 'rjob agent --stdio';
+/** Channels per SSH connection: below OpenSSH's default MaxSessions (10). */
+export const DEFAULT_MAX_CHANNELS_PER_CONNECTION = 8;
+/** How much of the agent command's stderr is kept for error messages. */
+const STDERR_KEEP_BYTES = 8 * 1024;
+/** After a link closes, how long the remote command may take to close its channel. */
+const CHANNEL_CLOSE_GRACE_MS = 2_000;
+
+/** A target: `host`, `user@host:port`, `ssh://user@host:port`, an ssh_config alias, or parsed. */
+export type SshTransportTarget = string | SshTarget;
+
+export interface SshTransportOptions {
+  /**
+   * The command exec'd on the remote host; it must speak the protocol on its stdio. Default
+   * `rjob agent --stdio`. A function gets the resolved host (a different command per host).
+   */
+  agentCommand?: string | ((host: SshHostConfig) => string);
+  /** How ssh_config is read (files, home, `Match exec`). Default: ~/.ssh/config and /etc/ssh/ssh_config. */
+  sshConfig?: ResolveSshConfigOptions;
+  /** Overrides ssh_config's StrictHostKeyChecking. Default: the config's, else `ask` (refused without `confirm`). */
+  strictHostKeyChecking?: StrictHostKeyChecking;
+  /** Overrides ssh_config's UserKnownHostsFile. */
+  userKnownHostsFiles?: string[];
+  /** Overrides ssh_config's GlobalKnownHostsFile. */
+  globalKnownHostsFiles?: string[];
+  /** Asked about an unknown host key under `ask`. */
+  confirm?: ConnectSshOptions['confirm'];
+  /** Write new known_hosts lines hashed. Default false. */
+  hashKnownHosts?: boolean;
+  /** Private key contents; default: the first readable IdentityFile from ssh_config. */
+  privateKey?: Buffer | string;
+  passphrase?: string;
+  /** ssh-agent socket; `false` for none. Default `SSH_AUTH_SOCK`. */
+  agent?: string | false;
+  /** Default: ssh_config ConnectTimeout, else 20 000 ms. */
+  connectTimeoutMs?: number;
+  /** Default: ssh_config ServerAliveInterval, else 15 000 ms; 0 turns keepalive off. */
+  keepaliveIntervalMs?: number;
+  /** Links sharing one SSH connection. Default 8; keep it below the server's MaxSessions. */
+  maxChannelsPerConnection?: number;
+}
+
+interface PooledConnection {
+  key: string;
+  ready: Promise<SshConnection>;
+  /** Channels open or being opened on it. */
+  channels: number;
+  dead: boolean;
+  end(): void;
+}
+
+/** An SSH transport bound to one set of options (and one connection pool). */
+export function sshTransport(options: SshTransportOptions = {}): Transport<SshTransportTarget> {
+  const maxChannels = options.maxChannelsPerConnection ?? DEFAULT_MAX_CHANNELS_PER_CONNECTION;
+  if (!Number.isInteger(maxChannels) || maxChannels < 1) {
+    throw new RjobError(ErrorCode.InvalidArgument, 'maxChannelsPerConnection must be a positive integer.');
+  }
+  const pool = new Map<string, PooledConnection[]>();
+
+  const forget = (entry: PooledConnection): void => {
+    entry.dead = true;
+    const list = pool.get(entry.key);
+    if (!list) return;
+    const rest = list.filter((e) => e !== entry);
+    if (rest.length > 0) pool.set(entry.key, rest);
+    else pool.delete(entry.key);
+  };
+
+  const release = (entry: PooledConnection): void => {
+    entry.channels--;
+    if (entry.channels === 0) {
+      forget(entry);
+      entry.end();
+    }
+  };
+
+  /** A connection with a free channel slot, reserved for the caller. */
+  const acquire = (host: SshHostConfig): PooledConnection => {
+    const key = `${host.user}@${host.hostName}:${host.port}`;
+    const list = pool.get(key) ?? [];
+    const free = list.find((e) => !e.dead && e.channels < maxChannels);
+    if (free) {
+      free.channels++;
+      return free;
+    }
+    let client: SshConnection['client'] | undefined;
+    const entry: PooledConnection = {
+      key,
+      channels: 1,
+      dead: false,
+      ready: openConnection(host, options).then((connection) => {
+        client = connection.client;
+        const onGone = (): void => forget(entry);
+        client.on('close', onGone);
+        client.on('end', onGone);
+        if (entry.dead) client.end();
+        return connection;
+      }),
+      end: () => client?.end(),
+    };
+    entry.ready.catch(() => forget(entry));
+    list.push(entry);
+    pool.set(key, list);
+    return entry;
+  };
+
+  return defineTransport<SshTransportTarget>({
+    name: 'ssh',
+    async connect(target, { maxFrameBytes, signal }) {
+      const host = await resolveSshConfig(target, options.sshConfig ?? {});
+      if (host.proxyJump.length > 0) {
+        throw new RjobError(
+          SshErrorCode.ConfigInvalid,
+          `ssh: ${host.alias}: ProxyJump is not supported by the rjob SSH transport yet.`,
+          { details: { host: host.alias } },
+        );
+      }
+      signal?.throwIfAborted();
+      const command =
+        typeof options.agentCommand === 'function'
+          ? options.agentCommand(host)
+          : (options.agentCommand ?? DEFAULT_AGENT_COMMAND);
+      const entry = acquire(host);
+      let stream: ClientChannel;
+      try {
+        const { client } = await abortable(entry.ready, signal);
+        stream = await abortable(exec(client, command, host), signal);
+      } catch (error) {
+        release(entry);
+        throw error;
+      }
+      if (signal?.aborted) {
+        stream.close();
+        release(entry);
+        signal.throwIfAborted();
+      }
+      return linkFromExecChannel(stream, { command, host, maxFrameBytes, onGone: () => release(entry) });
+    },
+  });
+}
+
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+async function openConnection(host: SshHostConfig, options: SshTransportOptions): Promise<SshConnection> {
+  const config: ConnectSshOptions = {
+    host: host.hostName,
+    port: host.port,
+    username: host.user,
+    strictHostKeyChecking: options.strictHostKeyChecking ?? host.strictHostKeyChecking ?? 'ask',
+    userKnownHostsFiles: options.userKnownHostsFiles ?? host.userKnownHostsFiles,
+    globalKnownHostsFiles: options.globalKnownHostsFiles ?? host.globalKnownHostsFiles,
+    connectTimeoutMs:
+      options.connectTimeoutMs ??
+      (host.connectTimeoutSeconds !== undefined ? host.connectTimeoutSeconds * 1000 : 20_000),
+    keepaliveIntervalMs:
+      options.keepaliveIntervalMs ??
+      (host.serverAliveIntervalSeconds !== undefined ? host.serverAliveIntervalSeconds * 1000 : 15_000),
+  };
+  if (options.confirm !== undefined) config.confirm = options.confirm;
+  if (options.hashKnownHosts !== undefined) config.hashKnownHosts = options.hashKnownHosts;
+  if (options.passphrase !== undefined) config.passphrase = options.passphrase;
+  const agent = options.agent === undefined ? process.env.SSH_AUTH_SOCK : options.agent;
+  if (agent) config.agent = agent;
+  const privateKey = options.privateKey ?? (await readFirstIdentity(host.identityFiles));
+  if (privateKey !== undefined) config.privateKey = privateKey;
+  return connectSsh(config);
+}
+
+/** ssh2 takes one key: the first identity file that can be read (as ssh tries them in order). */
+async function readFirstIdentity(files: string[]): Promise<Buffer | undefined> {
+  for (const file of files) {
+    try {
+      return await readFile(file);
+    } catch {
+      // Missing or unreadable: ssh skips it too.
+    }
+  }
+  return undefined;
+}
+
+function exec(client: SshConnection['client'], command: string, host: SshHostConfig): Promise<ClientChannel> {
+  return new Promise((resolve, reject) => {
+    try {
+      client.exec(command, (error, stream) => {
+        if (error) {
+          reject(
+            new RjobError(
+              SshErrorCode.ChannelFailed,
+              `ssh: ${host.hostName}:${host.port}: could not open a channel: ${error.message}`,
+              { cause: error, details: { host: host.hostName, port: host.port } },
+            ),
+          );
+        } else resolve(stream);
+      });
+    } catch (error) {
+      // ssh2 throws synchronously when the connection is already gone.
+      reject(toSshConnectError(error, { host: host.hostName, port: host.port }));
+    }
+  });
+}
+
+interface ExecLinkOptions {
+  command: string;
+  host: SshHostConfig;
+  maxFrameBytes: number;
+  /** Called once the channel is closed (or given up on): frees its slot on the connection. */
+  onGone(): void;
+}
+
+/** True when the remote shell could not find (or run) the agent command. */
+export function isAgentMissing(
+  exitCode: number | null | undefined,
+  stderr: string,
+  gotOutput: boolean,
+): boolean {
+  if (exitCode === 127) return true;
+  return !gotOutput && exitCode !== 0 && /(command )?not found|No such file or directory/i.test(stderr);
+}
+
+/**
+ * Frames an exec channel. Its stdout is relayed through a Duplex this function owns, so the end
+ * of the stream is only reported once the exit status is known: a missing agent then closes the
+ * link with ERR_SSH_NO_AGENT rather than a bare ERR_LINK_CLOSED.
+ */
+function linkFromExecChannel(stream: ClientChannel, options: ExecLinkOptions): TransportChannel {
+  const { host, command } = options;
+  let stderr = '';
+  let gotOutput = false;
+  let exitCode: number | null | undefined;
+  let exitSignal: string | undefined;
+  let failure: RjobError | undefined;
+  let gone = false;
+  const markGone = (): void => {
+    if (gone) return;
+    gone = true;
+    options.onGone();
+  };
+
+  const relay = new Duplex({
+    read() {
+      stream.resume();
+    },
+    write(chunk: Buffer, _encoding, callback) {
+      if (stream.write(chunk)) callback();
+      else stream.once('drain', () => callback());
+    },
+    final(callback) {
+      stream.end();
+      callback();
+    },
+    destroy(error, callback) {
+      // Let the remote command see EOF and close its channel; close it ourselves if it lingers.
+      if (!gone) {
+        setTimeout(() => {
+          if (!gone) {
+            stream.close();
+            markGone();
+          }
+        }, CHANNEL_CLOSE_GRACE_MS).unref();
+      }
+      callback(error);
+    },
+  });
+
+  stream.on('data', (chunk: Buffer) => {
+    gotOutput = true;
+    if (relay.destroyed || relay.readableEnded) return;
+    if (!relay.push(chunk)) stream.pause();
+  });
+  stream.stderr.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_KEEP_BYTES);
+  });
+  stream.on('exit', (code: number | null, signal?: string) => {
+    exitCode = code;
+    exitSignal = signal;
+  });
+  stream.on('error', () => {
+    // Reported through 'close' below; the relay ends the link.
+  });
+  stream.once('close', () => {
+    if (isAgentMissing(exitCode, stderr, gotOutput)) {
+      failure = new RjobError(
+        SshErrorCode.NoAgent,
+        `ssh: ${host.alias}: the rjob agent is not installed there ('${command}' not found, exit ${exitCode ?? exitSignal}): ${stderr.trim()}`,
+        {
+          details: {
+            host: host.hostName,
+            port: host.port,
+            command,
+            exitCode: exitCode ?? null,
+            stderr: stderr.trim(),
+          },
+        },
+      );
+    }
+    if (!relay.destroyed) relay.push(null);
+    markGone();
+  });
+
+  const inner = channelFromDuplex(relay, { maxFrameBytes: options.maxFrameBytes });
+  return {
+    maxFrameBytes: inner.maxFrameBytes ?? options.maxFrameBytes,
+    send: (frame) => inner.send(frame),
+    onMessage: (handler) => inner.onMessage(handler),
+    onDrain: (handler) => inner.onDrain?.(handler) ?? (() => {}),
+    close: (reason) => inner.close(reason),
+    onClose: (handler) => inner.onClose((reason) => handler(failure ?? reason)),
+  };
+}
