@@ -1,9 +1,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { channelFromDuplex, ErrorCode } from '@rjob/core';
-import { runTransportConformance } from '@rjob/core/testing';
+import { ErrorCode } from '@rjob/core';
+import { acceptOneLink, linkPair, runTransportConformance } from '@rjob/core/testing';
 import { describe, expect, it } from 'vitest';
 import { commandTransport } from './command-transport.js';
 
@@ -22,24 +21,15 @@ runTransportConformance(
   async ({ maxFrameBytes }) => {
     const dir = mkdtempSync(join(tmpdir(), 'rjob-command-'));
     const path = join(dir, 'bridge.sock');
-    const server = createServer();
-    const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
-    await new Promise<void>((resolve) => server.listen(path, resolve));
+    const listener = await acceptOneLink(path, { maxFrameBytes });
     const client = await commandTransport.connect(
       { command: process.execPath, args: ['-e', BRIDGE, path] },
       { maxFrameBytes },
     );
-    const serverEnd = channelFromDuplex(await accepted, { maxFrameBytes });
-    return {
-      client,
-      server: serverEnd,
-      async dispose() {
-        client.close();
-        serverEnd.close();
-        await new Promise((resolve) => server.close(resolve));
-        rmSync(dir, { recursive: true, force: true });
-      },
-    };
+    return linkPair(client, await listener.link, async () => {
+      await listener.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
   },
   { name: 'command transport conformance' },
 );

@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { chmod, chown, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { createServer, type Socket } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { channelFromDuplex, invokeMany, JobManager, openSession, RjobError } from '@rjob/core';
-import { runTransportConformance } from '@rjob/core/testing';
+import { invokeMany, JobManager, openSession, RjobError } from '@rjob/core';
+import { acceptOneLink, linkPair, runTransportConformance } from '@rjob/core/testing';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { SshErrorCode } from './errors.js';
 import { type SshTransportOptions, sshTransport } from './ssh-transport.js';
@@ -184,25 +184,14 @@ process.stdin.on('end', () => socket.end());
     async ({ maxFrameBytes }) => {
       const { options, dir } = await setUp();
       const path = join(dir, `bridge-${pairs++}.sock`);
-      const server = createServer();
-      const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
-      await new Promise<void>((resolve) => server.listen(path, resolve));
-      await chmod(path, 0o777);
+      // The bridge runs as the test user, so the socket must be open to it.
+      const listener = await acceptOneLink(path, { maxFrameBytes, mode: 0o777 });
       const transport = sshTransport({
         ...options,
         agentCommand: `exec node ${join(dir, 'bridge.cjs')} ${path}`,
       });
       const client = await transport.connect('conf', { maxFrameBytes });
-      const serverEnd = channelFromDuplex(await accepted, { maxFrameBytes });
-      return {
-        client,
-        server: serverEnd,
-        async dispose() {
-          client.close();
-          serverEnd.close();
-          await new Promise((resolve) => server.close(resolve));
-        },
-      };
+      return linkPair(client, await listener.link, () => listener.close());
     },
     { name: 'ssh transport conformance' },
   );

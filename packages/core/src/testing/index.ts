@@ -13,3 +13,4 @@ export {
   type TransportPair,
 } from './transport-conformance.js';
 export { type InlineJobApi, type InlineJobDefinition, inlineJobType } from './inline-job-type.js';
+export { type AcceptedLink, type AcceptOneLinkOptions, acceptOneLink, linkPair } from './unix-link.js';
