@@ -1,7 +1,7 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { afterEach, expect, it } from 'vitest';
 import { GroupWatchdog } from './group-watchdog.js';
-import { eventually, isAlive, killAll } from './test-utils.js';
+import { eventually, isAlive, killAll, watchdogPids } from './test-utils.js';
 
 const children: ChildProcess[] = [];
 const watchdogs: GroupWatchdog[] = [];
@@ -22,18 +22,6 @@ function watchdog(graceMs = 500): GroupWatchdog {
   const w = new GroupWatchdog(graceMs);
   watchdogs.push(w);
   return w;
-}
-
-function watchdogPids(): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(process.pid), '-f', 'rjob-watchdog'], { encoding: 'utf8' })
-      .split('\n')
-      .filter(Boolean)
-      .map(Number)
-      .filter(isAlive);
-  } catch {
-    return [];
-  }
 }
 
 it('kills the groups still registered when disposed, and only those', async () => {

@@ -1,11 +1,10 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, type Job, JobManager, type JobRecord, type JobStateChange, RjobError } from '@rjob/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { processJobType } from './process-job-type.js';
-import { eventually, groupMembers, isAlive, killAll } from './test-utils.js';
+import { eventually, groupMembers, isAlive, killAll, watchdogPids } from './test-utils.js';
 
 let jobs: JobManager;
 /** Pids a test learnt about; killed after it, whatever happened. */
@@ -253,17 +252,7 @@ describe('BackgroundJob stop, timeout and process groups', () => {
   it('ends its watchdog on close', async () => {
     const job = await jobs.start('process', { command: 'true' });
     await jobs.wait(job);
-    const watchdogs = () => {
-      try {
-        return execFileSync('pgrep', ['-P', String(process.pid), '-f', 'rjob-watchdog'], { encoding: 'utf8' })
-          .split('\n')
-          .filter(Boolean)
-          .map(Number)
-          .filter(isAlive);
-      } catch {
-        return [];
-      }
-    };
+    const watchdogs = watchdogPids;
     expect(watchdogs()).toHaveLength(1);
     await jobs.close();
     expect(watchdogs()).toHaveLength(0);

@@ -45,3 +45,16 @@ export function killAll(pids: Iterable<number>): void {
     }
   }
 }
+
+/** Live watchdogs started by this process (the process job type's orphan guard). */
+export function watchdogPids(): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(process.pid), '-f', 'rjob-watchdog'], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map(Number)
+      .filter(isAlive);
+  } catch {
+    return [];
+  }
+}

@@ -12,7 +12,13 @@ import {
 } from '@rjob/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DAEMON_PID_FILE } from '../cli-main.js';
-import { AGENT_ENTRY, stdioConnector, TestClient, unixConnector } from '../fixtures/agent-test-client.js';
+import {
+  AGENT_ENTRY,
+  killChildren,
+  stdioConnector,
+  TestClient,
+  unixConnector,
+} from '../fixtures/agent-test-client.js';
 import { AgentServer } from '../server/agent-server.js';
 import { listenUnix, socketIsLive, type UnixDoor } from './unix-door.js';
 
@@ -28,13 +34,7 @@ beforeEach(async () => {
 
 afterEach(async () => {
   for (const client of clients.splice(0)) client.dispose();
-  for (const child of children.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      await exited;
-    }
-  }
+  await killChildren(children);
   await stopDaemon(dir);
   for (const door of doors.splice(0)) await door.close();
   for (const server of servers.splice(0)) await server.close();

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { listenUnix, type UnixDoor } from '../doors/unix-door.js';
 import { RecordSpool } from '../spool/record-spool.js';
 import { JobStore } from '../store/job-store.js';
-import { type Connector, TestClient, unixConnector } from '../fixtures/agent-test-client.js';
+import { type Connector, killChildren, TestClient, unixConnector } from '../fixtures/agent-test-client.js';
 import { AgentServer, type AgentServerOptions } from './agent-server.js';
 
 let dir: string;
@@ -69,13 +69,7 @@ beforeEach(async () => {
 
 afterEach(async () => {
   for (const client of clients.splice(0)) client.dispose();
-  for (const child of children.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      await exited;
-    }
-  }
+  await killChildren(children);
   await door?.close();
   await server?.close();
   await rm(dir, { recursive: true, force: true });
