@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -279,6 +279,7 @@ describe('ThreadJob through the JobManager', () => {
     const mod = await jobs.start('thread', { module: file, export: 'greet', args: ['world'] });
     expect(mod.command).toBe(`${file}#greet`);
     expect(outputs(await jobs.receive(mod, { wait: true }))).toEqual(['hello world']);
+    rmSync(dir, { recursive: true, force: true });
 
     const broken = await jobs.start('thread', { eval: 'yield (' });
     await jobs.wait(broken);

@@ -48,7 +48,9 @@ async function agentStateDir(): Promise<string> {
 
 /** The agent run from source by the test user, as `rjob agent --stdio` would run. */
 function agentCommand(stateDir: string): string {
-  return `exec node --conditions=source --import ${TSX_LOADER} ${AGENT_ENTRY} --stdio --state-dir ${stateDir}`;
+  // TMPDIR inside the state dir: the teardown SIGKILLs the test user's processes, so anything the
+  // agent would clean up itself (its job watchdog's registry) must go with the state dir instead.
+  return `TMPDIR=${stateDir} exec node --conditions=source --import ${TSX_LOADER} ${AGENT_ENTRY} --stdio --state-dir ${stateDir}`;
 }
 
 function alive(pid: number): boolean {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
@@ -175,14 +175,18 @@ describe('work runner over a MessageChannel', () => {
   it('imports a module and calls the named export', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'rjob-runtime-'));
     const file = join(dir, 'work.mjs');
-    writeFileSync(file, 'export async function* count(ctx, n) { for (let i = 0; i < n; i++) yield i; }\n');
-    const job = start({ module: file, export: 'count', args: [3] });
-    expect(await job.outcome).toEqual({ state: 'Completed' });
-    expect(data(job.records)).toEqual([0, 1, 2]);
-    const missing = start({ module: file, export: 'nope' });
-    const outcome = await missing.outcome;
-    expect(outcome.state === 'Failed' && outcome.reason.code).toBe('ERR_JOB_START_FAILED');
-    expect(outcome.state === 'Failed' && outcome.reason.message).toMatch(/Export "nope"/);
+    try {
+      writeFileSync(file, 'export async function* count(ctx, n) { for (let i = 0; i < n; i++) yield i; }\n');
+      const job = start({ module: file, export: 'count', args: [3] });
+      expect(await job.outcome).toEqual({ state: 'Completed' });
+      expect(data(job.records)).toEqual([0, 1, 2]);
+      const missing = start({ module: file, export: 'nope' });
+      const outcome = await missing.outcome;
+      expect(outcome.state === 'Failed' && outcome.reason.code).toBe('ERR_JOB_START_FAILED');
+      expect(outcome.state === 'Failed' && outcome.reason.message).toMatch(/Export "nope"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('fails with ERR_JOB_THREW and keeps the thrown error as the cause', async () => {
