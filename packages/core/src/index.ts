@@ -172,6 +172,7 @@ export {
 export {
   connectFailed,
   isFatalConnectError,
+  isPermanentConnectError,
   SessionErrorCode,
   type SessionErrorCodeValue,
 } from './session/session-errors.js';

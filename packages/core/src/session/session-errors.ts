@@ -29,19 +29,35 @@ const FATAL_CODES: ReadonlySet<string> = new Set([
   ProtocolErrorCode.ChannelClosed,
 ]);
 
-/** True when a connect or resume failure means the session can never be resumed. */
+/** Core's own link and frame codes say nothing about why a target was not reached. */
+const GENERIC_CODES: ReadonlySet<string> = new Set(Object.values(ProtocolErrorCode));
+
+/**
+ * True when a connect or resume failure means the session can never be resumed: the agent refused
+ * it. The session is Broken.
+ */
 export function isFatalConnectError(error: unknown): boolean {
   return RjobError.is(error) && FATAL_CODES.has(error.code);
 }
 
 /**
- * Codes a connect failure for callers: a transport's own `*_UNREACHABLE` code and handshake
- * refusals are kept as they are; anything else becomes ERR_CONNECT_FAILED with the cause attached.
+ * True when trying the same target again cannot help (a refused host key, a failed login, a
+ * certificate pin mismatch): automatic reconnecting stops and the session stays Disconnected, with
+ * this error as its reason, until the user fixes the cause and calls `connect()`. A transport marks
+ * such errors with `details.permanent: true`.
+ */
+export function isPermanentConnectError(error: unknown): boolean {
+  return RjobError.is(error) && error.details?.permanent === true;
+}
+
+/**
+ * Codes a connect failure for callers: a transport's own coded {@link RjobError} (ERR_SSH_*,
+ * ERR_WS_*, ...) and handshake refusals are kept as they are, so a fan-out summary can tell a
+ * refused host key from an unreachable host; anything else (core's generic link codes included)
+ * becomes ERR_CONNECT_FAILED with the cause attached.
  */
 export function connectFailed(error: unknown, computerName: string): RjobError {
-  if (RjobError.is(error) && (error.code.endsWith('_UNREACHABLE') || FATAL_CODES.has(error.code))) {
-    return error;
-  }
+  if (RjobError.is(error) && (FATAL_CODES.has(error.code) || !GENERIC_CODES.has(error.code))) return error;
   const message = error instanceof Error ? error.message : String(error);
   return new RjobError(SessionErrorCode.ConnectFailed, `Cannot connect to ${computerName}: ${message}`, {
     cause: error,

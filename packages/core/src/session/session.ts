@@ -29,7 +29,7 @@ import type {
   WireSelector,
   WorkRequest,
 } from './rpc.js';
-import { connectFailed, isFatalConnectError, SessionErrorCode } from './session-errors.js';
+import { connectFailed, isFatalConnectError, isPermanentConnectError, SessionErrorCode } from './session-errors.js';
 
 /** Default time a session keeps trying to resume after its link died: 4 minutes. */
 export const DEFAULT_RECONNECT_WINDOW_MS = 4 * 60_000;
@@ -571,6 +571,10 @@ export class Session<Target = unknown> {
             return;
           }
           this.#reason = error as RjobError;
+          if (isPermanentConnectError(error)) {
+            gaveUp = true;
+            return;
+          }
         }
         const remainingMs = deadlineMs - Date.now();
         if (remainingMs <= 0) {
