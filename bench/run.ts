@@ -7,6 +7,7 @@ import { printResults } from './harness.js';
 import { benchProcess } from './process.js';
 import { benchRemote } from './remote.js';
 import { benchThread } from './thread.js';
+import { benchWs } from './ws.js';
 
 const sections: Record<string, { title: string; run: () => Promise<import('./harness.js').BenchResult[]> }> =
   {
@@ -16,6 +17,10 @@ const sections: Record<string, { title: string; run: () => Promise<import('./har
     remote: {
       title: 'Remoting over the local agent (Unix socket); throughput ratio is rate / raw rate',
       run: benchRemote,
+    },
+    ws: {
+      title: 'Remoting over wss:// on loopback vs raw ws over TLS; throughput ratio is rate / raw rate',
+      run: benchWs,
     },
   };
 

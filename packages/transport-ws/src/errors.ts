@@ -10,6 +10,8 @@ export const WsErrorCode = {
   UpgradeRefused: 'ERR_WS_UPGRADE_REFUSED',
   /** No agent answers at the address (connection refused, DNS, TLS failure). */
   Unreachable: 'ERR_WS_UNREACHABLE',
+  /** The agent asks for a client certificate (mutual TLS) and refused the one given, or none was. */
+  ClientCertRefused: 'ERR_WS_CLIENT_CERT_REFUSED',
   /** The peer stopped answering pings. */
   HeartbeatTimeout: 'ERR_WS_HEARTBEAT_TIMEOUT',
   /** The listener could not be set up (bad listen address, certificate generation failed). */

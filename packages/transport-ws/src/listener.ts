@@ -38,6 +38,12 @@ export interface WsListenOptions extends Omit<WsChannelOptions, 'maxFrameBytes'>
   /** PEM certificate and key. Default: a self-signed pair kept in `<stateDir>/ws-tls/`. */
   cert?: string | Buffer;
   key?: string | Buffer;
+  /**
+   * Mutual TLS: CA certificates (PEM) that client certificates must chain to. With it, a client
+   * without such a certificate is refused during the TLS handshake, before its token is read;
+   * the token is still required. wss:// only. Default: no client certificate asked for.
+   */
+  clientCa?: string | Buffer | (string | Buffer)[];
   /** Tokens and their identities. Default: `createWsAuth({ stateDir })` (one generated token). */
   auth?: WsAuth;
   /** Allow plain ws:// on a non-loopback address. Default false. */
@@ -80,6 +86,9 @@ export async function listenWs(server: AttachTarget, options: WsListenOptions): 
   if ((options.cert === undefined) !== (options.key === undefined)) {
     throw new RjobError(ErrorCode.InvalidArgument, 'Give both cert and key, or neither.');
   }
+  if (options.clientCa !== undefined && !secure) {
+    throw new RjobError(ErrorCode.InvalidArgument, 'clientCa (mutual TLS) needs a wss:// listener.');
+  }
   const auth = options.auth ?? (await createWsAuth({ stateDir: server.stateDir }));
   const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   const failureDelayMs = options.failureDelayMs ?? DEFAULT_FAILURE_DELAY_MS;
@@ -94,7 +103,14 @@ export async function listenWs(server: AttachTarget, options: WsListenOptions): 
         ? { cert: options.cert, key: options.key, fingerprint: certificateFingerprint(options.cert) }
         : await selfSignedCertificate(join(server.stateDir, 'ws-tls'), [host]);
     fingerprint = pair.fingerprint;
-    http = createHttpsServer({ cert: pair.cert, key: pair.key, handshakeTimeout: upgradeTimeoutMs });
+    http = createHttpsServer({
+      cert: pair.cert,
+      key: pair.key,
+      handshakeTimeout: upgradeTimeoutMs,
+      ...(options.clientCa === undefined
+        ? {}
+        : { ca: options.clientCa, requestCert: true, rejectUnauthorized: true }),
+    });
   } else {
     http = createHttpServer();
   }

@@ -31,6 +31,9 @@ export interface WsTransportOptions extends Omit<WsChannelOptions, 'maxFrameByte
   pin?: string;
   /** CA certificates (PEM) trusted for wss:// without a pin. Default: Node's bundle. */
   ca?: string | Buffer | (string | Buffer)[];
+  /** Client certificate and key (PEM) for an agent that asks for mutual TLS (`clientCa`). */
+  cert?: string | Buffer;
+  key?: string | Buffer;
   /** Allow plain ws:// to a non-loopback host. Default false. */
   insecure?: boolean;
   /** Time for TCP + TLS + the WebSocket upgrade, in ms. Default 10 000. */
@@ -51,7 +54,8 @@ export function wsTransport(options: WsTransportOptions = {}): Transport<string 
         throw new RjobError(
           WsErrorCode.Insecure,
           `Refusing plain ws:// to ${url.hostname}: the token would travel in clear. Use wss:// (or insecure: true).`,
-          { details: { host: url.hostname } },
+          // Permanent: retrying the same URL cannot make it secure, so reconnecting stops.
+          { details: { host: url.hostname, permanent: true } },
         );
       }
       const token =
@@ -62,12 +66,16 @@ export function wsTransport(options: WsTransportOptions = {}): Transport<string 
       const abort = signal ? AbortSignal.any([signal, deadline]) : deadline;
       const describe = url.host;
 
+      const clientCert = {
+        ...(options.cert === undefined ? {} : { cert: options.cert }),
+        ...(options.key === undefined ? {} : { key: options.key }),
+      };
       let socket: TLSSocket | undefined;
       if (url.protocol === 'wss:' && pin !== undefined) {
         // Verified before a byte of HTTP (and so the token) is sent. Node only calls
         // checkServerIdentity when the chain verified, which a self-signed certificate never does,
         // so the pin is checked here on the finished TLS handshake instead.
-        socket = await pinnedTls(url, pin, abort, describe);
+        socket = await pinnedTls(url, pin, abort, describe, clientCert);
       }
       return new Promise<TransportChannel>((resolve, reject) => {
         const ws = new WebSocket(url, {
@@ -77,6 +85,7 @@ export function wsTransport(options: WsTransportOptions = {}): Transport<string 
           headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
           ...(socket ? { createConnection: () => socket } : {}),
           ...(options.ca === undefined ? {} : { ca: options.ca }),
+          ...clientCert,
         });
         let settled = false;
         const settle = (error: RjobError | undefined): void => {
@@ -116,7 +125,8 @@ export function wsTransport(options: WsTransportOptions = {}): Transport<string 
           settle(
             status === 401
               ? new RjobError(ProtocolErrorCode.Unauthorized, `${describe} refused the token (401).`, {
-                  details: { status },
+                  // The same token will be refused again: reconnecting stops until it is fixed.
+                  details: { status, permanent: true },
                 })
               : new RjobError(
                   WsErrorCode.UpgradeRefused,
@@ -129,17 +139,19 @@ export function wsTransport(options: WsTransportOptions = {}): Transport<string 
         });
         ws.once('error', (error: Error & { code?: string }) => {
           settle(
-            error.message.includes('handshake has timed out')
-              ? new RjobError(WsErrorCode.HandshakeTimeout, `No WebSocket handshake from ${describe}.`, {
-                  cause: error,
-                })
-              : new RjobError(
-                  WsErrorCode.Unreachable,
-                  `Cannot reach ${describe}: ${error.code ?? error.message}`,
-                  {
+            clientCertRefused(error)
+              ? certificateRefused(describe, error)
+              : error.message.includes('handshake has timed out')
+                ? new RjobError(WsErrorCode.HandshakeTimeout, `No WebSocket handshake from ${describe}.`, {
                     cause: error,
-                  },
-                ),
+                  })
+                : new RjobError(
+                    WsErrorCode.Unreachable,
+                    `Cannot reach ${describe}: ${error.code ?? error.message}`,
+                    {
+                      cause: error,
+                    },
+                  ),
           );
         });
       });
@@ -147,7 +159,31 @@ export function wsTransport(options: WsTransportOptions = {}): Transport<string 
   });
 }
 
-function pinnedTls(url: URL, pin: string, signal: AbortSignal, describe: string): Promise<TLSSocket> {
+/**
+ * The agent wants a client certificate and did not accept ours (or we sent none). With TLS 1.3
+ * the client finishes its handshake first and only hears the server's alert afterwards, so this
+ * shows up as an error of the first read, not of the handshake.
+ */
+function clientCertRefused(error: Error & { code?: string }): boolean {
+  return /ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN)/.test(error.code ?? '');
+}
+
+function certificateRefused(describe: string, error: Error): RjobError {
+  return new RjobError(
+    WsErrorCode.ClientCertRefused,
+    `${describe} refused the client certificate (mutual TLS): ${error.message}`,
+    // Permanent: the same certificate will be refused again.
+    { cause: error, details: { permanent: true } },
+  );
+}
+
+function pinnedTls(
+  url: URL,
+  pin: string,
+  signal: AbortSignal,
+  describe: string,
+  clientCert: { cert?: string | Buffer; key?: string | Buffer },
+): Promise<TLSSocket> {
   const host = url.hostname.replace(/^\[|\]$/g, '');
   return new Promise<TLSSocket>((resolve, reject) => {
     const socket = tlsConnect({
@@ -156,6 +192,7 @@ function pinnedTls(url: URL, pin: string, signal: AbortSignal, describe: string)
       ...(isIP(host) ? {} : { servername: host }),
       rejectUnauthorized: false,
       ALPNProtocols: ['http/1.1'],
+      ...clientCert,
     });
     const fail = (error: RjobError): void => {
       signal.removeEventListener('abort', onAbort);
@@ -171,9 +208,15 @@ function pinnedTls(url: URL, pin: string, signal: AbortSignal, describe: string)
     signal.addEventListener('abort', onAbort, { once: true });
     socket.once('error', (error: Error & { code?: string }) =>
       fail(
-        new RjobError(WsErrorCode.Unreachable, `Cannot reach ${describe}: ${error.code ?? error.message}`, {
-          cause: error,
-        }),
+        clientCertRefused(error)
+          ? certificateRefused(describe, error)
+          : new RjobError(
+              WsErrorCode.Unreachable,
+              `Cannot reach ${describe}: ${error.code ?? error.message}`,
+              {
+                cause: error,
+              },
+            ),
       ),
     );
     socket.once('secureConnect', () => {
@@ -185,7 +228,8 @@ function pinnedTls(url: URL, pin: string, signal: AbortSignal, describe: string)
             WsErrorCode.PinMismatch,
             `The certificate of ${describe} does not match the pinned fingerprint.`,
             {
-              details: { expected: pin, actual: seen },
+              // Permanent: another attempt meets the same certificate (or the same impostor).
+              details: { expected: pin, actual: seen, permanent: true },
             },
           ),
         );

@@ -1,0 +1,1 @@
+export { type FaultProxy, type FaultProxyOptions, type Stall, startFaultProxy } from './fault-proxy.js';
