@@ -1,0 +1,115 @@
+/**
+ * The real `rjob` bin (bin/rjob.js from source, as on a fresh clone) in child processes, against
+ * the agent daemon it starts in a private state directory: S1, S5 and the exit codes.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ExitCode } from './io.js';
+import { sandbox } from './testing/sandbox.js';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('the rjob bin', { timeout: 120_000 }, () => {
+  it('S1: jobs started by one invocation are found, received and removed by later ones', async () => {
+    await using s = await sandbox();
+    const started = await s.bin(['start', '--name', 'build', '--', 'sleep 1; echo built']);
+    expect(started.stderr).toBe('');
+    expect(started.stdout).toMatch(
+      /1\s+build\s+BackgroundJob\s+\w+\s+True\s+localhost\s+sleep 1; echo built/,
+    );
+    expect((await s.bin(['wait', 'build'])).code).toBe(0);
+    expect(await s.bin(['receive', 'build'])).toEqual({ code: 0, stdout: 'built\n', stderr: '' });
+    expect((await s.bin(['get', 'build'])).stdout).toMatch(/Completed\s+False/);
+    expect((await s.bin(['remove', 'build'])).code).toBe(0);
+
+    // The daemon the first command started is the sandbox's own, and `agent stop` ends it.
+    const pid = Number(await readFile(join(s.dir, 'agent.pid'), 'utf8'));
+    expect(alive(pid)).toBe(true);
+    expect((await s.bin(['agent', 'stop'])).stdout).toBe('agent stopped\n');
+    expect(alive(pid)).toBe(false);
+    const status = await s.bin(['agent', 'status']);
+    expect(status.code).toBe(ExitCode.NotFound);
+  });
+
+  it('invoke on localhost runs in the local agent and prefixes lines; --as-job outlives the CLI', async () => {
+    await using s = await sandbox();
+    const out = await s.bin(['invoke', '-c', 'localhost', '--', 'echo hello from rjob']);
+    expect(out).toEqual({ code: 0, stdout: '[localhost] hello from rjob\n', stderr: '' });
+
+    const job = await s.bin([
+      'invoke',
+      '-c',
+      'localhost',
+      '--as-job',
+      '--name',
+      'fan',
+      '--',
+      'sleep 1; echo later',
+    ]);
+    expect(job.stdout).toMatch(/fan\s+BackgroundJob\s+\w+\s+True\s+localhost\s+sleep 1; echo later/);
+    // The CLI that started it has exited; the job finishes in the agent.
+    await s.bin(['wait', 'fan']);
+    expect((await s.bin(['receive', 'fan'])).stdout).toBe('[localhost] later\n');
+  });
+
+  it('S5: a job in a disconnected named session keeps running; every line arrives once', async () => {
+    await using s = await sandbox();
+    expect((await s.bin(['session', 'new', 'localhost', '--name', 'bg'])).code).toBe(0);
+    const started = await s.bin([
+      'invoke',
+      '-s',
+      'bg',
+      '--as-job',
+      '--name',
+      'loop',
+      '--',
+      'for i in $(seq 20); do sleep 0.1; echo "Output $i"; done',
+    ]);
+    expect(started.code).toBe(0);
+    expect((await s.bin(['session', 'disconnect', 'bg'])).stdout).toMatch(/bg\s+unix\s+\S+\s+Disconnected/);
+    expect((await s.bin(['session', 'connect', 'bg'])).stdout).toMatch(/bg\s+unix\s+\S+\s+Opened/);
+    const received = await s.bin(['receive', '-s', 'bg', 'loop', '--wait']);
+    expect(received.stdout).toBe(Array.from({ length: 20 }, (_, i) => `Output ${i + 1}\n`).join(''));
+    expect((await s.bin(['session', 'remove', 'bg'])).code).toBe(0);
+  });
+
+  it('prints one line and a documented exit code for each kind of error', async () => {
+    await using s = await sandbox();
+    const cases: Array<[string[], number, RegExp]> = [
+      [['receive', 'nope'], ExitCode.NotFound, /ERR_JOB_NOT_FOUND/],
+      [['get', '-s', 'nosuch'], ExitCode.NotFound, /ERR_UNKNOWN_SESSION/],
+      [['get', '--frob'], ExitCode.Usage, /ERR_USAGE/],
+      [['invoke', '-c', '127.0.0.1:1', '--', 'true'], ExitCode.Unreachable, /ERR_SSH_CONNECT_REFUSED/],
+    ];
+    for (const [argv, code, pattern] of cases) {
+      const out = await s.bin(argv);
+      expect(out.code, argv.join(' ')).toBe(code);
+      expect(out.stderr).toMatch(/^rjob: [^\n]+ \(ERR_[A-Z_]+\)\n$/);
+      expect(out.stderr).toMatch(pattern);
+    }
+    await s.bin(['start', '--name', 'slow', '--', 'sleep 30']);
+    const timedOut = await s.bin(['wait', 'slow', '--timeout', '100ms']);
+    expect(timedOut.code).toBe(ExitCode.Timeout);
+    expect(timedOut.stderr).toMatch(/^rjob: timed out [^\n]+ \(ERR_TIMEOUT\)\n$/);
+  });
+
+  it('has help for every verb and completion scripts', async () => {
+    await using s = await sandbox();
+    for (const verb of ['start', 'get', 'receive', 'wait', 'stop', 'remove', 'invoke', 'session', 'agent']) {
+      const out = await s.rjob(verb, '--help');
+      expect(out.code, verb).toBe(0);
+      expect(out.stdout, verb).toMatch(/Usage: rjob/);
+      expect(out.stdout, verb).toMatch(/Examples?:/);
+    }
+    expect((await s.rjob('completion', 'bash')).stdout).toContain('complete -o default -F _rjob rjob');
+    expect((await s.rjob('completion', 'zsh')).stdout).toContain('#compdef rjob');
+  });
+});

@@ -1,0 +1,166 @@
+/**
+ * The CLI run in-process against a real agent daemon (started by the CLI itself, in a private
+ * state directory): S1's flow and the one-line errors with their exit codes.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ExitCode } from './io.js';
+import { sandbox } from './testing/sandbox.js';
+
+describe('local jobs (S1)', () => {
+  it('starts, waits, receives once, keeps, and removes jobs across invocations', async () => {
+    await using s = await sandbox();
+    const started = await s.rjob('start', '--name', 'build', '--', 'sleep 1; echo built');
+    expect(started.code).toBe(0);
+    expect(started.stdout).toMatch(/^Id\s+Name\s+Type\s+State\s+HasMoreData\s+Location\s+Command\n/);
+    expect(started.stdout).toMatch(
+      /1\s+build\s+BackgroundJob\s+\w+\s+True\s+localhost\s+sleep 1; echo built/,
+    );
+
+    const thread = await s.rjob('start', '--type', 'thread', '--eval', 'for (let i = 0; i < 3; i++) yield i');
+    expect(thread.stdout).toMatch(/2\s+\S+\s+ThreadJob/);
+
+    expect((await s.rjob('wait', 'build')).stdout).toMatch(/build\s+BackgroundJob\s+Completed/);
+    expect(await s.rjob('receive', 'build')).toEqual({ code: 0, stdout: 'built\n', stderr: '' });
+    expect((await s.rjob('receive', 'build')).stdout).toBe('');
+    expect((await s.rjob('get', 'build')).stdout).toMatch(/build\s+BackgroundJob\s+Completed\s+False/);
+
+    await s.rjob('wait', '2');
+    expect((await s.rjob('receive', '2', '--keep')).stdout).toBe('0\n1\n2\n');
+    expect((await s.rjob('receive', '2', '--keep')).stdout).toBe('0\n1\n2\n');
+
+    expect((await s.rjob('remove', 'build')).code).toBe(0);
+    const left = await s.rjob('get', '--json');
+    expect(JSON.parse(left.stdout).map((job: { id: number }) => job.id)).toEqual([2]);
+
+    // The handles that let the next invocation find these jobs are private to the user.
+    const info = await stat(join(s.dir, 'cli', 'sessions.json'));
+    expect(info.mode & 0o777).toBe(0o600);
+    expect(
+      JSON.parse(await readFile(join(s.dir, 'cli', 'sessions.json'), 'utf8')).local.sessionId,
+    ).toBeTruthy();
+  });
+
+  it('shows a failed command with its stderr and reason, and exits 1', async () => {
+    await using s = await sandbox();
+    await s.rjob('start', '--name', 'bad', '--', 'echo oops >&2; exit 3');
+    await s.rjob('wait', 'bad');
+    const first = await s.rjob('receive', 'bad');
+    expect(first.code).toBe(ExitCode.JobFailed);
+    expect(first.stderr).toContain('oops\n');
+    expect(first.stderr).toMatch(/FAILED: .*code 3.*\(ERR_JOB_EXIT_CODE\)/);
+    // The reason is reported on every receive, not consumed.
+    expect((await s.rjob('receive', 'bad')).stderr).toMatch(/ERR_JOB_EXIT_CODE/);
+  });
+
+  it('streams with receive --wait and labels other streams', async () => {
+    await using s = await sandbox();
+    await s.rjob(
+      'start',
+      '--name',
+      'mixed',
+      '--type',
+      'thread',
+      '--eval',
+      "yield 'a'; ctx.warning('careful'); await new Promise((r) => setTimeout(r, 200)); yield 'b'",
+    );
+    const out = await s.rjob('receive', 'mixed', '--wait');
+    expect(out.code).toBe(0);
+    expect(out.stdout).toBe('a\nb\n');
+    expect(out.stderr).toBe('WARNING: careful\n');
+  });
+
+  it('prints records as ndjson', async () => {
+    await using s = await sandbox();
+    await s.rjob('start', '--name', 'j', '--type', 'thread', '--eval', 'yield { n: 1n }');
+    await s.rjob('wait', 'j');
+    const out = await s.rjob('receive', 'j', '--ndjson');
+    const record = JSON.parse(out.stdout.trim());
+    expect(record).toMatchObject({ stream: 'output', data: { n: '1' }, location: 'localhost' });
+  });
+
+  it('refuses to remove a running job without --force, then stops and removes it with it', async () => {
+    await using s = await sandbox();
+    await s.rjob('start', '--name', 'slow', '--', 'sleep 30');
+    const refused = await s.rjob('remove', 'slow');
+    expect(refused.code).toBe(ExitCode.Refused);
+    expect(refused.stderr).toMatch(/^rjob: job 1 \(slow\) is Running; .* \(ERR_JOB_RUNNING\)\n$/);
+    expect((await s.rjob('remove', 'slow', '--force')).code).toBe(0);
+    expect((await s.rjob('get', 'slow')).code).toBe(ExitCode.NotFound);
+  });
+
+  it('stops a job', async () => {
+    await using s = await sandbox();
+    await s.rjob('start', '--name', 'slow', '--', 'sleep 30');
+    expect((await s.rjob('stop', 'slow')).stdout).toMatch(/slow\s+BackgroundJob\s+Stopped/);
+  });
+});
+
+describe('two invocations at once', () => {
+  it('a waiting command survives another command taking the local session over', async () => {
+    await using s = await sandbox();
+    await s.rjob('start', '--name', 'slow', '--', 'sleep 2; echo done');
+    const waiting = s.rjob('wait', 'slow');
+    // Each of these takes the session from the waiter, which takes it back and waits again.
+    for (let i = 0; i < 3; i++) expect((await s.rjob('get', 'slow')).code).toBe(0);
+    const waited = await waiting;
+    expect(waited.stderr).toBe('');
+    expect(waited.stdout).toMatch(/slow\s+BackgroundJob\s+Completed/);
+    expect((await s.rjob('receive', 'slow')).stdout).toBe('done\n');
+  });
+});
+
+describe('errors: one line, a documented exit code', () => {
+  const oneLine = (text: string): void => {
+    expect(text.split('\n').filter(Boolean)).toHaveLength(1);
+    expect(text).toMatch(/^rjob: .+ \(ERR_[A-Z_]+\)\n$/);
+  };
+
+  it('unknown job', async () => {
+    await using s = await sandbox();
+    const out = await s.rjob('receive', 'nope');
+    expect(out.code).toBe(ExitCode.NotFound);
+    oneLine(out.stderr);
+  });
+
+  it('unknown session', async () => {
+    await using s = await sandbox();
+    const out = await s.rjob('get', '-s', 'nosuch');
+    expect(out.code).toBe(ExitCode.NotFound);
+    oneLine(out.stderr);
+  });
+
+  it('bad flag and unknown command', async () => {
+    await using s = await sandbox();
+    const flag = await s.rjob('get', '--bogus');
+    expect(flag.code).toBe(ExitCode.Usage);
+    oneLine(flag.stderr);
+    const verb = await s.rjob('frobnicate');
+    expect(verb.code).toBe(ExitCode.Usage);
+    oneLine(verb.stderr);
+  });
+
+  it('timeout', async () => {
+    await using s = await sandbox();
+    await s.rjob('start', '--name', 'slow', '--', 'sleep 30');
+    const out = await s.rjob('wait', 'slow', '--timeout', '200ms');
+    expect(out.code).toBe(ExitCode.Timeout);
+    oneLine(out.stderr);
+  });
+
+  it('unreachable host (nothing listens on the ssh port)', async () => {
+    await using s = await sandbox();
+    const out = await s.rjob('invoke', '-c', '127.0.0.1:1', '--', 'true');
+    expect(out.code).toBe(ExitCode.Unreachable);
+    oneLine(out.stderr);
+    expect(out.stderr).toContain('ERR_SSH_CONNECT_REFUSED');
+  });
+
+  it('start -c refuses to lose the job', async () => {
+    await using s = await sandbox();
+    const out = await s.rjob('start', '-c', 'server01', '--', 'true');
+    expect(out.code).toBe(ExitCode.Usage);
+    oneLine(out.stderr);
+  });
+});

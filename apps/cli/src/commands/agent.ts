@@ -1,0 +1,57 @@
+/** `rjob agent …`: manage the local agent daemon; `daemon` and `--stdio` are @rjob/agent's own. */
+import { main as agentMain, socketIsLive } from '@rjob/agent';
+import { helpFor } from '../help.js';
+import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
+import { daemonPid, ensureAgent, stopAgent } from '../local-agent.js';
+import { statePaths } from '../state.js';
+
+export async function agent(argv: readonly string[], io: CliIo): Promise<number> {
+  let stateDirFlag: string | undefined;
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--state-dir') {
+      stateDirFlag = argv[++i];
+      if (stateDirFlag === undefined) throw usageError('--state-dir needs a value');
+    } else if (arg.startsWith('--state-dir=')) stateDirFlag = arg.slice('--state-dir='.length);
+    else rest.push(arg);
+  }
+  const paths = statePaths(io, stateDirFlag);
+  const [sub, ...more] = rest;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') return helpFor('agent', io);
+  if (sub === 'daemon' || sub === '--stdio') {
+    // Same state directory and socket rules as every other verb, so a sandboxed `rjob` and the
+    // daemon it starts (or the bridge SSH runs) agree on where the agent is.
+    const extra =
+      rest.includes('--socket') || rest.some((a) => a.startsWith('--socket='))
+        ? []
+        : ['--socket', paths.socketPath];
+    return agentMain([...rest, '--state-dir', paths.stateDir, ...extra], {
+      selfCommand: [process.argv[1]!, 'agent'],
+      stderr: io.stderr,
+    });
+  }
+  if (more.length > 0) throw usageError(`unexpected argument ${more[0]}`);
+  switch (sub) {
+    case 'start': {
+      await ensureAgent(paths, io);
+      io.stdout.write(`agent running (pid ${(await daemonPid(paths)) ?? '?'}) on ${paths.socketPath}\n`);
+      return ExitCode.Ok;
+    }
+    case 'stop': {
+      const stopped = await stopAgent(paths);
+      io.stdout.write(stopped ? 'agent stopped\n' : 'agent was not running\n');
+      return ExitCode.Ok;
+    }
+    case 'status': {
+      if (await socketIsLive(paths.socketPath)) {
+        io.stdout.write(`agent running (pid ${(await daemonPid(paths)) ?? '?'}) on ${paths.socketPath}\n`);
+        return ExitCode.Ok;
+      }
+      io.stdout.write(`agent not running (socket ${paths.socketPath})\n`);
+      return ExitCode.NotFound;
+    }
+    default:
+      throw new CliError(ExitCode.Usage, 'ERR_USAGE', `unknown agent command ${sub}`);
+  }
+}

@@ -1,0 +1,62 @@
+import { helpFor } from '../help.js';
+import { type CliIo, ExitCode, usageError } from '../io.js';
+
+const VERBS = 'start get receive wait stop remove invoke session enter agent completion';
+
+const BASH = `# rjob bash completion: source <(rjob completion bash)
+_rjob() {
+  local cur=\${COMP_WORDS[COMP_CWORD]} verb=\${COMP_WORDS[1]}
+  if [ "$COMP_CWORD" -eq 1 ]; then
+    COMPREPLY=($(compgen -W "${VERBS} --help --version" -- "$cur"))
+    return
+  fi
+  case "$verb" in
+    start) COMPREPLY=($(compgen -W "--name --type --eval --file --session --json --help" -- "$cur")) ;;
+    get) COMPREPLY=($(compgen -W "--children --state --json --session --help" -- "$cur")) ;;
+    receive) COMPREPLY=($(compgen -W "--keep --wait --ndjson --session --help" -- "$cur")) ;;
+    wait) COMPREPLY=($(compgen -W "--any --timeout --json --session --help" -- "$cur")) ;;
+    stop) COMPREPLY=($(compgen -W "--session --help" -- "$cur")) ;;
+    remove) COMPREPLY=($(compgen -W "--force --session --help" -- "$cur")) ;;
+    invoke) COMPREPLY=($(compgen -W "--computer --session --throttle --as-job --name --type --eval --no-prefix --help" -- "$cur")) ;;
+    session) COMPREPLY=($(compgen -W "new list connect disconnect receive remove --help" -- "$cur")) ;;
+    agent) COMPREPLY=($(compgen -W "start stop status daemon --stdio --help" -- "$cur")) ;;
+    completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
+  esac
+}
+complete -o default -F _rjob rjob
+`;
+
+const ZSH = `#compdef rjob
+# rjob zsh completion: rjob completion zsh > "\${fpath[1]}/_rjob"
+_rjob() {
+  local -a verbs
+  verbs=(${VERBS})
+  if (( CURRENT == 2 )); then
+    _describe 'command' verbs
+    return
+  fi
+  case $words[2] in
+    start) _arguments '--name[job name]:name:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '*:: :_normal' ;;
+    get) _arguments '--children' '--state[state]:state:(Running Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
+    receive) _arguments '--keep' '--wait' '--ndjson' '--session[session]:session:' ;;
+    wait) _arguments '--any' '--timeout[duration]:duration:' '--json' '--session[session]:session:' ;;
+    stop) _arguments '--session[session]:session:' ;;
+    remove) _arguments '--force' '--session[session]:session:' ;;
+    invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--throttle[hosts at once]:n:' '--as-job' '--name[job name]:name:' '--no-prefix' '*:: :_normal' ;;
+    session) _values 'session command' new list connect disconnect receive remove ;;
+    agent) _values 'agent command' start stop status daemon ;;
+    completion) _values 'shell' bash zsh ;;
+  esac
+}
+compdef _rjob rjob
+`;
+
+export async function completion(argv: readonly string[], io: CliIo): Promise<number> {
+  const [shell, ...more] = argv;
+  if (shell === '--help' || shell === '-h') return helpFor('completion', io);
+  if (more.length > 0) throw usageError(`unexpected argument ${more[0]}`);
+  if (shell === 'bash') io.stdout.write(BASH);
+  else if (shell === 'zsh') io.stdout.write(ZSH);
+  else throw usageError('completion needs bash or zsh');
+  return ExitCode.Ok;
+}

@@ -1,0 +1,213 @@
+/**
+ * `rjob invoke` (Invoke-Command): the same work on every host, output prefixed per host, a summary
+ * of succeeded / failed / unreachable hosts, and an exit code telling them apart.
+ */
+import { defineTransport, type FanOutResult, invokeMany, type RemoteRecord, RjobError } from '@rjob/core';
+import { bool, parse, positiveInt, str, strs } from '../args.js';
+import type { CliContext } from '../context.js';
+import { isUnreachableCode, oneLine } from '../errors.js';
+import { dataText, jobJson, jobTable, jsonReplacer, printRecord } from '../format.js';
+import { helpFor } from '../help.js';
+import { type CliIo, ExitCode, type ExitCodeValue, usageError } from '../io.js';
+import { selfCommand } from '../local-agent.js';
+import { onJobSession, withContext } from '../run-command.js';
+import { expandComputers } from '../targets.js';
+import { workRequest } from './jobs.js';
+
+/** Variables an --as-job fan-out needs from the caller's environment to reach hosts the same way. */
+const PASSED_ENV = /^(RJOB_|SSH_AUTH_SOCK$|HOME$|NO_COLOR$|XDG_)/;
+
+export async function invoke(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals, rest } = parse(argv, {
+    computer: { type: 'string', short: 'c', multiple: true },
+    session: { type: 'string', short: 's' },
+    throttle: { type: 'string' },
+    'as-job': { type: 'boolean' },
+    name: { type: 'string', short: 'n' },
+    type: { type: 'string', short: 't' },
+    eval: { type: 'string', short: 'e' },
+    'no-prefix': { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return helpFor('invoke', io);
+  const computers = strs(values.computer);
+  const sessionName = str(values.session);
+  if ((computers.length === 0) === (sessionName === undefined)) {
+    throw usageError('invoke needs either -c HOST[,HOST...] or -s SESSION');
+  }
+  const throttle = str(values.throttle);
+  const throttleLimit = throttle === undefined ? undefined : positiveInt(throttle, '--throttle');
+  const flags = { type: str(values.type), eval: str(values.eval), file: undefined, positionals, rest };
+  // Remote hosts run the work in their own context: no local cwd is sent.
+  const work = workRequest(flags, io, false);
+  const name = str(values.name);
+  if (name !== undefined && !values['as-job']) throw usageError('--name needs --as-job');
+
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    if (sessionName !== undefined) {
+      if (values['as-job']) {
+        const info = await onJobSession(ctx, sessionName, (session) =>
+          session.jobs.start({ ...work, ...(name ? { name } : {}) }),
+        );
+        io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
+        return ExitCode.Ok;
+      }
+      const session = await ctx.namedSession(sessionName);
+      const invocation = session.invoke(work, { onRecord: (record) => printRecord(io, record) });
+      const info = await invocation.result;
+      if (info.state === 'Failed') {
+        io.stderr.write(`rjob: ${session.computerName}: ${dataText(info.reason)}\n`);
+        return ExitCode.JobFailed;
+      }
+      return ExitCode.Ok;
+    }
+    const hosts = await expandComputers(computers, io);
+    if (values['as-job']) return asJob(ctx, io, hosts, argv, name, bool(values.json));
+    return fanOut(ctx, io, hosts, work, throttleLimit, !values['no-prefix']);
+  });
+}
+
+async function fanOut(
+  ctx: CliContext,
+  io: CliIo,
+  hosts: string[],
+  work: ReturnType<typeof workRequest>,
+  throttleLimit: number | undefined,
+  prefixLines: boolean,
+): Promise<number> {
+  // One transport for every kind of host; each target string picks its own underneath.
+  const transport = defineTransport<string>({
+    name: 'rjob',
+    async connect(spec, options) {
+      const resolved = await ctx.targets.resolve(spec);
+      return resolved.transport.connect(resolved.target, options);
+    },
+  });
+  const showProgress = io.stderr.isTTY === true && hosts.length > 1;
+  // invokeMany reports hosts only at the end; a host that printed something has at least answered.
+  const answered = new Set<string>();
+  const progress = (): void => {
+    if (showProgress) io.stderr.write(`\r\u001b[K${answered.size}/${hosts.length} hosts answered`);
+  };
+  const clearProgress = (): void => {
+    if (showProgress) io.stderr.write('\r\u001b[K');
+  };
+  const print = (record: RemoteRecord): void => {
+    // A failed host's reason is reported once, by the summary.
+    if (record.reason) return;
+    clearProgress();
+    answered.add(record.computerName);
+    printRecord(io, record, prefixLines ? `[${record.computerName}] ` : '');
+    progress();
+  };
+  progress();
+  const invocation = invokeMany(undefined, hosts, work, {
+    transport,
+    computerName: (host) => (host === 'local' ? 'localhost' : host),
+    onRecord: print,
+    ...(throttleLimit === undefined ? {} : { throttleLimit }),
+  });
+  const results = await invocation.results;
+  clearProgress();
+  return summarize(io, results, hosts.length === 1);
+}
+
+type Outcome = 'succeeded' | 'failed' | 'unreachable';
+
+function classify(result: FanOutResult): Outcome {
+  if (result.error)
+    return RjobError.is(result.error) && !isUnreachableCode(result.error.code) ? 'failed' : 'unreachable';
+  return result.info?.state === 'Completed' ? 'succeeded' : 'failed';
+}
+
+/** Prints why each host did not succeed, then the summary; the exit code ranks unreachable first. */
+function summarize(io: CliIo, results: readonly FanOutResult[], single: boolean): ExitCodeValue {
+  const counts: Record<Outcome, number> = { succeeded: 0, failed: 0, unreachable: 0 };
+  for (const result of results) {
+    const outcome = classify(result);
+    counts[outcome]++;
+    if (outcome === 'succeeded') continue;
+    const reason = result.error ?? result.info?.reason;
+    const code = RjobError.is(reason) ? reason.code : 'ERR_JOB_FAILED';
+    const message = oneLine(
+      reason ? dataText(reason).replace(/ \(ERR_[A-Z_]+\)$/, '') : String(result.info?.state),
+    );
+    // One host: the classic one-line error; several: a line each, the summary says how many.
+    io.stderr.write(
+      single
+        ? `rjob: ${result.computerName}: ${message} (${code})\n`
+        : `[${result.computerName}] ${outcome === 'unreachable' ? 'UNREACHABLE' : 'FAILED'}: ${message} (${code})\n`,
+    );
+  }
+  if (!single) {
+    io.stderr.write(
+      `rjob: ${results.length} hosts: ${counts.succeeded} succeeded, ${counts.failed} failed, ${counts.unreachable} unreachable\n`,
+    );
+  }
+  if (counts.unreachable > 0) return ExitCode.Unreachable;
+  if (counts.failed > 0) return ExitCode.JobFailed;
+  return ExitCode.Ok;
+}
+
+/**
+ * `--as-job`: the fan-out must outlive this process, so it runs inside the local agent as a
+ * background job that is this same `rjob invoke` without --as-job. Its output keeps the
+ * `[host]` prefixes, and it ends Failed (exit code in the reason) when a host failed or was
+ * unreachable. The agent has no fan-out job type yet, so there are no per-host child jobs.
+ */
+async function asJob(
+  ctx: CliContext,
+  io: CliIo,
+  hosts: string[],
+  argv: readonly string[],
+  name: string | undefined,
+  json: boolean,
+): Promise<number> {
+  const inner = stripAsJobFlags(argv);
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(io.env)) {
+    if (value !== undefined && PASSED_ENV.test(key)) env[key] = value;
+  }
+  env.RJOB_STATE_DIR = ctx.paths.stateDir;
+  env.RJOB_SOCKET = ctx.paths.socketPath;
+  const info = await onJobSession(ctx, undefined, (session) =>
+    session.jobs.start({
+      type: 'process',
+      ...(name ? { name } : {}),
+      definition: {
+        file: process.execPath,
+        args: [...selfCommand(io), 'invoke', ...inner],
+        cwd: io.cwd,
+        env,
+      },
+    }),
+  );
+  const shown = { ...info, location: hosts.join(','), command: commandText(argv) };
+  io.stdout.write(json ? `${JSON.stringify(jobJson(shown), jsonReplacer)}\n` : jobTable([shown]));
+  return ExitCode.Ok;
+}
+
+function stripAsJobFlags(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  const end = argv.indexOf('--');
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (end >= 0 && i >= end) {
+      out.push(arg);
+      continue;
+    }
+    if (arg === '--as-job' || arg === '--json') continue;
+    if (arg === '--name' || arg === '-n') {
+      i++;
+      continue;
+    }
+    if (arg.startsWith('--name=')) continue;
+    out.push(arg);
+  }
+  return out;
+}
+
+function commandText(argv: readonly string[]): string {
+  const end = argv.indexOf('--');
+  return end >= 0 ? argv.slice(end + 1).join(' ') : '';
+}

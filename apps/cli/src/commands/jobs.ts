@@ -1,0 +1,284 @@
+/**
+ * The job verbs (Start-Job, Get-Job, Receive-Job, Wait-Job, Stop-Job, Remove-Job). Local jobs live
+ * in the local agent's `local` session; with `-s NAME` they live in that session's agent.
+ */
+import { resolve } from 'node:path';
+import {
+  isTerminal,
+  type RemoteJobInfo,
+  type RemoteRecord,
+  type Session,
+  type WorkRequest,
+} from '@rjob/core';
+import { bool, durationMs, parse, selectors, str } from '../args.js';
+import { dataText, jobJson, jobTable, jsonReplacer, printRecord, recordJson } from '../format.js';
+import { helpFor } from '../help.js';
+import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
+import { onJobSession, withContext } from '../run-command.js';
+
+const SESSION_OPTION = { session: { type: 'string', short: 's' } } as const;
+
+export async function start(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals, rest } = parse(argv, {
+    ...SESSION_OPTION,
+    name: { type: 'string', short: 'n' },
+    type: { type: 'string', short: 't' },
+    eval: { type: 'string', short: 'e' },
+    file: { type: 'string', short: 'f' },
+    computer: { type: 'string', short: 'c' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return helpFor('start', io);
+  if (str(values.computer) !== undefined) {
+    // A job started over a temporary connection would end with it (S4): never lose it silently.
+    throw usageError(
+      'start -c would lose the job when the connection ends; open a session (rjob session new HOST --name S) and use -s S, or use rjob invoke -c HOST --as-job',
+    );
+  }
+  const sessionName = str(values.session);
+  const request = workRequest(
+    { type: str(values.type), eval: str(values.eval), file: str(values.file), positionals, rest },
+    io,
+    // Only jobs in the local agent run in the caller's directory; `enter` and -s are remote.
+    sessionName === undefined && io.session === undefined,
+  );
+  const name = str(values.name);
+  if (name !== undefined) {
+    if (/^\d+$/.test(name)) throw usageError('a job name cannot be all digits (it would read as an id)');
+    request.name = name;
+  }
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    const info = await onJobSession(ctx, sessionName, (session) => session.jobs.start(request));
+    io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
+    return ExitCode.Ok;
+  });
+}
+
+interface WorkFlags {
+  type: string | undefined;
+  eval: string | undefined;
+  file: string | undefined;
+  positionals: string[];
+  rest: string[] | undefined;
+}
+
+/** The job definition from the flags: `-- CMD…`, `--eval JS` or `--file SCRIPT [-- ARGS…]`. */
+export function workRequest(flags: WorkFlags, io: CliIo, local: boolean): WorkRequest {
+  const type = flags.type ?? 'process';
+  if (type !== 'process' && type !== 'thread') throw usageError(`--type is process or thread, not ${type}`);
+  if (flags.positionals.length > 0) {
+    throw usageError(`unexpected argument ${flags.positionals[0]}; put the command after --`);
+  }
+  const given = [flags.eval !== undefined, flags.file !== undefined, flags.rest !== undefined].filter(
+    Boolean,
+  );
+  if (given.length === 0) throw usageError('nothing to run: give -- COMMAND, --eval JS or --file SCRIPT');
+  if (flags.eval === undefined && flags.file === undefined && (flags.rest ?? []).length === 0) {
+    throw usageError('nothing to run after --');
+  }
+  if (flags.eval !== undefined && flags.file !== undefined)
+    throw usageError('--eval and --file cannot be combined');
+  // Local jobs run where the user is, not in the agent's directory; remote ones in the session's.
+  const cwd = local ? { cwd: io.cwd } : {};
+  if (flags.eval !== undefined) {
+    const args = flags.rest ?? [];
+    if (type === 'thread') return { type, definition: { eval: flags.eval, args } };
+    return { type, definition: { eval: flags.eval, args, ...cwd } };
+  }
+  if (flags.file !== undefined) {
+    if (type === 'thread') throw usageError('--file runs a program; use --type process (the default)');
+    const file = local ? resolve(io.cwd, flags.file) : flags.file;
+    return { type, definition: { file, args: flags.rest ?? [], ...cwd } };
+  }
+  if (type === 'thread') throw usageError('a thread job runs JavaScript: use --eval JS');
+  // One word is a whole command line (`-- 'sleep 1; echo hi'`); several are joined as a shell would see them.
+  return { type, definition: { command: (flags.rest ?? []).join(' '), ...cwd } };
+}
+
+export async function get(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    ...SESSION_OPTION,
+    children: { type: 'boolean' },
+    json: { type: 'boolean' },
+    state: { type: 'string' },
+  });
+  if (values.help) return helpFor('get', io);
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    const jobs = await onJobSession(ctx, str(values.session), async (session) => {
+      const found = await findJobs(session, positionals);
+      if (!bool(values.children)) return found;
+      const childIds = found.flatMap((job) => job.childIds);
+      const children =
+        childIds.length > 0 ? await session.jobs.get({ ids: childIds, includeChildren: true }) : [];
+      return [...found, ...children];
+    });
+    const state = str(values.state);
+    const shown = state ? jobs.filter((job) => job.state.toLowerCase() === state.toLowerCase()) : jobs;
+    if (values.json) io.stdout.write(`${JSON.stringify(shown.map(jobJson), jsonReplacer)}\n`);
+    else if (shown.length > 0) io.stdout.write(jobTable(shown));
+    return ExitCode.Ok;
+  });
+}
+
+/** Jobs named by ids or names (wildcards allowed); every literal one must exist. No selector: all. */
+async function findJobs(session: Session<unknown>, positionals: readonly string[]): Promise<RemoteJobInfo[]> {
+  if (positionals.length === 0) return session.jobs.get({});
+  const out = new Map<number, RemoteJobInfo>();
+  for (const selector of selectors(positionals)) {
+    const filter = typeof selector === 'number' ? { ids: [selector] } : { names: [selector] };
+    const jobs = await session.jobs.get({ ...filter, includeChildren: true });
+    if (jobs.length === 0 && !(typeof selector === 'string' && /[*?]/.test(selector))) {
+      throw new CliError(ExitCode.NotFound, 'ERR_JOB_NOT_FOUND', `no job ${selector}${where(session)}`);
+    }
+    for (const job of jobs) out.set(job.id, job);
+  }
+  return [...out.values()];
+}
+
+const where = (session: Session<unknown>): string =>
+  session.name === 'local' ? '' : ` in session ${session.name}`;
+
+function requireSelectors(positionals: readonly string[], verb: string): void {
+  if (positionals.length === 0) throw usageError(`${verb} needs a job id or name`);
+}
+
+export async function receive(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    ...SESSION_OPTION,
+    keep: { type: 'boolean', short: 'k' },
+    wait: { type: 'boolean', short: 'w' },
+    ndjson: { type: 'boolean' },
+  });
+  if (values.help) return helpFor('receive', io);
+  requireSelectors(positionals, 'receive');
+  const keep = bool(values.keep);
+  const print = (record: RemoteRecord): void => {
+    if (values.ndjson) io.stdout.write(`${recordJson(record)}\n`);
+    else printRecord(io, record);
+  };
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const jobs = await findJobs(session, positionals);
+      const ids = jobs.map((job) => job.id);
+      let failedShown = new Set<number>();
+      if (values.wait) {
+        failedShown = await streamUntilDone(session, ids, keep, print);
+      } else {
+        for (const record of await session.jobs.receive(ids, { keep })) {
+          if (record.reason) failedShown.add(record.jobId);
+          print(record);
+        }
+      }
+      const after = await session.jobs.get({ ids, includeChildren: true });
+      let failed = false;
+      for (const job of after) {
+        if (job.state !== 'Failed') continue;
+        failed = true;
+        // A parent's reason names its children's; each child's own reason is printed already.
+        if (!failedShown.has(job.id) && job.reason && !values.ndjson) {
+          io.stderr.write(`FAILED: job ${job.id} (${job.name}): ${dataText(job.reason)}\n`);
+        }
+      }
+      return failed ? ExitCode.JobFailed : ExitCode.Ok;
+    }),
+  );
+}
+
+/** `receive --wait`: streams the jobs' records as they come until every job has finished. */
+function streamUntilDone(
+  session: Session<unknown>,
+  ids: number[],
+  keep: boolean,
+  print: (record: RemoteRecord) => void,
+): Promise<Set<number>> {
+  const failedShown = new Set<number>();
+  return new Promise((resolvePromise, reject) => {
+    const subscription = session.subscribe(
+      ids,
+      {
+        onRecord(record) {
+          if (record.reason) failedShown.add(record.jobId);
+          print(record);
+        },
+        onEnd() {
+          resolvePromise(failedShown);
+        },
+        onSessionEnd(reason) {
+          reject(reason);
+        },
+      },
+      { keep },
+    );
+    subscription.jobs.catch(reject);
+  });
+}
+
+export async function wait(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    ...SESSION_OPTION,
+    any: { type: 'boolean' },
+    timeout: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return helpFor('wait', io);
+  const timeout = str(values.timeout);
+  const timeoutMs = timeout === undefined ? undefined : durationMs(timeout, '--timeout');
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const jobs = await findJobs(session, positionals);
+      if (jobs.length === 0) return ExitCode.Ok;
+      const ids = jobs.map((job) => job.id);
+      const done = await session.jobs.wait(ids, {
+        ...(values.any ? { any: true } : {}),
+        ...(timeoutMs === undefined ? {} : { timeoutMs }),
+      });
+      if (done.length === 0 && !jobs.every((job) => isTerminal(job.state))) {
+        throw new CliError(
+          ExitCode.Timeout,
+          'ERR_TIMEOUT',
+          `timed out after ${/^[\d.]+$/.test(timeout!) ? `${timeout}s` : timeout} waiting for job${ids.length > 1 ? 's' : ''} ${ids.join(', ')}`,
+        );
+      }
+      io.stdout.write(values.json ? `${JSON.stringify(done.map(jobJson), jsonReplacer)}\n` : jobTable(done));
+      return ExitCode.Ok;
+    }),
+  );
+}
+
+export async function stop(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, { ...SESSION_OPTION });
+  if (values.help) return helpFor('stop', io);
+  requireSelectors(positionals, 'stop');
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const ids = (await findJobs(session, positionals)).map((job) => job.id);
+      const stopped = await session.jobs.stop(ids);
+      io.stdout.write(jobTable(stopped));
+      return ExitCode.Ok;
+    }),
+  );
+}
+
+export async function remove(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, { ...SESSION_OPTION, force: { type: 'boolean' } });
+  if (values.help) return helpFor('remove', io);
+  requireSelectors(positionals, 'remove');
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const jobs = await findJobs(session, positionals);
+      const running = jobs.filter((job) => !isTerminal(job.state));
+      if (running.length > 0 && !values.force) {
+        throw new CliError(
+          ExitCode.Refused,
+          'ERR_JOB_RUNNING',
+          `job ${running[0]!.id} (${running[0]!.name}) is ${running[0]!.state}; stop it first or use --force`,
+        );
+      }
+      await session.jobs.remove(
+        jobs.map((job) => job.id),
+        { force: bool(values.force) },
+      );
+      return ExitCode.Ok;
+    }),
+  );
+}

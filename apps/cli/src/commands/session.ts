@@ -1,0 +1,254 @@
+/**
+ * `rjob session …` (New-PSSession, Get-PSSession, Connect/Disconnect/Receive/Remove-PSSession).
+ * A named session's id and resume secret are kept in the state directory (0600), so any later
+ * invocation, or `rjob enter`, can take it over; between invocations it is Disconnected on its
+ * agent and its jobs run on.
+ */
+import { openSession, type SessionInfo } from '@rjob/core';
+import { bool, parse, str, strs } from '../args.js';
+import type { CliContext } from '../context.js';
+import { printRecord, recordJson, type SessionRow, sessionTable } from '../format.js';
+import { helpFor } from '../help.js';
+import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
+import { withContext } from '../run-command.js';
+import type { StoredSession } from '../state.js';
+import { expandComputers } from '../targets.js';
+
+export async function session(argv: readonly string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = argv;
+  switch (sub) {
+    case 'new':
+      return newSession(rest, io);
+    case 'list':
+    case 'ls':
+      return listSessions(rest, io);
+    case 'connect':
+      return connectCmd(rest, io);
+    case 'disconnect':
+      return disconnectCmd(rest, io);
+    case 'receive':
+      return receiveCmd(rest, io);
+    case 'remove':
+    case 'rm':
+      return removeCmd(rest, io);
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      return helpFor('session', io);
+    default:
+      throw usageError(`unknown session command ${sub}`);
+  }
+}
+
+function transportName(target: string): string {
+  if (target === 'localhost' || target === 'local') return 'unix';
+  return /^wss?:\/\//i.test(target) ? 'ws' : 'ssh';
+}
+
+async function newSession(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, { name: { type: 'string', short: 'n' } });
+  if (values.help) return helpFor('session', io);
+  if (positionals.length !== 1)
+    throw usageError('session new needs one host (localhost, an ssh target or a ws URL)');
+  const target = positionals[0]!;
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    const existing = await ctx.store.list();
+    let name = str(values.name);
+    if (name !== undefined && existing.some((s) => s.name === name)) {
+      throw usageError(`a session named ${name} exists already`);
+    }
+    if (name === undefined) {
+      let n = existing.length + 1;
+      while (existing.some((s) => s.name === `Session${n}`)) n++;
+      name = `Session${n}`;
+    }
+    const resolved = await ctx.targets.resolve(target);
+    const opened = await openSession(resolved.transport, resolved.target, {
+      name,
+      computerName: resolved.computerName,
+      autoReconnect: false,
+    });
+    await ctx.store.put({
+      name,
+      target,
+      sessionId: opened.sessionId!,
+      resumeSecret: opened.resumeSecret!,
+      createdAtMs: Date.now(),
+    });
+    const info = await opened.request('session.info');
+    // This process ends now; the session stays on the agent, Disconnected, until the next command.
+    await opened.disconnect();
+    io.stdout.write(sessionTable([row(existing.length + 1, { name, target }, info)]));
+    return ExitCode.Ok;
+  });
+}
+
+function row(
+  id: number,
+  stored: Pick<StoredSession, 'name' | 'target'>,
+  info: SessionInfo | undefined,
+): SessionRow {
+  return {
+    id,
+    name: stored.name,
+    transport: transportName(stored.target),
+    computerName: info?.computerName ?? stored.target,
+    state: info?.state ?? 'Unknown',
+    availability: info?.availability ?? 'Unknown',
+  };
+}
+
+/**
+ * Asks each agent which sessions it holds for us, through a short-lived session of its own (closed
+ * again), so listing never takes a session over from a client that is using it.
+ */
+async function agentSessions(ctx: CliContext, target: string): Promise<SessionInfo[]> {
+  const resolved = await ctx.targets.resolve(target);
+  const probe = await openSession(resolved.transport, resolved.target, {
+    computerName: resolved.computerName,
+    autoReconnect: false,
+  });
+  try {
+    const all = await probe.request('session.list');
+    return all.filter((info) => info.sessionId !== probe.sessionId);
+  } finally {
+    await probe.close();
+  }
+}
+
+async function listSessions(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values } = parse(argv, {
+    computer: { type: 'string', short: 'c', multiple: true },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return helpFor('session', io);
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    const computers = strs(values.computer);
+    let rows: SessionRow[];
+    if (computers.length > 0) {
+      // Get-PSSession -ComputerName: what the agents hold, including sessions other clients opened.
+      rows = [];
+      const stored = await ctx.store.list();
+      for (const target of await expandComputers(computers, io)) {
+        for (const info of await agentSessions(ctx, target)) {
+          const known = stored.find((s) => s.sessionId === info.sessionId);
+          rows.push(row(rows.length + 1, { name: known?.name ?? info.name, target }, info));
+        }
+      }
+    } else {
+      const stored = await ctx.store.list();
+      const byTarget = new Map<string, Promise<SessionInfo[] | undefined>>();
+      for (const s of stored) {
+        if (!byTarget.has(s.target))
+          byTarget.set(
+            s.target,
+            agentSessions(ctx, s.target).catch(() => undefined),
+          );
+      }
+      rows = [];
+      for (const [i, s] of stored.entries()) {
+        const infos = await byTarget.get(s.target)!;
+        const info = infos?.find((candidate) => candidate.sessionId === s.sessionId);
+        const r = row(i + 1, s, info);
+        // Reachable agent, session unknown to it: it expired or its agent lost it.
+        if (infos && !info) r.state = 'Broken';
+        rows.push(r);
+      }
+    }
+    if (values.json) io.stdout.write(`${JSON.stringify(rows)}\n`);
+    else if (rows.length > 0) io.stdout.write(sessionTable(rows));
+    return ExitCode.Ok;
+  });
+}
+
+async function connectCmd(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {});
+  if (values.help) return helpFor('session', io);
+  const name = oneName(positionals, 'connect');
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    const stored = await ctx.storedSession(name);
+    const s = await ctx.namedSession(name);
+    const info = await s.request('session.info');
+    io.stdout.write(
+      sessionTable([
+        row((await ctx.store.list()).findIndex((x) => x.name === stored.name) + 1, stored, info),
+      ]),
+    );
+    return ExitCode.Ok;
+  });
+}
+
+async function disconnectCmd(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {});
+  if (values.help) return helpFor('session', io);
+  const name = oneName(positionals, 'disconnect');
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    const stored = await ctx.storedSession(name);
+    const s = await ctx.namedSession(name);
+    ctx.release(s);
+    await s.disconnect();
+    io.stdout.write(
+      sessionTable([
+        {
+          ...row((await ctx.store.list()).findIndex((x) => x.name === stored.name) + 1, stored, undefined),
+          computerName: s.computerName,
+          state: 'Disconnected',
+          availability: 'None',
+        },
+      ]),
+    );
+    return ExitCode.Ok;
+  });
+}
+
+async function receiveCmd(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    keep: { type: 'boolean', short: 'k' },
+    ndjson: { type: 'boolean' },
+    'out-target': { type: 'string' },
+  });
+  if (values.help) return helpFor('session', io);
+  const name = oneName(positionals, 'receive');
+  const outTarget = str(values['out-target']) ?? 'host';
+  if (outTarget !== 'host') {
+    throw new CliError(
+      ExitCode.Usage,
+      'ERR_USAGE',
+      `--out-target ${outTarget} is not supported by the CLI yet; the session's jobs are reachable with: rjob receive -s ${name} ID --wait`,
+    );
+  }
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    const s = await ctx.namedSession(name);
+    for (const record of await s.receive({ keep: bool(values.keep) })) {
+      if (values.ndjson) io.stdout.write(`${recordJson(record)}\n`);
+      else printRecord(io, record);
+    }
+    return ExitCode.Ok;
+  });
+}
+
+async function removeCmd(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {});
+  if (values.help) return helpFor('session', io);
+  const name = oneName(positionals, 'remove');
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    await ctx.storedSession(name);
+    try {
+      const s = await ctx.namedSession(name);
+      ctx.release(s);
+      // Remove-PSSession: the agent stops and removes the session's jobs.
+      await s.close();
+    } catch (error) {
+      // Already gone on its agent: forgetting the handle is all that is left to do.
+      if (!(error instanceof CliError && error.code === 'ERR_SESSION_NOT_FOUND')) throw error;
+    }
+    await ctx.store.delete(name);
+    return ExitCode.Ok;
+  });
+}
+
+function oneName(positionals: readonly string[], verb: string): string {
+  if (positionals.length !== 1) throw usageError(`session ${verb} needs one session name`);
+  return positionals[0]!;
+}

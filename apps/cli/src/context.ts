@@ -1,0 +1,117 @@
+/**
+ * One CLI invocation's view of the world: state paths, the session store, target resolution, and
+ * the sessions it attached to (left Disconnected again when the command ends, so their jobs go on).
+ */
+import { connectSession, openSession, RjobError, type Session } from '@rjob/core';
+import { CliError, type CliIo, ExitCode } from './io.js';
+import { SessionStore, type StatePaths, type StoredSession, statePaths } from './state.js';
+import { TargetResolver } from './targets.js';
+
+/** Name of the session in the local agent that holds `rjob start`'s jobs. */
+export const LOCAL_SESSION_NAME = 'local';
+/**
+ * Idle expiry of the local session: the longest a Node timer allows (about 24.8 days). The CLI is
+ * disconnected between invocations, and the agent's default (2 h) would silently end local jobs.
+ */
+const LOCAL_IDLE_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** The agent no longer knows these credentials (wiped state, expired session): open a new one. */
+const STALE_CREDENTIAL_CODES = new Set(['ERR_SESSION_NOT_FOUND', 'ERR_UNAUTHORIZED', 'ERR_RESUME_FAILED']);
+
+export class CliContext {
+  readonly io: CliIo;
+  readonly paths: StatePaths;
+  readonly store: SessionStore;
+  readonly targets: TargetResolver;
+  readonly #attached: Session<unknown>[] = [];
+
+  constructor(io: CliIo, stateDirFlag?: string) {
+    this.io = io;
+    this.paths = statePaths(io, stateDirFlag);
+    this.store = new SessionStore(this.paths.stateDir);
+    this.targets = new TargetResolver(io, this.paths);
+  }
+
+  /**
+   * The local jobs' session, taken over with the stored credentials (a CLI process holds it only
+   * while a command runs); opened and remembered on first use.
+   */
+  async localSession(): Promise<Session<unknown>> {
+    const { transport, target } = await this.targets.resolve('localhost');
+    const stored = await this.store.local();
+    let session: Session<unknown> | undefined;
+    if (stored) {
+      try {
+        session = await connectSession(transport, target, {
+          ...stored,
+          name: LOCAL_SESSION_NAME,
+          computerName: 'localhost',
+          autoReconnect: false,
+        });
+      } catch (error) {
+        if (!(RjobError.is(error) && STALE_CREDENTIAL_CODES.has(error.code))) throw error;
+      }
+    }
+    if (!session) {
+      session = await openSession(transport, target, {
+        name: LOCAL_SESSION_NAME,
+        computerName: 'localhost',
+        autoReconnect: false,
+      });
+      await session.request('session.configure', { idleTimeoutMs: LOCAL_IDLE_TIMEOUT_MS });
+      await this.store.setLocal({ sessionId: session.sessionId!, resumeSecret: session.resumeSecret! });
+    }
+    this.#attached.push(session);
+    return session;
+  }
+
+  async storedSession(name: string): Promise<StoredSession> {
+    const stored = await this.store.find(name);
+    if (!stored) throw new CliError(ExitCode.NotFound, 'ERR_UNKNOWN_SESSION', `no session named ${name}`);
+    return stored;
+  }
+
+  /** A session `rjob session new` made, taken over for this command. */
+  async namedSession(name: string): Promise<Session<unknown>> {
+    const stored = await this.storedSession(name);
+    const { transport, target, computerName } = await this.targets.resolve(stored.target);
+    try {
+      const session = await connectSession(transport, target, {
+        sessionId: stored.sessionId,
+        resumeSecret: stored.resumeSecret,
+        name: stored.name,
+        computerName,
+        autoReconnect: false,
+      });
+      this.#attached.push(session);
+      return session;
+    } catch (error) {
+      if (RjobError.is(error) && STALE_CREDENTIAL_CODES.has(error.code)) {
+        throw new CliError(
+          ExitCode.NotFound,
+          'ERR_SESSION_NOT_FOUND',
+          `session ${name} no longer exists on ${stored.target} (remove it with: rjob session remove ${name})`,
+        );
+      }
+      throw error;
+    }
+  }
+
+  /** `-s NAME` when given, else the local jobs' session. */
+  async jobSession(sessionName: string | undefined): Promise<Session<unknown>> {
+    if (sessionName === undefined && this.io.session) return this.io.session;
+    return sessionName === undefined ? this.localSession() : this.namedSession(sessionName);
+  }
+
+  /** Forgets a session: a later `dispose` must not disconnect it (it was closed). */
+  release(session: Session<unknown>): void {
+    const at = this.#attached.indexOf(session);
+    if (at >= 0) this.#attached.splice(at, 1);
+  }
+
+  /** Leaves every attached session Disconnected (its jobs keep running in the agent). */
+  async dispose(): Promise<void> {
+    const sessions = this.#attached.splice(0);
+    await Promise.allSettled(sessions.map((session) => session.disconnect()));
+  }
+}

@@ -1,0 +1,146 @@
+import { inspect } from 'node:util';
+import type { RemoteJobInfo, RemoteRecord, SessionInfo } from '@rjob/core';
+import { type CliIo, useColor } from './io.js';
+
+/** Left-aligned columns two spaces apart, as PowerShell's table view. */
+export function table(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return `${[line(headers), ...rows.map(line)].join('\n')}\n`;
+}
+
+export const JOB_COLUMNS = ['Id', 'Name', 'Type', 'State', 'HasMoreData', 'Location', 'Command'] as const;
+export const SESSION_COLUMNS = ['Id', 'Name', 'Transport', 'ComputerName', 'State', 'Availability'] as const;
+
+const pwshBool = (value: boolean): string => (value ? 'True' : 'False');
+
+/** One line per command, so a table row never wraps into the next. */
+const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, '; ');
+
+export function jobRow(job: RemoteJobInfo): string[] {
+  return [
+    String(job.id),
+    job.name,
+    job.type,
+    job.state,
+    pwshBool(job.hasMoreData),
+    job.location,
+    oneLine(job.command),
+  ];
+}
+
+export function jobTable(jobs: readonly RemoteJobInfo[]): string {
+  return table(JOB_COLUMNS, jobs.map(jobRow));
+}
+
+export interface SessionRow {
+  id: number | string;
+  name: string;
+  transport: string;
+  computerName: string;
+  state: SessionInfo['state'] | 'Unknown';
+  availability: SessionInfo['availability'] | 'Unknown';
+}
+
+export function sessionTable(rows: readonly SessionRow[]): string {
+  return table(
+    SESSION_COLUMNS,
+    rows.map((r) => [String(r.id), r.name, r.transport, r.computerName, r.state, r.availability]),
+  );
+}
+
+/** A record's data as text: strings as they are, everything else inspected on one line. */
+export function dataText(data: unknown): string {
+  if (typeof data === 'string') return data;
+  // A reason can arrive as an Error or still serialized ({ name, message, code }).
+  if (data instanceof Error || isErrorLike(data)) {
+    const { message, code } = data as { message: string; code?: unknown };
+    return typeof code === 'string' ? `${message} (${code})` : message;
+  }
+  return inspect(data, { depth: 6, breakLength: Number.POSITIVE_INFINITY, colors: false });
+}
+
+const LABELS: Partial<Record<RemoteRecord['stream'], string>> = {
+  warning: 'WARNING: ',
+  verbose: 'VERBOSE: ',
+  debug: 'DEBUG: ',
+};
+
+/** ANSI colours for labelled streams, only when allowed (NO_COLOR, a terminal). */
+const COLORS: Partial<Record<RemoteRecord['stream'], [string, string]>> = {
+  error: ['\u001b[31m', '\u001b[39m'],
+  warning: ['\u001b[33m', '\u001b[39m'],
+  verbose: ['\u001b[36m', '\u001b[39m'],
+  debug: ['\u001b[36m', '\u001b[39m'],
+};
+
+/**
+ * Writes one record the way a shell user expects: output and information on stdout, the error
+ * stream on stderr, warning / verbose / debug labelled on stderr, progress only on a terminal.
+ * `prefix` (fan-out) goes before every line so interleaved hosts stay readable.
+ */
+export function printRecord(io: CliIo, record: RemoteRecord, prefix = ''): void {
+  const stream = record.stream;
+  if (stream === 'progress') {
+    if (io.stderr.isTTY) io.stderr.write(`${prefix}PROGRESS: ${dataText(record.data)}\n`);
+    return;
+  }
+  const toStdout = stream === 'output' || stream === 'information';
+  const target = toStdout ? io.stdout : io.stderr;
+  let label = LABELS[stream] ?? '';
+  if (record.reason) label = 'FAILED: ';
+  let text = dataText(record.data);
+  if (text.endsWith('\n')) text = text.slice(0, -1);
+  const color = !toStdout && useColor(io, target) ? COLORS[stream] : undefined;
+  const lines = text.split('\n').map((line) => `${prefix}${label}${line}`);
+  const body = lines.join('\n');
+  target.write(`${color ? `${color[0]}${body}${color[1]}` : body}\n`);
+}
+
+/** `--ndjson`: one JSON object per record, values made JSON-safe. */
+export function recordJson(record: RemoteRecord): string {
+  return JSON.stringify(
+    {
+      stream: record.stream,
+      data: record.data,
+      jobId: record.jobId,
+      seq: record.seq,
+      timeMs: record.timeMs,
+      location: record.location,
+      computerName: record.computerName,
+      ...(record.reason ? { reason: true } : {}),
+    },
+    jsonReplacer,
+  );
+}
+
+export function jsonReplacer(_key: string, value: unknown): unknown {
+  if (typeof value === 'bigint') return value.toString();
+  if (value instanceof Error) {
+    const code = (value as { code?: unknown }).code;
+    return { name: value.name, message: value.message, ...(typeof code === 'string' ? { code } : {}) };
+  }
+  if (value instanceof Map) return Object.fromEntries(value);
+  if (value instanceof Set) return [...value];
+  if (ArrayBuffer.isView(value) && !(value instanceof DataView))
+    return Array.from(value as unknown as ArrayLike<number>);
+  return value;
+}
+
+export function jobJson(job: RemoteJobInfo): unknown {
+  const { reason, ...rest } = job;
+  return { ...rest, ...(reason ? { reason: { message: reason.message, code: reason.code } } : {}) };
+}
+
+function isErrorLike(value: unknown): boolean {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { message?: unknown }).message === 'string' &&
+    typeof (value as { name?: unknown }).name === 'string'
+  );
+}

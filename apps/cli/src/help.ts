@@ -1,0 +1,212 @@
+import { type CliIo, ExitCode } from './io.js';
+
+const COMMON = `
+Common options:
+  -s, --session NAME   work in a named session (rjob session new) instead of the local agent
+  --state-dir DIR      state directory (default $RJOB_STATE_DIR, else ~/.local/state/rjob)
+  -h, --help           this help`;
+
+export const HELP: Record<string, string> = {
+  rjob: `rjob: PowerShell-style jobs and remoting from a shell
+
+Usage: rjob <command> [options]
+
+Jobs (in the local agent, or in a session with -s):
+  start      start a background job            rjob start --name build -- 'make all'
+  get        list jobs                         rjob get
+  receive    print what jobs produced          rjob receive build --keep
+  wait       wait for jobs to finish           rjob wait build --timeout 60
+  stop       stop jobs                         rjob stop build
+  remove     remove finished jobs              rjob remove build
+
+Remoting:
+  invoke     run a command on hosts            rjob invoke -c web1,web2 -- uptime
+  session    open, list, disconnect sessions   rjob session new web1 --name s1
+  enter      an interactive remote prompt      rjob enter web1
+
+Other:
+  agent      the local agent daemon            rjob agent status
+  completion shell completion script           rjob completion bash
+
+Run 'rjob <command> --help' for a command's options. Exit codes: docs/cli.md.
+`,
+  start: `Usage: rjob start [options] -- COMMAND...
+       rjob start --type thread --eval JS [-- ARGS...]
+       rjob start --file PROGRAM [-- ARGS...]
+
+Starts a job and prints it. Local jobs run in the local agent (started on first use), so they
+outlive this shell; 'rjob agent stop' ends them.
+
+Options:
+  -n, --name NAME      name the job (names are how later verbs find it)
+  -t, --type TYPE      process (default: a child process) or thread (a worker thread in the agent)
+  -e, --eval JS        the body of an async generator; yielded values become output records
+  -f, --file PROGRAM   run a program with the arguments after --, no shell involved
+  --json               print the job as JSON
+${COMMON}
+
+Examples:
+  rjob start --name build -- 'sleep 1; echo built'
+  rjob start --type thread --eval 'for (let i = 0; i < 3; i++) yield i'
+  rjob start -s s1 --name audit -- 'find /etc -name "*.conf"'
+`,
+  get: `Usage: rjob get [ID|NAME...] [options]
+
+Lists jobs (Get-Job). Names accept * and ? wildcards.
+
+Options:
+  --children           also list the child jobs of the jobs shown (one per host of a fan-out)
+  --state STATE        only jobs in that state (Running, Completed, Failed, ...)
+  --json               print JSON instead of a table
+${COMMON}
+
+Examples:
+  rjob get
+  rjob get sys --children
+  rjob get -s s1 --json
+`,
+  receive: `Usage: rjob receive ID|NAME... [options]
+
+Prints what jobs produced (Receive-Job): output on stdout, the error stream on stderr, warnings and
+verbose/debug messages labelled on stderr. What is printed is consumed unless --keep. A Failed
+job's reason is printed every time, and the exit code is 1.
+
+Options:
+  -k, --keep           leave the records in the job
+  -w, --wait           keep printing as records come, until the jobs finish
+  --ndjson             one JSON object per record on stdout
+${COMMON}
+
+Examples:
+  rjob receive build
+  rjob receive 2 --keep
+  rjob receive -s s1 audit --keep --ndjson
+`,
+  wait: `Usage: rjob wait ID|NAME... [options]
+
+Waits until the jobs have finished (Wait-Job) and prints them. With no job, waits for every job.
+
+Options:
+  --any                return when the first job finishes
+  --timeout DURATION   give up after this long (30 = 30 s; also 500ms, 2m); exit code 5
+  --json               print JSON instead of a table
+${COMMON}
+
+Examples:
+  rjob wait build
+  rjob wait 1 2 --any --timeout 5m
+`,
+  stop: `Usage: rjob stop ID|NAME... [options]
+
+Stops jobs (Stop-Job): a process job gets SIGTERM, then SIGKILL after its grace period.
+${COMMON}
+
+Example:
+  rjob stop build
+`,
+  remove: `Usage: rjob remove ID|NAME... [--force] [options]
+
+Removes jobs and their records (Remove-Job). A job still running is refused (exit 6) unless --force,
+which stops it first.
+
+Options:
+  --force              stop running jobs, then remove them
+${COMMON}
+
+Examples:
+  rjob remove build
+  rjob remove 3 --force
+`,
+  invoke: `Usage: rjob invoke -c HOST[,HOST...] [options] -- COMMAND...
+
+Runs a command on every host (Invoke-Command): each line of output is prefixed with [host], and a
+summary of succeeded / failed / unreachable hosts goes to stderr at the end.
+
+HOST is 'localhost' (the local agent), an ssh target ([user@]host[:port] or a ~/.ssh/config alias),
+or a ws:// or wss:// URL of an agent's WebSocket listener. @FILE reads hosts from a file, one a line.
+
+Options:
+  -c, --computer HOSTS comma-separated hosts or @FILE (repeatable)
+  --throttle N         hosts worked on at once (default 32)
+  --as-job             run as a job in the local agent, one child job per host; prints the job
+  -n, --name NAME      with --as-job: name the job
+  -t, --type TYPE      process (default) or thread, as for start
+  -e, --eval JS        run JavaScript instead of a command
+  --no-prefix          print output lines without the [host] prefix
+${COMMON}
+
+Environment: RJOB_REMOTE_AGENT (remote agent command, default 'rjob agent --stdio'),
+RJOB_SSH_KNOWN_HOSTS, RJOB_SSH_IDENTITY, RJOB_SSH_STRICT (yes|accept-new|no), RJOB_WS_TOKEN_FILE.
+
+Exit codes: 0 all succeeded, 1 some command failed, 4 some host unreachable (wins over 1).
+
+Examples:
+  rjob invoke -c localhost -- 'echo hello from rjob'
+  rjob invoke -c web1,web2 -- 'uname -a'
+  rjob invoke -c @hosts.txt --throttle 32 -- 'hostname; uptime'
+  rjob invoke -c web1,web2 --as-job --name sys -- 'uname -a'
+`,
+  session: `Usage: rjob session new HOST [--name NAME]
+       rjob session list [-c HOST[,HOST...]] [--json]
+       rjob session connect|disconnect|remove NAME
+       rjob session receive NAME [--keep] [--ndjson]
+
+Persistent sessions with an agent (New-PSSession and friends). A session's jobs and their results
+stay on its agent; between rjob commands the session is Disconnected and its jobs run on. Its id
+and resume secret are kept in the state directory (mode 0600), so any later command can take it
+over. Use it with -s NAME on start, get, receive, wait, stop, remove and invoke, or 'rjob enter NAME'.
+
+  new        open a session (HOST as for invoke -c) and remember it
+  list       the remembered sessions and their state on their agents; with -c, every session
+             the agents hold for you (to find one opened elsewhere)
+  connect    take the session over and show it (fails when its agent lost it)
+  disconnect leave it Disconnected (its jobs go on)
+  receive    print (and consume unless --keep) what the session's jobs hold
+  remove     end the session on its agent (its jobs are stopped and removed) and forget it
+${COMMON}
+
+Examples:
+  rjob session new server01 --name s1
+  rjob start -s s1 --name audit -- 'find /etc -name "*.conf"'
+  rjob receive -s s1 audit --keep
+  rjob session remove s1
+`,
+  enter: `Usage: rjob enter HOST|SESSION
+
+An interactive prompt in a remote session (Enter-PSSession). At the prompt '[HOST] rjob> ':
+  - start, get, receive, wait, stop, remove run inside the session (their jobs live there);
+  - 'VERB … > FILE' writes the verb's output to FILE on the remote host;
+  - any other line runs as a shell command there;
+  - 'exit' leaves.
+A HOST gets a temporary session that ends, with its jobs, on exit; a SESSION made with
+'rjob session new' stays, with its jobs, after exit.
+
+Examples:
+  rjob enter server01
+  rjob session new server01 --name s1 && rjob enter s1
+`,
+  agent: `Usage: rjob agent start|stop|status
+       rjob agent daemon [--socket PATH] [--state-dir DIR]
+       rjob agent --stdio [--no-daemon] [--socket PATH] [--state-dir DIR]
+
+The local agent daemon holds local jobs and sessions. 'start' starts it if it is not running,
+'stop' ends it and every job in it, 'status' tells whether it runs (exit 3 when not). 'daemon'
+runs it in the foreground; '--stdio' is what a remote host runs over SSH: it bridges stdio to the
+daemon and starts the daemon when needed.
+
+Examples:
+  rjob agent status
+  rjob agent stop
+`,
+  completion: `Usage: rjob completion bash|zsh
+
+Prints a completion script. Examples:
+  source <(rjob completion bash)
+  rjob completion zsh > "\${fpath[1]}/_rjob"
+`,
+};
+
+export function helpFor(verb: string, io: CliIo): number {
+  io.stdout.write(HELP[verb] ?? HELP.rjob!);
+  return ExitCode.Ok;
+}

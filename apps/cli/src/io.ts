@@ -1,0 +1,84 @@
+/**
+ * What every command gets instead of touching `process` directly, so tests can run commands
+ * in-process with their own streams, environment and directory.
+ */
+import type { Session } from '@rjob/core';
+
+export interface CliIo {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  stdin?: NodeJS.ReadableStream & { isTTY?: boolean };
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  /**
+   * How to run this CLI again (node options and entry script after `process.execPath`), used to
+   * start the agent daemon as `<self> agent daemon`. Default: this process's own execArgv and script.
+   */
+  selfCommand?: string[];
+  /**
+   * Set by `rjob enter`: the session job verbs run in when no `-s` is given, instead of the local
+   * jobs' session. It belongs to `enter`, which disconnects or closes it.
+   */
+  session?: Session<unknown>;
+}
+
+/** Documented in docs/cli.md; scripts branch on these. */
+export const ExitCode = {
+  Ok: 0,
+  /** A job (or a host's command) failed. */
+  JobFailed: 1,
+  /** Bad flag, missing argument, unknown verb. */
+  Usage: 2,
+  /** No such job or session. */
+  NotFound: 3,
+  /** A host or agent could not be reached: refused, unresolvable, refused host key, failed login. */
+  Unreachable: 4,
+  /** `wait --timeout` ran out before the jobs finished. */
+  Timeout: 5,
+  /** The job is in a state the verb refuses (remove of a running job without --force). */
+  Refused: 6,
+  /** Anything else: a bug or an agent-side failure. */
+  Internal: 10,
+} as const;
+
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** An error a command raises on purpose: one line for the user, a code for scripts. */
+export class CliError extends Error {
+  readonly exitCode: ExitCodeValue;
+  readonly code: string;
+
+  constructor(exitCode: ExitCodeValue, code: string, message: string) {
+    super(message);
+    this.name = 'CliError';
+    this.exitCode = exitCode;
+    this.code = code;
+  }
+}
+
+export function usageError(message: string): CliError {
+  return new CliError(ExitCode.Usage, 'ERR_USAGE', message);
+}
+
+export function defaultIo(): CliIo {
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    stdin: process.stdin,
+    env: process.env,
+    cwd: process.cwd(),
+  };
+}
+
+/** NO_COLOR (https://no-color.org) wins; otherwise colour only on a terminal. */
+export function useColor(io: CliIo, stream: CliIo['stdout']): boolean {
+  if (io.env.NO_COLOR !== undefined && io.env.NO_COLOR !== '') return false;
+  if (io.env.FORCE_COLOR !== undefined && io.env.FORCE_COLOR !== '0') return true;
+  return stream.isTTY === true && io.env.TERM !== 'dumb';
+}
+
+export function write(stream: NodeJS.WritableStream, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    stream.write(text, (error) => (error ? reject(error) : resolve()));
+  });
+}

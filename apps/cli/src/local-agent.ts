@@ -1,0 +1,109 @@
+/**
+ * The user's local agent daemon: local jobs live there (DESIGN §4, detached work), so they outlive
+ * the CLI process that started them. The CLI starts it on first use, as the agent's `--stdio`
+ * bridge does, and talks to it over its Unix socket.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DAEMON_LOG_FILE, DAEMON_PID_FILE, ensureStateDir, socketIsLive } from '@rjob/agent';
+import { CliError, type CliIo, ExitCode } from './io.js';
+import type { StatePaths } from './state.js';
+
+/** How long a freshly spawned daemon gets to answer on its socket. */
+const DAEMON_START_TIMEOUT_MS = 15_000;
+const POLL_INTERVAL_MS = 50;
+/** How long `rjob agent stop` waits for a clean shutdown before it kills the daemon's group. */
+const STOP_TIMEOUT_MS = 30_000;
+
+/** The node arguments (after `process.execPath`) that run this CLI again. */
+export function selfCommand(io: CliIo): string[] {
+  return io.selfCommand ?? [...process.execArgv, process.argv[1]!];
+}
+
+/** Resolves once an agent answers on the socket, starting the daemon when none does. */
+export async function ensureAgent(paths: StatePaths, io: CliIo): Promise<void> {
+  if (await socketIsLive(paths.socketPath)) return;
+  await ensureStateDir(paths.stateDir);
+  startDaemon(paths, io);
+  const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (await socketIsLive(paths.socketPath)) return;
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+  }
+  throw new CliError(
+    ExitCode.Unreachable,
+    'ERR_AGENT_UNREACHABLE',
+    `the local agent did not start on ${paths.socketPath}; see ${join(paths.stateDir, DAEMON_LOG_FILE)}`,
+  );
+}
+
+/**
+ * `rjob agent daemon`, detached into its own process group so a terminal's Ctrl-C or hangup does
+ * not reach it; two racing starts are harmless, the second daemon finds the socket taken and exits.
+ */
+function startDaemon(paths: StatePaths, io: CliIo): void {
+  const log = openSync(join(paths.stateDir, DAEMON_LOG_FILE), 'a', 0o600);
+  try {
+    const child = spawn(
+      process.execPath,
+      [...selfCommand(io), 'agent', 'daemon', '--state-dir', paths.stateDir, '--socket', paths.socketPath],
+      { detached: true, stdio: ['ignore', log, log], env: io.env, cwd: paths.stateDir },
+    );
+    child.unref();
+  } finally {
+    closeSync(log);
+  }
+}
+
+export async function daemonPid(paths: StatePaths): Promise<number | undefined> {
+  try {
+    const pid = Number.parseInt(await readFile(join(paths.stateDir, DAEMON_PID_FILE), 'utf8'), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Stops the daemon (SIGTERM: it closes its sessions, which stops their jobs) and waits until it has
+ * gone. Returns false when no daemon was running.
+ */
+export async function stopAgent(paths: StatePaths): Promise<boolean> {
+  const pid = await daemonPid(paths);
+  const live = await socketIsLive(paths.socketPath);
+  if (pid === undefined || !alive(pid)) {
+    if (live) {
+      throw new CliError(
+        ExitCode.Internal,
+        'ERR_AGENT_UNKNOWN_PID',
+        `an agent answers on ${paths.socketPath} but its pid file is missing`,
+      );
+    }
+    return false;
+  }
+  process.kill(pid, 'SIGTERM');
+  // Generous: jobs get their stop grace and the agent flushes its spools before it exits.
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  while (alive(pid) && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+  if (alive(pid)) {
+    // A hung agent: end its whole process group (it leads one), jobs included.
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      process.kill(pid, 'SIGKILL');
+    }
+  }
+  return true;
+}

@@ -1,0 +1,47 @@
+import { RjobError, type Session } from '@rjob/core';
+import { CliContext } from './context.js';
+import type { CliIo } from './io.js';
+
+/** Another `rjob` invocation took the session over (the CLI holds a session only while it works). */
+const TAKEN_OVER = 'ERR_SESSION_TAKEN_OVER';
+/** Pause before taking a session back, so the short command that took it can finish. */
+const RETAKE_DELAY_MS = 300;
+
+/** Creates the invocation's context, runs `fn`, and always leaves its sessions Disconnected. */
+export async function withContext<T>(
+  io: CliIo,
+  stateDir: string | undefined,
+  fn: (ctx: CliContext) => Promise<T>,
+): Promise<T> {
+  const ctx = new CliContext(io, stateDir);
+  try {
+    return await fn(ctx);
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+/**
+ * Runs `fn` on the job session (`-s NAME` or the local one). Two CLI invocations at once (a
+ * `wait` in one terminal, a `get` in another) take the same session over from each other; the one
+ * that lost it takes it back and repeats its request, which every job verb tolerates.
+ */
+export async function onJobSession<T>(
+  ctx: CliContext,
+  sessionName: string | undefined,
+  fn: (session: Session<unknown>) => Promise<T>,
+): Promise<T> {
+  for (;;) {
+    const session = await ctx.jobSession(sessionName);
+    try {
+      return await fn(session);
+    } catch (error) {
+      const takenOver =
+        (RjobError.is(error) && error.code === TAKEN_OVER) || session.reason?.code === TAKEN_OVER;
+      // `rjob enter`'s own session is not ours to take back.
+      if (!takenOver || session === ctx.io.session) throw error;
+      ctx.release(session);
+      await new Promise((resolve) => setTimeout(resolve, RETAKE_DELAY_MS));
+    }
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * The CLI against OpenSSH sshd on loopback (the fixture from @rjob/transport-ssh): hosts are
+ * ssh_config aliases in a sandboxed $HOME, and the remote agent is this CLI's own
+ * `rjob agent --stdio`, run from source by the test user.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type SshdFixture, sshdUnavailableReason, startSshd } from '@rjob/transport-ssh/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ExitCode } from './io.js';
+import { sandbox } from './testing/sandbox.js';
+
+const skip = sshdUnavailableReason();
+const TSX = fileURLToPath(import.meta.resolve('tsx'));
+const ENTRY = fileURLToPath(new URL('./cli-entry.ts', import.meta.url));
+
+let fixture: SshdFixture | undefined;
+let home = '';
+let remoteState = '';
+
+/** A port on 127.0.0.1 that nothing listens on. */
+async function unusedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Ends the daemon the remote `rjob agent --stdio` started for the test user. */
+async function stopRemoteAgent(): Promise<void> {
+  const pid = Number((await readFile(join(remoteState, 'agent.pid'), 'utf8').catch(() => '')).trim());
+  if (pid && alive(pid)) {
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 500 && alive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    if (alive(pid)) process.kill(-pid, 'SIGKILL');
+  }
+}
+
+// Every step crosses sshd and starts node on the far side: generous, not a timing assertion.
+describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, () => {
+  beforeAll(async () => {
+    fixture = await startSshd();
+    // The remote agent's state belongs to the test user, as on a real host.
+    remoteState = await mkdtemp(join(tmpdir(), 'rjob-cli-remote-'));
+    const uid = Number(execFileSync('id', ['-u', fixture.user]).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', fixture.user]).toString().trim());
+    await chown(remoteState, uid, gid);
+    await chmod(remoteState, 0o700);
+    // $HOME/.ssh/config as a user would write it: aliases, their key, and a strict known_hosts.
+    home = await mkdtemp(join(tmpdir(), 'rjob-cli-home-'));
+    await mkdir(join(home, '.ssh'), { mode: 0o700 });
+    await writeFile(join(home, '.ssh', 'known_hosts'), `${fixture.knownHostsLine}\n`);
+    await writeFile(join(home, '.ssh', 'empty_known_hosts'), '');
+    const block = (alias: string, port: number, knownHosts: string): string =>
+      `Host ${alias}\n  HostName 127.0.0.1\n  Port ${port}\n  User ${fixture!.user}\n  IdentityFile ${fixture!.clientKeyPath}\n  UserKnownHostsFile ${knownHosts}\n`;
+    const knownHosts = join(home, '.ssh', 'known_hosts');
+    await writeFile(
+      join(home, '.ssh', 'config'),
+      block('server01', fixture.port, knownHosts) +
+        block('server02', fixture.port, knownHosts) +
+        block('down', await unusedPort(), knownHosts) +
+        block('stranger', fixture.port, join(home, '.ssh', 'empty_known_hosts')) +
+        'Host *\n  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n',
+    );
+  });
+
+  afterAll(async () => {
+    await stopRemoteAgent();
+    await fixture?.stop();
+    await rm(remoteState, { recursive: true, force: true });
+    await rm(home, { recursive: true, force: true });
+  });
+
+  const env = (): NodeJS.ProcessEnv => ({
+    HOME: home,
+    SSH_AUTH_SOCK: '',
+    // TMPDIR inside the state dir: whatever the remote agent leaves there goes with it.
+    RJOB_REMOTE_AGENT: `TMPDIR=${remoteState} exec node --conditions=source --import ${TSX} ${ENTRY} agent --stdio --state-dir ${remoteState}`,
+  });
+
+  it('S4: a job started in a named session keeps its results on the remote agent', async () => {
+    await using s = await sandbox(env());
+    const created = await s.rjob('session', 'new', 'server01', '--name', 's1');
+    expect(created.stderr).toBe('');
+    expect(created.stdout).toMatch(/1\s+s1\s+ssh\s+\S+\s+Opened\s+Available/);
+    const started = await s.rjob(
+      'start',
+      '-s',
+      's1',
+      '--name',
+      'audit',
+      '--',
+      'for f in a b c; do echo "$f.conf"; done; id -un',
+    );
+    expect(started.code).toBe(0);
+    await s.rjob('wait', '-s', 's1', 'audit');
+    // Location is relative to the agent that runs the job: localhost, on server01.
+    expect((await s.rjob('get', '-s', 's1')).stdout).toMatch(
+      /audit\s+BackgroundJob\s+Completed\s+True\s+localhost/,
+    );
+    const first = await s.rjob('receive', '-s', 's1', 'audit', '--keep');
+    expect(first).toEqual({ code: 0, stdout: 'a.conf\nb.conf\nc.conf\nrjobtest\n', stderr: '' });
+    expect(await s.rjob('receive', '-s', 's1', 'audit', '--keep')).toEqual(first);
+    // The job is not in the local agent.
+    expect((await s.rjob('get', 'audit')).code).toBe(ExitCode.NotFound);
+    expect((await s.rjob('session', 'list')).stdout).toMatch(/s1\s+ssh\s+\S+\s+Disconnected/);
+    expect((await s.rjob('session', 'remove', 's1')).code).toBe(0);
+    expect((await s.rjob('get', '-s', 's1')).code).toBe(ExitCode.NotFound);
+  });
+
+  it('invoke fans out with per-host prefixes; an unreachable host is summarized and sets exit 4', async () => {
+    await using s = await sandbox(env());
+    const ok = await s.rjob('invoke', '-c', 'server01,server02', '--', 'echo one; echo two');
+    expect(ok.code).toBe(0);
+    const lines = ok.stdout.split('\n').filter(Boolean).sort();
+    expect(lines).toEqual(['[server01] one', '[server01] two', '[server02] one', '[server02] two']);
+    expect(ok.stderr).toBe('rjob: 2 hosts: 2 succeeded, 0 failed, 0 unreachable\n');
+
+    const mixed = await s.rjob('invoke', '-c', 'server01,down', '--', 'echo up');
+    expect(mixed.code).toBe(ExitCode.Unreachable);
+    expect(mixed.stdout).toBe('[server01] up\n');
+    expect(mixed.stderr).toMatch(/^\[down\] UNREACHABLE: .*\(ERR_SSH_CONNECT_REFUSED\)$/m);
+    expect(mixed.stderr).toMatch(/1 succeeded, 0 failed, 1 unreachable\n$/);
+
+    const failed = await s.rjob('invoke', '-c', 'server01', '--', 'exit 7');
+    expect(failed.code).toBe(ExitCode.JobFailed);
+    expect(failed.stderr).toMatch(/^rjob: server01: .*7.* \(ERR_JOB_EXIT_CODE\)\n$/);
+  });
+
+  it('S2: enter a host, start a job there, write its output to a file on that host', async () => {
+    await using s = await sandbox(env());
+    const file = join(remoteState, 'events.txt');
+    const input = [
+      "start --name events -- 'echo e1; id -un'",
+      'wait events',
+      'get',
+      `receive events > ${file}`,
+      'exit',
+      '',
+    ].join('\n');
+    const out = await s.pty(['enter', 'server01'], input);
+    const screen = out.stdout.replace(/\u001b\[[0-9;]*[A-Za-z]/g, '').replace(/\r/g, '');
+    expect(out.code).toBe(0);
+    expect(screen).toContain('[server01] rjob> ');
+    expect(screen).toMatch(/events\s+BackgroundJob\s+Completed\s+True\s+localhost/);
+    // Written by the remote user on the remote side, read back through a fresh invoke.
+    const back = await s.rjob('invoke', '-c', 'server01', '--no-prefix', '--', `cat ${file}`);
+    expect(back).toEqual({ code: 0, stdout: 'e1\nrjobtest\n', stderr: '' });
+  });
+
+  it('S3: invoke --as-job runs in the local agent; a down host fails the job, the other delivers', async () => {
+    await using s = await sandbox(env());
+    const started = await s.rjob(
+      'invoke',
+      '-c',
+      'server01,down',
+      '--as-job',
+      '--name',
+      'sys',
+      '--',
+      'uname -s',
+    );
+    expect(started.stdout).toMatch(/sys\s+BackgroundJob\s+\w+\s+True\s+server01,down\s+uname -s/);
+    await s.rjob('wait', 'sys');
+    const received = await s.rjob('receive', 'sys');
+    expect(received.code).toBe(ExitCode.JobFailed);
+    expect(received.stdout).toBe('[server01] Linux\n');
+    expect(received.stderr).toMatch(/\[down\] UNREACHABLE: .*\(ERR_SSH_CONNECT_REFUSED\)/);
+    expect(received.stderr).toMatch(/FAILED: .*code 4/);
+  });
+
+  it('a refused host key is one line and exit 4', async () => {
+    await using s = await sandbox(env());
+    const out = await s.rjob('invoke', '-c', 'stranger', '--', 'true');
+    expect(out.code).toBe(ExitCode.Unreachable);
+    expect(out.stderr).toMatch(/^rjob: stranger: .+ \(ERR_SSH_HOST_KEY_UNKNOWN\)\n$/);
+    const session = await s.rjob('session', 'new', 'stranger');
+    expect(session.code).toBe(ExitCode.Unreachable);
+    expect(session.stderr).toMatch(/^rjob: .+ \(ERR_SSH_HOST_KEY_UNKNOWN\)\n$/);
+  });
+});

@@ -1,0 +1,105 @@
+/**
+ * What `-c/--computer` names become: `localhost` is the local agent over its Unix socket, a
+ * `ws://` or `wss://` URL goes over WebSocket, anything else is an SSH target or ssh_config alias.
+ */
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, resolve } from 'node:path';
+import { type Transport, unixSocketTransport } from '@rjob/core';
+import { sshTransport } from '@rjob/transport-ssh';
+import { wsTransport } from '@rjob/transport-ws';
+import type { CliIo } from './io.js';
+import { usageError } from './io.js';
+import { ensureAgent } from './local-agent.js';
+import type { StatePaths } from './state.js';
+
+export interface ResolvedTarget {
+  transport: Transport<unknown>;
+  target: unknown;
+  computerName: string;
+}
+
+/**
+ * Builds transports once per invocation, so every SSH target of a fan-out shares one pool.
+ * Environment knobs (documented in docs/cli.md): `RJOB_REMOTE_AGENT` (the command exec'd over SSH),
+ * `RJOB_SSH_KNOWN_HOSTS`, `RJOB_SSH_IDENTITY`, `RJOB_SSH_STRICT` (yes / accept-new / no),
+ * `RJOB_WS_TOKEN_FILE`; ssh_config is read from `$HOME/.ssh/config`.
+ */
+export class TargetResolver {
+  readonly #io: CliIo;
+  readonly #paths: StatePaths;
+  #ssh: Transport<unknown> | undefined;
+  #ws: Transport<unknown> | undefined;
+  #identity: Promise<string | undefined> | undefined;
+
+  constructor(io: CliIo, paths: StatePaths) {
+    this.#io = io;
+    this.#paths = paths;
+  }
+
+  async resolve(spec: string): Promise<ResolvedTarget> {
+    if (spec === 'localhost' || spec === 'local') {
+      await ensureAgent(this.#paths, this.#io);
+      return {
+        transport: unixSocketTransport as Transport<unknown>,
+        target: this.#paths.socketPath,
+        computerName: 'localhost',
+      };
+    }
+    if (/^wss?:\/\//i.test(spec)) {
+      this.#ws ??= wsTransport({
+        ...(this.#io.env.RJOB_WS_TOKEN_FILE ? { tokenFile: this.#io.env.RJOB_WS_TOKEN_FILE } : {}),
+      }) as Transport<unknown>;
+      return { transport: this.#ws, target: spec, computerName: new URL(spec).host };
+    }
+    this.#ssh ??= await this.#sshTransport();
+    return { transport: this.#ssh, target: spec, computerName: spec };
+  }
+
+  async #sshTransport(): Promise<Transport<unknown>> {
+    const env = this.#io.env;
+    const strict = env.RJOB_SSH_STRICT;
+    if (strict !== undefined && !['yes', 'accept-new', 'no'].includes(strict)) {
+      throw usageError(`RJOB_SSH_STRICT must be yes, accept-new or no, not ${strict}`);
+    }
+    this.#identity ??= env.RJOB_SSH_IDENTITY
+      ? readFile(this.#abs(env.RJOB_SSH_IDENTITY), 'utf8')
+      : Promise.resolve(undefined);
+    const privateKey = await this.#identity;
+    return sshTransport({
+      ...(env.RJOB_REMOTE_AGENT ? { agentCommand: env.RJOB_REMOTE_AGENT } : {}),
+      ...(env.HOME ? { sshConfig: { home: env.HOME } } : {}),
+      ...(env.RJOB_SSH_KNOWN_HOSTS ? { userKnownHostsFiles: [this.#abs(env.RJOB_SSH_KNOWN_HOSTS)] } : {}),
+      ...(strict ? { strictHostKeyChecking: strict as 'yes' | 'accept-new' | 'no' } : {}),
+      ...(privateKey ? { privateKey } : {}),
+      // Non-interactive by default: an unknown host key is refused, never silently accepted.
+      agent: env.SSH_AUTH_SOCK ?? false,
+    }) as Transport<unknown>;
+  }
+
+  #abs(path: string): string {
+    return isAbsolute(path) ? path : resolve(this.#io.cwd, path);
+  }
+}
+
+/** `-c a,b,@hosts.txt`: commas split, `@file` reads one target per line (`#` comments allowed). */
+export async function expandComputers(values: readonly string[], io: CliIo): Promise<string[]> {
+  const out: string[] = [];
+  for (const value of values) {
+    for (const part of value.split(',')) {
+      const item = part.trim();
+      if (!item) continue;
+      if (item.startsWith('@')) {
+        const file = resolve(io.cwd, item.slice(1));
+        const text = await readFile(file, 'utf8').catch(() => {
+          throw usageError(`cannot read the host list ${file}`);
+        });
+        for (const line of text.split('\n')) {
+          const host = line.replace(/#.*/, '').trim();
+          if (host) out.push(host);
+        }
+      } else out.push(item);
+    }
+  }
+  if (out.length === 0) throw usageError('no computer given');
+  return out;
+}
