@@ -44,9 +44,15 @@ function collect(client: TestClient, subscriptionId: string) {
   let ended: (jobs: JobInfo[]) => void;
   const end = new Promise<JobInfo[]>((resolve) => (ended = resolve));
   client.onEvent((event: EventMessage) => {
-    const data = event.data as { subscriptionId: string; record?: JobRecord; jobs?: JobInfo[] };
+    const data = event.data as {
+      subscriptionId: string;
+      record?: JobRecord;
+      records?: JobRecord[];
+      jobs?: JobInfo[];
+    };
     if (data?.subscriptionId !== subscriptionId) return;
     if (event.name === 'job.record') records.push(data.record!);
+    if (event.name === 'job.records') records.push(...data.records!);
     if (event.name === 'job.end') ended(data.jobs!);
   });
   return { records, end };
@@ -288,6 +294,48 @@ describe.each([
     expect(await client.request('job.receive', { selector: job.id })).toEqual([]);
   });
 
+  it('delivers 100,000 lines in batches exactly once, in order, while the link is cut 20 times', async () => {
+    await startAgent();
+    const client = await open();
+    const total = 100_000;
+    const cuts = 20;
+    const lines: string[] = [];
+    let events = 0;
+    let ended!: () => void;
+    const end = new Promise<void>((resolve) => (ended = resolve));
+    let nextCutAt = Math.floor(total / (cuts + 1));
+    let cutsDone = 0;
+    let reconnecting: Promise<void> = Promise.resolve();
+    client.onEvent((event) => {
+      const data = event.data as { subscriptionId: string; records?: JobRecord[] };
+      if (event.name === 'job.end') ended();
+      // A client that asked for batches never gets single-record events.
+      expect(event.name).not.toBe('job.record');
+      if (event.name !== 'job.records' || data.subscriptionId !== 'big') return;
+      events++;
+      expect(data.records!.length).toBeGreaterThan(0);
+      for (const record of data.records!) lines.push(record.data as string);
+      if (lines.length >= nextCutAt && cutsDone < cuts) {
+        cutsDone++;
+        nextCutAt += Math.floor(total / (cuts + 1));
+        client.cut();
+        reconnecting = reconnecting.then(() => client.resume());
+      }
+    });
+    const job = await client.request('job.start', { definition: { command: `seq 1 ${total}` } });
+    await client.request('job.subscribe', { selector: job.id, subscriptionId: 'big', batch: true });
+    await end;
+    await reconnecting;
+    expect(cutsDone).toBe(cuts);
+    expect(lines.length).toBe(total);
+    for (let i = 0; i < total; i++) {
+      if (lines[i] !== String(i + 1)) expect(`line ${i}: ${lines[i]}`).toBe(`line ${i}: ${i + 1}`);
+    }
+    // The spooled agent batches what it reads at once; the memory source sends one record each.
+    if (persist) expect(events).toBeLessThan(total);
+    expect(await client.request('job.receive', { selector: job.id })).toEqual([]);
+  });
+
   it('keeps a disconnected session running and delivers its output exactly once on connect (S5)', async () => {
     await startAgent();
     const client = await open();
@@ -387,6 +435,40 @@ describe.each([
       const lines = records.map((r) => Number(r.data));
       // Nothing lost: the heir starts at or before the first line the hung client never consumed,
       // and from there has every line once, in order.
+      expect(lines[0]).toBeLessThanOrEqual(seen.length + 1);
+      expect(lines).toEqual(Array.from({ length: total - lines[0]! + 1 }, (_, i) => lines[0]! + i));
+    });
+
+  if (persist)
+    it('hands a batched subscription over at the first batch the hung client did not acknowledge', async () => {
+      await startAgent();
+      const total = 20_000;
+      const first = await open();
+      const job = await first.request('job.start', {
+        name: 'long',
+        definition: { command: `seq 1 ${total}` },
+      });
+      await first.request('job.wait', { selector: job.id });
+      const seen: number[] = [];
+      first.onEvent((event) => {
+        if (event.name !== 'job.records') return;
+        for (const record of (event.data as { records: JobRecord[] }).records) seen.push(Number(record.data));
+        // Hang after the first batch: what follows is neither consumed nor acknowledged.
+        first.stalled = true;
+      });
+      await first.request('job.subscribe', { selector: job.id, subscriptionId: 'a', batch: true });
+      await until(() => first.stalled);
+      first.cut();
+
+      const heir = new TestClient(connect);
+      clients.push(heir);
+      await heir.resume({ sessionId: first.sessionId, resumeSecret: first.resumeSecret });
+      const { records, end } = collect(heir, 'b');
+      await heir.request('job.subscribe', { selector: 'long', subscriptionId: 'b', batch: true });
+      await end;
+      const lines = records.map((r) => Number(r.data));
+      expect(seen.length).toBeGreaterThan(0);
+      // At or before the first line after the batch the hung client took; every line from there once.
       expect(lines[0]).toBeLessThanOrEqual(seen.length + 1);
       expect(lines).toEqual(Array.from({ length: total - lines[0]! + 1 }, (_, i) => lines[0]! + i));
     });

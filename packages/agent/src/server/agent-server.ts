@@ -24,6 +24,13 @@ import { MemoryRecords, SpooledRecords } from './record-source.js';
 import { hashResumeSecret, newResumeSecret } from './secret.js';
 import { sessionProcessJobType, sharedJobType } from './session-job-types.js';
 
+/**
+ * A spooled job's in-memory buffer only stages records for its spool: a few MiB keep the spool's
+ * writer busy, and a job printing faster than the disk takes it is paused here instead of piling
+ * up the 64 MiB a memory-only agent allows (measured: that was most of a 1 GiB job's agent RSS).
+ */
+const SPOOLED_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
 /** Two hours, as PowerShell's default idle timeout for disconnected sessions. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 2 * 60 * 60 * 1000;
 
@@ -46,7 +53,11 @@ export interface AgentServerOptions {
   idleTimeoutMs?: number;
   /** Working directory of new sessions. Default `os.homedir()`. */
   defaultCwd?: string;
-  /** Undelivered bytes one job may hold in memory before its producer is paused. Default: core's 64 MiB. */
+  /**
+   * Undelivered bytes one job may hold in memory before its producer is paused. Default with
+   * `persist`: 4 MiB (the spool is the real buffer; memory only stages records on their way to
+   * it); without: core's 64 MiB.
+   */
   maxBufferedBytes?: number;
   /** Options of the shared ThreadJob pool. */
   thread?: ThreadJobOptions;
@@ -270,7 +281,9 @@ export class AgentServer {
       cwd: init.cwd ?? this.#options.defaultCwd ?? homedir(),
       idleTimeoutMs: this.#idleTimeoutMs,
       ...(this.#options.maxBufferedBytes === undefined
-        ? {}
+        ? store
+          ? { maxBufferedBytes: SPOOLED_MAX_BUFFERED_BYTES }
+          : {}
         : { maxBufferedBytes: this.#options.maxBufferedBytes }),
       jobTypes: (context) => [thread, sessionProcessJobType(this.#processType, context)],
       onEnded: (ended) => {

@@ -82,6 +82,11 @@ export interface AgentSessionInit {
 
 interface Subscription {
   readonly id: string;
+  /**
+   * The client asked for `job.records` events (many records each). Without it every record is
+   * its own `job.record` event, as protocol v1 clients that predate batches expect.
+   */
+  readonly batch: boolean;
   /** Aborted when the subscription is cancelled; ends its record stream. */
   readonly signal: AbortSignal;
   cancel(): void;
@@ -527,28 +532,38 @@ export class AgentSession {
     const p = objectParams(params, 'job.subscribe');
     const subscriptionId = requiredString(p, 'subscriptionId');
     const keep = optionalBoolean(p, 'keep') ?? false;
+    const batch = optionalBoolean(p, 'batch') ?? false;
     const jobs = this.#select(wireSelector(p.selector));
-    const subscription = this.#newSubscription(subscriptionId);
+    const subscription = this.#newSubscription(subscriptionId, batch);
     // After the response, so the client has the answer before the first record.
     queueMicrotask(() => void this.#pump(subscription, jobs, keep, channel));
     return jobs.map(this.#info);
   }
 
-  #newSubscription(id: string): Subscription {
+  #newSubscription(id: string, batch: boolean): Subscription {
     if (this.#subscriptions.has(id)) {
       throw invalidParams(`Subscription "${id}" already exists in this session.`, { subscriptionId: id });
     }
     const controller = new AbortController();
-    const subscription: Subscription = { id, signal: controller.signal, cancel: () => controller.abort() };
+    const subscription: Subscription = {
+      id,
+      batch,
+      signal: controller.signal,
+      cancel: () => controller.abort(),
+    };
     this.#subscriptions.set(id, subscription);
     return subscription;
   }
 
   /**
-   * Moves records from the jobs into `job.record` events, then sends `job.end`. It only takes a
-   * record when the channel has room: while no client is attached (or the client is slow), the
-   * channel's queue reaches its high-water mark and the pump stops taking; then the spool (or the
-   * job's buffer) fills and the producer is paused. Returns true when every record was sent.
+   * Moves records from the jobs into `job.records` events (or one `job.record` event each, for a
+   * client that did not ask for batches), then sends `job.end`. It only takes a batch when the
+   * channel has room: while no client is attached (or the client is slow), the channel's queue
+   * reaches its high-water mark and the pump stops taking; then the spool (or the job's buffer)
+   * fills and the producer is paused. Returns true when every record was sent.
+   *
+   * A batch is committed (its spool acknowledged) once the client acknowledged the event that
+   * carried its last record, so the spool advances once per batch, not once per record.
    */
   async #pump(
     subscription: Subscription,
@@ -567,8 +582,15 @@ export class AgentSession {
     const offAck = channel.onAck(settle);
     let complete = false;
     try {
-      for await (const { record, commit } of this.#records.stream(jobs, keep, signal)) {
-        const roomy = this.#event('job.record', { subscriptionId: subscription.id, record }, channel);
+      for await (const { records, commit } of this.#records.stream(jobs, keep, signal)) {
+        let roomy = true;
+        if (subscription.batch) {
+          roomy = this.#event('job.records', { subscriptionId: subscription.id, records }, channel);
+        } else {
+          for (const record of records) {
+            roomy = this.#event('job.record', { subscriptionId: subscription.id, record }, channel);
+          }
+        }
         if (commit) unacked.push(channel.sentSeq, commit);
         settle();
         // Also rejects when the channel closes, which ends the pump.
@@ -597,7 +619,7 @@ export class AgentSession {
   async #invoke(params: unknown, channel: ReliableChannel): Promise<JobInfo> {
     const p = objectParams(params, 'invoke');
     const subscriptionId = requiredString(p, 'subscriptionId');
-    const subscription = this.#newSubscription(subscriptionId);
+    const subscription = this.#newSubscription(subscriptionId, optionalBoolean(p, 'batch') ?? false);
     this.#invokesRunning++;
     try {
       let job: Job;
@@ -613,7 +635,9 @@ export class AgentSession {
       const info = this.#info(job);
       if (complete) {
         await this.jobs.remove(job, { force: true }).catch(() => {});
-        await this.#records.forget([job]);
+        // The job is gone from the session already; deleting its files does not hold the answer
+        // back (the record source finishes that before the session can be disposed).
+        void this.#records.forget([job]).catch(() => {});
       }
       return info;
     } finally {

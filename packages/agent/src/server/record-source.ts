@@ -23,9 +23,10 @@ import { RecordSpool, type RecordSpoolOptions } from '../spool/record-spool.js';
 import { type SpooledJob, spoolJob } from '../spool/spooled-job.js';
 import type { JobStore, StoredJob } from '../store/job-store.js';
 
-export interface StreamedRecord {
-  record: JobRecord;
-  /** Consumes the record (and every earlier one of its job). Absent when nothing is left to do. */
+/** Records of one job, in order, as one read produced them. Never empty. */
+export interface StreamedBatch {
+  records: JobRecord[];
+  /** Consumes the records (and every earlier one of their job). Absent when nothing is left to do. */
   commit?: () => void;
 }
 
@@ -35,10 +36,12 @@ export interface RecordSource {
   /** The records of the jobs (their leaves), consumed unless `keep`; a Failed job's reason last. */
   receive(jobs: Job[], keep: boolean): Promise<JobRecord[]>;
   /**
-   * Yields records as they are written until every job finished and everything was yielded.
-   * `signal` ends it early; a record is consumed (unless `keep`) only when it is yielded.
+   * Yields records, in batches, as they are written until every job finished and everything was
+   * yielded. `signal` ends it early; a record is consumed (unless `keep`) only when it is yielded.
+   * A batch holds what was there to read at once (bounded by {@link STREAM_BATCH_BYTES} and
+   * {@link STREAM_BATCH_RECORDS}): a slow producer gives batches of one record, without delay.
    */
-  stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedRecord>;
+  stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedBatch>;
   hasMoreData(job: Job): boolean;
   /** Resolves once the jobs' records and final states are persisted (at once for memory). */
   settled(jobs: Job[]): Promise<void>;
@@ -50,6 +53,14 @@ export interface RecordSource {
    */
   dispose(keepStored?: boolean): Promise<void>;
 }
+
+/**
+ * Bounds of one streamed batch. Large enough that per-message costs (encoding, framing, a socket
+ * write, an ack) vanish next to the records; small enough that a batch stays far below the
+ * protocol's 16 MiB frame limit and the 8 MiB receive window, so several are in flight at once.
+ */
+export const STREAM_BATCH_BYTES = 1024 * 1024;
+export const STREAM_BATCH_RECORDS = 4096;
 
 export function leavesOf(jobs: Job[]): Job[] {
   const out = new Set<Job>();
@@ -90,7 +101,7 @@ export class MemoryRecords implements RecordSource {
     return (await this.manager.receive(jobs, { keep })).map(wireRecord);
   }
 
-  async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedRecord> {
+  async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedBatch> {
     const stream = this.manager.receiveStream(jobs, { keep });
     const leaves = leavesOf(jobs);
     const stop = aborted(signal);
@@ -107,7 +118,9 @@ export class MemoryRecords implements RecordSource {
           settled = true;
           return;
         }
-        yield { record: wireRecord(next.value) };
+        // One record per batch: the manager's stream cannot say whether another is ready without
+        // taking it. This source only serves agents that do not persist (tests, --no-persist).
+        yield { records: [wireRecord(next.value)] };
       }
     } finally {
       // Only safe when the manager's generator is not inside a next().
@@ -166,6 +179,8 @@ export class SpooledRecords implements RecordSource {
   readonly #reserved = new Map<RecordSpool, Map<object, number>>();
   /** Restored jobs: the instance id their store entry is kept under (the live job has a new one). */
   readonly #storedInstanceIds = new Map<Job, string>();
+  /** Removals whose files are still being deleted. */
+  readonly #forgetting = new Set<Promise<void>>();
 
   constructor(options: SpooledRecordsOptions) {
     this.#options = options;
@@ -203,6 +218,9 @@ export class SpooledRecords implements RecordSource {
       close: async () => {
         await Promise.all([...spools.values()].map((spool) => spool.close()));
       },
+      discard: async () => {
+        await Promise.all([...spools.values()].map((spool) => spool.discard()));
+      },
     });
   }
 
@@ -233,7 +251,7 @@ export class SpooledRecords implements RecordSource {
     return out;
   }
 
-  async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedRecord> {
+  async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedBatch> {
     // Leaves one after the other: a job's records stay in order, which is what receivers rely on.
     for (const leaf of leavesOf(jobs)) {
       const spool = this.#spooledOf(leaf)?.spools.get(leaf.id);
@@ -261,13 +279,19 @@ export class SpooledRecords implements RecordSource {
         const release = (): void => void reservations.delete(token);
         signal.addEventListener('abort', release, { once: true });
         try {
-          for await (const record of spool.follow(this.#cursor(spool) + 1, { signal })) {
+          const batches = spool.followBatches(this.#cursor(spool) + 1, {
+            signal,
+            maxBytes: STREAM_BATCH_BYTES,
+            maxRecords: STREAM_BATCH_RECORDS,
+          });
+          for await (const records of batches) {
             if (signal.aborted) return;
             if (keep) {
-              yield { record };
+              yield { records };
             } else {
-              reservations.set(token, record.seq);
-              yield { record, commit: commitUpTo(record.seq) };
+              const lastSeq = records.at(-1)!.seq;
+              reservations.set(token, lastSeq);
+              yield { records, commit: commitUpTo(lastSeq) };
             }
           }
         } catch (error) {
@@ -283,7 +307,7 @@ export class SpooledRecords implements RecordSource {
       // The spool is sealed once the job finished and every record is in it.
       if (!leaf.finished) await Promise.race([waitFinished(leaf), aborted(signal)]);
       if (signal.aborted) return;
-      if (leaf.state === 'Failed') yield { record: reasonRecord(leaf) };
+      if (leaf.state === 'Failed') yield { records: [reasonRecord(leaf)] };
     }
   }
 
@@ -306,13 +330,24 @@ export class SpooledRecords implements RecordSource {
     return cursor;
   }
 
-  async forget(jobs: Job[]): Promise<void> {
+  forget(jobs: Job[]): Promise<void> {
+    const forgetting = this.#forget(jobs);
+    // dispose waits for it: a session must not be removed while a job's files are going.
+    this.#forgetting.add(forgetting);
+    const done = (): void => void this.#forgetting.delete(forgetting);
+    forgetting.then(done, done);
+    return forgetting;
+  }
+
+  async #forget(jobs: Job[]): Promise<void> {
     const { store, sessionId } = this.#options;
-    for (const job of jobs) {
-      const spooled = this.#spooled.get(job);
-      this.#spooled.delete(job);
+    // Taken out at once, so the jobs' records are gone for readers before the files are.
+    const entries = jobs.map((job) => [job, this.#spooled.get(job)] as const);
+    for (const [job] of entries) this.#spooled.delete(job);
+    for (const [job, spooled] of entries) {
       if (!spooled) continue;
-      await spooled.close().catch(() => {});
+      // Its files are deleted next: writing or syncing them first would only add latency.
+      await spooled.discard().catch(() => {});
       for (const each of [job, ...leavesOf([job])]) {
         const instanceId = this.#storedInstanceIds.get(each) ?? each.instanceId;
         await store.removeJob(sessionId, instanceId).catch(() => {});
@@ -321,6 +356,7 @@ export class SpooledRecords implements RecordSource {
   }
 
   async dispose(keepStored = false): Promise<void> {
+    await Promise.allSettled([...this.#forgetting]);
     const spooled = [...this.#spooled.values()];
     this.#spooled.clear();
     if (keepStored) {

@@ -15,13 +15,15 @@ import { TEMP_MARKER, writeFileAtomic } from '../fs/atomic-file.js';
 import {
   corruptSegment,
   decodeRecord,
-  encodeHeader,
-  encodeRecord,
+  encodeEntry,
+  entryPayload,
   HEADER_BYTES,
+  isTextPayload,
   MAX_ENTRY_PAYLOAD_BYTES,
   parseSegmentFileName,
   SegmentScanner,
   segmentFileName,
+  stampEntry,
 } from './segment-format.js';
 
 /** What a full spool does with the next append. */
@@ -29,7 +31,7 @@ export type SpoolPolicy = 'block' | 'drop';
 
 export const DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024;
-export const DEFAULT_WRITE_BUFFER_BYTES = 1024 * 1024;
+export const DEFAULT_WRITE_BUFFER_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_SYNC_INTERVAL_MS = 1000;
 
 export interface RecordSpoolOptions {
@@ -55,7 +57,8 @@ export interface RecordSpoolOptions {
   segmentBytes?: number;
   /**
    * Appended entries are buffered in memory and written together; past this many buffered bytes
-   * `append` waits for the write and `writable` is false. Default 1 MiB.
+   * `append` waits for the write and `writable` is false. Default 4 MiB: enough to keep taking
+   * records while a full segment is fsynced on rotation.
    */
   writeBufferBytes?: number;
   /**
@@ -99,6 +102,8 @@ export function isSpoolGapRecord(record: JobRecord): record is SpoolGapRecord {
 }
 
 const META_FILE = 'spool.meta';
+/** Payload bytes of recent records kept in memory for readers that keep up (see #tail). */
+const TAIL_CACHE_BYTES = 4 * 1024 * 1024;
 const INDEX_INTERVAL_BYTES = 64 * 1024;
 const MIN_SEGMENT_BYTES = 4 * 1024;
 
@@ -122,6 +127,11 @@ interface Segment {
   /** Sealed, written, fsynced and closed: nothing more to do until it is deleted. */
   settled: boolean;
   unsynced: boolean;
+  /**
+   * Written by this process: its entries are exactly the buffers we wrote, so reads skip the CRC
+   * check (which is there to find a torn or damaged entry in files a previous process left).
+   */
+  ownWrites: boolean;
   /** Sparse index: `indexSeqs[i]` starts at byte `indexOffsets[i]`; one point per 64 KiB. */
   indexSeqs: number[];
   indexOffsets: number[];
@@ -129,7 +139,8 @@ interface Segment {
 
 interface Waiter {
   record: JobRecord;
-  payload: Buffer;
+  /** The encoded entry, header not yet stamped. */
+  entry: Buffer;
   resolve(seq: number): void;
   reject(error: unknown): void;
 }
@@ -173,6 +184,21 @@ export class RecordSpool {
   #closed = false;
   #failure: RjobError | undefined;
   #envelope = { jobId: 0, location: '' };
+
+  /**
+   * The text records appended last, as objects, so a reader that keeps up with the writer (the
+   * usual case: a client attached and reading) gets them without reading and decoding them back
+   * from disk. Contiguous from #tailFirstSeq; bounded by {@link TAIL_CACHE_BYTES} of payload; only
+   * records whose text form round-trips exactly (see segment-format.ts) go in.
+   */
+  #tail: JobRecord[] = [];
+  #tailSizes: number[] = [];
+  #tailHead = 0;
+  #tailFirstSeq = 1;
+  #tailBytes = 0;
+  /** Every record up to here has been handed to the OS (the pump wrote it). */
+  #writtenSeq = 0;
+  #writtenWaiters: Array<{ seq: number; resolve(): void; reject(error: unknown): void }> = [];
 
   #waiters: Waiter[] = [];
   #change: Deferred | undefined;
@@ -293,34 +319,31 @@ export class RecordSpool {
   append(record: JobRecord): Promise<number> {
     const problem = this.#appendProblem();
     if (problem) return Promise.reject(problem);
-    let payload: Buffer;
+    let entry: Buffer;
     try {
-      payload = encodeRecord(record);
+      entry = encodeEntry(record);
     } catch (error) {
       return Promise.reject(error);
     }
-    if (payload.length > MAX_ENTRY_PAYLOAD_BYTES) {
+    const payloadBytes = entry.length - HEADER_BYTES;
+    if (payloadBytes > MAX_ENTRY_PAYLOAD_BYTES) {
       return Promise.reject(
-        new RjobError(
-          ErrorCode.InvalidArgument,
-          `A record of ${payload.length} bytes is too large to spool.`,
-          {
-            details: { sizeBytes: payload.length, maxBytes: MAX_ENTRY_PAYLOAD_BYTES },
-          },
-        ),
+        new RjobError(ErrorCode.InvalidArgument, `A record of ${payloadBytes} bytes is too large to spool.`, {
+          details: { sizeBytes: payloadBytes, maxBytes: MAX_ENTRY_PAYLOAD_BYTES },
+        }),
       );
     }
-    const sizeBytes = HEADER_BYTES + payload.length;
+    const sizeBytes = entry.length;
     if (this.#waiters.length > 0 || !this.#hasRoom(sizeBytes)) {
       if (this.policy === 'block') {
         return new Promise((resolve, reject) => {
-          this.#waiters.push({ record, payload, resolve, reject });
+          this.#waiters.push({ record, entry, resolve, reject });
           this.#updateWritable();
         });
       }
       this.#dropFor(sizeBytes);
     }
-    const seq = this.#accept(record, payload);
+    const seq = this.#accept(record, entry);
     if (this.#pendingBytes >= this.#writeBufferBytes) return this.#kick().then(() => seq);
     this.#scheduleFlush();
     return Promise.resolve(seq);
@@ -334,7 +357,9 @@ export class RecordSpool {
   async read(fromSeq: number, options: SpoolReadOptions = {}): Promise<JobRecord[]> {
     const problem = this.#readProblem();
     if (problem) throw problem;
-    await this.flush();
+    // Only what is appended but not yet handed to the OS needs the pump; waiting for a whole pass
+    // (an fsync, a meta rewrite) would put disk latency on every read of a live job.
+    if (this.#writtenSeq < this.#lastSeq) await this.#untilWritten(this.#lastSeq);
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.#readWritten(fromSeq, options);
@@ -355,6 +380,23 @@ export class RecordSpool {
     fromSeq?: number,
     options: SpoolFollowOptions = {},
   ): AsyncGenerator<JobRecord, void, undefined> {
+    for await (const batch of this.followBatches(fromSeq, options)) {
+      for (const record of batch) {
+        yield record;
+        if (options.signal?.aborted) return;
+      }
+    }
+  }
+
+  /**
+   * {@link follow} a read at a time: each batch is what one {@link read} returned (within its
+   * limits, never empty). Consumers that forward records in bulk (the session's subscription pump)
+   * pay the per-step costs once per batch instead of once per record.
+   */
+  async *followBatches(
+    fromSeq?: number,
+    options: SpoolFollowOptions = {},
+  ): AsyncGenerator<JobRecord[], void, undefined> {
     let next = fromSeq ?? this.#ackedSeq + 1;
     const { signal } = options;
     while (!signal?.aborted && !this.#closed) {
@@ -367,12 +409,12 @@ export class RecordSpool {
         if (RjobError.hasCode(error, AgentErrorCode.SpoolClosed)) return;
         throw error;
       }
-      for (const record of batch) {
-        next = record.seq + 1;
-        yield record;
+      if (batch.length > 0) {
+        next = batch.at(-1)!.seq + 1;
+        yield batch;
         if (signal?.aborted) return;
+        continue;
       }
-      if (batch.length > 0) continue;
       if (this.#sealed && next > this.#lastSeq) return;
       await untilAborted(changed, signal);
     }
@@ -390,6 +432,7 @@ export class RecordSpool {
     if (target <= this.#ackedSeq) return this.#pumping ?? Promise.resolve();
     this.#ackedSeq = target;
     this.#metaDirty = true;
+    this.#forgetTailUpTo(target);
     while (this.#segments[0]!.bytes > 0 && this.#segments[0]!.lastSeq <= this.#ackedSeq) {
       this.#discardOldest();
     }
@@ -464,6 +507,37 @@ export class RecordSpool {
     await rm(this.dir, { recursive: true, force: true });
   }
 
+  /**
+   * Closes the spool without writing or syncing what is buffered: for a spool whose directory is
+   * deleted next (a removed job), where an fsync would only add latency. Appends and reads fail
+   * with ERR_SPOOL_CLOSED as after {@link close}.
+   */
+  discard(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closed = true;
+    this.#released = true;
+    // The pass running now is the last: nothing is written after it.
+    this.#dirty = false;
+    this.#rejectWaiters(closedError(this.dir));
+    const written = this.#writtenWaiters;
+    this.#writtenWaiters = [];
+    for (const waiter of written) waiter.reject(closedError(this.dir));
+    this.#fireChange();
+    this.#writableWaiters?.resolve();
+    this.#writableWaiters = undefined;
+    if (this.#syncTimer) clearTimeout(this.#syncTimer);
+    this.#syncTimer = undefined;
+    this.#closing = (async () => {
+      // A pass already running finishes (it holds file handles); none starts after it.
+      await this.#pumping?.catch(() => {});
+      for (const segment of [...this.#segments, ...this.#doomed]) {
+        await segment.handle?.close().catch(() => {});
+        segment.handle = undefined;
+      }
+    })();
+    return this.#closing;
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Recovery
 
@@ -484,16 +558,22 @@ export class RecordSpool {
       segment.lastSeq = segment.writtenLastSeq = firstSeqs[i + 1]! - 1;
       segment.bytes = segment.writtenBytes = size;
       segment.created = segment.sealed = segment.settled = true;
+      segment.ownWrites = false;
       this.#segments.push(segment);
     }
     const lastFirstSeq = firstSeqs.at(-1);
     if (lastFirstSeq === undefined) {
       this.#segments.push(newSegment(this.dir, Math.max(1, meta.ackedSeq + 1)));
     } else {
-      this.#segments.push(await this.#recoverTail(newSegment(this.dir, lastFirstSeq)));
+      const recovered = newSegment(this.dir, lastFirstSeq);
+      // Appends go on in this file, but what is in it already came from a previous process.
+      recovered.ownWrites = false;
+      this.#segments.push(await this.#recoverTail(recovered));
     }
     const tail = this.#segments.at(-1)!;
     this.#lastSeq = tail.lastSeq;
+    this.#writtenSeq = this.#lastSeq;
+    this.#tailFirstSeq = this.#lastSeq + 1;
     this.#ackedSeq = Math.min(meta.ackedSeq, this.#lastSeq);
     this.#sealed = meta.sealed;
     this.#bytes = this.#segments.reduce((sum, segment) => sum + segment.bytes, 0);
@@ -525,7 +605,7 @@ export class RecordSpool {
       segment.created = true;
       const last = lastOffset >= 0 ? await scanner.entryAt(lastOffset, seq - 1) : undefined;
       if (last) {
-        const record = decodeRecord(Buffer.from(last.payload), seq - 1);
+        const record = decodeRecord(last.payload, seq - 1);
         this.#envelope = { jobId: record.jobId, location: record.location };
       }
       return segment;
@@ -575,18 +655,20 @@ export class RecordSpool {
     return this.#bytes === 0 || this.#bytes + sizeBytes <= this.maxBytes;
   }
 
-  #accept(record: JobRecord, payload: Buffer): number {
-    const sizeBytes = HEADER_BYTES + payload.length;
+  #accept(record: JobRecord, entry: Buffer): number {
+    const sizeBytes = entry.length;
     let segment = this.#segments.at(-1)!;
     if (segment.bytes > 0 && segment.bytes + sizeBytes > this.segmentBytes) segment = this.#rotate();
     const seq = ++this.#lastSeq;
     addIndexPoint(segment, seq, segment.bytes);
-    segment.pending.push(encodeHeader(seq, payload), payload);
+    stampEntry(entry, seq);
+    segment.pending.push(entry);
     segment.pendingBytes += sizeBytes;
     segment.bytes += sizeBytes;
     segment.lastSeq = seq;
     this.#bytes += sizeBytes;
     this.#pendingBytes += sizeBytes;
+    this.#remember(record, entryPayload(entry), seq);
     this.#envelope = { jobId: record.jobId, location: record.location };
     this.#fireChange();
     this.#updateWritable();
@@ -606,6 +688,9 @@ export class RecordSpool {
   #discardOldest(): Segment {
     if (this.#segments.length === 1) this.#rotate();
     const oldest = this.#segments.shift()!;
+    // Its unwritten entries will never be written (nor read): nobody may wait for them.
+    if (oldest.lastSeq > this.#writtenSeq) this.#wrote(oldest.lastSeq);
+    this.#forgetTailUpTo(oldest.lastSeq);
     this.#bytes -= oldest.bytes;
     this.#pendingBytes -= oldest.pendingBytes;
     this.#doomed.push(oldest);
@@ -627,9 +712,9 @@ export class RecordSpool {
     let admitted = false;
     while (this.#waiters.length > 0) {
       const waiter = this.#waiters[0]!;
-      if (!this.#hasRoom(HEADER_BYTES + waiter.payload.length)) break;
+      if (!this.#hasRoom(waiter.entry.length)) break;
       this.#waiters.shift();
-      waiter.resolve(this.#accept(waiter.record, waiter.payload));
+      waiter.resolve(this.#accept(waiter.record, waiter.entry));
       admitted = true;
     }
     if (admitted) this.#scheduleFlush();
@@ -683,6 +768,10 @@ export class RecordSpool {
       gap = { droppedRecords: firstSeq - start, fromSeq: start, toSeq: firstSeq - 1 };
       start = firstSeq;
     }
+    if (!gap) {
+      const cached = this.#readTail(start, maxRecords, maxBytes);
+      if (cached) return cached;
+    }
     const out: JobRecord[] = [];
     const budget = { records: maxRecords - (gap ? 1 : 0), bytes: maxBytes };
     for (const segment of segments) {
@@ -698,6 +787,67 @@ export class RecordSpool {
     }
     if (gap) out.unshift(gapRecord(gap, out[0] ?? this.#envelope));
     return out;
+  }
+
+  /**
+   * Records from `start` out of the tail cache, within the limits and only as far as written (a
+   * record a reader has seen must survive a SIGKILL); undefined when `start` is not in it.
+   */
+  #readTail(start: number, maxRecords: number, maxBytes: number): JobRecord[] | undefined {
+    const first = this.#tailFirstSeq;
+    const end = Math.min(first + this.#tail.length - this.#tailHead, this.#writtenSeq + 1);
+    if (start < first || start >= end) return undefined;
+    const out: JobRecord[] = [];
+    let bytes = 0;
+    for (let seq = start; seq < end && out.length < maxRecords; seq++) {
+      const index = this.#tailHead + (seq - first);
+      const size = this.#tailSizes[index]!;
+      if (out.length > 0 && bytes + size > maxBytes) break;
+      out.push(this.#tail[index]!);
+      bytes += size;
+    }
+    return out;
+  }
+
+  #remember(record: JobRecord, payload: Buffer, seq: number): void {
+    const cacheable = isTextPayload(payload) && payload.length <= TAIL_CACHE_BYTES;
+    if (!cacheable || seq !== this.#tailFirstSeq + this.#tail.length - this.#tailHead) {
+      // Something else, or the run was broken: a new run starts with this record or after it.
+      this.#tail = [];
+      this.#tailSizes = [];
+      this.#tailHead = 0;
+      this.#tailBytes = 0;
+      this.#tailFirstSeq = cacheable ? seq : seq + 1;
+      if (!cacheable) return;
+    }
+    // A copy with the spool's numbering, exactly what decoding the entry would give.
+    this.#tail.push({
+      stream: record.stream,
+      data: record.data,
+      seq,
+      timeMs: record.timeMs,
+      jobId: record.jobId,
+      location: record.location,
+    });
+    this.#tailSizes.push(payload.length);
+    this.#tailBytes += payload.length;
+    while (this.#tailBytes > TAIL_CACHE_BYTES) this.#dropTailHead();
+  }
+
+  #forgetTailUpTo(seq: number): void {
+    while (this.#tailHead < this.#tail.length && this.#tailFirstSeq <= seq) this.#dropTailHead();
+  }
+
+  #dropTailHead(): void {
+    this.#tailBytes -= this.#tailSizes[this.#tailHead]!;
+    this.#tail[this.#tailHead] = undefined as unknown as JobRecord;
+    this.#tailHead++;
+    this.#tailFirstSeq++;
+    if (this.#tailHead > 1024 && this.#tailHead * 2 > this.#tail.length) {
+      this.#tail = this.#tail.slice(this.#tailHead);
+      this.#tailSizes = this.#tailSizes.slice(this.#tailHead);
+      this.#tailHead = 0;
+    }
   }
 
   /** Appends records ≥ `start` from one segment to `out`; true when a limit was reached. */
@@ -722,15 +872,16 @@ export class RecordSpool {
     const handle = await open(segment.path, 'r');
     try {
       const scanner = new SegmentScanner(handle, endOffset);
+      const verify = !segment.ownWrites;
       while (seq <= lastSeq) {
-        const entry = await scanner.entryAt(offset, seq);
+        const entry = await scanner.entryAt(offset, seq, verify);
         if (!entry) throw corruptSegment(segment.path, offset, seq);
         addIndexPoint(segment, seq, offset);
         if (seq >= start) {
           if (budget.records <= 0) return true;
           if (out.length > 0 && entry.payload.length > budget.bytes) return true;
-          // Copied: a decoded typed array would otherwise alias the scanner's reused buffer.
-          out.push(decodeRecord(Buffer.from(entry.payload), seq));
+          // decodeRecord copies what it keeps: the payload is a view of the scanner's buffer.
+          out.push(decodeRecord(entry.payload, seq));
           budget.records--;
           budget.bytes -= entry.payload.length;
         }
@@ -741,6 +892,27 @@ export class RecordSpool {
     } finally {
       await handle.close();
     }
+  }
+
+  /** Resolves once every record up to `seq` has been written (not necessarily synced). */
+  #untilWritten(seq: number): Promise<void> {
+    if (this.#writtenSeq >= seq) return Promise.resolve();
+    if (this.#failure) return Promise.reject(this.#failure);
+    const written = new Promise<void>((resolve, reject) =>
+      this.#writtenWaiters.push({ seq, resolve, reject }),
+    );
+    // A pump pass that started before the append may not include it: this kick runs another.
+    this.#kick().catch(() => {});
+    return written;
+  }
+
+  #wrote(seq: number): void {
+    if (seq > this.#writtenSeq) this.#writtenSeq = seq;
+    if (this.#writtenWaiters.length === 0) return;
+    const due = this.#writtenWaiters.filter((waiter) => waiter.seq <= this.#writtenSeq);
+    if (due.length === 0) return;
+    this.#writtenWaiters = this.#writtenWaiters.filter((waiter) => waiter.seq > this.#writtenSeq);
+    for (const waiter of due) waiter.resolve();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -778,6 +950,9 @@ export class RecordSpool {
         { cause: error, details: { dir: this.dir } },
       );
       this.#rejectWaiters(this.#failure);
+      const written = this.#writtenWaiters;
+      this.#writtenWaiters = [];
+      for (const waiter of written) waiter.reject(this.#failure);
       this.#fireChange();
       throw this.#failure;
     } finally {
@@ -856,6 +1031,7 @@ export class RecordSpool {
       segment.writtenLastSeq = lastSeq;
       segment.unsynced = true;
       wrote = true;
+      this.#wrote(lastSeq);
     }
     if (segment.sealed && segment.pending.length === 0 && segment.handle) {
       await segment.handle.sync();
@@ -883,6 +1059,7 @@ function newSegment(dir: string, firstSeq: number): Segment {
     sealed: false,
     settled: false,
     unsynced: false,
+    ownWrites: true,
     indexSeqs: [firstSeq],
     indexOffsets: [0],
   };

@@ -28,6 +28,8 @@ export interface SpooledJob {
    * manager; the job's entry keeps its last persisted state.
    */
   close(): Promise<void>;
+  /** As {@link close}, for a job whose files are deleted next: nothing is written or synced. */
+  discard(): Promise<void>;
 }
 
 /**
@@ -55,13 +57,20 @@ export async function spoolJob(options: SpoolJobOptions): Promise<SpooledJob> {
     const spoolDir = isLeaf ? store.spoolDir(sessionId, each.instanceId) : undefined;
     const data = each === job ? options.data : undefined;
     const save = () => store.saveJob(toStoredJob(each, sessionId, { spoolDir, data }));
-    // The entry exists before the spool, so a spool directory on disk always has an owner.
-    await save();
+    // Entries of unfinished jobs are written without fsync: after a power cut such an entry reads
+    // as "Failed: agent restarted" or is missing, which tells the same; the fsync would only put
+    // a disk flush between starting a job and reading its output (an invoke waits for it). Terminal
+    // states, which must survive as they are, are synced.
+    const saveUnfinished = () =>
+      store.saveJob(toStoredJob(each, sessionId, { spoolDir, data }), { fsync: false });
+    // The entry exists before the spool, so a spool directory on disk always has an owner (after
+    // a crash of the process: a rename is atomic; a power cut may leave an orphan spool directory).
+    await saveUnfinished();
     unsubscribe.push(
       each.onStateChange(({ state }) => {
         // Terminal states wait until the records (a leaf's, or the children's) are persisted.
         if (isTerminal(state) || closed) return;
-        save().catch((error) => (saveFailure ??= error));
+        saveUnfinished().catch((error) => (saveFailure ??= error));
       }),
     );
     if (!isLeaf) {
@@ -80,6 +89,8 @@ export async function spoolJob(options: SpoolJobOptions): Promise<SpooledJob> {
         }
         if (closed) return;
         await spool.seal();
+        // A job removed meanwhile has its files deleted: saving would bring its entry back.
+        if (closed) return;
         await save();
       })(),
     );
@@ -106,6 +117,11 @@ export async function spoolJob(options: SpoolJobOptions): Promise<SpooledJob> {
       closed = true;
       for (const off of unsubscribe) off();
       await Promise.all([...spools.values()].map((spool) => spool.close()));
+    },
+    async discard() {
+      closed = true;
+      for (const off of unsubscribe) off();
+      await Promise.all([...spools.values()].map((spool) => spool.discard()));
     },
   };
 }

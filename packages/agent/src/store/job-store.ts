@@ -149,14 +149,18 @@ export class JobStore {
     return this.#serial(dir, () => rm(dir, { recursive: true, force: true }));
   }
 
-  /** Writes (or replaces) one job's entry. */
-  saveJob(job: StoredJob): Promise<void> {
+  /**
+   * Writes (or replaces) one job's entry. `fsync: false` skips the fsync of this write even when
+   * the store syncs (for entries whose loss in a power cut costs nothing; see spoolJob).
+   */
+  saveJob(job: StoredJob, options: { fsync?: boolean } = {}): Promise<void> {
     const dir = this.jobDir(job.sessionId, job.instanceId);
     const stored: StoredJob = { ...job };
     if (job.spoolDir !== undefined) stored.spoolDir = relative(dir, job.spoolDir) || '.';
+    const fsync = this.#fsync && options.fsync !== false;
     return this.#serial(dir, async () => {
       await mkdir(dir, { recursive: true, mode: 0o700 });
-      await this.#write(join(dir, JOB_FILE), stored);
+      await this.#write(join(dir, JOB_FILE), stored, fsync);
     });
   }
 
@@ -211,12 +215,12 @@ export class JobStore {
     await Promise.all([...this.#queues.values()]);
   }
 
-  async #write(path: string, value: StoredJob | StoredSession): Promise<void> {
+  async #write(path: string, value: StoredJob | StoredSession, fsync = this.#fsync): Promise<void> {
     const payload = encodeValue({ version: FORMAT_VERSION, value });
     const header = Buffer.alloc(8);
     MAGIC.copy(header, 0);
     header.writeUInt32LE(crc32(payload), 4);
-    await writeFileAtomic(path, Buffer.concat([header, payload]), { fsync: this.#fsync });
+    await writeFileAtomic(path, Buffer.concat([header, payload]), { fsync });
   }
 
   /** The value in `path`; undefined when missing; a damaged file is listed in `skipped`. */

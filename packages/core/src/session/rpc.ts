@@ -83,9 +83,10 @@ export interface SessionMethods {
    * Streams a job's records as `job.record` events tagged with `subscriptionId` (consuming them
    * unless keep), then one `job.end` event. Resolves at once with the job's info. Used by
    * RemoteJob (AsJob) and `receive --wait`. A resumed session keeps its subscriptions.
+   * With `batch`, records come as `job.records` events instead, many per event.
    */
   'job.subscribe': {
-    params: { selector: WireSelector; subscriptionId: string; keep?: boolean };
+    params: { selector: WireSelector; subscriptionId: string; keep?: boolean; batch?: boolean };
     result: JobInfo[];
   };
   'job.unsubscribe': { params: { subscriptionId: string }; result: undefined };
@@ -93,9 +94,10 @@ export interface SessionMethods {
   /**
    * Invoke-Command: runs work as a temporary job, streaming its records as `job.record` events
    * with the given subscriptionId, then `job.end`; the response comes once it ended, with the
-   * final info. The temporary job is removed when everything was delivered.
+   * final info. The temporary job is removed when everything was delivered. With `batch`,
+   * records come as `job.records` events, as for `job.subscribe`.
    */
-  invoke: { params: WorkRequest & { subscriptionId: string }; result: JobInfo };
+  invoke: { params: WorkRequest & { subscriptionId: string; batch?: boolean }; result: JobInfo };
 }
 
 export type SessionMethod = keyof SessionMethods;
@@ -105,6 +107,11 @@ export type MethodResult<M extends SessionMethod> = SessionMethods[M]['result'];
 /** Event name → data. */
 export interface SessionEvents {
   'job.record': { subscriptionId: string; record: JobRecord };
+  /**
+   * Several records of one subscription, in order (sent instead of `job.record` to a client that
+   * subscribed or invoked with `batch: true`). Never empty.
+   */
+  'job.records': { subscriptionId: string; records: JobRecord[] };
   /** The subscribed jobs finished and every record was sent. */
   'job.end': { subscriptionId: string; jobs: JobInfo[] };
   /** A job in the session changed state (sent to every attached client). */

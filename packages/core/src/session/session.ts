@@ -29,7 +29,12 @@ import type {
   WireSelector,
   WorkRequest,
 } from './rpc.js';
-import { connectFailed, isFatalConnectError, isPermanentConnectError, SessionErrorCode } from './session-errors.js';
+import {
+  connectFailed,
+  isFatalConnectError,
+  isPermanentConnectError,
+  SessionErrorCode,
+} from './session-errors.js';
 
 /** Default time a session keeps trying to resume after its link died: 4 minutes. */
 export const DEFAULT_RECONNECT_WINDOW_MS = 4 * 60_000;
@@ -295,7 +300,7 @@ export class Session<Target = unknown> {
       onEnd: () => {},
     });
     this.#invocations++;
-    const result = this.request('invoke', { ...work, subscriptionId }).then(
+    const result = this.request('invoke', { ...work, subscriptionId, batch: true }).then(
       (info) => reviveJobInfo(info, this.computerName),
       (error: unknown) => {
         stream.fail(error);
@@ -331,6 +336,7 @@ export class Session<Target = unknown> {
     const jobs = this.request('job.subscribe', {
       selector,
       subscriptionId,
+      batch: true,
       ...(options.keep === undefined ? {} : { keep: options.keep }),
     }).then(
       (infos) => {
@@ -663,6 +669,12 @@ export class Session<Target = unknown> {
         if (!handlers) return;
         return handlers.onRecord({ ...event.record, computerName: this.computerName });
       }
+      case 'job.records': {
+        const event = data as SessionEvents['job.records'];
+        const handlers = this.#subscriptions.get(event?.subscriptionId);
+        if (!handlers || !Array.isArray(event.records)) return;
+        return this.#deliverRecords(handlers, event.records, 0);
+      }
       case 'job.end': {
         const event = data as SessionEvents['job.end'];
         const handlers = this.#subscriptions.get(event?.subscriptionId);
@@ -686,6 +698,24 @@ export class Session<Target = unknown> {
       }
       default:
         return;
+    }
+  }
+
+  /**
+   * Hands a batch's records to the handler one at a time, from `start`. Synchronous while the
+   * handler is; from the first promise it returns on, the rest waits for it (so the channel, which
+   * waits for the promise this returns, stops granting credit exactly as for single records).
+   */
+  #deliverRecords(handlers: SubscriptionHandlers, records: JobRecord[], start: number): void | Promise<void> {
+    const computerName = this.computerName;
+    for (let i = start; i < records.length; i++) {
+      // Tagged in place: the batch was just decoded for us, nobody else holds its records.
+      const record = records[i] as RemoteRecord;
+      record.computerName = computerName;
+      const pending = handlers.onRecord(record);
+      if (pending && typeof (pending as Promise<void>).then === 'function') {
+        return (pending as Promise<void>).then(() => this.#deliverRecords(handlers, records, i + 1));
+      }
     }
   }
 
