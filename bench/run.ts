@@ -6,6 +6,7 @@ import { benchCodec } from './codec.js';
 import { printResults } from './harness.js';
 import { benchProcess } from './process.js';
 import { benchRemote } from './remote.js';
+import { benchSsh } from './ssh.js';
 import { benchThread } from './thread.js';
 import { benchWs } from './ws.js';
 
@@ -17,6 +18,11 @@ const sections: Record<string, { title: string; run: () => Promise<import('./har
     remote: {
       title: 'Remoting over the local agent (Unix socket); throughput ratio is rate / raw rate',
       run: benchRemote,
+    },
+    ssh: {
+      title:
+        'RemoteJob over SSH (OpenSSH sshd fixture; targets: invoke ≤ 1.2× raw exec, bulk ≥ 0.8×, fan-out faster than xargs)',
+      run: benchSsh,
     },
     ws: {
       title: 'Remoting over wss:// on loopback vs raw ws over TLS; throughput ratio is rate / raw rate',

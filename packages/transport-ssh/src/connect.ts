@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import { Client, type ConnectConfig } from 'ssh2';
 import type { RjobError } from '@rjob/core';
 import { toSshConnectError } from './errors.js';
@@ -19,6 +20,8 @@ export interface ConnectSshOptions
   connectTimeoutMs?: number;
   /** Keepalive interval in milliseconds; 0 turns it off. Default 15 000. */
   keepaliveIntervalMs?: number;
+  /** An already open stream to the server (a jump host's channel) instead of a TCP connection. */
+  sock?: Duplex;
 }
 
 export interface SshConnection {
@@ -77,6 +80,7 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
     if (options.privateKey !== undefined) config.privateKey = options.privateKey;
     if (options.passphrase !== undefined) config.passphrase = options.passphrase;
     if (options.agent !== undefined) config.agent = options.agent;
+    if (options.sock !== undefined) config.sock = options.sock;
     client.once('ready', () => {
       if (settled) return;
       settled = true;

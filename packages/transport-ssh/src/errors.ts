@@ -23,10 +23,15 @@ export const SshErrorCode = {
   AuthFailed: 'ERR_SSH_AUTH_FAILED',
   /** An ssh_config file or a target string could not be understood. */
   ConfigInvalid: 'ERR_SSH_CONFIG_INVALID',
-  /** The remote agent command was not found (exit 127): rjob is not installed on that host. */
+  /**
+   * The remote agent command was not found (exit 127): rjob is not installed on that host, and
+   * (with deployment on) it has no node to deploy it to either.
+   */
   NoAgent: 'ERR_SSH_NO_AGENT',
   /** The server refused to open a channel on an established connection. */
   ChannelFailed: 'ERR_SSH_CHANNEL_FAILED',
+  /** Uploading or verifying the agent bundle on a host with node but without rjob failed. */
+  DeployFailed: 'ERR_SSH_DEPLOY_FAILED',
 } as const;
 
 export type SshErrorCodeValue = (typeof SshErrorCode)[keyof typeof SshErrorCode];
@@ -71,7 +76,8 @@ export function toSshConnectError(error: unknown, target: { host: string; port: 
     return new RjobError(
       SshErrorCode.AuthFailed,
       `ssh: ${where}: permission denied (all authentication methods failed)`,
-      { cause: error, details },
+      // The same key offered again is refused again: the session client stops retrying.
+      { cause: error, details: { ...details, permanent: true } },
     );
   }
   return new RjobError(SshErrorCode.ConnectFailed, `ssh: ${where}: ${message}`, { cause: error, details });

@@ -41,3 +41,28 @@ export {
   type SshTransportTarget,
   sshTransport,
 } from './ssh-transport.js';
+export { type AgentBundle, buildAgentBundle, loadAgentBundle } from './agent-bundle.js';
+export {
+  type DeployResult,
+  deployAgent,
+  MIN_REMOTE_NODE_VERSION,
+  nodeVersionAtLeast,
+  parseProbe,
+  probeRemoteNode,
+  type RemoteNodeProbe,
+  shellQuote,
+  withAgentDeploy,
+} from './deploy.js';
+export {
+  DEFAULT_SSH_EXEC_STOP_GRACE_MS,
+  type InvokeManySshOptions,
+  invokeManySsh,
+  plainExecCommand,
+  plainShellCommand,
+  SSH_EXEC_JOB_TYPE_NAME,
+  type SshExecDefinition,
+  type SshExecJobTypeOptions,
+  type SshRemoteOrExecDefinition,
+  sshExecJobType,
+  sshRemoteOrExecJobType,
+} from './plain-exec.js';

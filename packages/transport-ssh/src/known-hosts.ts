@@ -367,6 +367,14 @@ async function appendKnownHost(file: string, v: HostKeyVerification, blob: Buffe
 }
 
 /**
+ * Details of a host-key refusal. `permanent` tells the session client that reconnecting to the same
+ * host cannot help until someone edits known_hosts, so its automatic retries stop at once.
+ */
+function refusal(v: HostKeyVerification): Record<string, unknown> {
+  return { ...details(v), permanent: true };
+}
+
+/**
  * Verifies a host key and applies the StrictHostKeyChecking policy: resolves when the key may be
  * used (appending it to the first user known_hosts file for `accept-new`, `no` and a confirmed
  * `ask`, as ssh does), throws a coded {@link RjobError} when it must be refused.
@@ -380,11 +388,11 @@ export async function checkHostKey(options: CheckHostKeyOptions): Promise<HostKe
   const v = verification;
   if (v.status === 'match') return { verification };
   if (v.status === 'revoked') {
-    throw new RjobError(SshErrorCode.HostKeyRevoked, revokedWarning(v), { details: details(v) });
+    throw new RjobError(SshErrorCode.HostKeyRevoked, revokedWarning(v), { details: refusal(v) });
   }
   if (v.status === 'changed') {
     throw new RjobError(SshErrorCode.HostKeyChanged, changedHostKeyWarning(v, userFiles[0]), {
-      details: { ...details(v), offending: v.offending.map((e) => `${e.file}:${e.line}`) },
+      details: { ...refusal(v), offending: v.offending.map((e) => `${e.file}:${e.line}`) },
     });
   }
   let accept = policy === 'accept-new' || policy === 'no';
@@ -397,7 +405,7 @@ export async function checkHostKey(options: CheckHostKeyOptions): Promise<HostKe
     throw new RjobError(
       SshErrorCode.HostKeyUnknown,
       `${unknownQuestion(v).split('\n').slice(0, -1).join('\n')}\n${reason}`,
-      { details: details(v) },
+      { details: refusal(v) },
     );
   }
   const target = userFiles[0];

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { chmod, chown, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
@@ -10,7 +11,7 @@ import { acceptOneLink, linkPair, runTransportConformance } from '@rjob/core/tes
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { SshErrorCode } from './errors.js';
 import { type SshTransportOptions, sshTransport } from './ssh-transport.js';
-import { type SshdFixture, startSshd, sshdUnavailableReason } from './testing/sshd-fixture.js';
+import { type SshdFixture, startSshd, startSshds, sshdUnavailableReason } from './testing/sshd-fixture.js';
 
 const skip = sshdUnavailableReason();
 
@@ -144,6 +145,15 @@ async function unusedPort(address: string): Promise<number> {
   return port;
 }
 
+/** The command name of a process (`sshd`, `node`, ...), or '' once it is gone. */
+function processName(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
 function codes(error: unknown): string[] {
   const out: string[] = [];
   for (let e = error; RjobError.is(e) || e instanceof Error; e = (e as Error).cause) {
@@ -152,10 +162,12 @@ function codes(error: unknown): string[] {
   return out;
 }
 
-if (skip === undefined) {
-  // The conformance suite, with the remote end a tiny bridge from the exec channel's stdio to a
-  // Unix socket this test listens on: every frame crosses sshd and the remote command's pipes.
-  const BRIDGE = `
+/**
+ * A tiny remote command that bridges the exec channel's stdio to a Unix socket: the conformance
+ * suite's far end, and a cheap stand-in for `rjob agent --stdio` (which does the same once its
+ * daemon runs) where many hosts would otherwise each load the agent from source.
+ */
+const BRIDGE = `
 const net = require('node:net');
 const socket = net.connect(process.argv[2]);
 process.stdin.pipe(socket);
@@ -163,6 +175,19 @@ socket.pipe(process.stdout);
 socket.on('close', () => process.exit(0));
 process.stdin.on('end', () => socket.end());
 `;
+
+/** Writes {@link BRIDGE} where the test user can run it; returns its path. */
+async function bridgeScript(): Promise<string> {
+  const dir = await tempDir('rjob-ssh-bridge-');
+  await chmod(dir, 0o755);
+  const path = join(dir, 'bridge.cjs');
+  await writeFile(path, BRIDGE, { mode: 0o644 });
+  return path;
+}
+
+if (skip === undefined) {
+  // The conformance suite, with the remote end the bridge to a Unix socket this test listens on:
+  // every frame crosses sshd and the remote command's pipes.
   let shared: Promise<{ fixture: SshdFixture; options: SshTransportOptions; dir: string }> | undefined;
   const setUp = () => {
     shared ??= (async () => {
@@ -304,6 +329,138 @@ describe.skipIf(skip !== undefined)('sshTransport against OpenSSH sshd', () => {
     }
   });
 
+  it('the SSH connection dies abruptly mid-stream: Disconnected, reconnects over a new one, every line once', async () => {
+    const box = await sshd();
+    const stateDir = await agentStateDir();
+    const transport = sshTransport({
+      ...(await configFor([entryOf('box1', box)])),
+      agentCommand: agentCommand(stateDir),
+    });
+    const session = await openSession(transport, 'box1', { name: 'abrupt', initialBackoffMs: 50 });
+    const states: string[] = [];
+    session.onStateChange((change) => states.push(change.state));
+    const total = 50_000;
+    try {
+      // Pauses every 1000 lines keep the job printing while the connection is killed.
+      const job = await session.jobs.start({
+        definition: {
+          command: `i=0; while [ $i -lt ${total} ]; do i=$((i+1)); echo "line $i"; [ $((i % 1000)) -eq 0 ] && sleep 0.05; done; true`,
+        },
+      });
+      const lines: string[] = [];
+      let killed = false;
+      let killedPids = 0;
+      let firstAccepted = 0;
+      const ended = new Promise<void>((resolve, reject) => {
+        session.subscribe(job.id, {
+          onRecord: (record) => {
+            lines.push(record.data as string);
+            if (!killed && lines.length >= 2_000) {
+              killed = true;
+              firstAccepted = (box.logs().match(/Accepted publickey/g) ?? []).length;
+              // SIGKILL the sshd processes serving this connection (not the agent below them):
+              // the TCP connection dies with no SSH goodbye, as when a host or network drops.
+              const serving = box.connectionPids().filter((pid) => processName(pid).startsWith('sshd'));
+              killedPids = serving.length;
+              for (const pid of serving) process.kill(pid, 'SIGKILL');
+            }
+          },
+          onEnd: () => resolve(),
+          onSessionEnd: reject,
+        });
+      });
+      await ended;
+      expect(killed).toBe(true);
+      expect(killedPids).toBeGreaterThan(0);
+      expect(states.slice(0, 2)).toEqual(['Disconnected', 'Opened']);
+      expect(session.state).toBe('Opened');
+      // A second SSH login: the resume came over a new connection.
+      expect((box.logs().match(/Accepted publickey/g) ?? []).length).toBeGreaterThan(firstAccepted);
+      expect(lines.length).toBe(total);
+      expect(lines).toEqual(Array.from({ length: total }, (_, i) => `line ${i + 1}`));
+      expect(await session.jobs.receive(job.id)).toEqual([]);
+    } finally {
+      await session.close();
+    }
+  });
+
+  it('fan-out to 20 sshd hosts with 2 down: 18 results and 2 ERR_SSH_CONNECT_REFUSED, as a job and streamed', async () => {
+    const addresses = Array.from({ length: 20 }, (_, i) => `127.0.0.${i + 2}`);
+    const hosts = await startSshds(addresses);
+    fixtures.push(...hosts);
+    const aliases = hosts.map((_, i) => `web${i + 1}`);
+    const down = new Set(['web7', 'web15']);
+    for (const [i, alias] of aliases.entries()) if (down.has(alias)) await hosts[i]!.stop();
+    // One agent for all: the 20 "hosts" are one machine and user. Its daemon is started once
+    // through the real `--stdio` entry; every host's exec then runs the plain bridge to it.
+    const stateDir = await agentStateDir();
+    const options = await configFor(hosts.map((h, i) => entryOf(aliases[i]!, h)));
+    const warm = await openSession(
+      sshTransport({ ...options, agentCommand: agentCommand(stateDir) }),
+      'web1',
+    );
+    await warm.close();
+    const bridge = `exec node ${await bridgeScript()} ${join(stateDir, 'agent.sock')}`;
+    // A transport per phase: each has its own connection pool, so each phase logs in afresh.
+    const transport = () => sshTransport({ ...options, agentCommand: bridge });
+    const work = { definition: { command: 'echo ok' } };
+    // Twenty handshakes at once on a shared, loaded machine: allow more than the default 10 s.
+    const sessionOptions = { handshakeTimeoutMs: 60_000 };
+    /** Logins each sshd accepted so far: proof that a host was really reached through its own sshd. */
+    const logins = () => hosts.map((h) => (h.logs().match(/Accepted publickey/g) ?? []).length);
+    /** sshd's log arrives through a pipe, maybe after the work is done: wait for one more login. */
+    const loggedOnce = async (i: number, since: number[]): Promise<void> => {
+      await until(() => logins()[i]! > since[i]!);
+      expect(logins()[i]! - since[i]!).toBe(1);
+    };
+    const upHosts = aliases.flatMap((a, i) => (down.has(a) ? [] : [i]));
+    let before = logins();
+
+    const manager = new JobManager();
+    const parent = invokeMany(manager, aliases, work, {
+      asJob: true,
+      name: 'web',
+      transport: transport(),
+      sessionOptions,
+    });
+    await manager.wait(parent);
+    expect(parent.state).toBe('Failed');
+    expect(parent.children.map((child) => child.location)).toEqual(aliases);
+    const records = await manager.receive(parent);
+    for (const [i, child] of parent.children.entries()) {
+      if (down.has(child.location)) {
+        expect(child.state).toBe('Failed');
+        expect(RjobError.is(child.reason) && child.reason.code).toBe(SshErrorCode.ConnectRefused);
+      } else {
+        expect(child.state, `${child.location}: ${String(child.reason)}`).toBe('Completed');
+        const mine = records.filter((r) => r.location === child.location && !r.reason);
+        expect(mine.map((r) => r.data)).toEqual(['ok']);
+        await loggedOnce(i, before);
+      }
+    }
+    expect(
+      records
+        .filter((r) => r.reason)
+        .map((r) => r.location)
+        .sort(),
+    ).toEqual([...down].sort());
+
+    before = logins();
+    const streamed = invokeMany(undefined, aliases, work, { transport: transport(), sessionOptions });
+    const seen: string[] = [];
+    for await (const record of streamed) {
+      seen.push(`${record.computerName}: ${record.stream === 'error' ? 'error' : record.data}`);
+    }
+    const results = await streamed.results;
+    expect(results.filter((r) => r.info?.state === 'Completed')).toHaveLength(18);
+    const failures = results.filter((r) => r.error);
+    expect(failures.map((r) => [r.computerName, r.error!.code])).toEqual(
+      [...down].map((alias) => [alias, SshErrorCode.ConnectRefused]),
+    );
+    expect(seen.sort()).toEqual(aliases.map((a) => `${a}: ${down.has(a) ? 'error' : 'ok'}`).sort());
+    for (const i of upHosts) await loggedOnce(i, before);
+  }, 120_000);
+
   it('shares one SSH connection per target up to the channel limit; the last link ends it', async () => {
     const box = await sshd();
     const transport = sshTransport({
@@ -341,11 +498,156 @@ describe.skipIf(skip !== undefined)('sshTransport against OpenSSH sshd', () => {
     expect(codes(refused)).toContain(SshErrorCode.HostKeyChanged);
   });
 
+  it('host keys through the transport: unknown refused, accept-new recorded for OpenSSH, hashed, revoked', async () => {
+    const box = await sshd();
+    const dir = await tempDir('rjob-ssh-hostkeys-');
+    const knownHosts = join(dir, 'known_hosts');
+    const configFile = join(dir, 'config');
+    await writeFile(
+      configFile,
+      `Host box1\n  HostName ${box.host}\n  Port ${box.port}\n  User rjobtest\n  IdentityFile ${box.clientKeyPath}\n` +
+        `  UserKnownHostsFile ${knownHosts}\n  GlobalKnownHostsFile /dev/null\n`,
+    );
+    const base: SshTransportOptions = {
+      sshConfig: { configFile, systemConfigFile: null },
+      agent: false,
+      agentCommand: 'exec cat',
+    };
+    const refusal = (transport: ReturnType<typeof sshTransport>) =>
+      transport.connect('box1').then(
+        (link) => {
+          link.close();
+          throw new Error('connected');
+        },
+        (error: RjobError) => error,
+      );
+
+    // Unknown, non-interactive (the default `ask` with nobody to ask): refused, and permanent so a
+    // session does not keep retrying it.
+    const unknown = await refusal(sshTransport(base));
+    expect(unknown.code).toBe(SshErrorCode.HostKeyUnknown);
+    expect(unknown.details?.permanent).toBe(true);
+    expect(await readFile(knownHosts, 'utf8').catch(() => '')).toBe('');
+
+    // accept-new records it; OpenSSH's own client, strict, then accepts the file.
+    const link = await sshTransport({ ...base, strictHostKeyChecking: 'accept-new' }).connect('box1');
+    link.close();
+    expect((await readFile(knownHosts, 'utf8')).trim()).toBe(box.knownHostsLine);
+    const openssh = () =>
+      execFileSync('ssh', [
+        ...['-F', '/dev/null', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`],
+        ...['-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes'],
+        ...['-i', box.clientKeyPath, '-p', String(box.port), `rjobtest@${box.host}`, 'echo accepted'],
+      ]).toString();
+    expect(openssh().trim()).toBe('accepted');
+
+    // Hashed by ssh-keygen -H: the `[host]:port` name is only an HMAC now, and still matches.
+    execFileSync('ssh-keygen', ['-H', '-f', knownHosts], { stdio: 'ignore' });
+    const hashed = await readFile(knownHosts, 'utf8');
+    expect(hashed).toMatch(/^\|1\|/);
+    expect(hashed).not.toContain(box.host);
+    const strict = sshTransport({ ...base, strictHostKeyChecking: 'yes' });
+    const again = await strict.connect('box1');
+    again.close();
+    expect(await readFile(knownHosts, 'utf8')).toBe(hashed);
+
+    // @revoked wins over the matching hashed line, whatever the policy.
+    await writeFile(knownHosts, `${hashed}@revoked * ${box.hostKeys[0]!.publicKey}\n`);
+    const revoked = await refusal(sshTransport({ ...base, strictHostKeyChecking: 'no' }));
+    expect(revoked.code).toBe(SshErrorCode.HostKeyRevoked);
+    expect(revoked.details?.permanent).toBe(true);
+    expect(openssh).toThrow();
+    await until(() => box.connectionPids().length === 0);
+  });
+
+  it('a refused login is permanent: the session stops reconnecting and keeps the SSH code', async () => {
+    const box = await sshd();
+    const stateDir = await agentStateDir();
+    const dir = await tempDir('rjob-ssh-auth-');
+    const strangerKey = join(dir, 'stranger');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', strangerKey]);
+    const options = await configFor([entryOf('box1', box)]);
+    const transport = sshTransport({ ...options, agentCommand: agentCommand(stateDir) });
+    const refused = await openSession(
+      sshTransport({ ...options, privateKey: await readFile(strangerKey) }),
+      'box1',
+    ).then(
+      () => undefined,
+      (error: unknown) => error as RjobError,
+    );
+    expect(refused?.code).toBe(SshErrorCode.AuthFailed);
+    expect(refused?.details?.permanent).toBe(true);
+    // The same through a session's reconnect: its loop stops at the permanent error at once.
+    const session = await openSession(transport, 'box1', { name: 'auth' });
+    try {
+      const states: string[] = [];
+      session.onStateChange((change) => states.push(change.state));
+      await writeFile(join(box.dir, 'authorized_keys'), '');
+      const loginsBefore = (box.logs().match(/Accepted publickey/g) ?? []).length;
+      for (const pid of box.connectionPids().filter((p) => processName(p).startsWith('sshd')))
+        process.kill(pid, 'SIGKILL');
+      await until(() => session.state === 'Disconnected' && !session.reconnecting);
+      expect(session.reason?.code).toBe(SshErrorCode.AuthFailed);
+      expect((box.logs().match(/Accepted publickey/g) ?? []).length).toBe(loginsBefore);
+      expect(states.every((s) => s === 'Disconnected')).toBe(true);
+    } finally {
+      await session.close();
+    }
+  });
+
+  it('ProxyJump from ssh_config: a session reaches the target through a second sshd', async () => {
+    const jump = await sshd('127.0.0.2');
+    const box = await sshd('127.0.0.3', jump.clientKeyPath);
+    const stateDir = await agentStateDir();
+    const dir = await tempDir('rjob-ssh-jump-');
+    const knownHosts = join(dir, 'known_hosts');
+    await writeFile(knownHosts, `${jump.knownHostsLine}\n${box.knownHostsLine}\n`);
+    const configFile = join(dir, 'config');
+    await writeFile(
+      configFile,
+      `Host target\n  HostName ${box.host}\n  Port ${box.port}\n  ProxyJump gate\n` +
+        `Host gate\n  HostName ${jump.host}\n  Port ${jump.port}\n` +
+        `Host *\n  User rjobtest\n  IdentityFile ${jump.clientKeyPath}\n  StrictHostKeyChecking yes\n` +
+        `  UserKnownHostsFile ${knownHosts}\n  GlobalKnownHostsFile /dev/null\n`,
+    );
+    const options: SshTransportOptions = { sshConfig: { configFile, systemConfigFile: null }, agent: false };
+    const accepted = (f: SshdFixture) => (f.logs().match(/Accepted publickey/g) ?? []).length;
+    const session = await openSession(
+      sshTransport({ ...options, agentCommand: agentCommand(stateDir) }),
+      'target',
+    );
+    try {
+      const records = await session.invoke({ definition: { command: 'echo "via $SSH_CONNECTION"' } });
+      const lines: string[] = [];
+      for await (const record of records) lines.push(String(record.data));
+      expect(lines).toHaveLength(1);
+      // sshd reports the address it was reached on: the target's, over the jump's forwarding.
+      expect(lines[0]!.split(' ')[3]).toBe(box.host);
+      await until(() => accepted(jump) === 1 && accepted(box) === 1);
+    } finally {
+      await session.close();
+    }
+    // Both connections go with the last link.
+    await until(() => jump.connectionPids().length === 0 && box.connectionPids().length === 0);
+
+    // The jump host down: refused, with the jump's address in the coded error.
+    await jump.stop();
+    const refused = await sshTransport({ ...options, agentCommand: 'exec cat' })
+      .connect('target')
+      .then(
+        () => undefined,
+        (error: RjobError) => error,
+      );
+    expect(refused?.code).toBe(SshErrorCode.ConnectRefused);
+    expect(refused?.details).toMatchObject({ host: jump.host, port: jump.port });
+  });
+
   it('a host without the agent closes the link with ERR_SSH_NO_AGENT', async () => {
     const box = await sshd();
     const transport = sshTransport({
       ...(await configFor([entryOf('box1', box)])),
-      // The default command, on a host where rjob is not installed.
+      // The default command, on a host where rjob is not installed; deploying it is tested in deploy.test.ts.
+      deploy: 'never',
     });
     const link = await transport.connect('box1');
     const reason = await new Promise<RjobError>((resolve) => link.onClose(resolve));

@@ -16,7 +16,9 @@ import {
 } from '@rjob/core';
 import type { ClientChannel } from 'ssh2';
 import { type ConnectSshOptions, connectSsh, type SshConnection } from './connect.js';
+import { deployAgent, shellQuote, withAgentDeploy } from './deploy.js';
 import { SshErrorCode, toSshConnectError } from './errors.js';
+import { connectThroughJumps } from './proxy-jump.js';
 import type { StrictHostKeyChecking } from './known-hosts.js';
 import {
   type ResolveSshConfigOptions,
@@ -66,6 +68,13 @@ export interface SshTransportOptions {
   keepaliveIntervalMs?: number;
   /** Links sharing one SSH connection. Default 8; keep it below the server's MaxSessions. */
   maxChannelsPerConnection?: number;
+  /**
+   * When the agent command is not found: `auto` (default) deploys the bundled agent to the user's
+   * cache directory if the host has node >= 20.19, and runs it; `never` fails with ERR_SSH_NO_AGENT.
+   */
+  deploy?: 'auto' | 'never';
+  /** The command that runs a deployed bundle. Default `node '<file>' --stdio`. */
+  deployedAgentCommand?: (file: string, host: SshHostConfig) => string;
 }
 
 interface PooledConnection {
@@ -84,6 +93,8 @@ export function sshTransport(options: SshTransportOptions = {}): Transport<SshTr
     throw new RjobError(ErrorCode.InvalidArgument, 'maxChannelsPerConnection must be a positive integer.');
   }
   const pool = new Map<string, PooledConnection[]>();
+  /** Hosts where the agent was deployed → the command that runs it: later links skip the probe. */
+  const deployed = new Map<string, string>();
 
   const forget = (entry: PooledConnection): void => {
     entry.dead = true;
@@ -136,18 +147,13 @@ export function sshTransport(options: SshTransportOptions = {}): Transport<SshTr
     name: 'ssh',
     async connect(target, { maxFrameBytes, signal }) {
       const host = await resolveSshConfig(target, options.sshConfig ?? {});
-      if (host.proxyJump.length > 0) {
-        throw new RjobError(
-          SshErrorCode.ConfigInvalid,
-          `ssh: ${host.alias}: ProxyJump is not supported by the rjob SSH transport yet.`,
-          { details: { host: host.alias } },
-        );
-      }
       signal?.throwIfAborted();
+      const hostKey = `${host.user}@${host.hostName}:${host.port}`;
       const command =
-        typeof options.agentCommand === 'function'
+        deployed.get(hostKey) ??
+        (typeof options.agentCommand === 'function'
           ? options.agentCommand(host)
-          : (options.agentCommand ?? DEFAULT_AGENT_COMMAND);
+          : (options.agentCommand ?? DEFAULT_AGENT_COMMAND));
       const entry = acquire(host);
       let stream: ClientChannel;
       try {
@@ -162,9 +168,39 @@ export function sshTransport(options: SshTransportOptions = {}): Transport<SshTr
         release(entry);
         signal.throwIfAborted();
       }
-      return linkFromExecChannel(stream, { command, host, maxFrameBytes, onGone: () => release(entry) });
+      const link = linkFromExecChannel(stream, {
+        command,
+        host,
+        maxFrameBytes,
+        onGone: () => release(entry),
+      });
+      if (options.deploy === 'never') return link;
+      return withAgentDeploy(link, async () => {
+        deployed.delete(hostKey);
+        const again = acquire(host);
+        try {
+          const { client } = await again.ready;
+          const { file } = await deployAgent(client, host);
+          const run = (options.deployedAgentCommand ?? defaultDeployedAgentCommand)(file, host);
+          const channel = await exec(client, run, host);
+          deployed.set(hostKey, run);
+          return linkFromExecChannel(channel, {
+            command: run,
+            host,
+            maxFrameBytes,
+            onGone: () => release(again),
+          });
+        } catch (error) {
+          release(again);
+          throw error;
+        }
+      });
     },
   });
+}
+
+function defaultDeployedAgentCommand(file: string): string {
+  return `node ${shellQuote(file)} --stdio`;
 }
 
 function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
@@ -186,7 +222,16 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
   });
 }
 
-async function openConnection(host: SshHostConfig, options: SshTransportOptions): Promise<SshConnection> {
+/** Opens a verified connection to a resolved host with the transport's options (also used by plain exec). */
+export async function openConnection(
+  host: SshHostConfig,
+  options: SshTransportOptions,
+  /** A jump host's channel to connect over (ProxyJump); default a TCP connection. */
+  sock?: Duplex,
+): Promise<SshConnection> {
+  if (sock === undefined && host.proxyJump.length > 0) {
+    return connectThroughJumps(host, options, openConnection);
+  }
   const config: ConnectSshOptions = {
     host: host.hostName,
     port: host.port,
@@ -208,6 +253,7 @@ async function openConnection(host: SshHostConfig, options: SshTransportOptions)
   if (agent) config.agent = agent;
   const privateKey = options.privateKey ?? (await readFirstIdentity(host.identityFiles));
   if (privateKey !== undefined) config.privateKey = privateKey;
+  if (sock !== undefined) config.sock = sock;
   return connectSsh(config);
 }
 

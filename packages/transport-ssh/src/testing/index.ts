@@ -7,4 +7,5 @@ export {
   type StartSshdOptions,
   sshdUnavailableReason,
   startSshd,
+  startSshds,
 } from './sshd-fixture.js';

@@ -367,3 +367,40 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<SshdFix
     throw error;
   }
 }
+
+/**
+ * Starts one sshd per address (DESIGN §7: several "hosts" on one machine, 127.0.0.2, 127.0.0.3,
+ * ...), all letting in the same user with the same client key, so one ssh_config reaches them all.
+ * Each has its own host key, as separate machines would. On any failure the ones already started
+ * are stopped. Stop them all with `stopAll()` or `await using`.
+ */
+export async function startSshds(
+  addresses: string[],
+  options: Omit<StartSshdOptions, 'address' | 'port' | 'clientKeyFile'> = {},
+): Promise<SshdFixture[] & AsyncDisposable & { stopAll(): Promise<void> }> {
+  const started: SshdFixture[] = [];
+  const stopAll = async (): Promise<void> => {
+    // The first fixture's dir holds the shared client key: stop it last.
+    await Promise.all(started.slice(1).map((f) => f.stop()));
+    await started[0]?.stop();
+  };
+  try {
+    if (addresses.length > 0) {
+      started.push(await startSshd({ ...options, address: addresses[0]! }));
+      const clientKeyFile = started[0]!.clientKeyPath;
+      // The rest in parallel: each waits mostly on ssh-keygen and sshd's own start.
+      const rest = await Promise.allSettled(
+        addresses.slice(1).map((address) => startSshd({ ...options, address, clientKeyFile })),
+      );
+      for (const r of rest) if (r.status === 'fulfilled') started.push(r.value);
+      const failed = rest.find((r) => r.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+      // Keep the caller's order, whatever order they came up in.
+      started.sort((a, b) => addresses.indexOf(a.host) - addresses.indexOf(b.host));
+    }
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+  return Object.assign(started, { stopAll, [Symbol.asyncDispose]: stopAll });
+}

@@ -1,0 +1,263 @@
+/**
+ * RemoteJob over SSH against the OpenSSH sshd test fixture (DESIGN §6), each figure next to its raw
+ * baseline from the same run: invoke on an open session vs a raw ssh2 exec, session open vs a raw
+ * ssh2 handshake, bulk output vs a raw ssh2 channel, and fan-out to 20 hosts vs `xargs -P 20` with
+ * OpenSSH and vs raw ssh2 to all hosts at once. Needs root (the fixture starts sshd); skips
+ * otherwise, saying so.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { invokeMany, openSession, type Session } from '@rjob/core';
+import { sshTransport } from '@rjob/transport-ssh';
+import { SSHD_PATH, type SshdFixture, startSshd, startSshds } from '@rjob/transport-ssh/testing';
+import { Client } from 'ssh2';
+import { type BenchResult, compare, measure } from './harness.js';
+
+const run = promisify(execFile);
+
+const BULK_BYTES = 64 * 1024 * 1024;
+// 1 KiB lines, as in bench/remote.ts: the shape of real log output.
+const BULK_COMMAND = `yes "$(head -c 1023 /dev/zero | tr '\\0' x)" | head -c ${BULK_BYTES}`;
+const FAN_OUT_HOSTS = 20;
+
+const TSX_LOADER = createRequire(import.meta.url).resolve('tsx');
+const AGENT_ENTRY = fileURLToPath(new URL('../packages/agent/src/cli-entry.ts', import.meta.url));
+
+/**
+ * What `rjob agent --stdio` does once its daemon runs: pipe the channel to the daemon's socket. The
+ * bench runs the agent from source through tsx, whose start-up (hundreds of ms of compiling) a
+ * built agent does not pay; this bridge stands in for the built one where many links are opened.
+ */
+const BRIDGE = `
+const net = require('node:net');
+const socket = net.connect(process.argv[2]);
+process.stdin.pipe(socket);
+socket.pipe(process.stdout);
+socket.on('close', () => process.exit(0));
+process.stdin.on('end', () => socket.end());
+`;
+
+function unavailable(): string | undefined {
+  if (!existsSync(SSHD_PATH)) return `${SSHD_PATH} not found`;
+  if (process.getuid?.() !== 0) return 'the sshd fixture needs root';
+  return undefined;
+}
+
+function hostKeyOf(fixture: SshdFixture): Buffer {
+  return Buffer.from(fixture.hostKeys[0]!.publicKey.split(' ')[1]!, 'base64');
+}
+
+/** A raw ssh2 connection, checking the host key against the fixture's (as known_hosts would). */
+function rawConnect(fixture: SshdFixture, privateKey: Buffer): Promise<Client> {
+  const expected = hostKeyOf(fixture);
+  return new Promise((resolve, reject) => {
+    const client = new Client();
+    client.once('ready', () => resolve(client));
+    client.once('error', reject);
+    client.connect({
+      host: fixture.host,
+      port: fixture.port,
+      username: fixture.user,
+      privateKey,
+      hostVerifier: (key: Buffer) => key.equals(expected),
+    });
+  });
+}
+
+/** Runs `command` on an open ssh2 connection; resolves with the stdout byte count at channel close. */
+function rawExec(client: Client, command: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    client.exec(command, (error, channel) => {
+      if (error) return reject(error);
+      let bytes = 0;
+      channel.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      channel.stderr.resume();
+      channel.once('close', () => resolve(bytes));
+    });
+  });
+}
+
+async function drain(session: Session<unknown>, command: string): Promise<number> {
+  let bytes = 0;
+  const invocation = session.invoke({ definition: { command } });
+  for await (const record of invocation) bytes += String(record.data).length + 1;
+  await invocation.result;
+  return bytes;
+}
+
+function once(name: string, ms: number, extra: Partial<BenchResult> = {}): BenchResult {
+  return { name, iterations: 1, meanMs: ms, medianMs: ms, ...extra };
+}
+
+export async function benchSsh(): Promise<BenchResult[]> {
+  const why = unavailable();
+  if (why !== undefined) {
+    console.log(`\n## RemoteJob over SSH: SKIPPED (${why})`);
+    return [];
+  }
+  const fixtures: SshdFixture[] = [];
+  const dirs: string[] = [];
+  let farm: Awaited<ReturnType<typeof startSshds>> | undefined;
+  let stateDir: string | undefined;
+  const results: BenchResult[] = [];
+  try {
+    const box = await startSshd();
+    fixtures.push(box);
+    const addresses = Array.from({ length: FAN_OUT_HOSTS }, (_, i) => `127.0.0.${i + 2}`);
+    farm = await startSshds(addresses);
+
+    const dir = await mkdtemp(join(tmpdir(), 'rjob-bench-ssh-'));
+    dirs.push(dir);
+    await chmod(dir, 0o755);
+    const knownHosts = join(dir, 'known_hosts');
+    await writeFile(knownHosts, [box, ...farm].map((f) => `${f.knownHostsLine}\n`).join(''));
+    const hostBlock = (alias: string, f: SshdFixture) =>
+      `Host ${alias}\n  HostName ${f.host}\n  Port ${f.port}\n  User ${f.user}\n  IdentityFile ${f.clientKeyPath}\n`;
+    const farmAliases = farm.map((_, i) => `h${i + 1}`);
+    const configFile = join(dir, 'config');
+    await writeFile(
+      configFile,
+      hostBlock('box', box) +
+        farm.map((f, i) => hostBlock(farmAliases[i]!, f)).join('') +
+        `Host *\n  StrictHostKeyChecking yes\n  UserKnownHostsFile ${knownHosts}\n  GlobalKnownHostsFile /dev/null\n`,
+    );
+    const bridgePath = join(dir, 'bridge.cjs');
+    await writeFile(bridgePath, BRIDGE, { mode: 0o644 });
+
+    // The agent runs as the fixture's user, with its state in a dir that user owns.
+    stateDir = await mkdtemp(join(tmpdir(), 'rjob-bench-ssh-agent-'));
+    const uid = Number(execFileSync('id', ['-u', box.user]).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', box.user]).toString().trim());
+    await chown(stateDir, uid, gid);
+    await chmod(stateDir, 0o700);
+    const fromSource = `TMPDIR=${stateDir} exec node --conditions=source --import ${TSX_LOADER} ${AGENT_ENTRY} --stdio --state-dir ${stateDir}`;
+    const bridged = `exec node ${bridgePath} ${join(stateDir, 'agent.sock')}`;
+    const base = { sshConfig: { configFile, systemConfigFile: null }, agent: false as const };
+
+    // Open (and leave open) the session the per-command figures use; it also starts the daemon.
+    const session = await openSession(sshTransport({ ...base, agentCommand: fromSource }), 'box', {
+      handshakeTimeoutMs: 60_000,
+    });
+    const boxKey = await readFile(box.clientKeyPath);
+    const raw = await rawConnect(box, boxKey);
+    try {
+      const rawTrue = await measure('raw: ssh2 exec `true` on an open connection → close', 50, () =>
+        rawExec(raw, 'true'),
+      );
+      const invokeTrue = await measure('invoke `true` on an open SSH session → end', 50, () =>
+        drain(session, 'true'),
+      );
+      results.push(rawTrue, compare(invokeTrue, rawTrue));
+
+      const handshake = await measure('raw: ssh2 handshake + auth (new connection)', 10, async () =>
+        (await rawConnect(box, boxKey)).end(),
+      );
+      const openBridged = await measure(
+        'session open: handshake, exec, bridge to running agent',
+        10,
+        async () => {
+          const s = await openSession(sshTransport({ ...base, agentCommand: bridged }), 'box');
+          await s.close();
+        },
+      );
+      const openSource = await measure('session open: `agent --stdio` from source (tsx)', 5, async () => {
+        const s = await openSession(sshTransport({ ...base, agentCommand: fromSource }), 'box', {
+          handshakeTimeoutMs: 60_000,
+        });
+        await s.close();
+      });
+      results.push(handshake, compare(openBridged, handshake), compare(openSource, handshake));
+
+      const t0 = performance.now();
+      const rawBytes = await rawExec(raw, BULK_COMMAND);
+      const rawMs = performance.now() - t0;
+      if (rawBytes !== BULK_BYTES) throw new Error(`raw: received ${rawBytes} of ${BULK_BYTES} bytes`);
+      const rawRate = rawBytes / 2 ** 20 / (rawMs / 1000);
+      const rawBulk = once(`raw: ${BULK_BYTES / 2 ** 20} MiB of output through an ssh2 channel`, rawMs, {
+        rate: { value: rawRate, unit: 'MiB/s' },
+      });
+      const t1 = performance.now();
+      const bytes = await drain(session, BULK_COMMAND);
+      const ms = performance.now() - t1;
+      if (bytes !== BULK_BYTES) throw new Error(`invoke: received ${bytes} of ${BULK_BYTES} bytes`);
+      const rate = bytes / 2 ** 20 / (ms / 1000);
+      results.push(
+        rawBulk,
+        once(`invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records over SSH`, ms, {
+          rate: { value: rate, unit: 'MiB/s' },
+          baseline: rawBulk.name,
+          ratio: rate / rawRate,
+        }),
+      );
+    } finally {
+      raw.end();
+      await session.close().catch(() => {});
+    }
+
+    // Fan-out of `hostname`: every contender makes its 20 connections afresh each time.
+    const farmKey = await readFile(farm[0]!.clientKeyPath);
+    const fixturesOfFarm = farm;
+    const rawFan = await measure(`raw: ssh2 to ${FAN_OUT_HOSTS} hosts at once, exec hostname`, 5, () =>
+      Promise.all(
+        fixturesOfFarm.map(async (f) => {
+          const client = await rawConnect(f, farmKey);
+          await rawExec(client, 'hostname');
+          client.end();
+        }),
+      ),
+    );
+    const xargs = await measure(`OpenSSH: xargs -P ${FAN_OUT_HOSTS} ssh <host> hostname`, 5, () =>
+      run('sh', [
+        '-c',
+        `printf '%s\\n' ${farmAliases.join(' ')} | xargs -P ${FAN_OUT_HOSTS} -I{} ssh -F ${configFile} -o BatchMode=yes {} hostname`,
+      ]),
+    );
+    const fan = await measure(`invokeMany: hostname on ${FAN_OUT_HOSTS} hosts (streamed)`, 5, async () => {
+      const invocation = invokeMany(
+        undefined,
+        farmAliases,
+        { definition: { command: 'hostname' } },
+        {
+          transport: sshTransport({ ...base, agentCommand: bridged }),
+          sessionOptions: { handshakeTimeoutMs: 60_000 },
+        },
+      );
+      let count = 0;
+      for await (const record of invocation) if (record.stream === 'output') count++;
+      if (count !== FAN_OUT_HOSTS) throw new Error(`fan-out: ${count} of ${FAN_OUT_HOSTS} hosts answered`);
+    });
+    results.push(rawFan, xargs, compare(fan, rawFan), compare(fan, xargs));
+    return results;
+  } finally {
+    if (stateDir) await stopAgent(stateDir);
+    await farm?.stopAll();
+    for (const f of fixtures) await f.stop();
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  }
+}
+
+/** Ends the daemon the first `--stdio` started (its pid file is in the state dir), then the dir. */
+async function stopAgent(stateDir: string): Promise<void> {
+  const pid = Number((await readFile(join(stateDir, 'agent.pid'), 'utf8').catch(() => '')).trim());
+  const alive = (): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (pid && alive()) {
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 250 && alive(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    // Its jobs are in its own process group; take them too if it would not go.
+    if (alive()) process.kill(-pid, 'SIGKILL');
+  }
+  await rm(stateDir, { recursive: true, force: true });
+}
