@@ -54,9 +54,11 @@ describe('the rjob bin', { timeout: 120_000 }, () => {
       '--',
       'sleep 1; echo later',
     ]);
-    expect(job.stdout).toMatch(/fan\s+BackgroundJob\s+\w+\s+True\s+localhost\s+sleep 1; echo later/);
+    expect(job.stdout).toMatch(/fan\s+RemoteJob\s+\w+\s+True\s+localhost\s+sleep 1; echo later/);
     // The CLI that started it has exited; the job finishes in the agent.
     await s.bin(['wait', 'fan']);
+    const children = await s.bin(['get', 'fan', '--children']);
+    expect(children.stdout).toMatch(/localhost\s+RemoteJob\s+Completed\s+True\s+localhost\s+/);
     expect((await s.bin(['receive', 'fan'])).stdout).toBe('[localhost] later\n');
   });
 

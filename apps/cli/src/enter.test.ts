@@ -37,6 +37,26 @@ describe('rjob enter', { timeout: 120_000 }, () => {
     expect(JSON.parse(left.stdout)).toEqual([]);
   });
 
+  it('a redirect that cannot be written says why and keeps the records; >> appends', async () => {
+    await using s = await sandbox();
+    const file = join(s.dir, 'events.txt');
+    const input = [
+      "start --name events -- 'echo e1; echo e2'",
+      'wait events',
+      `receive events > ${join(s.dir, 'missing', 'events.txt')}`,
+      `receive events > ${file}`,
+      "start --name more -- 'echo e3'",
+      'wait more',
+      `receive more >> ${file}`,
+      'exit',
+      '',
+    ].join('\n');
+    const out = await s.pty(['enter', 'localhost'], input);
+    expect(out.code).toBe(0);
+    expect(plain(out.stdout)).toMatch(/ENOENT.*\(ERR_FILE_WRITE\)/);
+    expect(await readFile(file, 'utf8')).toBe('e1\ne2\ne3\n');
+  });
+
   it('keeps a named session and its jobs after exit', async () => {
     await using s = await sandbox();
     await s.rjob('session', 'new', 'localhost', '--name', 's1');

@@ -175,7 +175,8 @@ Examples:
 
 An interactive prompt in a remote session (Enter-PSSession). At the prompt '[HOST] rjob> ':
   - start, get, receive, wait, stop, remove run inside the session (their jobs live there);
-  - 'VERB … > FILE' writes the verb's output to FILE on the remote host;
+  - 'VERB … > FILE' writes the verb's output to FILE on the remote host ('>>' appends); for
+    'receive' the agent writes it, only the output stream, and keeps the records if it cannot;
   - any other line runs as a shell command there;
   - 'exit' leaves.
 A HOST gets a temporary session that ends, with its jobs, on exit; a SESSION made with

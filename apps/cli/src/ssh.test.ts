@@ -162,25 +162,53 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
     expect(back).toEqual({ code: 0, stdout: 'e1\nrjobtest\n', stderr: '' });
   });
 
-  it('S3: invoke --as-job runs in the local agent; a down host fails the job, the other delivers', async () => {
+  it('S3: invoke --as-job is a RemoteJob with a child per host; a down host fails its child and the parent', async () => {
     await using s = await sandbox(env());
     const started = await s.rjob(
       'invoke',
       '-c',
-      'server01,down',
+      'server01,server02,down',
       '--as-job',
       '--name',
       'sys',
       '--',
       'uname -s',
     );
-    expect(started.stdout).toMatch(/sys\s+BackgroundJob\s+\w+\s+True\s+server01,down\s+uname -s/);
-    await s.rjob('wait', 'sys');
+    expect(started.code).toBe(0);
+    expect(started.stdout).toMatch(/sys\s+RemoteJob\s+\w+\s+True\s+server01,server02,down\s+uname -s\n$/);
+    const waited = await s.rjob('wait', 'sys', '--json');
+    const [parent] = JSON.parse(waited.stdout) as Array<{
+      id: number;
+      state: string;
+      reason?: { code: string };
+    }>;
+    expect(parent).toMatchObject({ state: 'Failed', reason: { code: 'ERR_CHILD_JOB_FAILED' } });
+
+    const listed = await s.rjob('get', 'sys', '--children', '--json');
+    const jobs = JSON.parse(listed.stdout) as Array<{
+      name: string;
+      type: string;
+      state: string;
+      location: string;
+      command: string;
+      reason?: { code: string; message: string; exitCode?: number };
+    }>;
+    expect(jobs.map((job) => [job.name, job.type, job.location, job.state, job.command])).toEqual([
+      ['sys', 'RemoteJob', 'server01,server02,down', 'Failed', 'uname -s'],
+      ['server01', 'RemoteJob', 'server01', 'Completed', 'uname -s'],
+      ['server02', 'RemoteJob', 'server02', 'Completed', 'uname -s'],
+      ['down', 'RemoteJob', 'down', 'Failed', 'uname -s'],
+    ]);
+    // The down child is the per-host CLI exiting with the unreachable class (4).
+    expect(jobs[3]!.reason?.code).toBe('ERR_JOB_EXIT_CODE');
+    expect(jobs[3]!.reason?.message).toMatch(/code 4/);
+
     const received = await s.rjob('receive', 'sys');
     expect(received.code).toBe(ExitCode.JobFailed);
-    expect(received.stdout).toBe('[server01] Linux\n');
-    expect(received.stderr).toMatch(/\[down\] UNREACHABLE: .*\(ERR_SSH_CONNECT_REFUSED\)/);
-    expect(received.stderr).toMatch(/FAILED: .*code 4/);
+    expect(received.stdout).toBe('[server01] Linux\n[server02] Linux\n');
+    // The down host's own line says why, with its code; then its child's failure.
+    expect(received.stderr).toMatch(/^\[down\] rjob: down: .+ \(ERR_SSH_CONNECT_REFUSED\)$/m);
+    expect(received.stderr).toMatch(/^\[down\] FAILED: .*code 4/m);
   });
 
   it('a refused host key is one line and exit 4', async () => {

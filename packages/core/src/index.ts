@@ -124,9 +124,12 @@ export {
   toCloseReason,
 } from './transport/transport.js';
 export type {
+  GroupChildRequest,
+  GroupRequest,
   JobInfo,
   MethodParams,
   MethodResult,
+  ReceiveToFileResult,
   SessionAvailability,
   SessionEvent,
   SessionEvents,

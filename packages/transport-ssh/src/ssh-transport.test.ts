@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { chmod, chown, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -251,6 +252,50 @@ describe.skipIf(skip !== undefined)('sshTransport against OpenSSH sshd', () => {
       expect(second).toEqual(first);
     } finally {
       await session.close();
+    }
+  });
+
+  it('S2 over SSH without the prompt: a session job received into a file on the remote side', async () => {
+    const box = await sshd();
+    const stateDir = await agentStateDir();
+    const transport = sshTransport({
+      ...(await configFor([entryOf('box1', box)])),
+      agentCommand: agentCommand(stateDir),
+    });
+    const { uid } = testUserIds();
+    const home = execFileSync('getent', ['passwd', 'rjobtest']).toString().trim().split(':')[5]!;
+    const name = `events-${randomBytes(6).toString('hex')}.txt`;
+    try {
+      const session = await openSession(transport, 'box1');
+      try {
+        await session.jobs.start(
+          { definition: { command: 'for i in 1 2 3; do echo "event $i"; done' } },
+          { name: 'events' },
+        );
+        await session.jobs.wait('events');
+        const written = await session.jobs.receiveToFile('events', `~/${name}`);
+        expect(written).toMatchObject({ path: join(home, name), records: 3, bytes: 24, other: [] });
+        expect(await session.jobs.receive('events')).toEqual([]);
+      } finally {
+        await session.close();
+      }
+      // Written by the agent's user, in that user's home: the remote side's, not this process's.
+      expect((await stat(join(home, name))).uid).toBe(uid);
+      // Another session over SSH reads it back, as `rjob invoke -c server01 -- cat ~/events.txt`.
+      const reader = await openSession(transport, 'box1');
+      try {
+        const lines: string[] = [];
+        const info = await reader.invoke(
+          { definition: { command: `cat ~/${name}` } },
+          { onRecord: (record) => void lines.push(String(record.data)) },
+        ).result;
+        expect(info.state).toBe('Completed');
+        expect(lines).toEqual(['event 1', 'event 2', 'event 3']);
+      } finally {
+        await reader.close();
+      }
+    } finally {
+      await rm(join(home, name), { force: true });
     }
   });
 

@@ -5,8 +5,8 @@
  */
 import { createInterface } from 'node:readline';
 import { PassThrough } from 'node:stream';
-import { openSession, type Session } from '@rjob/core';
-import { str } from '../args.js';
+import { openSession, RjobError, type Session } from '@rjob/core';
+import { parse, selectors, str } from '../args.js';
 import { run } from '../cli.js';
 import type { CliContext } from '../context.js';
 import { describeError, oneLine } from '../errors.js';
@@ -84,7 +84,7 @@ async function runLine(
   line: string,
   stateDir: string | undefined,
 ): Promise<void> {
-  const redirect = /^(.*?)\s+>\s*(\S+)$/.exec(line);
+  const redirect = /^(.*?)\s+(>>?)\s*(\S+)$/.exec(line);
   const words = splitWords(redirect ? redirect[1]! : line);
   if (!VERBS.has(words[0] ?? '')) {
     await shell(io, session, line);
@@ -96,12 +96,64 @@ async function runLine(
     return;
   }
   // `receive events > ~/events.txt`: the file is written where the session is, not here.
+  const path = redirect[3]!;
+  const append = redirect[2] === '>>';
+  if (words[0] === 'receive' && (await receiveToFile(io, session, words.slice(1), path, append))) return;
   const captured = new PassThrough();
   const chunks: Buffer[] = [];
   captured.on('data', (chunk: Buffer) => chunks.push(chunk));
   const code = await run([...words, ...extra], { ...io, stdout: captured, session });
   if (code !== ExitCode.Ok && chunks.length === 0) return;
-  await shell(io, session, `cat > ${redirect[2]}`, Buffer.concat(chunks).toString('utf8'));
+  await shell(io, session, `cat ${append ? '>>' : '>'} ${path}`, Buffer.concat(chunks).toString('utf8'));
+}
+
+/**
+ * `receive SELECTOR… [--keep] > FILE` through the agent's `job.receiveToFile`: the agent writes the
+ * output stream itself and consumes the records only once the file is written, where capturing
+ * them here and piping them to `cat` would lose them when the write fails. The other streams are
+ * shown here, as PowerShell shows them when only the success stream is redirected. Returns false
+ * for what it does not cover (--wait, --ndjson, -s, a path the shell would have to expand), which
+ * goes the capture way.
+ */
+async function receiveToFile(
+  io: CliIo,
+  session: Session<unknown>,
+  argv: readonly string[],
+  path: string,
+  append: boolean,
+): Promise<boolean> {
+  if (/[$`'"*?[\]{}\\]/.test(path)) return false;
+  let parsed: ReturnType<typeof parseReceive>;
+  try {
+    parsed = parseReceive(argv);
+  } catch {
+    // Let the receive command report the usage error as it always does.
+    return false;
+  }
+  const { values, positionals } = parsed;
+  if (values.wait || values.ndjson || values.session !== undefined || values.help) return false;
+  if (positionals.length === 0) return false;
+  try {
+    const written = await session.jobs.receiveToFile(selectors(positionals), path, {
+      keep: values.keep === true,
+      append,
+    });
+    for (const record of written.other) printRecord(io, record);
+  } catch (error) {
+    // An agent older than job.receiveToFile: the capture way still works with it.
+    if (RjobError.hasCode(error, 'ERR_UNKNOWN_METHOD')) return false;
+    io.stderr.write(`rjob: ${describeError(error).line}\n`);
+  }
+  return true;
+}
+
+function parseReceive(argv: readonly string[]) {
+  return parse(argv, {
+    session: { type: 'string', short: 's' },
+    keep: { type: 'boolean', short: 'k' },
+    wait: { type: 'boolean', short: 'w' },
+    ndjson: { type: 'boolean' },
+  });
 }
 
 /** Runs a line as a shell command in the session and prints what it produced. */

@@ -62,7 +62,14 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
       return ExitCode.Ok;
     }
     const hosts = await expandComputers(computers, io);
-    if (values['as-job']) return asJob(ctx, io, hosts, argv, name, bool(values.json));
+    if (values['as-job']) {
+      return asJob(ctx, io, hosts, argv, {
+        name,
+        json: bool(values.json),
+        throttleLimit,
+        work: { type: flags.type, eval: flags.eval, rest },
+      });
+    }
     return fanOut(ctx, io, hosts, work, throttleLimit, !values['no-prefix']);
   });
 }
@@ -149,62 +156,66 @@ function summarize(io: CliIo, results: readonly FanOutResult[], single: boolean)
   return ExitCode.Ok;
 }
 
+/** What each per-host child of an --as-job fan-out runs besides the host: the same work. */
+interface ChildWork {
+  type: string | undefined;
+  eval: string | undefined;
+  rest: string[] | undefined;
+}
+
 /**
- * `--as-job`: the fan-out must outlive this process, so it runs inside the local agent as a
- * background job that is this same `rjob invoke` without --as-job. Its output keeps the
- * `[host]` prefixes, and it ends Failed (exit code in the reason) when a host failed or was
- * unreachable. The agent has no fan-out job type yet, so there are no per-host child jobs.
+ * `--as-job`: the fan-out must outlive this process, so it runs inside the local agent as a parent
+ * job (Type RemoteJob, Location the hosts) with one child job per host (Location that host). Each
+ * child is this same CLI invoking the work on its one host with `--no-prefix`: its lines are the
+ * host's own, its records carry the child's location (so `receive` can prefix them), and its exit
+ * code is the host's class (4 unreachable, 1 failed), which fails that child and so the parent.
  */
 async function asJob(
   ctx: CliContext,
   io: CliIo,
   hosts: string[],
   argv: readonly string[],
-  name: string | undefined,
-  json: boolean,
+  options: { name: string | undefined; json: boolean; throttleLimit: number | undefined; work: ChildWork },
 ): Promise<number> {
-  const inner = stripAsJobFlags(argv);
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(io.env)) {
     if (value !== undefined && PASSED_ENV.test(key)) env[key] = value;
   }
   env.RJOB_STATE_DIR = ctx.paths.stateDir;
   env.RJOB_SOCKET = ctx.paths.socketPath;
+  const { work } = options;
+  const workArgs = [
+    ...(work.type === undefined ? [] : [`--type=${work.type}`]),
+    ...(work.eval === undefined ? [] : [`--eval=${work.eval}`]),
+    ...(work.rest === undefined ? [] : ['--', ...work.rest]),
+  ];
+  const command = commandText(argv) || (work.eval ?? '');
   const info = await onJobSession(ctx, undefined, (session) =>
-    session.jobs.start({
-      type: 'process',
-      ...(name ? { name } : {}),
-      definition: {
-        file: process.execPath,
-        args: [...selfCommand(io), 'invoke', ...inner],
-        cwd: io.cwd,
-        env,
-      },
+    session.jobs.startGroup({
+      ...(options.name ? { name: options.name } : {}),
+      type: 'RemoteJob',
+      command,
+      location: hosts.join(','),
+      ...(options.throttleLimit === undefined ? {} : { throttleLimit: options.throttleLimit }),
+      children: hosts.map((host) => ({
+        type: 'process',
+        name: host,
+        location: host,
+        typeName: 'RemoteJob',
+        // The host's part of the user's command, not the CLI line that carries it there.
+        command,
+        definition: {
+          file: process.execPath,
+          // `--computer=HOST` in one word: a host is never read as a flag.
+          args: [...selfCommand(io), 'invoke', `--computer=${host}`, '--no-prefix', ...workArgs],
+          cwd: io.cwd,
+          env,
+        },
+      })),
     }),
   );
-  const shown = { ...info, location: hosts.join(','), command: commandText(argv) };
-  io.stdout.write(json ? `${JSON.stringify(jobJson(shown), jsonReplacer)}\n` : jobTable([shown]));
+  io.stdout.write(options.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
   return ExitCode.Ok;
-}
-
-function stripAsJobFlags(argv: readonly string[]): string[] {
-  const out: string[] = [];
-  const end = argv.indexOf('--');
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (end >= 0 && i >= end) {
-      out.push(arg);
-      continue;
-    }
-    if (arg === '--as-job' || arg === '--json') continue;
-    if (arg === '--name' || arg === '-n') {
-      i++;
-      continue;
-    }
-    if (arg.startsWith('--name=')) continue;
-    out.push(arg);
-  }
-  return out;
 }
 
 function commandText(argv: readonly string[]): string {

@@ -152,14 +152,18 @@ export async function receive(argv: readonly string[], io: CliIo): Promise<numbe
   if (values.help) return helpFor('receive', io);
   requireSelectors(positionals, 'receive');
   const keep = bool(values.keep);
+  // Children of the selected jobs (a fan-out's hosts): their records are the parent's output, and
+  // each child's location (its host) tells whose line it is, as invoke's `[host] ` prefix does.
+  let childIds = new Set<number>();
   const print = (record: RemoteRecord): void => {
     if (values.ndjson) io.stdout.write(`${recordJson(record)}\n`);
-    else printRecord(io, record);
+    else printRecord(io, record, childIds.has(record.jobId) ? `[${record.location}] ` : '');
   };
   return withContext(io, str(values['state-dir']), async (ctx) =>
     onJobSession(ctx, str(values.session), async (session) => {
       const jobs = await findJobs(session, positionals);
       const ids = jobs.map((job) => job.id);
+      childIds = new Set(jobs.flatMap((job) => job.childIds));
       let failedShown = new Set<number>();
       if (values.wait) {
         failedShown = await streamUntilDone(session, ids, keep, print);

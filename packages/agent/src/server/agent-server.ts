@@ -229,14 +229,12 @@ export class AgentServer {
           ...(stored.name === undefined ? {} : { name: stored.name }),
         },
       });
-      // Children are restored with their parents by the job store's layout; this agent only
-      // starts top-level leaf jobs, so each entry is one job.
-      const jobs = snapshot.jobs.filter(
-        (job) => job.sessionId === stored.sessionId && job.parentId === undefined,
-      );
+      // Every entry of the session, children too: restoreJobs puts each child back under its
+      // parent (job.startGroup's jobs); report.jobs counts the top-level ones.
+      const jobs = snapshot.jobs.filter((job) => job.sessionId === stored.sessionId);
       await session.restoreJobs(jobs);
       report.sessions++;
-      report.jobs += jobs.length;
+      report.jobs += jobs.filter((job) => job.parentId === undefined).length;
     }
     return report;
   }

@@ -9,8 +9,10 @@
  * take it over (resume with `takeover`). Subscriptions of the broken channel are cancelled; what
  * they had not had acknowledged is still in the spools (with `persist`).
  */
-import { stat } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
+import { inspect } from 'node:util';
 import {
   ErrorCode,
   isTerminal,
@@ -21,6 +23,7 @@ import {
   type JobType,
   type Payload,
   ProtocolErrorCode,
+  type ReceiveToFileResult,
   type ReliableChannel,
   type RequestMessage,
   RjobError,
@@ -39,6 +42,7 @@ import { resumeSecretMatches } from './secret.js';
 import { ServerErrorCode } from './server-errors.js';
 import {
   getFilter,
+  groupRequest,
   invalidParams,
   isPlainObject,
   objectParams,
@@ -150,13 +154,23 @@ export class AgentSession {
   async restoreJobs(stored: StoredJob[]): Promise<void> {
     const records = this.#records;
     if (!(records instanceof SpooledRecords)) return;
+    const byId = new Map(stored.map((entry) => [entry.id, entry]));
+    // Ids are handed out in order from 1 in this fresh manager; a group needs to know the next one.
+    let nextId = 1;
     for (const entry of [...stored].sort((a, b) => a.id - b.id)) {
+      if (entry.parentId !== undefined) continue;
+      const children = entry.childIds.map((id) => byId.get(id));
+      if (children.length > 0 && children.every((child) => child !== undefined)) {
+        nextId = await this.#restoreGroup(entry, children as StoredJob[], nextId, records);
+        continue;
+      }
       for (;;) {
         const job = await this.jobs.start(restoredJobType(entry), entry, {
           name: entry.name,
           command: entry.command,
           location: entry.location,
         });
+        nextId = job.id + 1;
         if (job.id >= entry.id) {
           await records.adopt(job, entry);
           break;
@@ -167,6 +181,44 @@ export class AgentSession {
     // Expiry counts from when a client was last seen, before the restart.
     const idleLeftMs = Math.max(0, this.lastSeenAtMs + this.idleTimeoutMs - Date.now());
     this.#armIdleTimer(idleLeftMs);
+  }
+
+  /**
+   * Puts a restored parent back with its children (job.startGroup's jobs): placeholders take the
+   * ids below the parent's, then startGroup gives the parent its id and the children the next ones,
+   * as it did when the group was started. Each child reports its stored outcome, so the parent's
+   * state is derived again from theirs. Returns the next free id.
+   */
+  async #restoreGroup(
+    entry: StoredJob,
+    stored: StoredJob[],
+    nextId: number,
+    records: SpooledRecords,
+  ): Promise<number> {
+    let next = nextId;
+    while (next < entry.id) {
+      const placeholder = await this.jobs.start(restoredJobType(entry), entry);
+      next = placeholder.id + 1;
+      await this.jobs.remove(placeholder, { force: true });
+    }
+    const parent = this.jobs.startGroup({
+      name: entry.name,
+      type: entry.type,
+      command: entry.command,
+      location: entry.location,
+      children: stored.map((child) => ({
+        type: restoredJobType(child),
+        definition: child,
+        name: child.name,
+        location: child.location,
+      })),
+    });
+    await records.adopt(
+      parent,
+      entry,
+      parent.children.map((job, i) => ({ job, stored: stored[i]! })),
+    );
+    return Math.max(parent.id, ...parent.children.map((child) => child.id)) + 1;
   }
 
   /** The session's current channel: what a resume attaches the new link to. */
@@ -351,10 +403,14 @@ export class AgentSession {
         return this.#closeRequested(request.id, channel);
       case 'job.start':
         return this.#start(params);
+      case 'job.startGroup':
+        return this.#startGroup(params);
       case 'job.get':
         return this.jobs.get(getFilter(params)).map(this.#info);
       case 'job.receive':
         return this.#receive(params);
+      case 'job.receiveToFile':
+        return this.#receiveToFile(params);
       case 'job.wait': {
         const p = objectParams(params, method);
         const any = optionalBoolean(p, 'any');
@@ -468,6 +524,40 @@ export class AgentSession {
     return this.#info(job);
   }
 
+  /**
+   * A parent with one child per request (JobManager.startGroup). Children's types resolve as
+   * job.start's do (`process` by default); each child gets its own spool, so receiving the parent
+   * reads its children's records. After an agent restart the group comes back whole (see
+   * #restoreGroup).
+   */
+  async #startGroup(params: unknown): Promise<JobInfo> {
+    const request = groupRequest(params);
+    const parent = this.jobs.startGroup({
+      ...(request.name === undefined ? {} : { name: request.name }),
+      ...(request.type === undefined ? {} : { type: request.type }),
+      ...(request.command === undefined ? {} : { command: request.command }),
+      ...(request.location === undefined ? {} : { location: request.location }),
+      ...(request.throttleLimit === undefined ? {} : { throttleLimit: request.throttleLimit }),
+      children: request.children.map((child) => ({
+        type: child.type ?? 'process',
+        definition: child.definition,
+        ...(child.name === undefined ? {} : { name: child.name }),
+        ...(child.location === undefined ? {} : { location: child.location }),
+        ...(child.typeName === undefined ? {} : { typeName: child.typeName }),
+        ...(child.command === undefined ? {} : { command: child.command }),
+      })),
+    });
+    try {
+      await this.#records.track(parent, { type: 'group', definition: request });
+    } catch (error) {
+      // As for job.start: a group whose records have nowhere to go must not run unseen.
+      await this.jobs.remove(parent, { force: true }).catch(() => {});
+      throw error;
+    }
+    this.#watchState(parent);
+    return this.#info(parent);
+  }
+
   async #startWork(params: unknown, method: string): Promise<Job> {
     const request = workRequest(params, method);
     const job = await this.jobs.start(
@@ -502,6 +592,47 @@ export class AgentSession {
     const keep = optionalBoolean(p, 'keep') ?? false;
     const jobs = this.#select(wireSelector(p.selector));
     return this.#records.receive(jobs, keep);
+  }
+
+  /**
+   * `Receive-Job … > path`: the output stream goes to the file, every other record back to the
+   * caller (as PowerShell's `>` redirects only the success stream and the rest reaches the host).
+   * The records are held, not consumed, until the file is written: a write that fails (missing
+   * directory, no permission, disk full) consumes nothing, so they can still be received.
+   */
+  async #receiveToFile(params: unknown): Promise<ReceiveToFileResult> {
+    const p = objectParams(params, 'job.receiveToFile');
+    const keep = optionalBoolean(p, 'keep') ?? false;
+    const append = optionalBoolean(p, 'append') ?? false;
+    const path = this.#filePath(requiredString(p, 'path', 4096));
+    const jobs = this.#select(wireSelector(p.selector));
+    const held = keep
+      ? { records: await this.#records.receive(jobs, true), commit: async () => {}, release: () => {} }
+      : await this.#records.hold(jobs);
+    const output = held.records.filter((record) => record.stream === 'output' && !record.reason);
+    const other = held.records.filter((record) => record.stream !== 'output' || record.reason);
+    const data = Buffer.from(output.map((record) => outputLine(record.data)).join(''), 'utf8');
+    try {
+      // As a shell's `>` / `>>`: created with the default mode under the agent's umask.
+      await writeFile(path, data, { flag: append ? 'a' : 'w' });
+    } catch (error) {
+      held.release();
+      const { code, syscall } = error as NodeJS.ErrnoException;
+      throw new RjobError(ServerErrorCode.FileWrite, `Cannot write ${path}: ${(error as Error).message}`, {
+        cause: error,
+        details: { path, ...(code === undefined ? {} : { osCode: code }), ...(syscall ? { syscall } : {}) },
+      });
+    }
+    await held.commit();
+    return { path, records: output.length, bytes: data.length, other };
+  }
+
+  /** A path as the session's user means it: `~/` is the agent user's home, relative is from cwd. */
+  #filePath(path: string): string {
+    if (path.includes('\0')) throw invalidParams('path must not contain NUL characters.');
+    if (path === '~') return homedir();
+    if (path.startsWith('~/')) return resolve(homedir(), path.slice(2));
+    return resolve(this.cwd, path);
   }
 
   /** Resolves a wire selector as JobManager does, so subscriptions hold the jobs themselves. */
@@ -685,6 +816,30 @@ class CommitQueue {
 }
 
 function noop(): void {}
+
+/**
+ * One output record as a line of the file, as the CLI prints it: a string as it is (one newline
+ * added unless it ends with one), an error as its message and code, anything else inspected on
+ * one line. So `receive … > FILE` gives the same bytes as `rjob receive … > FILE` locally.
+ */
+function outputLine(data: unknown): string {
+  let text: string;
+  if (typeof data === 'string') text = data;
+  else if (isErrorLike(data))
+    text = typeof data.code === 'string' ? `${data.message} (${data.code})` : data.message;
+  else text = inspect(data, { depth: 6, breakLength: Number.POSITIVE_INFINITY, colors: false });
+  return text.endsWith('\n') ? text : `${text}\n`;
+}
+
+function isErrorLike(value: unknown): value is { message: string; code?: unknown } {
+  if (value instanceof Error) return true;
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { message?: unknown }).message === 'string' &&
+    typeof (value as { name?: unknown }).name === 'string'
+  );
+}
 
 /** Sends a response; a result that cannot be sent is answered with the error instead. */
 function answer(

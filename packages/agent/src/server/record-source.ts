@@ -30,11 +30,27 @@ export interface StreamedBatch {
   commit?: () => void;
 }
 
+/** Records read but not consumed yet (see {@link RecordSource.hold}). */
+export interface HeldRecords {
+  /** What `receive(jobs, false)` would have returned. */
+  records: JobRecord[];
+  /** Consumes exactly these records (not any written since). */
+  commit(): Promise<void>;
+  /** Gives them back, unconsumed. */
+  release(): void;
+}
+
 export interface RecordSource {
   /** Called for every job the session starts, before anyone reads it. */
   track(job: Job, data?: unknown): Promise<void>;
   /** The records of the jobs (their leaves), consumed unless `keep`; a Failed job's reason last. */
   receive(jobs: Job[], keep: boolean): Promise<JobRecord[]>;
+  /**
+   * A consuming receive in two steps, for a receiver that may still fail after reading (writing a
+   * file): the records are read now and consumed only by `commit`. Exactly one of `commit` and
+   * `release` must follow.
+   */
+  hold(jobs: Job[]): Promise<HeldRecords>;
   /**
    * Yields records, in batches, as they are written until every job finished and everything was
    * yielded. `signal` ends it early; a record is consumed (unless `keep`) only when it is yielded.
@@ -99,6 +115,30 @@ export class MemoryRecords implements RecordSource {
 
   async receive(jobs: Job[], keep: boolean): Promise<JobRecord[]> {
     return (await this.manager.receive(jobs, { keep })).map(wireRecord);
+  }
+
+  async hold(jobs: Job[]): Promise<HeldRecords> {
+    const leaves = leavesOf(jobs);
+    // Buffer positions are absolute, so the end of what was read stays meaningful however much
+    // is written or consumed before the commit.
+    const ends = new Map(leaves.map((leaf) => [leaf, leaf.buffer.end]));
+    const records = (await this.manager.receive(jobs, { keep: true })).map(wireRecord);
+    return {
+      records,
+      commit: async () => {
+        for (const [leaf, end] of ends) {
+          if (leaf.buffer.start >= end) continue;
+          // Through the manager's consuming stream, one record per step, so it also resumes a
+          // paused producer. Each step takes the head record at once, so checking first means it
+          // never takes a record written after the read, nor waits for one another reader took.
+          const stream = this.manager.receiveStream([leaf], { keep: false });
+          while (leaf.buffer.start < end) await stream.next();
+          await stream.return(undefined);
+        }
+      },
+      // Nothing was taken: memory buffers cannot set records aside for one reader.
+      release: () => {},
+    };
   }
 
   async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedBatch> {
@@ -203,14 +243,20 @@ export class SpooledRecords implements RecordSource {
    * Takes back a job restored after an agent restart: its spool (sealed now, since nothing will
    * write to it again) and the instance id its store entry is kept under.
    */
-  async adopt(job: Job, stored: StoredJob): Promise<void> {
+  async adopt(
+    job: Job,
+    stored: StoredJob,
+    children: ReadonlyArray<{ job: Job; stored: StoredJob }> = [],
+  ): Promise<void> {
     const spools = new Map<number, RecordSpool>();
-    if (stored.spoolDir !== undefined) {
-      const spool = await RecordSpool.open({ ...this.#options.spool, dir: stored.spoolDir });
+    // A restored parent's records are its children's, one spool each, as spoolJob made them.
+    for (const each of [{ job, stored }, ...children]) {
+      this.#storedInstanceIds.set(each.job, each.stored.instanceId);
+      if (each.stored.spoolDir === undefined) continue;
+      const spool = await RecordSpool.open({ ...this.#options.spool, dir: each.stored.spoolDir });
       if (!spool.sealed) await spool.seal();
-      spools.set(job.id, spool);
+      spools.set(each.job.id, spool);
     }
-    this.#storedInstanceIds.set(job, stored.instanceId);
     this.#spooled.set(job, {
       job,
       spools,
@@ -249,6 +295,52 @@ export class SpooledRecords implements RecordSource {
       if (leaf.state === 'Failed') out.push(reasonRecord(leaf));
     }
     return out;
+  }
+
+  async hold(jobs: Job[]): Promise<HeldRecords> {
+    const records: JobRecord[] = [];
+    const held: Array<{ spool: RecordSpool; lastSeq: number; token: object }> = [];
+    for (const leaf of leavesOf(jobs)) {
+      const spooled = this.#spooledOf(leaf);
+      const spool = spooled?.spools.get(leaf.id);
+      if (spooled && spool) {
+        if (leaf.finished) await spooled.done.catch(() => {});
+        const from = this.#cursor(spool);
+        let last = from;
+        for (;;) {
+          const batch = await spool.read(last + 1, { maxRecords: READ_BATCH_RECORDS });
+          if (batch.length === 0) break;
+          records.push(...batch);
+          last = batch.at(-1)!.seq;
+        }
+        if (last > from) {
+          // Reserved as a stream reserves what it sent: no other receiver gets these records
+          // while they are held, so a commit never writes records someone else also received.
+          const token = {};
+          const reservations = this.#reserved.get(spool) ?? new Map<object, number>();
+          this.#reserved.set(spool, reservations);
+          reservations.set(token, last);
+          held.push({ spool, lastSeq: last, token });
+        }
+      }
+      if (leaf.state === 'Failed') records.push(reasonRecord(leaf));
+    }
+    const release = (): void => {
+      for (const { spool, token } of held) this.#reserved.get(spool)?.delete(token);
+    };
+    return {
+      records,
+      commit: async () => {
+        try {
+          for (const { spool, lastSeq } of held) {
+            if (lastSeq > spool.ackedSeq && !spool.closed) await spool.ack(lastSeq);
+          }
+        } finally {
+          release();
+        }
+      },
+      release,
+    };
   }
 
   async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedBatch> {

@@ -11,6 +11,8 @@ import {
   JobState,
   RjobError,
   serializeError,
+  type GroupChildRequest,
+  type GroupRequest,
   type WireSelector,
   type WorkRequest,
 } from '@rjob/core';
@@ -147,5 +149,42 @@ export function workRequest(params: unknown, method: string): WorkRequest {
   const request: WorkRequest = { definition: p.definition };
   if (type !== undefined) request.type = type;
   if (name !== undefined) request.name = name;
+  return request;
+}
+
+/** As many children as one group may have: far above any fan-out, far below what hurts the agent. */
+const MAX_GROUP_CHILDREN = 10_000;
+
+export function groupRequest(params: unknown): GroupRequest {
+  const method = 'job.startGroup';
+  const p = objectParams(params, method);
+  if (!Array.isArray(p.children) || p.children.length === 0 || p.children.length > MAX_GROUP_CHILDREN) {
+    throw invalidParams(`${method} needs children: a list of 1 to ${MAX_GROUP_CHILDREN} work requests.`);
+  }
+  const children = p.children.map((child): GroupChildRequest => {
+    const out: GroupChildRequest = workRequest(child, `${method} child`);
+    const c = child as Record<string, unknown>;
+    const location = optionalString(c, 'location', 1024);
+    const typeName = optionalString(c, 'typeName', 256);
+    const command = optionalString(c, 'command');
+    if (location !== undefined) out.location = location;
+    if (typeName !== undefined) out.typeName = typeName;
+    if (command !== undefined) out.command = command;
+    return out;
+  });
+  const request: GroupRequest = { children };
+  const name = optionalString(p, 'name', 256);
+  const type = optionalString(p, 'type', 256);
+  const command = optionalString(p, 'command');
+  const location = optionalString(p, 'location');
+  const throttleLimit = optionalNonNegative(p, 'throttleLimit');
+  if (throttleLimit !== undefined && (!Number.isSafeInteger(throttleLimit) || throttleLimit < 1)) {
+    throw invalidParams('throttleLimit must be a positive whole number.');
+  }
+  if (name !== undefined) request.name = name;
+  if (type !== undefined) request.type = type;
+  if (command !== undefined) request.command = command;
+  if (location !== undefined) request.location = location;
+  if (throttleLimit !== undefined) request.throttleLimit = throttleLimit;
   return request;
 }

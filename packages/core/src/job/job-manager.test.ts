@@ -319,6 +319,25 @@ describe('JobManager: parent and child jobs', () => {
     expect(m.get({ includeChildren: true })).toHaveLength(4);
   });
 
+  it("a child's Type column can be a label instead of its job type's name", async () => {
+    const m = manager();
+    const parent = m.startGroup({
+      type: 'RemoteJob',
+      children: [
+        { type: 'inline', location: 'h1', typeName: 'RemoteJob', definition: { run: () => {} } },
+        { type: 'inline', location: 'h2', definition: { run: () => {} } },
+      ],
+    });
+    await m.wait(parent);
+    expect([parent, ...parent.children].map((job) => job.type)).toEqual([
+      'RemoteJob',
+      'RemoteJob',
+      'InlineJob',
+    ]);
+    // The label is what get's type filter sees, as for the Type column.
+    expect(m.get({ type: 'RemoteJob', includeChildren: true })).toEqual([parent, parent.children[0]]);
+  });
+
   it('a parent fails if any child fails, and the other children still deliver', async () => {
     const m = manager();
     const parent = m.startGroup({

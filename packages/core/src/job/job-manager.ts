@@ -33,6 +33,13 @@ export interface ChildSpec<Definition = unknown> {
   /** The child's Location column, e.g. the computer it runs on. */
   location?: string;
   name?: string;
+  /**
+   * The child's Type column when it should not be the job type's name: a fan-out child run by a
+   * process job is still one host's part of a RemoteJob. Default: the job type's name.
+   */
+  typeName?: string;
+  /** The child's Command column, e.g. the user's command rather than what runs it. */
+  command?: string;
 }
 
 export interface StartGroupOptions {
@@ -180,7 +187,8 @@ export class JobManager {
       const childOptions: StartOptions = {};
       if (spec.name !== undefined) childOptions.name = spec.name;
       if (spec.location !== undefined) childOptions.location = spec.location;
-      const child = this.#createJob(type, spec.definition, childOptions, parent);
+      if (spec.command !== undefined) childOptions.command = spec.command;
+      const child = this.#createJob(type, spec.definition, childOptions, parent, spec.typeName);
       parent.children.push(child);
       let launched = false;
       child.onStateChange(({ state }) => {
@@ -396,13 +404,19 @@ export class JobManager {
     return (this.#types.get(nameOrAlias.toLowerCase())?.name ?? nameOrAlias).toLowerCase();
   }
 
-  #createJob(type: JobType, definition: unknown, options: StartOptions, parent: Job | undefined): Job {
+  #createJob(
+    type: JobType,
+    definition: unknown,
+    options: StartOptions,
+    parent: Job | undefined,
+    typeName?: string,
+  ): Job {
     const id = this.#nextId++;
     const init = {
       id,
       instanceId: randomUUID(),
       name: options.name ?? `Job${id}`,
-      type: type.name,
+      type: typeName ?? type.name,
       command: options.command ?? type.describe(definition),
       location: options.location ?? this.#location,
       ...(parent ? { parent } : {}),

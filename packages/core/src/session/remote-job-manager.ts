@@ -5,7 +5,7 @@
 import { type RjobError, deserializeError, RjobError as RjobErrorClass } from '../errors.js';
 import type { GetFilter } from '../job/job-manager.js';
 import type { JobRecord } from '../job/records.js';
-import type { JobInfo, WireSelector, WorkRequest } from './rpc.js';
+import type { GroupRequest, JobInfo, ReceiveToFileResult, WireSelector, WorkRequest } from './rpc.js';
 import type { RemoteRecord, Session } from './session.js';
 
 /** A remote job as the client shows it: the reason revived, tagged with its computer. */
@@ -49,6 +49,14 @@ export class RemoteJobManager {
     return this.#revive(await this.#session.request('job.start', request));
   }
 
+  /**
+   * A parent job with one child per entry, inside the session (a fan-out that outlives this
+   * client). Receiving the parent gives its children's records, each with its child's location.
+   */
+  async startGroup(request: GroupRequest): Promise<RemoteJobInfo> {
+    return this.#revive(await this.#session.request('job.startGroup', request));
+  }
+
   async get(filter: GetFilter = {}): Promise<RemoteJobInfo[]> {
     return (await this.#session.request('job.get', filter)).map((info) => this.#revive(info));
   }
@@ -60,6 +68,27 @@ export class RemoteJobManager {
       ...(options.keep === undefined ? {} : { keep: options.keep }),
     });
     return records.map((record) => this.#tag(record));
+  }
+
+  /**
+   * `Receive-Job … > path` where the session is: the agent receives the jobs' records and writes
+   * the output stream to `path` on its machine, as its user (`~/` is that user's home, a relative
+   * path is against the session's cwd; `append` adds to the file). The other streams' records
+   * come back in `other`, tagged like `receive`'s. A failed write rejects with ERR_FILE_WRITE
+   * (the OS code in `details.osCode`) and consumes nothing.
+   */
+  async receiveToFile(
+    selector: WireSelector,
+    path: string,
+    options: { keep?: boolean; append?: boolean } = {},
+  ): Promise<Omit<ReceiveToFileResult, 'other'> & { other: RemoteRecord[] }> {
+    const result = await this.#session.request('job.receiveToFile', {
+      selector,
+      path,
+      ...(options.keep === undefined ? {} : { keep: options.keep }),
+      ...(options.append === undefined ? {} : { append: options.append }),
+    });
+    return { ...result, other: result.other.map((record) => this.#tag(record)) };
   }
 
   /** Wait-Job: the finished jobs (the first with `any`); a timeout returns []. */

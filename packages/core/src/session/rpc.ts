@@ -51,6 +51,46 @@ export interface WorkRequest {
   name?: string;
 }
 
+/** One child of a `job.startGroup`: work as for `job.start`, plus where it runs. */
+export interface GroupChildRequest extends WorkRequest {
+  /** The child's Location column (e.g. the host it works on). Default: the agent's. */
+  location?: string;
+  /** The child's Type column. Default: its job type's name. */
+  typeName?: string;
+  /** The child's Command column. Default: its job type's description of the definition. */
+  command?: string;
+}
+
+/** A parent job with one child per entry (a fan-out), as JobManager.startGroup takes it. */
+export interface GroupRequest {
+  name?: string;
+  /** The parent's Type column. Default: the first child's type. */
+  type?: string;
+  /** The parent's Command column. Default: the first child's. */
+  command?: string;
+  /** The parent's Location column. Default: the children's locations joined with commas. */
+  location?: string;
+  /** How many children run at once; the rest wait in NotStarted. */
+  throttleLimit?: number;
+  children: GroupChildRequest[];
+}
+
+/** What `job.receiveToFile` did. */
+export interface ReceiveToFileResult {
+  /** The absolute path written, on the agent's machine (`~/` and relative paths resolved). */
+  path: string;
+  /** Output records written, one line each. */
+  records: number;
+  /** Bytes written to the file. */
+  bytes: number;
+  /**
+   * The records of every other stream (error, warning, verbose, debug, information, progress, a
+   * Failed job's reason), in order. A redirect takes only the output stream, as in PowerShell;
+   * these are consumed with it and handed back for the caller to show, so nothing is lost.
+   */
+  other: JobRecord[];
+}
+
 /** A JobManager selector as it crosses the wire. */
 export type WireSelector = number | string | Array<number | string>;
 
@@ -72,9 +112,24 @@ export interface SessionMethods {
 
   /** Start-Job inside the session; the job and its results stay on the agent. */
   'job.start': { params: WorkRequest; result: JobInfo };
+  /**
+   * Starts a parent job with one child job per entry, at most `throttleLimit` running at once; the
+   * parent's state follows its children's, `job.get` with `includeChildren` lists them, and
+   * `job.receive` / `job.subscribe` of the parent give the children's records.
+   */
+  'job.startGroup': { params: GroupRequest; result: JobInfo };
   'job.get': { params: GetFilter; result: JobInfo[] };
   /** Receive-Job: returns (and unless keep consumes) buffered records; a Failed job's reason last. */
   'job.receive': { params: { selector: WireSelector; keep?: boolean }; result: JobRecord[] };
+  /**
+   * `Receive-Job … > path` on the agent's side: receives as `job.receive` does and writes the
+   * output-stream records to `path` as the agent's user, one line each (`append` adds to the file
+   * instead of replacing it). Nothing is consumed unless the write succeeded.
+   */
+  'job.receiveToFile': {
+    params: { selector: WireSelector; path: string; keep?: boolean; append?: boolean };
+    result: ReceiveToFileResult;
+  };
   /** Wait-Job: resolves when finished; a timeout returns []. */
   'job.wait': { params: { selector: WireSelector; any?: boolean; timeoutMs?: number }; result: JobInfo[] };
   'job.stop': { params: { selector: WireSelector }; result: JobInfo[] };
