@@ -65,21 +65,29 @@ describe('the rjob bin', { timeout: 120_000 }, () => {
   it('S5: a job in a disconnected named session keeps running; every line arrives once', async () => {
     await using s = await sandbox();
     expect((await s.bin(['session', 'new', 'localhost', '--name', 'bg'])).code).toBe(0);
-    const started = await s.bin([
-      'invoke',
-      '-s',
-      'bg',
-      '--as-job',
-      '--name',
-      'loop',
-      '--',
-      'for i in $(seq 20); do sleep 0.1; echo "Output $i"; done',
-    ]);
+    const loop = 'for i in $(seq 20); do sleep 0.1; echo "Output $i"; done';
+    const started = await s.bin(['invoke', '-s', 'bg', '--as-job', '--name', 'loop', '--', loop]);
     expect(started.code).toBe(0);
     expect((await s.bin(['session', 'disconnect', 'bg'])).stdout).toMatch(/bg\s+unix\s+\S+\s+Disconnected/);
     expect((await s.bin(['session', 'connect', 'bg'])).stdout).toMatch(/bg\s+unix\s+\S+\s+Opened/);
-    const received = await s.bin(['receive', '-s', 'bg', 'loop', '--wait']);
-    expect(received.stdout).toBe(Array.from({ length: 20 }, (_, i) => `Output ${i + 1}\n`).join(''));
+
+    // The session's job is handed to a job in the local agent, which outlives this command.
+    const handed = await s.bin(['session', 'receive', 'bg', '--out-target', 'job']);
+    expect(handed.stderr).toBe('');
+    expect(handed.code).toBe(0);
+    const row = handed.stdout.match(/^\s*(\d+)\s+loop\s+RemoteJob\s+\w+\s+\w+\s+(\S+)\s+(.+?)\s*$/m);
+    expect(row, handed.stdout).not.toBeNull();
+    const [, id, location, command] = row!;
+    expect(command).toBe(loop);
+
+    // The local job's lines carry the session's computer, as a fan-out child's do; each arrives once.
+    const received = await s.bin(['receive', id!, '--wait']);
+    expect(received.stderr).toBe('');
+    expect(received.stdout).toBe(
+      Array.from({ length: 20 }, (_, i) => `[${location}] Output ${i + 1}\n`).join(''),
+    );
+    // The local job consumed the remote records: nothing is left to receive a second time.
+    expect(await s.bin(['receive', '-s', 'bg', 'loop'])).toEqual({ code: 0, stdout: '', stderr: '' });
     expect((await s.bin(['session', 'remove', 'bg'])).code).toBe(0);
   });
 

@@ -150,6 +150,7 @@ Examples:
        rjob session list [-c HOST[,HOST...]] [--json]
        rjob session connect|disconnect|remove NAME
        rjob session receive NAME [--keep] [--ndjson]
+       rjob session receive NAME --out-target job [--json]
 
 Persistent sessions with an agent (New-PSSession and friends). A session's jobs and their results
 stay on its agent; between rjob commands the session is Disconnected and its jobs run on. Its id
@@ -161,7 +162,9 @@ over. Use it with -s NAME on start, get, receive, wait, stop, remove and invoke,
              the agents hold for you (to find one opened elsewhere)
   connect    take the session over and show it (fails when its agent lost it)
   disconnect leave it Disconnected (its jobs go on)
-  receive    print (and consume unless --keep) what the session's jobs hold
+  receive    print (and consume unless --keep) what the session's jobs hold; with
+             --out-target job, start a job in the local agent for each of the session's jobs
+             that runs or holds data, streaming its output (rjob receive ID --wait), and print them
   remove     end the session on its agent (its jobs are stopped and removed) and forget it
 ${COMMON}
 
@@ -169,6 +172,7 @@ Examples:
   rjob session new server01 --name s1
   rjob start -s s1 --name audit -- 'find /etc -name "*.conf"'
   rjob receive -s s1 audit --keep
+  rjob session receive s1 --out-target job
   rjob session remove s1
 `,
   enter: `Usage: rjob enter HOST|SESSION

@@ -22,6 +22,24 @@ export function selfCommand(io: CliIo): string[] {
   return io.selfCommand ?? [...process.execArgv, process.argv[1]!];
 }
 
+/** Variables a job running this CLI needs from the caller's environment to reach hosts the same way. */
+const SELF_PASSED_ENV = /^(RJOB_|SSH_AUTH_SOCK$|HOME$|NO_COLOR$|XDG_)/;
+
+/**
+ * The environment for a job in the local agent that runs this CLI again: the caller's rjob, SSH and
+ * XDG variables, and this invocation's state directory and socket, so the job finds the same
+ * stored sessions and agent even when they came from flags rather than the environment.
+ */
+export function selfEnv(io: CliIo, paths: StatePaths): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(io.env)) {
+    if (value !== undefined && SELF_PASSED_ENV.test(key)) env[key] = value;
+  }
+  env.RJOB_STATE_DIR = paths.stateDir;
+  env.RJOB_SOCKET = paths.socketPath;
+  return env;
+}
+
 /** Resolves once an agent answers on the socket, starting the daemon when none does. */
 export async function ensureAgent(paths: StatePaths, io: CliIo): Promise<void> {
   if (await socketIsLive(paths.socketPath)) return;

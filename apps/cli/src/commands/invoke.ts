@@ -9,13 +9,11 @@ import { isUnreachableCode, oneLine } from '../errors.js';
 import { dataText, jobJson, jobTable, jsonReplacer, printRecord } from '../format.js';
 import { helpFor } from '../help.js';
 import { type CliIo, ExitCode, type ExitCodeValue, usageError } from '../io.js';
-import { selfCommand } from '../local-agent.js';
+import { selfCommand, selfEnv } from '../local-agent.js';
 import { onJobSession, withContext } from '../run-command.js';
 import { expandComputers } from '../targets.js';
 import { workRequest } from './jobs.js';
 
-/** Variables an --as-job fan-out needs from the caller's environment to reach hosts the same way. */
-const PASSED_ENV = /^(RJOB_|SSH_AUTH_SOCK$|HOME$|NO_COLOR$|XDG_)/;
 
 export async function invoke(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals, rest } = parse(argv, {
@@ -177,12 +175,7 @@ async function asJob(
   argv: readonly string[],
   options: { name: string | undefined; json: boolean; throttleLimit: number | undefined; work: ChildWork },
 ): Promise<number> {
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(io.env)) {
-    if (value !== undefined && PASSED_ENV.test(key)) env[key] = value;
-  }
-  env.RJOB_STATE_DIR = ctx.paths.stateDir;
-  env.RJOB_SOCKET = ctx.paths.socketPath;
+  const env = selfEnv(io, ctx.paths);
   const { work } = options;
   const workArgs = [
     ...(work.type === undefined ? [] : [`--type=${work.type}`]),

@@ -4,13 +4,22 @@
  * invocation, or `rjob enter`, can take it over; between invocations it is Disconnected on its
  * agent and its jobs run on.
  */
-import { openSession, type SessionInfo } from '@rjob/core';
+import { isTerminal, openSession, type RemoteJobInfo, type Session, type SessionInfo } from '@rjob/core';
 import { bool, parse, str, strs } from '../args.js';
 import type { CliContext } from '../context.js';
-import { printRecord, recordJson, type SessionRow, sessionTable } from '../format.js';
+import {
+  jobJson,
+  jobTable,
+  jsonReplacer,
+  printRecord,
+  recordJson,
+  type SessionRow,
+  sessionTable,
+} from '../format.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
-import { withContext } from '../run-command.js';
+import { selfCommand, selfEnv } from '../local-agent.js';
+import { onJobSession, withContext } from '../run-command.js';
 import type { StoredSession } from '../state.js';
 import { expandComputers } from '../targets.js';
 
@@ -206,26 +215,84 @@ async function receiveCmd(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(argv, {
     keep: { type: 'boolean', short: 'k' },
     ndjson: { type: 'boolean' },
+    json: { type: 'boolean' },
     'out-target': { type: 'string' },
   });
   if (values.help) return helpFor('session', io);
   const name = oneName(positionals, 'receive');
   const outTarget = str(values['out-target']) ?? 'host';
-  if (outTarget !== 'host') {
-    throw new CliError(
-      ExitCode.Usage,
-      'ERR_USAGE',
-      `--out-target ${outTarget} is not supported by the CLI yet; the session's jobs are reachable with: rjob receive -s ${name} ID --wait`,
-    );
+  if (outTarget !== 'host' && outTarget !== 'job') {
+    throw usageError(`--out-target is host or job, not ${outTarget}`);
+  }
+  if (outTarget === 'job' && (values.keep || values.ndjson)) {
+    throw usageError('--keep and --ndjson are for --out-target host; receive the created job instead');
   }
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const s = await ctx.namedSession(name);
+    if (outTarget === 'job') return receiveToLocalJobs(ctx, io, name, s, bool(values.json));
     for (const record of await s.receive({ keep: bool(values.keep) })) {
       if (values.ndjson) io.stdout.write(`${recordJson(record)}\n`);
       else printRecord(io, record);
     }
     return ExitCode.Ok;
   });
+}
+
+/**
+ * `--out-target job` (Receive-PSSession -OutTarget Job): for each of the session's jobs that is
+ * running or holds data, a job in the local agent streams its records, so the streaming outlives
+ * this process. The local job is a RemoteJob group (Name the remote job's, Location the session's
+ * computer, Command the remote command; `job.start` cannot set those columns) whose one child is
+ * this CLI running `receive -s NAME ID --wait`. Only that child consumes the remote records, and
+ * the session's reliable channel delivers each once, so every line reaches the local job once.
+ */
+async function receiveToLocalJobs(
+  ctx: CliContext,
+  io: CliIo,
+  name: string,
+  s: Session<unknown>,
+  json: boolean,
+): Promise<number> {
+  // Listing consumes nothing: every record is left for the local job to receive.
+  const remote = (await s.jobs.get({})).filter((job) => job.hasMoreData || !isTerminal(job.state));
+  const computerName = s.computerName;
+  // Hand the session back before the local jobs take it over, rather than have them take it
+  // from this process while it still holds it.
+  ctx.release(s);
+  await s.disconnect();
+  const env = selfEnv(io, ctx.paths);
+  const created: RemoteJobInfo[] = [];
+  for (const job of remote) {
+    created.push(
+      await onJobSession(ctx, undefined, (local) =>
+        local.jobs.startGroup({
+          name: job.name,
+          type: 'RemoteJob',
+          command: job.command,
+          location: computerName,
+          children: [
+            {
+              type: 'process',
+              name: job.name,
+              location: computerName,
+              typeName: 'RemoteJob',
+              command: job.command,
+              definition: {
+                file: process.execPath,
+                // `--session=NAME` in one word: a session name is never read as a flag.
+                args: [...selfCommand(io), 'receive', `--session=${name}`, String(job.id), '--wait'],
+                cwd: io.cwd,
+                env,
+              },
+            },
+          ],
+        }),
+      ),
+    );
+  }
+  if (json) io.stdout.write(`${JSON.stringify(created.map(jobJson), jsonReplacer)}\n`);
+  else if (created.length > 0) io.stdout.write(jobTable(created));
+  return ExitCode.Ok;
 }
 
 async function removeCmd(argv: readonly string[], io: CliIo): Promise<number> {
