@@ -14,7 +14,6 @@ import { onJobSession, withContext } from '../run-command.js';
 import { expandComputers } from '../targets.js';
 import { workRequest } from './jobs.js';
 
-
 export async function invoke(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals, rest } = parse(argv, {
     computer: { type: 'string', short: 'c', multiple: true },
