@@ -193,15 +193,23 @@ Examples:
   agent: `Usage: rjob agent start|stop|status
        rjob agent daemon [--socket PATH] [--state-dir DIR]
        rjob agent --stdio [--no-daemon] [--socket PATH] [--state-dir DIR]
+       rjob agent --listen URL [--cert FILE --key FILE] [--token-file FILE] [--insecure] [--state-dir DIR]
 
 The local agent daemon holds local jobs and sessions. 'start' starts it if it is not running,
 'stop' ends it and every job in it, 'status' tells whether it runs (exit 3 when not). 'daemon'
 runs it in the foreground; '--stdio' is what a remote host runs over SSH: it bridges stdio to the
 daemon and starts the daemon when needed.
 
+'--listen wss://HOST:PORT' runs an agent in the foreground for WebSocket clients until SIGTERM or
+Ctrl-C. TLS uses --cert/--key (PEM), else a self-signed pair kept in the state directory; the
+line it prints gives the URL with the certificate's pin (#sha256=...) and the token file (0600,
+generated on first start; default <state dir>/ws-token) that clients need in RJOB_WS_TOKEN_FILE.
+Plain ws:// only on loopback unless --insecure. Port 0 picks a free port.
+
 Examples:
   rjob agent status
   rjob agent stop
+  rjob agent --listen wss://0.0.0.0:7443
 `,
   completion: `Usage: rjob completion bash|zsh
 

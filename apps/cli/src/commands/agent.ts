@@ -17,6 +17,9 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
     else rest.push(arg);
   }
   const paths = statePaths(io, stateDirFlag);
+  if (rest.some((a) => a === '--listen' || a.startsWith('--listen='))) {
+    return (await import('./agent-listen.js')).agentListen(rest, io, paths);
+  }
   const [sub, ...more] = rest;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') return helpFor('agent', io);
   if (sub === 'daemon' || sub === '--stdio') {

@@ -1,0 +1,139 @@
+/**
+ * `rjob agent --listen URL`: an agent in the foreground serving WebSocket clients (listenWs), with
+ * its state in the state directory as the daemon keeps it, until SIGTERM/SIGINT.
+ */
+import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { userInfo } from 'node:os';
+import { resolve } from 'node:path';
+import { AgentServer, ensureStateDir } from '@rjob/agent';
+import { RjobError } from '@rjob/core';
+import { createWsAuth, listenWs, type WsAuth, WsErrorCode } from '@rjob/transport-ws';
+import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
+import type { StatePaths } from '../state.js';
+
+export interface ListenFlags {
+  listen: string;
+  cert?: string;
+  key?: string;
+  tokenFile?: string;
+  insecure: boolean;
+}
+
+/** Parses the flags after `rjob agent` when `--listen` is among them. */
+export function parseListenFlags(argv: readonly string[]): ListenFlags {
+  const out: Partial<ListenFlags> & { insecure: boolean } = { insecure: false };
+  const names = {
+    '--listen': 'listen',
+    '--cert': 'cert',
+    '--key': 'key',
+    '--token-file': 'tokenFile',
+  } as const;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--insecure') {
+      out.insecure = true;
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = (eq > 0 ? arg.slice(0, eq) : arg) as keyof typeof names;
+    const key = names[name];
+    if (key === undefined) throw usageError(`unexpected argument ${arg}`);
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined || value === '') throw usageError(`${name} needs a value`);
+    out[key] = value;
+  }
+  if (out.listen === undefined) throw usageError('--listen needs a value');
+  if (!/^wss?:\/\//i.test(out.listen))
+    throw usageError(`--listen takes a ws:// or wss:// URL, not ${out.listen}`);
+  if ((out.cert === undefined) !== (out.key === undefined))
+    throw usageError('give both --cert and --key, or neither');
+  return out as ListenFlags;
+}
+
+export async function agentListen(argv: readonly string[], io: CliIo, paths: StatePaths): Promise<number> {
+  const flags = parseListenFlags(argv);
+  const abs = (path: string): string => resolve(io.cwd, path);
+  const stateDir = await ensureStateDir(paths.stateDir);
+  const [cert, key] = await Promise.all(
+    [flags.cert, flags.key].map((file) =>
+      file === undefined
+        ? undefined
+        : readFile(abs(file), 'utf8').catch(() => {
+            throw usageError(`cannot read ${abs(file)}`);
+          }),
+    ),
+  );
+  let auth: WsAuth;
+  let tokenFile: string;
+  if (flags.tokenFile === undefined) {
+    auth = await createWsAuth({ stateDir });
+    tokenFile = auth.tokenFile!;
+  } else {
+    tokenFile = abs(flags.tokenFile);
+    auth = await createWsAuth({
+      stateDir,
+      tokens: { [await readOrCreateToken(tokenFile)]: userInfo().username },
+    });
+  }
+  const server = new AgentServer({ stateDir, authenticate: auth.authenticate });
+  let door: Awaited<ReturnType<typeof listenWs>>;
+  try {
+    door = await listenWs(server, {
+      listen: flags.listen,
+      auth,
+      insecure: flags.insecure,
+      ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
+      onLinkError: (error) => {
+        if ((error as { code?: unknown })?.code === 'ERR_LINK_CLOSED') return;
+        const code = (error as { code?: unknown })?.code;
+        const message = error instanceof Error ? error.message : String(error);
+        io.stderr.write(
+          `rjob agent: link refused: ${typeof code === 'string' ? `${code}: ` : ''}${message}\n`,
+        );
+      },
+    });
+  } catch (error) {
+    await server.close();
+    if (RjobError.is(error) && error.code === WsErrorCode.Insecure) {
+      throw new CliError(
+        ExitCode.Usage,
+        error.code,
+        `${error.message.replace(/\.$/, '')}; or pass --insecure`,
+      );
+    }
+    throw error;
+  }
+  try {
+    const restored = await server.restore();
+    if (restored.sessions > 0) {
+      io.stderr.write(`rjob agent: restored ${restored.sessions} sessions, ${restored.jobs} jobs\n`);
+    }
+  } catch (error) {
+    io.stderr.write(
+      `rjob agent: restore failed: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+  }
+  io.stderr.write(`rjob agent: listening on ${door.pinnedUrl} (token file ${tokenFile})\n`);
+  await new Promise<void>((done) => {
+    process.once('SIGTERM', done);
+    process.once('SIGINT', done);
+  });
+  io.stderr.write('rjob agent: shutting down\n');
+  await door.close();
+  await server.close();
+  return ExitCode.Ok;
+}
+
+/** The token in FILE, or a new one written there (0600) on first start. */
+async function readOrCreateToken(file: string): Promise<string> {
+  const existing = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (existing !== undefined) return existing.trim();
+  const token = randomBytes(32).toString('base64url');
+  await writeFile(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+  await chmod(file, 0o600);
+  return token;
+}

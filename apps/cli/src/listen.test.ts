@@ -1,0 +1,76 @@
+/**
+ * `rjob agent --listen`: the real bin serving WebSocket clients, and the real bin invoking on it.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ExitCode } from './io.js';
+import { BIN, sandbox } from './testing/sandbox.js';
+
+/** Resolves with the first stderr line matching `pattern` (or rejects when the child exits). */
+function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const onData = (chunk: Buffer): void => {
+      buffered += chunk.toString('utf8');
+      const match = pattern.exec(buffered);
+      if (match) {
+        child.stderr!.off('data', onData);
+        resolve(match);
+      }
+    };
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`listener exited with ${code}: ${buffered}`)));
+  });
+}
+
+describe('rjob agent --listen', { timeout: 120_000 }, () => {
+  it('serves wss:// with a pinned self-signed certificate and a generated token file', async () => {
+    await using s = await sandbox();
+    const stateDir = join(s.dir, 'ws-agent');
+    const child = spawn(
+      process.execPath,
+      [BIN, 'agent', '--listen', 'wss://127.0.0.1:0', '--state-dir', stateDir],
+      {
+        cwd: s.dir,
+        env: s.env,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      const [, url, port, tokenFile] = await waitForLine(
+        child,
+        /listening on (wss:\/\/127\.0\.0\.1:(\d+)#sha256=[0-9a-f]{64}) \(token file (\S+)\)\n/,
+      );
+      expect(Number(port)).toBeGreaterThan(0);
+      expect(tokenFile).toBe(join(stateDir, 'ws-token'));
+      expect((await stat(tokenFile!)).mode & 0o777).toBe(0o600);
+
+      const ok = await s.bin(['invoke', '-c', url!, '--', 'echo hello'], {
+        env: { RJOB_WS_TOKEN_FILE: tokenFile },
+      });
+      expect(ok).toEqual({ code: 0, stdout: `[${url}] hello\n`, stderr: '' });
+
+      const wrong = join(s.dir, 'wrong-token');
+      await writeFile(wrong, 'x'.repeat(43), { mode: 0o600 });
+      const refused = await s.bin(['invoke', '-c', url!, '--', 'echo hello'], {
+        env: { RJOB_WS_TOKEN_FILE: wrong },
+      });
+      expect(refused.code).toBe(ExitCode.Unreachable);
+      expect(refused.stdout).toBe('');
+      expect(refused.stderr).toMatch(/^rjob: [^\n]*\(ERR_UNAUTHORIZED\)\n$/);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+  });
+
+  it('refuses plain ws:// on a non-loopback address without --insecure', async () => {
+    await using s = await sandbox();
+    const out = await s.bin(['agent', '--listen', 'ws://0.0.0.0:0', '--state-dir', join(s.dir, 'ws-agent')]);
+    expect(out.code).toBe(ExitCode.Usage);
+    expect(out.stderr).toMatch(/^rjob: [^\n]*\(ERR_WS_INSECURE\)\n$/);
+  });
+});
