@@ -6,16 +6,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
+import { alive } from './testing/daemon.js';
 import { sandbox } from './testing/sandbox.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('the rjob bin', { timeout: 120_000 }, () => {
   it('S1: jobs started by one invocation are found, received and removed by later ones', async () => {

@@ -13,6 +13,7 @@ import { type SshdFixture, sshdUnavailableReason, startSshds } from '@rjob/trans
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
 import { sandbox } from './testing/sandbox.js';
+import { stopDaemonIn } from './testing/daemon.js';
 
 const skip = sshdUnavailableReason();
 const TSX = fileURLToPath(import.meta.resolve('tsx'));
@@ -43,25 +44,6 @@ let hosts: (SshdFixture[] & { stopAll(): Promise<void> }) | undefined;
 let home = '';
 let remoteState = '';
 let bridgeDir = '';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Ends the daemon the warm-up's `rjob agent --stdio` started for the test user. */
-async function stopRemoteAgent(): Promise<void> {
-  const pid = Number((await readFile(join(remoteState, 'agent.pid'), 'utf8').catch(() => '')).trim());
-  if (pid && alive(pid)) {
-    process.kill(pid, 'SIGTERM');
-    for (let i = 0; i < 500 && alive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 20));
-    if (alive(pid)) process.kill(-pid, 'SIGKILL');
-  }
-}
 
 const ESCAPES = /\u001b\[[0-9;]*[A-Za-z]/g;
 
@@ -133,7 +115,7 @@ describe.skipIf(skip !== undefined)('rjob invoke to 20 sshd hosts', { timeout: 2
   });
 
   afterAll(async () => {
-    if (remoteState) await stopRemoteAgent();
+    if (remoteState) await stopDaemonIn(remoteState);
     await hosts?.stopAll();
     for (const dir of [remoteState, bridgeDir, home])
       if (dir) await rm(dir, { recursive: true, force: true });

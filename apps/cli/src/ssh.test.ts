@@ -13,6 +13,7 @@ import { type SshdFixture, sshdUnavailableReason, startSshd } from '@rjob/transp
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
 import { sandbox } from './testing/sandbox.js';
+import { stopDaemonIn } from './testing/daemon.js';
 
 const skip = sshdUnavailableReason();
 const TSX = fileURLToPath(import.meta.resolve('tsx'));
@@ -29,25 +30,6 @@ async function unusedPort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise((resolve) => server.close(resolve));
   return port;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Ends the daemon the remote `rjob agent --stdio` started for the test user. */
-async function stopRemoteAgent(): Promise<void> {
-  const pid = Number((await readFile(join(remoteState, 'agent.pid'), 'utf8').catch(() => '')).trim());
-  if (pid && alive(pid)) {
-    process.kill(pid, 'SIGTERM');
-    for (let i = 0; i < 500 && alive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 20));
-    if (alive(pid)) process.kill(-pid, 'SIGKILL');
-  }
 }
 
 // Every step crosses sshd and starts node on the far side: generous, not a timing assertion.
@@ -79,7 +61,7 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
   });
 
   afterAll(async () => {
-    await stopRemoteAgent();
+    await stopDaemonIn(remoteState);
     await fixture?.stop();
     await rm(remoteState, { recursive: true, force: true });
     await rm(home, { recursive: true, force: true });

@@ -1,0 +1,24 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** True while a process with this pid exists (signal 0 checks without sending anything). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Ends the agent daemon whose pid file is in `stateDir`: TERM first so it closes its sessions, then
+ * KILL to its process group (the daemon leads it) if it is still there after about 10 s.
+ */
+export async function stopDaemonIn(stateDir: string): Promise<void> {
+  const pid = Number((await readFile(join(stateDir, 'agent.pid'), 'utf8').catch(() => '')).trim());
+  if (!pid || !alive(pid)) return;
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 500 && alive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  if (alive(pid)) process.kill(-pid, 'SIGKILL');
+}
