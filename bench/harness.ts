@@ -1,4 +1,6 @@
 /** Tiny benchmark helpers: warm-up, repeated runs, mean and median, ratios against a baseline. */
+import type { Session } from '@rjob/core';
+
 export interface BenchResult {
   name: string;
   iterations: number;
@@ -29,6 +31,28 @@ export async function measure(name: string, iterations: number, fn: () => unknow
 
 export function compare(result: BenchResult, baseline: BenchResult): BenchResult {
   return { ...result, baseline: baseline.name, ratio: result.meanMs / baseline.meanMs };
+}
+
+/** One timed bulk run as MiB/s; against a baseline the ratio is this rate / the baseline's rate. */
+export function throughput(name: string, bytes: number, ms: number, baseline?: BenchResult): BenchResult {
+  const value = bytes / 2 ** 20 / (ms / 1000);
+  return {
+    name,
+    iterations: 1,
+    meanMs: ms,
+    medianMs: ms,
+    rate: { value, unit: 'MiB/s' },
+    ...(baseline?.rate ? { baseline: baseline.name, ratio: value / baseline.rate.value } : {}),
+  };
+}
+
+/** Runs `command` through `session.invoke`; the bytes of its output lines, newlines included. */
+export async function invokeOutputBytes(session: Session<unknown>, command: string): Promise<number> {
+  let bytes = 0;
+  const invocation = session.invoke({ definition: { command } });
+  for await (const record of invocation) bytes += String(record.data).length + 1;
+  await invocation.result;
+  return bytes;
 }
 
 export function printResults(title: string, results: BenchResult[]): void {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentServer, listenUnix } from '@rjob/agent';
 import { openSession, unixSocketTransport } from '@rjob/core';
-import { type BenchResult, compare, measure } from './harness.js';
+import { type BenchResult, compare, invokeOutputBytes, measure, throughput } from './harness.js';
 
 const BULK_BYTES = 256 * 1024 * 1024;
 // 1 KiB lines: the shape of real log output, and what the process job turns into records.
@@ -87,30 +87,24 @@ export async function benchRemote(): Promise<BenchResult[]> {
     const t0 = performance.now();
     const rawBytes = await rawSocketCopy(dir, BULK_COMMAND);
     const rawMs = performance.now() - t0;
-    const raw: BenchResult = {
-      name: `raw: ${BULK_BYTES / 2 ** 20} MiB of output copied through a Unix socket`,
-      iterations: 1,
-      meanMs: rawMs,
-      medianMs: rawMs,
-      rate: { value: rawBytes / 2 ** 20 / (rawMs / 1000), unit: 'MiB/s' },
-    };
+    const raw = throughput(
+      `raw: ${BULK_BYTES / 2 ** 20} MiB of output copied through a Unix socket`,
+      rawBytes,
+      rawMs,
+    );
     const t1 = performance.now();
-    let bytes = 0;
-    const invocation = session.invoke({ definition: { command: BULK_COMMAND } });
-    for await (const record of invocation) bytes += (record.data as string).length + 1;
-    await invocation.result;
+    const bytes = await invokeOutputBytes(session, BULK_COMMAND);
     const ms = performance.now() - t1;
     if (bytes !== BULK_BYTES) throw new Error(`received ${bytes} of ${BULK_BYTES} bytes`);
-    const rate = bytes / 2 ** 20 / (ms / 1000);
-    results.push(raw, {
-      name: `invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records through the session`,
-      iterations: 1,
-      meanMs: ms,
-      medianMs: ms,
-      rate: { value: rate, unit: 'MiB/s' },
-      baseline: raw.name,
-      ratio: rate / raw.rate!.value,
-    });
+    results.push(
+      raw,
+      throughput(
+        `invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records through the session`,
+        bytes,
+        ms,
+        raw,
+      ),
+    );
     return results;
   } finally {
     await session.close().catch(() => {});

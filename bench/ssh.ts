@@ -17,7 +17,7 @@ import { invokeMany, openSession, type Session } from '@rjob/core';
 import { sshTransport } from '@rjob/transport-ssh';
 import { SSHD_PATH, type SshdFixture, startSshd, startSshds } from '@rjob/transport-ssh/testing';
 import { Client } from 'ssh2';
-import { type BenchResult, compare, measure } from './harness.js';
+import { type BenchResult, compare, invokeOutputBytes, measure, throughput } from './harness.js';
 
 const run = promisify(execFile);
 
@@ -83,14 +83,6 @@ function rawExec(client: Client, command: string): Promise<number> {
   });
 }
 
-async function drain(session: Session<unknown>, command: string): Promise<number> {
-  let bytes = 0;
-  const invocation = session.invoke({ definition: { command } });
-  for await (const record of invocation) bytes += String(record.data).length + 1;
-  await invocation.result;
-  return bytes;
-}
-
 function once(name: string, ms: number, extra: Partial<BenchResult> = {}): BenchResult {
   return { name, iterations: 1, meanMs: ms, medianMs: ms, ...extra };
 }
@@ -151,7 +143,7 @@ export async function benchSsh(): Promise<BenchResult[]> {
         rawExec(raw, 'true'),
       );
       const invokeTrue = await measure('invoke `true` on an open SSH session → end', 50, () =>
-        drain(session, 'true'),
+        invokeOutputBytes(session, 'true'),
       );
       results.push(rawTrue, compare(invokeTrue, rawTrue));
 
@@ -178,22 +170,18 @@ export async function benchSsh(): Promise<BenchResult[]> {
       const rawBytes = await rawExec(raw, BULK_COMMAND);
       const rawMs = performance.now() - t0;
       if (rawBytes !== BULK_BYTES) throw new Error(`raw: received ${rawBytes} of ${BULK_BYTES} bytes`);
-      const rawRate = rawBytes / 2 ** 20 / (rawMs / 1000);
-      const rawBulk = once(`raw: ${BULK_BYTES / 2 ** 20} MiB of output through an ssh2 channel`, rawMs, {
-        rate: { value: rawRate, unit: 'MiB/s' },
-      });
+      const rawBulk = throughput(
+        `raw: ${BULK_BYTES / 2 ** 20} MiB of output through an ssh2 channel`,
+        rawBytes,
+        rawMs,
+      );
       const t1 = performance.now();
-      const bytes = await drain(session, BULK_COMMAND);
+      const bytes = await invokeOutputBytes(session, BULK_COMMAND);
       const ms = performance.now() - t1;
       if (bytes !== BULK_BYTES) throw new Error(`invoke: received ${bytes} of ${BULK_BYTES} bytes`);
-      const rate = bytes / 2 ** 20 / (ms / 1000);
       results.push(
         rawBulk,
-        once(`invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records over SSH`, ms, {
-          rate: { value: rate, unit: 'MiB/s' },
-          baseline: rawBulk.name,
-          ratio: rate / rawRate,
-        }),
+        throughput(`invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records over SSH`, bytes, ms, rawBulk),
       );
     } finally {
       raw.end();

@@ -12,7 +12,7 @@ import { AgentServer } from '@rjob/agent';
 import { openSession } from '@rjob/core';
 import { createWsAuth, listenWs, selfSignedCertificate, wsTransport } from '@rjob/transport-ws';
 import { WebSocket, WebSocketServer } from 'ws';
-import { type BenchResult, compare, measure } from './harness.js';
+import { type BenchResult, compare, invokeOutputBytes, measure, throughput } from './harness.js';
 
 const BULK_BYTES = 64 * 1024 * 1024;
 // 1 KiB lines, as in bench/remote.ts: the shape of real log output.
@@ -114,31 +114,25 @@ export async function benchWs(): Promise<BenchResult[]> {
     });
     const rawMs = performance.now() - t0;
     if (rawBytes !== BULK_BYTES) throw new Error(`raw: received ${rawBytes} of ${BULK_BYTES} bytes`);
-    const rawResult: BenchResult = {
-      name: `raw: ${BULK_BYTES / 2 ** 20} MiB of output as ws messages over TLS`,
-      iterations: 1,
-      meanMs: rawMs,
-      medianMs: rawMs,
-      rate: { value: rawBytes / 2 ** 20 / (rawMs / 1000), unit: 'MiB/s' },
-    };
+    const rawResult = throughput(
+      `raw: ${BULK_BYTES / 2 ** 20} MiB of output as ws messages over TLS`,
+      rawBytes,
+      rawMs,
+    );
 
     const t1 = performance.now();
-    let bytes = 0;
-    const invocation = session.invoke({ definition: { command: BULK_COMMAND } });
-    for await (const record of invocation) bytes += (record.data as string).length + 1;
-    await invocation.result;
+    const bytes = await invokeOutputBytes(session, BULK_COMMAND);
     const ms = performance.now() - t1;
     if (bytes !== BULK_BYTES) throw new Error(`received ${bytes} of ${BULK_BYTES} bytes`);
-    const rate = bytes / 2 ** 20 / (ms / 1000);
-    results.push(rawResult, {
-      name: `invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records through a wss session`,
-      iterations: 1,
-      meanMs: ms,
-      medianMs: ms,
-      rate: { value: rate, unit: 'MiB/s' },
-      baseline: rawResult.name,
-      ratio: rate / rawResult.rate!.value,
-    });
+    results.push(
+      rawResult,
+      throughput(
+        `invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records through a wss session`,
+        bytes,
+        ms,
+        rawResult,
+      ),
+    );
     return results;
   } finally {
     client.terminate();
