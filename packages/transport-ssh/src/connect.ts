@@ -87,6 +87,9 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
       client.removeListener('error', fail);
       // Later errors (a dropped link) are the session layer's business; keep them from crashing.
       client.on('error', () => {});
+      // Requests are small frames answered by small frames: Nagle would hold a frame's second
+      // segment for the peer's delayed ACK (40 ms on Linux) on every round trip.
+      client.setNoDelay(true);
       // The verifier always runs before 'ready', so a decision exists here.
       resolve({ client, hostKey: decision! });
     });
