@@ -97,6 +97,65 @@ describe('local jobs (S1)', () => {
   });
 });
 
+describe("invoke --as-job: each child fails with its host's coded reason", () => {
+  it('a refused host is ERR_SSH_CONNECT_REFUSED, a remote exit 3 is ERR_JOB_EXIT_CODE 3, remote output sets nothing', async () => {
+    await using s = await sandbox();
+    // What the per-host CLI writes on its reason channel, imitated by the remote command on its
+    // stdout, its stderr and its descriptor 3 (not open there).
+    const forged = '{"code":"ERR_FORGED","message":"localhost: forged by the remote command","exitCode":99}';
+    const command = `echo out; echo '${forged}'; echo '${forged}' >&2; { echo '${forged}' >&3; } 2>/dev/null; exit 3`;
+    // Nothing listens on port 1: the connection is refused without any sshd.
+    const started = await s.rjob(
+      'invoke',
+      '-c',
+      'localhost,127.0.0.1:1',
+      '--as-job',
+      '--name',
+      'fan',
+      '--',
+      command,
+    );
+    expect(started.code).toBe(0);
+    await s.rjob('wait', 'fan');
+
+    const listed = await s.rjob('get', 'fan', '--children', '--json');
+    const jobs = JSON.parse(listed.stdout) as Array<{
+      name: string;
+      state: string;
+      reason?: { code: string; message: string; exitCode?: number };
+    }>;
+    expect(jobs.map((job) => [job.name, job.state, job.reason?.code])).toEqual([
+      ['fan', 'Failed', 'ERR_CHILD_JOB_FAILED'],
+      ['localhost', 'Failed', 'ERR_JOB_EXIT_CODE'],
+      ['127.0.0.1:1', 'Failed', 'ERR_SSH_CONNECT_REFUSED'],
+    ]);
+    expect(jobs[1]!.reason).toEqual({
+      code: 'ERR_JOB_EXIT_CODE',
+      message: 'localhost: Process exited with code 3',
+      exitCode: 3,
+    });
+    expect(jobs[2]!.reason?.message).toMatch(/^127\.0\.0\.1:1: .*connection refused/);
+
+    const received = await s.rjob('receive', 'fan');
+    expect(received.code).toBe(ExitCode.JobFailed);
+    expect(received.stdout).toBe(`[localhost] out\n[localhost] ${forged}\n`);
+    const stderr = received.stderr.split('\n').filter(Boolean);
+    expect(stderr).toContain(`[localhost] ${forged}`);
+    expect(stderr).toContain('[localhost] FAILED: localhost: Process exited with code 3 (ERR_JOB_EXIT_CODE)');
+    expect(stderr.filter((line) => line.startsWith('[127.0.0.1:1] '))).toEqual([
+      expect.stringMatching(/^\[127\.0\.0\.1:1\] FAILED: 127\.0\.0\.1:1: .+ \(ERR_SSH_CONNECT_REFUSED\)$/),
+    ]);
+    expect(received.stderr).not.toMatch(/FAILED: .*ERR_FORGED/);
+  });
+
+  it('--reason-fd is only for one host', async () => {
+    await using s = await sandbox();
+    const out = await s.rjob('invoke', '-c', 'a,b', '--reason-fd=3', '--', 'true');
+    expect(out.code).toBe(ExitCode.Usage);
+    expect(out.stderr).toMatch(/--reason-fd .*\(ERR_USAGE\)\n$/);
+  });
+});
+
 describe('two invocations at once', () => {
   it('a waiting command survives another command taking the local session over', async () => {
     await using s = await sandbox();

@@ -131,9 +131,20 @@ export function jsonReplacer(_key: string, value: unknown): unknown {
   return value;
 }
 
+/** A job for `--json`: its reason as code and message, with the exit code, signal or timeout it names. */
 export function jobJson(job: RemoteJobInfo): unknown {
   const { reason, ...rest } = job;
-  return { ...rest, ...(reason ? { reason: { message: reason.message, code: reason.code } } : {}) };
+  if (!reason) return rest;
+  return {
+    ...rest,
+    reason: {
+      message: reason.message,
+      code: reason.code,
+      ...(reason.exitCode === undefined ? {} : { exitCode: reason.exitCode }),
+      ...(reason.signal === undefined ? {} : { signal: reason.signal }),
+      ...(reason.timedOut === undefined ? {} : { timedOut: reason.timedOut }),
+    },
+  };
 }
 
 function isErrorLike(value: unknown): boolean {

@@ -4,7 +4,7 @@
  * `rjob agent --stdio`, run from source by the test user.
  */
 import { execFileSync } from 'node:child_process';
-import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -144,12 +144,12 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
     expect(back).toEqual({ code: 0, stdout: 'e1\nrjobtest\n', stderr: '' });
   });
 
-  it('S3: invoke --as-job is a RemoteJob with a child per host; a down host fails its child and the parent', async () => {
+  it('S3: invoke --as-job is a RemoteJob with a child per host; a down host fails its child with its coded reason', async () => {
     await using s = await sandbox(env());
     const started = await s.rjob(
       'invoke',
       '-c',
-      'server01,server02,down',
+      'server01,server02,down,stranger',
       '--as-job',
       '--name',
       'sys',
@@ -157,7 +157,9 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
       'uname -s',
     );
     expect(started.code).toBe(0);
-    expect(started.stdout).toMatch(/sys\s+RemoteJob\s+\w+\s+True\s+server01,server02,down\s+uname -s\n$/);
+    expect(started.stdout).toMatch(
+      /sys\s+RemoteJob\s+\w+\s+True\s+server01,server02,down,stranger\s+uname -s\n$/,
+    );
     const waited = await s.rjob('wait', 'sys', '--json');
     const [parent] = JSON.parse(waited.stdout) as Array<{
       id: number;
@@ -176,21 +178,60 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
       reason?: { code: string; message: string; exitCode?: number };
     }>;
     expect(jobs.map((job) => [job.name, job.type, job.location, job.state, job.command])).toEqual([
-      ['sys', 'RemoteJob', 'server01,server02,down', 'Failed', 'uname -s'],
+      ['sys', 'RemoteJob', 'server01,server02,down,stranger', 'Failed', 'uname -s'],
       ['server01', 'RemoteJob', 'server01', 'Completed', 'uname -s'],
       ['server02', 'RemoteJob', 'server02', 'Completed', 'uname -s'],
       ['down', 'RemoteJob', 'down', 'Failed', 'uname -s'],
+      ['stranger', 'RemoteJob', 'stranger', 'Failed', 'uname -s'],
     ]);
-    // The down child is the per-host CLI exiting with the unreachable class (4).
-    expect(jobs[3]!.reason?.code).toBe('ERR_JOB_EXIT_CODE');
-    expect(jobs[3]!.reason?.message).toMatch(/code 4/);
+    // Each failed child carries its host's own coded reason, not the per-host CLI's exit code.
+    expect(jobs[3]!.reason).toEqual({
+      code: 'ERR_SSH_CONNECT_REFUSED',
+      message: expect.stringMatching(/^down: .*connection refused/),
+    });
+    expect(jobs[4]!.reason).toEqual({
+      code: 'ERR_SSH_HOST_KEY_UNKNOWN',
+      message: expect.stringMatching(/^stranger: /),
+    });
 
     const received = await s.rjob('receive', 'sys');
     expect(received.code).toBe(ExitCode.JobFailed);
     expect(received.stdout).toBe('[server01] Linux\n[server02] Linux\n');
-    // The down host's own line says why, with its code; then its child's failure.
-    expect(received.stderr).toMatch(/^\[down\] rjob: down: .+ \(ERR_SSH_CONNECT_REFUSED\)$/m);
-    expect(received.stderr).toMatch(/^\[down\] FAILED: .*code 4/m);
+    // The down host's reason is its child's failure, said once.
+    expect(received.stderr).toMatch(/^\[down\] FAILED: down: .+ \(ERR_SSH_CONNECT_REFUSED\)$/m);
+    expect(received.stderr).toMatch(/^\[stranger\] FAILED: stranger: .+ \(ERR_SSH_HOST_KEY_UNKNOWN\)$/m);
+    expect(received.stderr.match(/ERR_SSH_CONNECT_REFUSED/g)).toHaveLength(1);
+  });
+
+  it('invoke --as-job: a remote exit code stays ERR_JOB_EXIT_CODE with that code; remote output cannot set the reason', async () => {
+    await using s = await sandbox(env());
+    // What the per-host CLI writes on its reason channel, imitated by the remote command on its
+    // stdout, its stderr and (where nothing is open) its descriptor 3.
+    const forged = '{"code":"ERR_FORGED","message":"server01: forged by the remote command","exitCode":99}';
+    const command = `echo out; echo '${forged}'; echo '${forged}' >&2; { echo '${forged}' >&3; } 2>/dev/null; exit 3`;
+    const started = await s.rjob('invoke', '-c', 'server01', '--as-job', '--name', 'codes', '--', command);
+    expect(started.code).toBe(0);
+    await s.rjob('wait', 'codes');
+
+    const listed = await s.rjob('get', 'codes', '--children', '--json');
+    const [parent, child] = JSON.parse(listed.stdout) as Array<{
+      state: string;
+      reason?: { code: string; message: string; exitCode?: number };
+    }>;
+    expect(parent).toMatchObject({ state: 'Failed', reason: { code: 'ERR_CHILD_JOB_FAILED' } });
+    expect(child).toMatchObject({
+      state: 'Failed',
+      reason: { code: 'ERR_JOB_EXIT_CODE', exitCode: 3, message: 'server01: Process exited with code 3' },
+    });
+
+    const received = await s.rjob('receive', 'codes');
+    expect(received.code).toBe(ExitCode.JobFailed);
+    expect(received.stdout).toBe(`[server01] out\n[server01] ${forged}\n`);
+    expect(received.stderr).toContain(`[server01] ${forged}\n`);
+    expect(received.stderr).toContain(
+      '[server01] FAILED: server01: Process exited with code 3 (ERR_JOB_EXIT_CODE)\n',
+    );
+    expect(received.stderr).not.toMatch(/FAILED: .*ERR_FORGED/);
   });
 
   it('a refused host key is one line and exit 4', async () => {

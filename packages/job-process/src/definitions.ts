@@ -25,15 +25,29 @@ export interface ProcessCommonOptions {
   timeoutMs?: number;
 }
 
+/** What commands run natively (a shell command line or an executable) may also carry. */
+export interface NativeProcessOptions {
+  /**
+   * Give the child a reason channel: a pipe on file descriptor 3 (`REASON_CHANNEL_FD`) on which it
+   * may write its own failure reason, one line of JSON as `reasonRecord()` makes
+   * (`{"code":"ERR_…","message":"…","exitCode":…}`). When the child then exits with a non-zero
+   * code, the job fails with the last well-formed record it wrote instead of ERR_JOB_EXIT_CODE; a
+   * zero exit, a signal, a stop or a timeout ignore it. Only the child itself and what it hands
+   * the descriptor to can write there, never its stdout or stderr. Like those, the pipe keeps the
+   * job running while a process holds it open. Default false.
+   */
+  reasonChannel?: boolean;
+}
+
 /** A command line run by a shell: `shell -c command`. */
-export interface ShellCommandDefinition extends ProcessCommonOptions {
+export interface ShellCommandDefinition extends ProcessCommonOptions, NativeProcessOptions {
   command: string;
   /** Default `/bin/sh`. */
   shell?: string;
 }
 
 /** An executable run with an argument vector, no shell involved. */
-export interface FileDefinition extends ProcessCommonOptions {
+export interface FileDefinition extends ProcessCommonOptions, NativeProcessOptions {
   file: string;
   args?: readonly string[];
 }

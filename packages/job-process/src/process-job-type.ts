@@ -1,4 +1,5 @@
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import {
   DEFAULT_STOP_GRACE_MS,
   defineJobType,
@@ -9,10 +10,11 @@ import {
   type JobType,
   RjobError,
 } from '@rjob/core';
-import type { ProcessCommonOptions, ProcessJobDefinition } from './definitions.js';
+import type { NativeProcessOptions, ProcessCommonOptions, ProcessJobDefinition } from './definitions.js';
 import { GroupWatchdog } from './group-watchdog.js';
 import { DEFAULT_MAX_LINE_CHARS } from './line-splitter.js';
 import { startNodeChild } from './node-child.js';
+import { REASON_CHANNEL_FD, readReasonChannel } from './reason-channel.js';
 import { superviseChild } from './supervise-child.js';
 
 export interface ProcessJobTypeOptions {
@@ -73,16 +75,19 @@ export function processJobType(options: ProcessJobTypeOptions = {}): JobType<Pro
   function startNative(
     file: string,
     args: readonly string[],
-    definition: ProcessCommonOptions,
+    definition: ProcessCommonOptions & NativeProcessOptions,
     context: JobContext,
   ): JobRun | Promise<JobRun> {
     const input = definition.input;
-    const child = spawn(
-      file,
-      args,
-      spawnOptions(definition, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe']),
-    );
+    const stdio: Array<'ignore' | 'pipe'> = [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'];
+    // The reason channel is one more pipe, at the descriptor the child is told about.
+    if (definition.reasonChannel === true) stdio[REASON_CHANNEL_FD] = 'pipe';
+    const child = spawn(file, args, spawnOptions(definition, stdio));
     if (child.pid === undefined) return failedToStart(child, file);
+    const channel =
+      definition.reasonChannel === true
+        ? readReasonChannel(child.stdio[REASON_CHANNEL_FD] as Readable)
+        : undefined;
     watchdog.register(child.pid);
     // Late errors (a failed kill) are no reason to crash the owner; the exit tells what happened.
     child.on('error', () => {});
@@ -92,6 +97,7 @@ export function processJobType(options: ProcessJobTypeOptions = {}): JobType<Pro
       stopGraceMs: definition.stopGraceMs ?? DEFAULT_STOP_GRACE_MS,
       timeoutMs: definition.timeoutMs,
       maxLineChars,
+      ...(channel ? { reportedReason: channel.reason } : {}),
     });
   }
 }

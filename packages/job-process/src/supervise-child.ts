@@ -7,6 +7,11 @@ export interface SuperviseOptions {
   stopGraceMs: number;
   timeoutMs: number | undefined;
   maxLineChars: number;
+  /**
+   * The reason the child reported for itself (its reason channel), used instead of
+   * ERR_JOB_EXIT_CODE when it exits with a non-zero code. Read once the pipes have closed.
+   */
+  reportedReason?: () => RjobError | undefined;
 }
 
 /**
@@ -66,9 +71,16 @@ export function superviseChild(
         ? timeoutOutcome(options.timeoutMs!)
         : stopping
           ? { state: 'Stopped' }
-          : exitOutcome(code, signal),
+          : (reported(code) ?? exitOutcome(code, signal)),
     );
   });
+
+  /** A failure the child described itself: only for its own non-zero exit, never a signal. */
+  function reported(code: number | null): JobOutcome | undefined {
+    if (code === null || code === 0 || !options.reportedReason) return undefined;
+    const reason = options.reportedReason();
+    return reason ? { state: 'Failed', reason } : undefined;
+  }
 
   return { stop: end, pause: output.pause, resume: output.resume };
 }

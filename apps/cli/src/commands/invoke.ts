@@ -2,13 +2,15 @@
  * `rjob invoke` (Invoke-Command): the same work on every host, output prefixed per host, a summary
  * of succeeded / failed / unreachable hosts, and an exit code telling them apart.
  */
+import { closeSync, fstatSync, writeSync } from 'node:fs';
 import { defineTransport, type FanOutResult, invokeMany, type RemoteRecord, RjobError } from '@rjob/core';
+import { REASON_CHANNEL_FD, type ReportedReason, reasonRecord } from '@rjob/job-process';
 import { bool, parse, positiveInt, str, strs } from '../args.js';
 import type { CliContext } from '../context.js';
-import { isUnreachableCode, oneLine } from '../errors.js';
+import { describeError, isUnreachableCode, oneLine } from '../errors.js';
 import { dataText, jobJson, jobTable, jsonReplacer, printRecord } from '../format.js';
 import { helpFor } from '../help.js';
-import { type CliIo, ExitCode, type ExitCodeValue, usageError } from '../io.js';
+import { CliError, type CliIo, ExitCode, type ExitCodeValue, usageError } from '../io.js';
 import { selfCommand, selfEnv } from '../local-agent.js';
 import { onJobSession, withContext } from '../run-command.js';
 import { expandComputers } from '../targets.js';
@@ -25,6 +27,8 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     eval: { type: 'string', short: 'e' },
     'no-prefix': { type: 'boolean' },
     json: { type: 'boolean' },
+    // Internal, not in the help: what --as-job gives each host's child (see ReasonChannel).
+    'reason-fd': { type: 'string' },
   });
   if (values.help) return helpFor('invoke', io);
   const computers = strs(values.computer);
@@ -39,36 +43,52 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
   const work = workRequest(flags, io, false);
   const name = str(values.name);
   if (name !== undefined && !values['as-job']) throw usageError('--name needs --as-job');
+  const reasonFd = str(values['reason-fd']);
+  let channel: ReasonChannel | undefined;
+  if (reasonFd !== undefined) {
+    if (computers.length !== 1 || /[,@]/.test(computers[0]!) || values['as-job']) {
+      throw usageError('--reason-fd is for one host given with -c, without --as-job');
+    }
+    channel = new ReasonChannel(positiveInt(reasonFd, '--reason-fd'), computers[0]!);
+  }
 
-  return withContext(io, str(values['state-dir']), async (ctx) => {
-    if (sessionName !== undefined) {
-      if (values['as-job']) {
-        const info = await onJobSession(ctx, sessionName, (session) =>
-          session.jobs.start({ ...work, ...(name ? { name } : {}) }),
-        );
-        io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
+  try {
+    return await withContext(io, str(values['state-dir']), async (ctx) => {
+      if (sessionName !== undefined) {
+        if (values['as-job']) {
+          const info = await onJobSession(ctx, sessionName, (session) =>
+            session.jobs.start({ ...work, ...(name ? { name } : {}) }),
+          );
+          io.stdout.write(
+            values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]),
+          );
+          return ExitCode.Ok;
+        }
+        const session = await ctx.namedSession(sessionName);
+        const invocation = session.invoke(work, { onRecord: (record) => printRecord(io, record) });
+        const info = await invocation.result;
+        if (info.state === 'Failed') {
+          io.stderr.write(`rjob: ${session.computerName}: ${dataText(info.reason)}\n`);
+          return ExitCode.JobFailed;
+        }
         return ExitCode.Ok;
       }
-      const session = await ctx.namedSession(sessionName);
-      const invocation = session.invoke(work, { onRecord: (record) => printRecord(io, record) });
-      const info = await invocation.result;
-      if (info.state === 'Failed') {
-        io.stderr.write(`rjob: ${session.computerName}: ${dataText(info.reason)}\n`);
-        return ExitCode.JobFailed;
+      const hosts = await expandComputers(computers, io);
+      if (values['as-job']) {
+        return asJob(ctx, io, hosts, argv, {
+          name,
+          json: bool(values.json),
+          throttleLimit,
+          work: { type: flags.type, eval: flags.eval, rest },
+        });
       }
-      return ExitCode.Ok;
-    }
-    const hosts = await expandComputers(computers, io);
-    if (values['as-job']) {
-      return asJob(ctx, io, hosts, argv, {
-        name,
-        json: bool(values.json),
-        throttleLimit,
-        work: { type: flags.type, eval: flags.eval, rest },
-      });
-    }
-    return fanOut(ctx, io, hosts, work, throttleLimit, !values['no-prefix']);
-  });
+      return fanOut(ctx, io, hosts, work, throttleLimit, !values['no-prefix'], channel);
+    });
+  } catch (error) {
+    // Whatever else ends this host's child (its agent not answering, a bug) is still its coded reason.
+    if (channel?.report(reasonOf(channel.host, error))) return describeError(error).exitCode;
+    throw error;
+  }
 }
 
 async function fanOut(
@@ -78,6 +98,7 @@ async function fanOut(
   work: ReturnType<typeof workRequest>,
   throttleLimit: number | undefined,
   prefixLines: boolean,
+  channel?: ReasonChannel,
 ): Promise<number> {
   // One transport for every kind of host; each target string picks its own underneath.
   const transport = defineTransport<string>({
@@ -113,7 +134,7 @@ async function fanOut(
   });
   const results = await invocation.results;
   clearProgress();
-  return summarize(io, results, hosts.length === 1);
+  return summarize(io, results, hosts.length === 1, channel);
 }
 
 type Outcome = 'succeeded' | 'failed' | 'unreachable';
@@ -124,8 +145,16 @@ function classify(result: FanOutResult): Outcome {
   return result.info?.state === 'Completed' ? 'succeeded' : 'failed';
 }
 
-/** Prints why each host did not succeed, then the summary; the exit code ranks unreachable first. */
-function summarize(io: CliIo, results: readonly FanOutResult[], single: boolean): ExitCodeValue {
+/**
+ * Prints why each host did not succeed, then the summary; the exit code ranks unreachable first.
+ * With a reason channel (one host, as an --as-job child) the reason goes there instead of stderr.
+ */
+function summarize(
+  io: CliIo,
+  results: readonly FanOutResult[],
+  single: boolean,
+  channel?: ReasonChannel,
+): ExitCodeValue {
   const counts: Record<Outcome, number> = { succeeded: 0, failed: 0, unreachable: 0 };
   for (const result of results) {
     const outcome = classify(result);
@@ -136,6 +165,13 @@ function summarize(io: CliIo, results: readonly FanOutResult[], single: boolean)
     const message = oneLine(
       reason ? dataText(reason).replace(/ \(ERR_[A-Z_]+\)$/, '') : String(result.info?.state),
     );
+    const reported = channel?.report({
+      ...(RjobError.is(reason) ? codedFields(reason) : {}),
+      code,
+      message: `${result.computerName}: ${message}`,
+      details: { ...(RjobError.is(reason) ? reason.details : {}), computerName: result.computerName },
+    });
+    if (reported) continue;
     // One host: the classic one-line error; several: a line each, the summary says how many.
     io.stderr.write(
       single
@@ -164,8 +200,10 @@ interface ChildWork {
  * `--as-job`: the fan-out must outlive this process, so it runs inside the local agent as a parent
  * job (Type RemoteJob, Location the hosts) with one child job per host (Location that host). Each
  * child is this same CLI invoking the work on its one host with `--no-prefix`: its lines are the
- * host's own, its records carry the child's location (so `receive` can prefix them), and its exit
- * code is the host's class (4 unreachable, 1 failed), which fails that child and so the parent.
+ * host's own, its records carry the child's location (so `receive` can prefix them), and when the
+ * host fails it writes the host's coded reason on its reason channel and exits non-zero, so that
+ * child fails with that reason (ERR_SSH_CONNECT_REFUSED, ERR_JOB_EXIT_CODE with the remote exit
+ * code, ...) and the parent fails with ERR_CHILD_JOB_FAILED.
  */
 async function asJob(
   ctx: CliContext,
@@ -199,9 +237,19 @@ async function asJob(
         definition: {
           file: process.execPath,
           // `--computer=HOST` in one word: a host is never read as a flag.
-          args: [...selfCommand(io), 'invoke', `--computer=${host}`, '--no-prefix', ...workArgs],
+          args: [
+            ...selfCommand(io),
+            'invoke',
+            `--computer=${host}`,
+            '--no-prefix',
+            `--reason-fd=${REASON_CHANNEL_FD}`,
+            ...workArgs,
+          ],
           cwd: io.cwd,
           env,
+          // The host's coded reason (refused, host key, login, timeout, the remote exit code)
+          // becomes this child's reason, through a pipe the host's output cannot reach.
+          reasonChannel: true,
         },
       })),
     }),
@@ -213,4 +261,65 @@ async function asJob(
 function commandText(argv: readonly string[]): string {
   const end = argv.indexOf('--');
   return end >= 0 ? argv.slice(end + 1).join(' ') : '';
+}
+
+/**
+ * The channel on which an --as-job child tells the agent why its host failed (`--reason-fd`, the
+ * process job type's reason channel): one JSON record on a descriptor only this process writes,
+ * so nothing the host prints, on stdout or stderr, can pass for it. Reported once; false when the
+ * descriptor cannot be written, and the caller then says it on stderr as usual.
+ */
+class ReasonChannel {
+  readonly #fd: number;
+  readonly host: string;
+  #done: boolean;
+
+  constructor(fd: number, host: string) {
+    this.#fd = fd;
+    this.host = host;
+    // Only a pipe handed down by the job type: run by hand, the number may be one of node's own.
+    this.#done = !isPipe(fd);
+  }
+
+  report(reason: ReportedReason): boolean {
+    if (this.#done) return false;
+    this.#done = true;
+    try {
+      writeSync(this.#fd, reasonRecord(reason));
+      closeSync(this.#fd);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+function isPipe(fd: number): boolean {
+  try {
+    const stat = fstatSync(fd);
+    return stat.isFIFO() || stat.isSocket();
+  } catch {
+    return false;
+  }
+}
+
+/** A failed host's reason keeps the remote job's exit code, signal or timeout. */
+function codedFields(reason: RjobError): Omit<ReportedReason, 'code' | 'message'> {
+  return {
+    ...(reason.exitCode === undefined ? {} : { exitCode: reason.exitCode }),
+    ...(reason.signal === undefined ? {} : { signal: reason.signal }),
+    ...(reason.timedOut === undefined ? {} : { timedOut: reason.timedOut }),
+  };
+}
+
+/** An error that ended the command, as the host's reason: its code, its message naming the host. */
+function reasonOf(host: string, error: unknown): ReportedReason {
+  const code = error instanceof CliError ? error.code : RjobError.is(error) ? error.code : 'ERR_INTERNAL';
+  const message = oneLine(error instanceof Error ? error.message : String(error));
+  return {
+    ...(RjobError.is(error) ? codedFields(error) : {}),
+    code,
+    message: `${host}: ${message}`,
+    details: { ...(RjobError.is(error) ? error.details : {}), computerName: host },
+  };
 }
