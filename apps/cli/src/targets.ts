@@ -11,6 +11,7 @@ import type { CliIo } from './io.js';
 import { usageError } from './io.js';
 import { ensureAgent } from './local-agent.js';
 import type { StatePaths } from './state.js';
+import { terminalPrompter } from './terminal-prompt.js';
 
 export interface ResolvedTarget {
   transport: Transport<unknown>;
@@ -22,7 +23,8 @@ export interface ResolvedTarget {
  * Builds transports once per invocation, so every SSH target of a fan-out shares one pool.
  * Environment knobs (documented in docs/cli.md): `RJOB_REMOTE_AGENT` (the command exec'd over SSH),
  * `RJOB_SSH_KNOWN_HOSTS`, `RJOB_SSH_IDENTITY`, `RJOB_SSH_STRICT` (yes / accept-new / no),
- * `RJOB_WS_TOKEN_FILE`; ssh_config is read from `$HOME/.ssh/config`.
+ * `RJOB_WS_TOKEN_FILE`; ssh_config is read from `$HOME/.ssh/config`. On a terminal (stdin and
+ * stderr), SSH asks there for what it needs: an unknown host key, passphrases, passwords.
  */
 export class TargetResolver {
   readonly #io: CliIo;
@@ -61,17 +63,22 @@ export class TargetResolver {
     if (strict !== undefined && !['yes', 'accept-new', 'no'].includes(strict)) {
       throw usageError(`RJOB_SSH_STRICT must be yes, accept-new or no, not ${strict}`);
     }
-    this.#identity ??= env.RJOB_SSH_IDENTITY
-      ? readFile(this.#abs(env.RJOB_SSH_IDENTITY), 'utf8')
-      : Promise.resolve(undefined);
+    const identityFile = env.RJOB_SSH_IDENTITY ? this.#abs(env.RJOB_SSH_IDENTITY) : undefined;
+    this.#identity ??= identityFile ? readFile(identityFile, 'utf8') : Promise.resolve(undefined);
     const privateKey = await this.#identity;
+    const prompter = terminalPrompter(this.#io);
     return sshTransport({
       ...(env.RJOB_REMOTE_AGENT ? { agentCommand: env.RJOB_REMOTE_AGENT } : {}),
       ...(env.HOME ? { sshConfig: { home: env.HOME } } : {}),
       ...(env.RJOB_SSH_KNOWN_HOSTS ? { userKnownHostsFiles: [this.#abs(env.RJOB_SSH_KNOWN_HOSTS)] } : {}),
       ...(strict ? { strictHostKeyChecking: strict as 'yes' | 'accept-new' | 'no' } : {}),
-      ...(privateKey ? { privateKey } : {}),
-      // Non-interactive by default: an unknown host key is refused, never silently accepted.
+      // Named, so that a passphrase question says which key it is for.
+      ...(privateKey
+        ? { identities: [{ key: privateKey, ...(identityFile ? { file: identityFile } : {}) }] }
+        : {}),
+      // Off a terminal nothing is asked: an unknown host key is refused, never silently accepted,
+      // and encrypted keys, passwords and keyboard-interactive are not tried.
+      ...(prompter ? { prompter } : {}),
       agent: env.SSH_AUTH_SOCK ?? false,
     }) as Transport<unknown>;
   }

@@ -1,6 +1,13 @@
 import type { Duplex } from 'node:stream';
 import { Client, type ConnectConfig } from 'ssh2';
 import type { RjobError } from '@rjob/core';
+import {
+  createAuthPlan,
+  DEFAULT_MAX_PROMPT_TRIES,
+  type SshAuthShared,
+  type SshIdentity,
+  type SshPrompter,
+} from './auth.js';
 import { toSshConnectError } from './errors.js';
 import { type CheckHostKeyOptions, checkHostKey, type HostKeyDecision } from './known-hosts.js';
 
@@ -10,13 +17,28 @@ export interface ConnectSshOptions
   /** Default 22. */
   port?: number;
   username: string;
-  /** Private key contents (PEM or OpenSSH format). */
+  /** Private key contents (PEM or OpenSSH format); offered before `identities`. */
   privateKey?: Buffer | string;
   /** Passphrase for `privateKey`. */
   passphrase?: string;
+  /** More private keys, offered in order after ssh-agent (identity files as ssh tries them). */
+  identities?: SshIdentity[];
   /** ssh-agent socket. Default none (the session layer will default to `SSH_AUTH_SOCK`). */
   agent?: string;
-  /** TCP connect plus handshake, in milliseconds. Default 20 000 (ssh2's own default). */
+  /**
+   * Asks for passphrases, passwords and keyboard-interactive answers (and, without `confirm`,
+   * about an unknown host key). Without one, an encrypted key is skipped and password and
+   * keyboard-interactive are never tried.
+   */
+  prompter?: SshPrompter;
+  /** Answers each secret gets before its method is given up. Default 3 (NumberOfPasswordPrompts). */
+  maxPromptTries?: number;
+  /** Question queue and unlocked keys shared by a transport's connections. */
+  authShared?: SshAuthShared;
+  /**
+   * TCP connect plus handshake and authentication, in milliseconds, not counting the time a
+   * question waits for its answer. Default 20 000 (ssh2's own default).
+   */
   connectTimeoutMs?: number;
   /** Keepalive interval in milliseconds; 0 turns it off. Default 15 000. */
   keepaliveIntervalMs?: number;
@@ -38,22 +60,88 @@ export interface SshConnection {
 export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
   const port = options.port ?? 22;
   const client = new Client();
+  const timeoutMs = options.connectTimeoutMs ?? 20_000;
   return new Promise((resolve, reject) => {
     let hostKeyError: RjobError | undefined;
     let decision: HostKeyDecision | undefined;
     let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+    let questionsOpen = 0;
+    const stopTimer = (): void => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+    };
+    const startTimer = (): void => {
+      stopTimer();
+      if (settled || timeoutMs <= 0 || questionsOpen > 0) return;
+      timer = setTimeout(() => {
+        fail(Object.assign(new Error('Timed out while waiting for handshake'), { level: 'client-timeout' }));
+        client.destroy();
+      }, timeoutMs);
+    };
+    /** The timeout stands still while a question waits for the user, and starts afresh after. */
+    const asking = async <T>(fn: () => Promise<T>): Promise<T> => {
+      questionsOpen++;
+      stopTimer();
+      try {
+        return await fn();
+      } finally {
+        questionsOpen--;
+        startTimer();
+      }
+    };
+    const identities: SshIdentity[] = [];
+    if (options.privateKey !== undefined) {
+      identities.push({
+        key: options.privateKey,
+        ...(options.passphrase !== undefined ? { passphrase: options.passphrase } : {}),
+      });
+    }
+    identities.push(...(options.identities ?? []));
+    const auth = createAuthPlan({
+      username: options.username,
+      host: options.host,
+      port,
+      identities,
+      maxPromptTries: options.maxPromptTries ?? DEFAULT_MAX_PROMPT_TRIES,
+      asking,
+      ...(options.agent ? { agent: options.agent } : {}),
+      ...(options.prompter ? { prompter: options.prompter } : {}),
+      ...(options.authShared ? { shared: options.authShared } : {}),
+    });
     const fail = (error: unknown) => {
+      const e = (typeof error === 'object' && error !== null ? error : {}) as {
+        level?: unknown;
+        code?: unknown;
+        message?: unknown;
+        quiet?: unknown;
+      };
+      // ssh-agent trouble (no socket, a key it cannot sign with) only skips the agent, as in ssh.
+      if (e.level === 'agent') {
+        if (e.quiet !== true) auth.note(`ssh-agent: ${String(e.message)}`);
+        return;
+      }
       if (settled) return;
       settled = true;
+      stopTimer();
       client.end();
-      reject(hostKeyError ?? toSshConnectError(error, { host: options.host, port }));
+      let coded = hostKeyError;
+      if (coded === undefined && e.level === 'client-authentication') coded = auth.failure(error);
+      // The server hanging up mid-authentication (too many failures) is a refused login too.
+      if (coded === undefined && auth.started() && typeof e.code === 'number') {
+        coded = auth.failure(error, String(e.message));
+      }
+      reject(coded ?? toSshConnectError(error, { host: options.host, port }));
     };
+    const confirm = options.confirm ?? options.prompter?.confirm?.bind(options.prompter);
     const config: ConnectConfig = {
       host: options.host,
       port,
       username: options.username,
-      readyTimeout: options.connectTimeoutMs ?? 20_000,
+      // Our own timer (above) replaces ssh2's, so that it can wait for the user.
+      readyTimeout: 0,
       keepaliveInterval: options.keepaliveIntervalMs ?? 15_000,
+      authHandler: auth.handler,
       hostVerifier: (keyBlob: Buffer, verify: (valid: boolean) => void) => {
         const check: CheckHostKeyOptions = { host: options.host, port, keyBlob };
         // Only the host-key fields: the key material and passphrase have no business there.
@@ -64,7 +152,11 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
         if (options.globalKnownHostsFiles !== undefined)
           check.globalKnownHostsFiles = options.globalKnownHostsFiles;
         if (options.hashKnownHosts !== undefined) check.hashKnownHosts = options.hashKnownHosts;
-        if (options.confirm !== undefined) check.confirm = options.confirm;
+        if (confirm !== undefined) {
+          const shared = options.authShared;
+          check.confirm = (question) =>
+            asking(() => (shared ? shared.serialize(() => confirm(question)) : confirm(question)));
+        }
         checkHostKey(check).then(
           (d) => {
             decision = d;
@@ -77,13 +169,11 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
         );
       },
     };
-    if (options.privateKey !== undefined) config.privateKey = options.privateKey;
-    if (options.passphrase !== undefined) config.passphrase = options.passphrase;
-    if (options.agent !== undefined) config.agent = options.agent;
     if (options.sock !== undefined) config.sock = options.sock;
     client.once('ready', () => {
       if (settled) return;
       settled = true;
+      stopTimer();
       client.removeListener('error', fail);
       // Later errors (a dropped link) are the session layer's business; keep them from crashing.
       client.on('error', () => {});
@@ -95,6 +185,7 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
     });
     client.on('error', fail);
     client.once('close', () => fail(new Error('connection closed during handshake')));
+    startTimer();
     client.connect(config);
   });
 }

@@ -19,7 +19,11 @@ export const SshErrorCode = {
   ConnectTimeout: 'ERR_SSH_CONNECT_TIMEOUT',
   /** Any other failure to reach the host (unreachable network, reset during handshake, ...). */
   ConnectFailed: 'ERR_SSH_CONNECT_FAILED',
-  /** The server accepted none of the offered authentication methods. */
+  /**
+   * The server accepted none of the offered authentication methods (or hung up during them). The
+   * message lists the methods the server offered and what was skipped or refused: an encrypted
+   * key with nobody to ask, three wrong passphrases or passwords. Never a secret.
+   */
   AuthFailed: 'ERR_SSH_AUTH_FAILED',
   /** An ssh_config file or a target string could not be understood. */
   ConfigInvalid: 'ERR_SSH_CONFIG_INVALID',

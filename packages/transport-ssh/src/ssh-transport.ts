@@ -15,6 +15,7 @@ import {
   type TransportChannel,
 } from '@rjob/core';
 import type { ClientChannel } from 'ssh2';
+import { createAuthShared, type SshAuthShared, type SshIdentity, type SshPrompter } from './auth.js';
 import { type ConnectSshOptions, connectSsh, type SshConnection } from './connect.js';
 import { deployAgent, shellQuote, withAgentDeploy } from './deploy.js';
 import { SshErrorCode, toSshConnectError } from './errors.js';
@@ -57,8 +58,24 @@ export interface SshTransportOptions {
   confirm?: ConnectSshOptions['confirm'];
   /** Write new known_hosts lines hashed. Default false. */
   hashKnownHosts?: boolean;
-  /** Private key contents; default: the first readable IdentityFile from ssh_config. */
+  /**
+   * Asks the user: passphrases of encrypted identity files, passwords, keyboard-interactive
+   * answers, and (without `confirm`) unknown host keys. One question is open at a time per
+   * transport, and an identity unlocked once serves every connection of the transport. Without a
+   * prompter nothing is asked: encrypted keys are skipped, password and keyboard-interactive are
+   * not tried.
+   */
+  prompter?: SshPrompter;
+  /** Answers each secret gets before its method is given up. Default 3, as OpenSSH's NumberOfPasswordPrompts. */
+  maxPromptTries?: number;
+  /** Private key contents; default: every readable IdentityFile from ssh_config, in order. */
   privateKey?: Buffer | string;
+  /**
+   * Keys to offer instead of ssh_config's IdentityFile (after `privateKey`, if given); `file` names
+   * a key in prompts and errors.
+   */
+  identities?: SshIdentity[];
+  /** Passphrase for `privateKey` (or, without it, tried on each encrypted IdentityFile first). */
   passphrase?: string;
   /** ssh-agent socket; `false` for none. Default `SSH_AUTH_SOCK`. */
   agent?: string | false;
@@ -75,6 +92,8 @@ export interface SshTransportOptions {
   deploy?: 'auto' | 'never';
   /** The command that runs a deployed bundle. Default `node '<file>' --stdio`. */
   deployedAgentCommand?: (file: string, host: SshHostConfig) => string;
+  /** Question queue and unlocked keys; `sshTransport` makes one per transport. */
+  authShared?: SshAuthShared;
 }
 
 interface PooledConnection {
@@ -93,6 +112,8 @@ export function sshTransport(options: SshTransportOptions = {}): Transport<SshTr
     throw new RjobError(ErrorCode.InvalidArgument, 'maxChannelsPerConnection must be a positive integer.');
   }
   const pool = new Map<string, PooledConnection[]>();
+  // Shared by every connection (and ProxyJump hop) of this transport, unless the caller brought one.
+  options = { ...options, authShared: options.authShared ?? createAuthShared() };
   /** Hosts where the agent was deployed → the command that runs it: later links skip the probe. */
   const deployed = new Map<string, string>();
 
@@ -248,25 +269,34 @@ export async function openConnection(
   };
   if (options.confirm !== undefined) config.confirm = options.confirm;
   if (options.hashKnownHosts !== undefined) config.hashKnownHosts = options.hashKnownHosts;
-  if (options.passphrase !== undefined) config.passphrase = options.passphrase;
+  if (options.prompter !== undefined) config.prompter = options.prompter;
+  if (options.maxPromptTries !== undefined) config.maxPromptTries = options.maxPromptTries;
+  if (options.authShared !== undefined) config.authShared = options.authShared;
   const agent = options.agent === undefined ? process.env.SSH_AUTH_SOCK : options.agent;
   if (agent) config.agent = agent;
-  const privateKey = options.privateKey ?? (await readFirstIdentity(host.identityFiles));
-  if (privateKey !== undefined) config.privateKey = privateKey;
+  if (options.privateKey !== undefined) {
+    config.privateKey = options.privateKey;
+    if (options.passphrase !== undefined) config.passphrase = options.passphrase;
+  }
+  if (options.identities !== undefined) config.identities = options.identities;
+  else if (options.privateKey === undefined) {
+    config.identities = await readIdentities(host.identityFiles, options.passphrase);
+  }
   if (sock !== undefined) config.sock = sock;
   return connectSsh(config);
 }
 
-/** ssh2 takes one key: the first identity file that can be read (as ssh tries them in order). */
-async function readFirstIdentity(files: string[]): Promise<Buffer | undefined> {
+/** Every identity file that can be read, in order, as ssh offers them. */
+async function readIdentities(files: string[], passphrase: string | undefined): Promise<SshIdentity[]> {
+  const out: SshIdentity[] = [];
   for (const file of files) {
     try {
-      return await readFile(file);
+      out.push({ key: await readFile(file), file, ...(passphrase !== undefined ? { passphrase } : {}) });
     } catch {
       // Missing or unreadable: ssh skips it too.
     }
   }
-  return undefined;
+  return out;
 }
 
 function exec(client: SshConnection['client'], command: string, host: SshHostConfig): Promise<ClientChannel> {

@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createConnection, createServer } from 'node:net';
@@ -30,6 +30,18 @@ export interface StartSshdOptions {
    * Default: a fresh ed25519 key per fixture.
    */
   clientKeyFile?: string;
+  /**
+   * Sets this password for `user` (`chpasswd`) and turns PasswordAuthentication on. Use a user of
+   * its own (not `rjobtest`): `stop()` locks the password again (`usermod -p '*'`), and one such
+   * fixture per user may run at a time. Default none (public keys only).
+   */
+  password?: string;
+  /**
+   * Turns keyboard-interactive authentication on. sshd offers it on Linux only through PAM, so
+   * this also sets `UsePAM yes` (the system's /etc/pam.d/sshd, whose pam_unix asks for the
+   * password as a keyboard-interactive prompt). Default false.
+   */
+  keyboardInteractive?: boolean;
   /** Extra `Keyword value` lines appended to sshd_config. Default none. */
   extraConfig?: string[];
   /** Parent of the fixture's temp dir. Default `os.tmpdir()`. */
@@ -70,7 +82,7 @@ export interface SshdFixture extends AsyncDisposable {
   stop(): Promise<void>;
 }
 
-const running = new Set<{ pid: number; dir: string }>();
+const running = new Set<{ pid: number; dir: string; passwordUser?: string }>();
 let exitHookInstalled = false;
 
 /** Last resort if a test process exits without stopping its fixtures: sync kill + rm. */
@@ -85,7 +97,30 @@ function installExitHook(): void {
         } catch {}
       }
       rmSync(entry.dir, { recursive: true, force: true });
+      if (entry.passwordUser !== undefined) lockPasswordSync(entry.passwordUser);
     }
+  });
+}
+
+/** Back to the fixture's usual state: no password login (`*` is not locked, so keys still work). */
+function lockPasswordSync(user: string): void {
+  try {
+    execFileSync('usermod', ['-p', '*', user], { stdio: 'ignore' });
+  } catch {}
+}
+
+async function setPassword(user: string, password: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('chpasswd', [], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (s: string) => (stderr += s));
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`chpasswd for ${user} failed (${code}): ${stderr.trim()}`)),
+    );
+    // On stdin, never on a command line: other processes can read argv.
+    child.stdin?.end(`${user}:${password}\n`);
   });
 }
 
@@ -248,10 +283,16 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<SshdFix
 
   const dir = await mkdtemp(join(options.tmpRoot ?? tmpdir(), 'rjob-sshd-'));
   installExitHook();
-  const tracked = { pid: 0, dir };
+  const tracked: { pid: number; dir: string; passwordUser?: string } = { pid: 0, dir };
   running.add(tracked);
   let child: ChildProcess | undefined;
   try {
+    if (options.password !== undefined) {
+      if (user === SSHD_TEST_USER) throw new Error(`give a password fixture a user of its own, not ${user}`);
+      tracked.passwordUser = user;
+      await setPassword(user, options.password);
+    }
+    const pam = options.keyboardInteractive === true;
     // sshd reads authorized_keys as the target user, so the dir must be traversable by it.
     await chmod(dir, 0o755);
     const hostKeyFiles = options.hostKeyFiles ?? [join(dir, 'ssh_host_ed25519_key')];
@@ -280,9 +321,9 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<SshdFix
         `Port ${port}`,
         ...hostKeys.map((k) => `HostKey ${k.path}`),
         `PidFile ${join(dir, 'sshd.pid')}`,
-        'UsePAM no',
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
+        `UsePAM ${pam ? 'yes' : 'no'}`,
+        `PasswordAuthentication ${options.password !== undefined ? 'yes' : 'no'}`,
+        `KbdInteractiveAuthentication ${pam ? 'yes' : 'no'}`,
         'PubkeyAuthentication yes',
         `AuthorizedKeysFile ${authorizedKeys}`,
         // The temp dir lives under world-writable /tmp, which StrictModes would reject.
@@ -325,6 +366,7 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<SshdFix
             const deadline = Date.now() + 5000;
             while (pids.some(isLive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
             running.delete(tracked);
+            if (tracked.passwordUser !== undefined) await run('usermod', ['-p', '*', tracked.passwordUser]);
             await rm(dir, { recursive: true, force: true });
           })();
           return stopping;
@@ -363,6 +405,7 @@ export async function startSshd(options: StartSshdOptions = {}): Promise<SshdFix
   } catch (error) {
     if (child?.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
     running.delete(tracked);
+    if (tracked.passwordUser !== undefined) lockPasswordSync(tracked.passwordUser);
     await rm(dir, { recursive: true, force: true });
     throw error;
   }

@@ -1,0 +1,454 @@
+/**
+ * Client authentication: which methods are tried, in which order, and who is asked. The order is
+ * OpenSSH's default PreferredAuthentications: publickey (ssh-agent, then each identity), then
+ * keyboard-interactive, then password. Secrets are only ever asked through a {@link SshPrompter};
+ * without one an encrypted identity is skipped and password / keyboard-interactive are never sent.
+ * No secret is kept in an error, its details or a log line.
+ */
+import { readFile } from 'node:fs/promises';
+import { RjobError } from '@rjob/core';
+import ssh2, {
+  type AnyAuthMethod,
+  type AuthHandlerMiddleware,
+  BaseAgent,
+  type KeyboardInteractiveAuthMethod,
+  type ParsedKey,
+  type Prompt,
+} from 'ssh2';
+import { SshErrorCode } from './errors.js';
+import { keyTypeOfBlob } from './known-hosts.js';
+
+/** How many answers a secret gets before that method is given up, as OpenSSH's NumberOfPasswordPrompts. */
+export const DEFAULT_MAX_PROMPT_TRIES = 3;
+
+/** One question for the person at the terminal. */
+export interface SshPromptRequest {
+  kind: 'passphrase' | 'password' | 'keyboard-interactive';
+  /**
+   * The text to show, worded as OpenSSH words it (`Enter passphrase for key '/home/me/.ssh/id_ed25519': `,
+   * `deploy@web1's password: `, `(deploy@web1) Password: `), with what came before it on a terminal
+   * (`Permission denied, please try again.`, a keyboard-interactive round's name and instructions)
+   * on lines of its own. A terminal prompter prints it as it is and reads one line.
+   */
+  prompt: string;
+  /** False for a secret: the answer must not be echoed. */
+  echo: boolean;
+  user: string;
+  host: string;
+  port: number;
+  /** The identity file whose passphrase is asked (`kind: 'passphrase'`). */
+  file?: string;
+  /** 1 for the first question of its kind, 2 and 3 after wrong answers. */
+  attempt: number;
+}
+
+/**
+ * Asks the user. Calls may come from several connections at once; `sshTransport` queues them so
+ * that one question is open at a time, `connectSsh` alone does not.
+ */
+export interface SshPrompter {
+  /** An unknown host key under StrictHostKeyChecking `ask`: OpenSSH's question; true accepts. */
+  confirm?(question: string): Promise<boolean>;
+  /**
+   * A passphrase, password or keyboard-interactive answer. Resolve `undefined` (or an empty
+   * passphrase) to give that method up; reject to give it up with the rejection as a note.
+   */
+  ask?(request: SshPromptRequest): Promise<string | undefined>;
+}
+
+/** A private key to offer. */
+export interface SshIdentity {
+  /** The key file's contents (OpenSSH, PEM or PPK format). */
+  key: Buffer | string;
+  /** Where it came from, for prompts and errors. */
+  file?: string;
+  /** Tried first for an encrypted key; the prompter is asked when it is missing or wrong. */
+  passphrase?: string;
+}
+
+/**
+ * What a transport shares between its connections: one open question at a time, and identities
+ * unlocked once (a fan-out to twenty hosts with one encrypted key asks its passphrase once).
+ */
+export interface SshAuthShared {
+  /** Runs `fn` when the previous question has been answered. */
+  serialize<T>(fn: () => Promise<T>): Promise<T>;
+  /** Decrypted keys by file (and contents); kept only for the transport's lifetime. */
+  unlocked: Map<string, ParsedKey>;
+}
+
+export function createAuthShared(): SshAuthShared {
+  let tail: Promise<unknown> = Promise.resolve();
+  return {
+    serialize<T>(fn: () => Promise<T>): Promise<T> {
+      const run = tail.then(fn, fn);
+      tail = run.catch(() => {});
+      return run;
+    },
+    unlocked: new Map(),
+  };
+}
+
+export interface AuthPlanOptions {
+  username: string;
+  host: string;
+  port: number;
+  /** ssh-agent socket path (or agent object). */
+  agent?: string | BaseAgent;
+  identities: SshIdentity[];
+  prompter?: SshPrompter;
+  maxPromptTries?: number;
+  shared?: SshAuthShared;
+  /** Wraps every question, so the handshake timeout does not run while the user types. */
+  asking<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+export interface AuthPlan {
+  /** For ssh2's `authHandler`. */
+  handler: AuthHandlerMiddleware;
+  /** True once the first method was sent: a disconnect from now on is an authentication failure. */
+  started(): boolean;
+  /** The coded, permanent failure to report; `serverMessage` is a disconnect reason, if any. */
+  failure(cause?: unknown, serverMessage?: string): RjobError;
+  /** Errors ssh2 reports without ending the handshake (agent failures); noted, not fatal. */
+  note(message: string): void;
+}
+
+type Stage =
+  | { kind: 'none' }
+  | { kind: 'agent'; agent: string | BaseAgent }
+  | { kind: 'identity'; identity: SshIdentity }
+  | { kind: 'keyboard-interactive' }
+  | { kind: 'password' };
+
+const ENCRYPTED = /no passphrase given/i;
+// Through the default export: Node cannot see `utils` among ssh2's CommonJS named exports.
+const { utils } = ssh2;
+
+/** ssh2's key parser, with an array (several keys in one file) reduced to its first key. */
+function parse(key: Buffer | string | ParsedKey, passphrase?: string): ParsedKey | Error {
+  const parsed = utils.parseKey(key, passphrase) as ParsedKey | ParsedKey[] | Error;
+  return Array.isArray(parsed) ? (parsed[0] ?? new Error('no key in file')) : parsed;
+}
+
+/** True when the key is encrypted and no (or no right) passphrase was given. */
+export function isEncryptedKey(key: Buffer | string): boolean {
+  const parsed = parse(key);
+  return parsed instanceof Error && ENCRYPTED.test(parsed.message);
+}
+
+/**
+ * The public half of an encrypted identity without its passphrase: an `openssh-key-v1` file
+ * carries it in clear; for other formats, `<file>.pub` when it exists.
+ */
+async function publicKeyOf(identity: SshIdentity): Promise<ParsedKey | undefined> {
+  const text = typeof identity.key === 'string' ? identity.key : identity.key.toString('utf8');
+  const armored = /-----BEGIN OPENSSH PRIVATE KEY-----([\s\S]+?)-----END OPENSSH PRIVATE KEY-----/.exec(text);
+  if (armored) {
+    const blob = Buffer.from(armored[1]!.replace(/\s+/g, ''), 'base64');
+    const magic = Buffer.from('openssh-key-v1\0', 'latin1');
+    if (blob.subarray(0, magic.length).equals(magic)) {
+      let at = magic.length;
+      const str = (): Buffer | undefined => {
+        if (at + 4 > blob.length) return undefined;
+        const length = blob.readUInt32BE(at);
+        if (at + 4 + length > blob.length) return undefined;
+        const out = blob.subarray(at + 4, at + 4 + length);
+        at += 4 + length;
+        return out;
+      };
+      // cipher name, kdf name, kdf options, then the key count and the first public key.
+      if (str() && str() && str() && at + 4 <= blob.length) {
+        at += 4;
+        const pub = str();
+        const type = pub && keyTypeOfBlob(pub);
+        if (pub && type) {
+          const key = parse(`${type} ${pub.toString('base64')}`);
+          if (!(key instanceof Error)) return key;
+        }
+      }
+    }
+  }
+  if (identity.file === undefined) return undefined;
+  try {
+    const key = parse(await readFile(`${identity.file}.pub`));
+    return key instanceof Error ? undefined : key;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * An in-process agent holding one encrypted identity: its public key is offered first, and the
+ * passphrase is asked only once the server said it would accept that key (as OpenSSH does).
+ */
+class UnlockOnSignAgent extends BaseAgent {
+  readonly #publicKey: ParsedKey;
+  readonly #unlock: () => Promise<ParsedKey | undefined>;
+
+  constructor(publicKey: ParsedKey, unlock: () => Promise<ParsedKey | undefined>) {
+    super();
+    this.#publicKey = publicKey;
+    this.#unlock = unlock;
+  }
+
+  getIdentities(cb: (error: Error | null, keys?: ParsedKey[]) => void): void {
+    cb(null, [this.#publicKey]);
+  }
+
+  sign(
+    _publicKey: unknown,
+    data: Buffer,
+    options: { hash?: string } | ((error: Error | null, signature?: Buffer) => void),
+    cb?: (error: Error | null, signature?: Buffer) => void,
+  ): void {
+    const done = typeof options === 'function' ? options : cb!;
+    const hash = typeof options === 'function' ? undefined : options?.hash;
+    this.#unlock().then(
+      (key) => {
+        if (!key) return done(Object.assign(new Error('identity not unlocked'), { quiet: true }));
+        const signature = key.sign(data, hash) as Buffer | Error;
+        if (signature instanceof Error) done(signature);
+        else done(null, signature);
+      },
+      (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),
+    );
+  }
+}
+
+/** Builds the method sequence for one connection attempt. */
+export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
+  const { username, host, port, prompter } = options;
+  const maxTries = options.maxPromptTries ?? DEFAULT_MAX_PROMPT_TRIES;
+  const ask = prompter?.ask?.bind(prompter);
+  const stages: Stage[] = [{ kind: 'none' }];
+  if (options.agent !== undefined) stages.push({ kind: 'agent', agent: options.agent });
+  for (const identity of options.identities) stages.push({ kind: 'identity', identity });
+  stages.push({ kind: 'keyboard-interactive' }, { kind: 'password' });
+
+  let stage = 0;
+  let started = false;
+  let offered: string[] | undefined;
+  let kbdTries = 0;
+  let kbdGaveUp = false;
+  let passwordTries = 0;
+  const notes: string[] = [];
+  const note = (message: string): void => {
+    if (!notes.includes(message)) notes.push(message);
+  };
+  const who = `${username}@${host}`;
+  const base = { user: username, host, port };
+
+  /** Asks through the queue and with the handshake timer paused; a thrown prompt becomes a note. */
+  const question = async (request: SshPromptRequest): Promise<string | undefined> => {
+    if (!ask) return undefined;
+    const run = () => options.asking(() => ask(request));
+    try {
+      return await (options.shared ? options.shared.serialize(run) : run());
+    } catch (error) {
+      note(`${request.kind} prompt failed: ${error instanceof Error ? error.message : String(error)}`);
+      return undefined;
+    }
+  };
+
+  const cacheKey = (identity: SshIdentity): string =>
+    `${identity.file ?? ''}\0${typeof identity.key === 'string' ? identity.key : identity.key.toString('base64')}`;
+
+  /** Decrypts an identity: its given passphrase, then up to `maxTries` answers. */
+  const unlock = async (identity: SshIdentity, label: string): Promise<ParsedKey | undefined> => {
+    const cached = options.shared?.unlocked.get(cacheKey(identity));
+    if (cached) return cached;
+    const attempt = async (): Promise<ParsedKey | undefined> => {
+      // Another connection may have unlocked it while this one waited for its turn.
+      const again = options.shared?.unlocked.get(cacheKey(identity));
+      if (again) return again;
+      for (let tries = 1; tries <= maxTries; tries++) {
+        const prompt =
+          tries === 1
+            ? `Enter passphrase for key '${label}': `
+            : `Bad passphrase, try again for key '${label}': `;
+        const answer = await options.asking(() =>
+          ask!({ ...base, kind: 'passphrase', prompt, echo: false, attempt: tries, file: identity.file }),
+        );
+        if (answer === undefined || answer === '') {
+          note(`no passphrase given for key ${label}`);
+          return undefined;
+        }
+        const key = parse(identity.key, answer);
+        if (!(key instanceof Error) && key.isPrivateKey()) {
+          options.shared?.unlocked.set(cacheKey(identity), key);
+          return key;
+        }
+      }
+      note(`${maxTries} wrong passphrases for key ${label}`);
+      return undefined;
+    };
+    try {
+      return await (options.shared ? options.shared.serialize(attempt) : attempt());
+    } catch (error) {
+      note(`passphrase prompt failed: ${error instanceof Error ? error.message : String(error)}`);
+      return undefined;
+    }
+  };
+
+  const identityAttempt = async (identity: SshIdentity): Promise<AnyAuthMethod | undefined> => {
+    const label = identity.file ?? 'the given private key';
+    const plain = parse(identity.key, identity.passphrase);
+    if (!(plain instanceof Error)) {
+      if (!plain.isPrivateKey()) {
+        note(`${label} is not a private key`);
+        return undefined;
+      }
+      return { type: 'publickey', username, key: plain };
+    }
+    const encrypted =
+      ENCRYPTED.test(plain.message) || (identity.passphrase !== undefined && isEncryptedKey(identity.key));
+    if (!encrypted) {
+      note(`${label} is not a usable private key (${plain.message})`);
+      return undefined;
+    }
+    if (!ask) {
+      note(`key ${label} is encrypted and there is no terminal to ask for its passphrase`);
+      return undefined;
+    }
+    const publicKey = await publicKeyOf(identity);
+    if (publicKey) {
+      return {
+        type: 'agent',
+        username,
+        agent: new UnlockOnSignAgent(publicKey, () => unlock(identity, label)),
+      };
+    }
+    const key = await unlock(identity, label);
+    return key ? { type: 'publickey', username, key } : undefined;
+  };
+
+  const keyboardInteractive: KeyboardInteractiveAuthMethod['prompt'] = (
+    name,
+    instructions,
+    _lang,
+    prompts: Prompt[],
+    finish,
+  ) => {
+    void (async () => {
+      const answers: string[] = [];
+      for (const [index, p] of prompts.entries()) {
+        const lines: string[] = [];
+        if (index === 0) {
+          if (kbdTries > 1) lines.push('Permission denied, please try again.');
+          if (name) lines.push(name);
+          if (instructions) lines.push(instructions.replace(/\n$/, ''));
+        }
+        lines.push(`(${who}) ${p.prompt}`);
+        const answer = await question({
+          ...base,
+          kind: 'keyboard-interactive',
+          prompt: lines.join('\n'),
+          echo: p.echo === true,
+          attempt: kbdTries,
+        });
+        if (answer === undefined) {
+          kbdGaveUp = true;
+          note('no keyboard-interactive answer given');
+          break;
+        }
+        answers.push(answer);
+      }
+      // A round cannot be cancelled: a given-up round answers empty, and is not asked again.
+      finish(answers.length === prompts.length ? answers : prompts.map(() => ''));
+    })();
+  };
+
+  const next = async (methodsLeft: string[] | null): Promise<AnyAuthMethod | false> => {
+    if (methodsLeft) offered = methodsLeft;
+    const allowed = (method: string): boolean => methodsLeft === null || methodsLeft.includes(method);
+    while (stage < stages.length) {
+      const current = stages[stage]!;
+      switch (current.kind) {
+        case 'none':
+          stage++;
+          return { type: 'none', username };
+        case 'agent':
+          stage++;
+          if (!allowed('publickey')) continue;
+          return { type: 'agent', username, agent: current.agent };
+        case 'identity': {
+          stage++;
+          if (!allowed('publickey')) continue;
+          const method = await identityAttempt(current.identity);
+          if (method) return method;
+          continue;
+        }
+        case 'keyboard-interactive':
+          if (!allowed('keyboard-interactive') || kbdGaveUp || kbdTries >= maxTries) {
+            stage++;
+            continue;
+          }
+          if (!ask) {
+            note('keyboard-interactive not tried: no terminal to ask on');
+            stage++;
+            continue;
+          }
+          kbdTries++;
+          return { type: 'keyboard-interactive', username, prompt: keyboardInteractive };
+        case 'password': {
+          if (!allowed('password') || passwordTries >= maxTries) {
+            stage++;
+            continue;
+          }
+          if (!ask) {
+            note('password not tried: no terminal to ask on');
+            stage++;
+            continue;
+          }
+          passwordTries++;
+          const prefix = passwordTries > 1 ? 'Permission denied, please try again.\n' : '';
+          const password = await question({
+            ...base,
+            kind: 'password',
+            prompt: `${prefix}${who}'s password: `,
+            echo: false,
+            attempt: passwordTries,
+          });
+          if (password === undefined) {
+            passwordTries--;
+            note('no password given');
+            stage++;
+            continue;
+          }
+          return { type: 'password', username, password };
+        }
+      }
+    }
+    return false;
+  };
+
+  const handler: AuthHandlerMiddleware = (methodsLeft, _partialSuccess, callback) => {
+    started = true;
+    const done = callback as (method: AnyAuthMethod | false) => void;
+    next(methodsLeft as string[] | null).then(done, (error: unknown) => {
+      note(`authentication failed: ${error instanceof Error ? error.message : String(error)}`);
+      done(false);
+    });
+  };
+
+  return {
+    handler,
+    started: () => started,
+    note,
+    failure(cause, serverMessage) {
+      const methods = offered ?? [];
+      const parts = [`ssh: ${host}:${port}: permission denied (${methods.join(',') || 'no method left'})`];
+      if (serverMessage) parts.push(`the server closed the connection: ${serverMessage}`);
+      const times = (n: number): string => (n === 1 ? 'once' : `${n} times`);
+      if (kbdTries > 0 && !kbdGaveUp) note(`keyboard-interactive answers refused ${times(kbdTries)}`);
+      if (passwordTries > 0) note(`password refused ${times(passwordTries)}`);
+      parts.push(...notes);
+      return new RjobError(SshErrorCode.AuthFailed, parts.join('; '), {
+        cause,
+        // Asking again gives the same answer: the session client stops retrying.
+        details: { host, port, permanent: true, methods, notes: [...notes] },
+      });
+    },
+  };
+}
