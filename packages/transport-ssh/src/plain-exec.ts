@@ -33,6 +33,7 @@ import {
   type WorkRequest,
 } from '@rjob/core';
 import type { Client, ClientChannel } from 'ssh2';
+import { createAuthShared } from './auth.js';
 import { shellQuote } from './deploy.js';
 import { SshErrorCode } from './errors.js';
 import { resolveSshConfig, type SshHostConfig } from './ssh-config.js';
@@ -116,6 +117,9 @@ function execChannel(client: Client, command: string, host: SshHostConfig): Prom
  * children of `manager.startGroup` for a fan-out over such hosts. One SSH connection per job.
  */
 export function sshExecJobType(options: SshExecJobTypeOptions = {}): JobType<SshExecDefinition> {
+  // One question at a time and one unlocked key for all of this type's connections, as for a
+  // transport's (see sshTransport).
+  options = { ...options, authShared: options.authShared ?? createAuthShared() };
   const stopGraceMs = options.stopGraceMs ?? DEFAULT_SSH_EXEC_STOP_GRACE_MS;
   return defineJobType<SshExecDefinition>({
     name: SSH_EXEC_JOB_TYPE_NAME,
@@ -319,7 +323,9 @@ export function invokeManySsh(
   work: WorkRequest,
   options: InvokeManySshOptions = {},
 ): Job {
-  const type = sshRemoteOrExecJobType(sshTransport(options), options);
+  // The session transport and the plain-exec fallback ask through one queue.
+  const shared = { ...options, authShared: options.authShared ?? createAuthShared() };
+  const type = sshRemoteOrExecJobType(sshTransport(shared), shared);
   return manager.startGroup({
     ...(options.name === undefined ? {} : { name: options.name }),
     throttleLimit: options.throttleLimit ?? DEFAULT_THROTTLE_LIMIT,
