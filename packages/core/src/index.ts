@@ -1,3 +1,13 @@
+export {
+  decodeRecordEntries,
+  decodeRecordPayload,
+  encodeRecordEntries,
+  encodeRecordPayload,
+  encodeUnstampedEntry,
+  isTextPayload,
+  RECORD_ENTRY_HEADER_BYTES,
+  stampHeader,
+} from './codec/record-entries.js';
 export { decodeValue, encodeValue, notCloneable } from './codec/value-codec.js';
 export {
   deserializeError,

@@ -4,7 +4,8 @@
  * `docker exec -i`: it copies bytes between stdio and the user's agent daemon socket, starting
  * the daemon when none answers, so sessions live in the daemon and outlive the connection.
  */
-import { createConnection, type Socket } from 'node:net';
+import { fstatSync } from 'node:fs';
+import { createConnection, Socket as NetSocket, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { channelFromDuplex, RjobError } from '@rjob/core';
 import type { AgentServer } from '../server/agent-server.js';
@@ -55,7 +56,7 @@ const RETRY_INTERVAL_MS = 50;
  */
 export async function bridgeStdioToDaemon(options: BridgeOptions): Promise<void> {
   const input = options.input ?? process.stdin;
-  const output = options.output ?? process.stdout;
+  const output = options.output ?? stdoutForBridging();
   let socket = await connectOnce(options.socketPath);
   if (!socket) {
     await options.startDaemon();
@@ -88,6 +89,22 @@ export async function bridgeStdioToDaemon(options: BridgeOptions): Promise<void>
     input.pipe(connected);
     connected.pipe(output);
   });
+}
+
+/**
+ * Standard output for a byte pump. Node writes `process.stdout` synchronously when it is a pipe,
+ * so the bridge would stop reading the daemon's socket each time sshd is slow to read the pipe,
+ * and spend its CPU in those writes; a socket opened on fd 1 writes asynchronously, with
+ * backpressure, like the other direction.
+ */
+function stdoutForBridging(): Writable {
+  try {
+    const stat = fstatSync(1);
+    if (stat.isFIFO() || stat.isSocket()) return new NetSocket({ fd: 1, readable: false, writable: true });
+  } catch {
+    // Not openable this way: fall back to the usual stream.
+  }
+  return process.stdout;
 }
 
 function connectOnce(socketPath: string): Promise<Socket | undefined> {

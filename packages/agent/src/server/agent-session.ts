@@ -91,6 +91,11 @@ interface Subscription {
    * its own `job.record` event, as protocol v1 clients that predate batches expect.
    */
   readonly batch: boolean;
+  /**
+   * The client also takes `job.packed` events: a spooled job's records as the entries they are
+   * stored as (docs/protocol.md §3.7). Only with `batch`.
+   */
+  readonly packed: boolean;
   /** Aborted when the subscription is cancelled; ends its record stream. */
   readonly signal: AbortSignal;
   cancel(): void;
@@ -663,15 +668,16 @@ export class AgentSession {
     const p = objectParams(params, 'job.subscribe');
     const subscriptionId = requiredString(p, 'subscriptionId');
     const keep = optionalBoolean(p, 'keep') ?? false;
-    const batch = optionalBoolean(p, 'batch') ?? false;
     const jobs = this.#select(wireSelector(p.selector));
-    const subscription = this.#newSubscription(subscriptionId, batch);
+    const subscription = this.#newSubscription(subscriptionId, p);
     // After the response, so the client has the answer before the first record.
     queueMicrotask(() => void this.#pump(subscription, jobs, keep, channel));
     return jobs.map(this.#info);
   }
 
-  #newSubscription(id: string, batch: boolean): Subscription {
+  #newSubscription(id: string, params: Record<string, unknown>): Subscription {
+    const batch = optionalBoolean(params, 'batch') ?? false;
+    const packed = batch && (optionalBoolean(params, 'packed') ?? false);
     if (this.#subscriptions.has(id)) {
       throw invalidParams(`Subscription "${id}" already exists in this session.`, { subscriptionId: id });
     }
@@ -679,6 +685,7 @@ export class AgentSession {
     const subscription: Subscription = {
       id,
       batch,
+      packed,
       signal: controller.signal,
       cancel: () => controller.abort(),
     };
@@ -713,9 +720,20 @@ export class AgentSession {
     const offAck = channel.onAck(settle);
     let complete = false;
     try {
-      for await (const { records, commit } of this.#records.stream(jobs, keep, signal)) {
+      for await (const { records = [], packed, commit } of this.#records.stream(
+        jobs,
+        keep,
+        signal,
+        subscription.packed,
+      )) {
         let roomy = true;
-        if (subscription.batch) {
+        if (packed) {
+          roomy = this.#event(
+            'job.packed',
+            { subscriptionId: subscription.id, entries: packed.bytes },
+            channel,
+          );
+        } else if (subscription.batch) {
           roomy = this.#event('job.records', { subscriptionId: subscription.id, records }, channel);
         } else {
           for (const record of records) {
@@ -750,7 +768,7 @@ export class AgentSession {
   async #invoke(params: unknown, channel: ReliableChannel): Promise<JobInfo> {
     const p = objectParams(params, 'invoke');
     const subscriptionId = requiredString(p, 'subscriptionId');
-    const subscription = this.#newSubscription(subscriptionId, optionalBoolean(p, 'batch') ?? false);
+    const subscription = this.#newSubscription(subscriptionId, p);
     this.#invokesRunning++;
     try {
       let job: Job;

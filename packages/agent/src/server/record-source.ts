@@ -19,13 +19,23 @@ import {
   type SerializedError,
   serializeError,
 } from '@rjob/core';
-import { RecordSpool, type RecordSpoolOptions } from '../spool/record-spool.js';
+import {
+  type PackedRecords,
+  RecordSpool,
+  type RecordSpoolOptions,
+  type SpoolBatch,
+} from '../spool/record-spool.js';
 import { type SpooledJob, spoolJob } from '../spool/spooled-job.js';
 import type { JobStore, StoredJob } from '../store/job-store.js';
 
-/** Records of one job, in order, as one read produced them. Never empty. */
+/**
+ * Records of one job, in order, as one read produced them. Never empty. With `packed` streams, a
+ * spooled job's records come as `packed` (the entries as stored) where the spool can give them so,
+ * and as `records` otherwise; exactly one of the two is set.
+ */
 export interface StreamedBatch {
-  records: JobRecord[];
+  records?: JobRecord[];
+  packed?: PackedRecords;
   /** Consumes the records (and every earlier one of their job). Absent when nothing is left to do. */
   commit?: () => void;
 }
@@ -57,7 +67,7 @@ export interface RecordSource {
    * A batch holds what was there to read at once (bounded by {@link STREAM_BATCH_BYTES} and
    * {@link STREAM_BATCH_RECORDS}): a slow producer gives batches of one record, without delay.
    */
-  stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedBatch>;
+  stream(jobs: Job[], keep: boolean, signal: AbortSignal, packed?: boolean): AsyncGenerator<StreamedBatch>;
   hasMoreData(job: Job): boolean;
   /** Resolves once the jobs' records and final states are persisted (at once for memory). */
   settled(jobs: Job[]): Promise<void>;
@@ -343,17 +353,25 @@ export class SpooledRecords implements RecordSource {
     };
   }
 
-  async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedBatch> {
+  async *stream(
+    jobs: Job[],
+    keep: boolean,
+    signal: AbortSignal,
+    packed = false,
+  ): AsyncGenerator<StreamedBatch> {
     // Leaves one after the other: a job's records stay in order, which is what receivers rely on.
     for (const leaf of leavesOf(jobs)) {
       const spool = this.#spooledOf(leaf)?.spools.get(leaf.id);
       if (spool) {
         let pendingAck = 0;
         let scheduled = false;
-        // Each ack rewrites the spool's meta file: one per turn of the event loop at most.
+        // One ack per turn of the event loop at most, and a lazy one: the spool persists the
+        // position within a moment, not once per batch.
         const flushAck = (): void => {
           scheduled = false;
-          if (pendingAck > spool.ackedSeq && !spool.closed) void spool.ack(pendingAck).catch(() => {});
+          if (pendingAck > spool.ackedSeq && !spool.closed) {
+            void spool.ack(pendingAck, { lazy: true }).catch(() => {});
+          }
         };
         const commitUpTo = (seq: number) => (): void => {
           if (seq <= pendingAck) return;
@@ -371,19 +389,19 @@ export class SpooledRecords implements RecordSource {
         const release = (): void => void reservations.delete(token);
         signal.addEventListener('abort', release, { once: true });
         try {
-          const batches = spool.followBatches(this.#cursor(spool) + 1, {
-            signal,
-            maxBytes: STREAM_BATCH_BYTES,
-            maxRecords: STREAM_BATCH_RECORDS,
-          });
-          for await (const records of batches) {
+          const options = { signal, maxBytes: STREAM_BATCH_BYTES, maxRecords: STREAM_BATCH_RECORDS };
+          const from = this.#cursor(spool) + 1;
+          const batches = packed
+            ? spool.followPacked(from, options)
+            : mapBatches(spool.followBatches(from, options), (records): SpoolBatch => ({ records }));
+          for await (const batch of batches) {
             if (signal.aborted) return;
             if (keep) {
-              yield { records };
+              yield batch;
             } else {
-              const lastSeq = records.at(-1)!.seq;
+              const lastSeq = batch.packed ? batch.packed.lastSeq : batch.records.at(-1)!.seq;
               reservations.set(token, lastSeq);
-              yield { records, commit: commitUpTo(lastSeq) };
+              yield { ...batch, commit: commitUpTo(lastSeq) };
             }
           }
         } catch (error) {
@@ -467,6 +485,10 @@ export class SpooledRecords implements RecordSource {
     while (top.parent) top = top.parent;
     return this.#spooled.get(top);
   }
+}
+
+async function* mapBatches<T, U>(source: AsyncGenerator<T>, map: (item: T) => U): AsyncGenerator<U> {
+  for await (const item of source) yield map(item);
 }
 
 async function waitFinished(job: Job): Promise<void> {

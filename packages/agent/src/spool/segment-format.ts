@@ -3,25 +3,30 @@
  *
  *   u32 LE payloadBytes | u32 LE crc32(seq bytes + payload) | u64 LE seq | payload
  *
- * where the payload is a record encoded with `encodeValue`. The length prefix finds entry
+ * where the payload is a record in one of @rjob/core's entry forms (codec/record-entries.ts: compact
+ * text for lines, v8 for the rest), the same bytes a `job.packed` event carries. The length prefix finds entry
  * boundaries; the CRC and the expected sequence number tell a complete entry from a torn or
  * zero-filled tail after a crash.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import {
-  decodeValue,
-  deserializeError,
-  encodeValue,
+  decodeRecordPayload,
+  encodeRecordPayload,
+  encodeUnstampedEntry,
+  isTextPayload,
   type JobRecord,
+  RECORD_ENTRY_HEADER_BYTES,
   RjobError,
-  type SerializedError,
-  type StreamName,
-  serializeError,
+  stampHeader,
 } from '@rjob/core';
 import { AgentErrorCode } from '../errors.js';
 
-export const HEADER_BYTES = 16;
+export const HEADER_BYTES = RECORD_ENTRY_HEADER_BYTES;
+
+export { isTextPayload };
+export const encodeRecord = encodeRecordPayload;
+export const decodeRecord = decodeRecordPayload;
 /** Entries above this are refused on append and treated as corruption when read. */
 export const MAX_ENTRY_PAYLOAD_BYTES = 1024 * 1024 * 1024;
 const SEGMENT_NAME = /^(\d{16})\.seg$/;
@@ -36,148 +41,13 @@ export function parseSegmentFileName(name: string): number | undefined {
   return match ? Number(match[1]) : undefined;
 }
 
-/** The record as stored: short keys, because they are repeated in every entry. */
-interface StoredRecord {
-  s: StreamName;
-  t: number;
-  j: number;
-  l: string;
-  d: unknown;
-  /** `d` is a SerializedError: v8 keeps an Error's message and stack but drops its `code`. */
-  e?: 1;
-  r?: 1;
-}
-
-/**
- * First byte of a payload in the compact text form. A v8-serialized payload starts with 0xFF (its
- * version tag), so the two never mix up, and spools written before this form still read.
- */
-const TEXT_RECORD = 0x01;
-/** Fixed part of the text form: tag, flags, stream length, location length (u16), time, job id. */
-const TEXT_FIXED_BYTES = 1 + 1 + 1 + 2 + 8 + 8;
-
-/**
- * Lines of text are nearly every record a job writes, and the v8 serializer costs more than the
- * copy itself for them (a serializer object per record). So a record whose data is a well-formed
- * string (UTF-8 keeps it exactly) is stored as
- *
- *   0x01 | flags u8 (0) | stream length u8 | location length u16 LE | timeMs f64 LE | jobId f64 LE
- *   | stream | location | data (UTF-8, to the end)
- *
- * and everything else through encodeValue.
- */
-function encodeTextRecord(record: JobRecord<string>, headroom = 0): Buffer | undefined {
-  const { stream, location, data } = record;
-  if (record.reason || !isWellFormed(data) || !isWellFormed(location)) return undefined;
-  const streamBytes = Buffer.byteLength(stream);
-  const locationBytes = Buffer.byteLength(location);
-  if (streamBytes > 0xff || locationBytes > 0xffff) return undefined;
-  const head = headroom + TEXT_FIXED_BYTES + streamBytes + locationBytes;
-  const out = Buffer.allocUnsafe(head + Buffer.byteLength(data));
-  const base = headroom;
-  out[base] = TEXT_RECORD;
-  out[base + 1] = 0;
-  out[base + 2] = streamBytes;
-  out.writeUInt16LE(locationBytes, base + 3);
-  out.writeDoubleLE(record.timeMs, base + 5);
-  out.writeDoubleLE(record.jobId, base + 13);
-  let at = base + TEXT_FIXED_BYTES;
-  at += out.write(stream, at, 'utf8');
-  at += out.write(location, at, 'utf8');
-  out.write(data, at, 'utf8');
-  return out;
-}
-
-/** No lone surrogates: UTF-8 round-trips the string exactly (ES2024, in every Node we support). */
-function isWellFormed(text: string): boolean {
-  return (text as string & { isWellFormed(): boolean }).isWellFormed();
-}
-
-function decodeTextRecord(payload: Uint8Array, seq: number): JobRecord {
-  const bytes = Buffer.isBuffer(payload)
-    ? payload
-    : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-  const streamBytes = bytes[2]!;
-  const locationBytes = bytes.readUInt16LE(3);
-  const streamAt = TEXT_FIXED_BYTES;
-  const locationAt = streamAt + streamBytes;
-  const dataAt = locationAt + locationBytes;
-  if (dataAt > bytes.length) throw new RangeError('text record shorter than its header');
-  return {
-    stream: bytes.toString('utf8', streamAt, locationAt) as StreamName,
-    data: bytes.toString('utf8', dataAt),
-    seq,
-    timeMs: bytes.readDoubleLE(5),
-    jobId: bytes.readDoubleLE(13),
-    location: bytes.toString('utf8', locationAt, dataAt),
-  };
-}
-
-/** True for a payload in the text form, which decodes to exactly the record that was encoded. */
-export function isTextPayload(payload: Uint8Array): boolean {
-  return payload[0] === TEXT_RECORD;
-}
-
-export function encodeRecord(record: JobRecord): Buffer {
-  if (typeof record.data === 'string') {
-    const text = encodeTextRecord(record as JobRecord<string>);
-    if (text) return text;
-  }
-  const stored: StoredRecord = {
-    s: record.stream,
-    t: record.timeMs,
-    j: record.jobId,
-    l: record.location,
-    d: record.data,
-  };
-  if (isCodedError(record.data)) {
-    stored.d = serializeError(record.data);
-    stored.e = 1;
-  }
-  if (record.reason) stored.r = 1;
-  return encodeValue(stored);
-}
-
-/**
- * Decodes an entry's payload. The payload may be a view of a reused read buffer: the text form
- * copies what it keeps (strings); the v8 form is decoded from a copy, because a decoded typed
- * array would otherwise alias that buffer.
- */
-export function decodeRecord(payload: Uint8Array, seq: number): JobRecord {
-  if (payload[0] === TEXT_RECORD) return decodeTextRecord(payload, seq);
-  const stored = decodeValue<StoredRecord>(Buffer.from(payload));
-  const record: JobRecord = {
-    stream: stored.s,
-    data: stored.e ? deserializeError(stored.d as SerializedError) : stored.d,
-    seq,
-    timeMs: stored.t,
-    jobId: stored.j,
-    location: stored.l,
-  };
-  if (stored.r) record.reason = true;
-  return record;
-}
-
-function isCodedError(value: unknown): value is Error {
-  return (
-    (value instanceof Error || RjobError.is(value)) && typeof (value as { code?: unknown }).code === 'string'
-  );
-}
-
 /**
  * A whole entry for `record`: {@link HEADER_BYTES} left blank, then the payload. One buffer per
  * record on the append path (instead of a header and a payload); {@link stampEntry} fills the
  * header once the record's number is known.
  */
 export function encodeEntry(record: JobRecord): Buffer {
-  if (typeof record.data === 'string') {
-    const text = encodeTextRecord(record as JobRecord<string>, HEADER_BYTES);
-    if (text) return text;
-  }
-  const payload = encodeRecord(record);
-  const entry = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
-  payload.copy(entry, HEADER_BYTES);
-  return entry;
+  return encodeUnstampedEntry(record);
 }
 
 /** The payload part of an entry from {@link encodeEntry}. */
@@ -190,10 +60,7 @@ export function entryPayload(entry: Buffer): Buffer {
  * one CRC pass, because the seq field sits right before the payload.
  */
 export function stampEntry(entry: Buffer, seq: number): void {
-  entry.writeUInt32LE(entry.length - HEADER_BYTES, 0);
-  entry.writeUInt32LE(seq % 0x1_0000_0000, 8);
-  entry.writeUInt32LE(Math.floor(seq / 0x1_0000_0000), 12);
-  entry.writeUInt32LE(crc32(entry.subarray(8)), 4);
+  stampHeader(entry, 0, entry.length - HEADER_BYTES, seq);
 }
 
 export function encodeHeader(seq: number, payload: Uint8Array): Buffer {
@@ -269,7 +136,8 @@ export class SegmentScanner {
   }
 }
 
-async function readFully(
+/** Reads until `length` bytes are in or the file ends; returns how many were read. */
+export async function readFully(
   handle: FileHandle,
   into: Buffer,
   length: number,

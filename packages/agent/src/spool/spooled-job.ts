@@ -1,4 +1,4 @@
-import { ErrorCode, isTerminal, type Job, type JobManager, RjobError, serializeError } from '@rjob/core';
+import { isTerminal, type Job, type JobManager, RjobError, serializeError } from '@rjob/core';
 import type { JobStore, StoredJob } from '../store/job-store.js';
 import { RecordSpool, type RecordSpoolOptions } from './record-spool.js';
 
@@ -36,7 +36,7 @@ export interface SpooledJob {
  * Moves a live job's records from the JobManager into disk spools and keeps its entry in the
  * store up to date.
  *
- * Records are taken with `receiveStream` and each append is awaited, so when a `block` spool is
+ * Records are taken with `receiveBatches` and each batch's append is awaited, so when a `block` spool is
  * full the adapter stops taking records, the job's in-memory buffer fills, and the manager's own
  * flow control pauses the producer: nothing is lost and memory stays bounded. A job's terminal
  * state is persisted only after all its records are in the spool, so a job stored as finished
@@ -81,10 +81,10 @@ export async function spoolJob(options: SpoolJobOptions): Promise<SpooledJob> {
     spools.set(each.id, spool);
     leafRuns.push(
       (async () => {
-        for await (const record of manager.receiveStream(each)) {
+        for await (const batch of manager.receiveBatches(each)) {
           // A Failed job's reason is part of its entry, not of its records.
-          if (record.reason) continue;
-          await appendOrReport(spool, record);
+          const records = batch.at(-1)!.reason ? batch.filter((record) => !record.reason) : batch;
+          if (records.length > 0) await spool.appendMany(records);
           if (closed) return;
         }
         if (closed) return;
@@ -150,19 +150,6 @@ export function toStoredJob(
   if (extra.spoolDir !== undefined) stored.spoolDir = extra.spoolDir;
   if (extra.data !== undefined) stored.data = extra.data;
   return stored;
-}
-
-/** A value that cannot be encoded becomes a coded error record, as at every other boundary. */
-async function appendOrReport(
-  spool: RecordSpool,
-  record: Parameters<RecordSpool['append']>[0],
-): Promise<void> {
-  try {
-    await spool.append(record);
-  } catch (error) {
-    if (!RjobError.hasCode(error, ErrorCode.ValueNotCloneable)) throw error;
-    await spool.append({ ...record, stream: 'error', data: error });
-  }
 }
 
 function descendants(job: Job): Job[] {

@@ -100,6 +100,8 @@ export interface RemoveOptions {
 
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 const DEFAULT_THROTTLE_LIMIT = 32;
+/** The most records one {@link JobManager.receiveBatches} array holds. */
+const MAX_BATCH_RECORDS = 1024;
 
 interface Leaf {
   job: Job;
@@ -294,6 +296,47 @@ export class JobManager {
         if (finished) {
           done.add(leaf);
           if (leaf.state === 'Failed') yield reasonRecord(leaf);
+        }
+      }
+      if (!progressed && done.size < leaves.length) {
+        await Promise.race(leaves.filter((leaf) => !done.has(leaf)).map((leaf) => leaf.changed()));
+      }
+    }
+    if (options.autoRemove) await this.remove(jobs);
+  }
+
+  /**
+   * {@link receiveStream} in arrays: each holds every record of one job that was there to take at
+   * once (never empty), consumed as it is yielded. For consumers that move records on in bulk (the
+   * agent's spool), which then pay their per-step costs once per array instead of once per record.
+   * A Failed job's reason comes last, alone in its array.
+   */
+  async *receiveBatches(
+    selector: JobSelector,
+    options: { autoRemove?: boolean } = {},
+  ): AsyncGenerator<JobRecord[]> {
+    const jobs = this.#select(selector);
+    const leaves = leavesOf(jobs);
+    const done = new Set<Job>();
+    while (done.size < leaves.length) {
+      let progressed = false;
+      for (const leaf of leaves) {
+        if (done.has(leaf)) continue;
+        // As in receiveStream: read `finished` first, then drain.
+        const finished = leaf.finished;
+        if (leaf.buffer.length > 0) {
+          const records =
+            leaf.buffer.length <= MAX_BATCH_RECORDS
+              ? leaf.buffer.takeAll()
+              : takeSome(leaf.buffer, MAX_BATCH_RECORDS);
+          this.#drained(leaf);
+          progressed = true;
+          yield records;
+        }
+        // A finished job may still hold records when the last take was capped.
+        if (finished && leaf.buffer.length === 0) {
+          done.add(leaf);
+          if (leaf.state === 'Failed') yield [reasonRecord(leaf)];
         }
       }
       if (!progressed && done.size < leaves.length) {
@@ -618,6 +661,14 @@ function leavesOf(jobs: Job[]): Job[] {
     else out.push(...leavesOf(job.children));
   }
   return [...new Set(out)];
+}
+
+function takeSome(buffer: Job['buffer'], count: number): JobRecord[] {
+  const out: JobRecord[] = [];
+  for (let record = buffer.shift(); record; record = out.length < count ? buffer.shift() : undefined) {
+    out.push(record);
+  }
+  return out;
 }
 
 function reasonRecord(job: Job): JobRecord {

@@ -138,10 +138,17 @@ export interface SessionMethods {
    * Streams a job's records as `job.record` events tagged with `subscriptionId` (consuming them
    * unless keep), then one `job.end` event. Resolves at once with the job's info. Used by
    * RemoteJob (AsJob) and `receive --wait`. A resumed session keeps its subscriptions.
-   * With `batch`, records come as `job.records` events instead, many per event.
+   * With `batch`, records come as `job.records` events instead, many per event; with `packed` as
+   * well, a spooled job's records come as `job.packed` events where the agent can send them so.
    */
   'job.subscribe': {
-    params: { selector: WireSelector; subscriptionId: string; keep?: boolean; batch?: boolean };
+    params: {
+      selector: WireSelector;
+      subscriptionId: string;
+      keep?: boolean;
+      batch?: boolean;
+      packed?: boolean;
+    };
     result: JobInfo[];
   };
   'job.unsubscribe': { params: { subscriptionId: string }; result: undefined };
@@ -150,9 +157,12 @@ export interface SessionMethods {
    * Invoke-Command: runs work as a temporary job, streaming its records as `job.record` events
    * with the given subscriptionId, then `job.end`; the response comes once it ended, with the
    * final info. The temporary job is removed when everything was delivered. With `batch`,
-   * records come as `job.records` events, as for `job.subscribe`.
+   * records come as `job.records` events, and with `packed` also `job.packed`, as for `job.subscribe`.
    */
-  invoke: { params: WorkRequest & { subscriptionId: string; batch?: boolean }; result: JobInfo };
+  invoke: {
+    params: WorkRequest & { subscriptionId: string; batch?: boolean; packed?: boolean };
+    result: JobInfo;
+  };
 }
 
 export type SessionMethod = keyof SessionMethods;
@@ -167,6 +177,12 @@ export interface SessionEvents {
    * subscribed or invoked with `batch: true`). Never empty.
    */
   'job.records': { subscriptionId: string; records: JobRecord[] };
+  /**
+   * Several records of one subscription as consecutive record entries (`@rjob/core`'s
+   * record-entries codec: the bytes the agent's spool holds them as), in order. Sent only to a
+   * client that asked for `packed`. Never empty.
+   */
+  'job.packed': { subscriptionId: string; entries: Uint8Array };
   /** The subscribed jobs finished and every record was sent. */
   'job.end': { subscriptionId: string; jobs: JobInfo[] };
   /** A job in the session changed state (sent to every attached client). */

@@ -5,6 +5,7 @@
  * and resumes on a new link by itself for a while, then waits for {@link Session.connect}.
  */
 import { randomUUID } from 'node:crypto';
+import { decodeRecordEntries } from '../codec/record-entries.js';
 import { deserializeError, RjobError, type SerializedError } from '../errors.js';
 import type { Job } from '../job/job.js';
 import type { JobManager } from '../job/job-manager.js';
@@ -300,7 +301,7 @@ export class Session<Target = unknown> {
       onEnd: () => {},
     });
     this.#invocations++;
-    const result = this.request('invoke', { ...work, subscriptionId, batch: true }).then(
+    const result = this.request('invoke', { ...work, subscriptionId, batch: true, packed: true }).then(
       (info) => reviveJobInfo(info, this.computerName),
       (error: unknown) => {
         stream.fail(error);
@@ -337,6 +338,7 @@ export class Session<Target = unknown> {
       selector,
       subscriptionId,
       batch: true,
+      packed: true,
       ...(options.keep === undefined ? {} : { keep: options.keep }),
     }).then(
       (infos) => {
@@ -674,6 +676,16 @@ export class Session<Target = unknown> {
         const handlers = this.#subscriptions.get(event?.subscriptionId);
         if (!handlers || !Array.isArray(event.records)) return;
         return this.#deliverRecords(handlers, event.records, 0);
+      }
+      case 'job.packed': {
+        const event = data as SessionEvents['job.packed'];
+        const handlers = this.#subscriptions.get(event?.subscriptionId);
+        if (!handlers) return;
+        if (!(event.entries instanceof Uint8Array)) {
+          throw new RjobError(ProtocolErrorCode.MessageInvalid, 'job.packed carries no entries.');
+        }
+        // Throws ERR_MESSAGE_INVALID for bytes that are not whole entries; the channel then fails.
+        return this.#deliverRecords(handlers, decodeRecordEntries(event.entries), 0);
       }
       case 'job.end': {
         const event = data as SessionEvents['job.end'];

@@ -1,0 +1,281 @@
+/**
+ * Records as length-prefixed entries: the form the agent keeps them in on disk (its spool
+ * segments) and the form a `job.packed` event carries them in, so a batch read from a spool
+ * crosses the wire as the bytes it already is, without being decoded and re-encoded per record.
+ *
+ *   entry   = u32 LE payloadBytes | u32 LE crc32(seq bytes + payload) | u64 LE seq | payload
+ *   payload = text form (first byte 0x01) | v8 form (first byte 0xFF, the v8 version tag)
+ *
+ * The text form holds a record whose data is a well-formed string (the common case: a line of
+ * output), because the v8 serializer costs more than the copy itself for those:
+ *
+ *   0x01 | flags u8 (0) | stream length u8 | location length u16 LE | timeMs f64 LE | jobId f64 LE
+ *   | stream | location | data (UTF-8, to the end)
+ *
+ * Everything else is the record with short keys through `encodeValue`; coded errors go through
+ * `serializeError`, because v8 keeps an Error's message and stack but drops its `code`.
+ */
+import { crc32 } from 'node:zlib';
+import { deserializeError, RjobError, type SerializedError, serializeError } from '../errors.js';
+import type { JobRecord, StreamName } from '../job/records.js';
+import { isStreamName } from '../job/records.js';
+import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
+import { decodeValue, encodeValue } from './value-codec.js';
+
+/** Bytes before an entry's payload: length, CRC, sequence number. */
+export const RECORD_ENTRY_HEADER_BYTES = 16;
+
+/** The record as stored in the v8 form: short keys, because they are repeated in every entry. */
+interface StoredRecord {
+  s: StreamName;
+  t: number;
+  j: number;
+  l: string;
+  d: unknown;
+  e?: 1;
+  r?: 1;
+}
+
+const TEXT_RECORD = 0x01;
+/** Fixed part of the text form: tag, flags, stream length, location length (u16), time, job id. */
+const TEXT_FIXED_BYTES = 1 + 1 + 1 + 2 + 8 + 8;
+
+/** No lone surrogates: UTF-8 round-trips the string exactly. */
+function isWellFormed(text: string): boolean {
+  return (text as string & { isWellFormed(): boolean }).isWellFormed();
+}
+
+function textForm(record: JobRecord): record is JobRecord<string> {
+  return (
+    typeof record.data === 'string' &&
+    !record.reason &&
+    record.stream.length <= 0xff &&
+    record.location.length <= 0x3fff &&
+    isWellFormed(record.data) &&
+    isWellFormed(record.location)
+  );
+}
+
+/**
+ * Writes the text form of `record` at `at` in `out`, which must have room for
+ * {@link maxTextEntryBytes}; returns the payload's length.
+ */
+function writeText(record: JobRecord<string>, out: Buffer, at: number): number {
+  const start = at;
+  out[at] = TEXT_RECORD;
+  out[at + 1] = 0;
+  at += TEXT_FIXED_BYTES;
+  const streamBytes = out.write(record.stream, at, 'latin1');
+  at += streamBytes;
+  const locationBytes = out.write(record.location, at, 'utf8');
+  at += locationBytes;
+  at += out.write(record.data, at, 'utf8');
+  out[start + 2] = streamBytes;
+  out.writeUInt16LE(locationBytes, start + 3);
+  out.writeDoubleLE(record.timeMs, start + 5);
+  out.writeDoubleLE(record.jobId, start + 13);
+  return at - start;
+}
+
+/** An upper bound on a text entry's size (UTF-8 needs at most 3 bytes per UTF-16 unit). */
+function maxTextEntryBytes(record: JobRecord<string>): number {
+  return (
+    RECORD_ENTRY_HEADER_BYTES +
+    TEXT_FIXED_BYTES +
+    record.stream.length +
+    3 * (record.location.length + record.data.length)
+  );
+}
+
+/** A record's payload (no header). Throws ERR_VALUE_NOT_CLONEABLE for data that cannot cross. */
+export function encodeRecordPayload(record: JobRecord): Buffer {
+  if (textForm(record)) {
+    const out = Buffer.allocUnsafe(maxTextEntryBytes(record));
+    return out.subarray(0, writeText(record, out, 0));
+  }
+  return encodeValueForm(record);
+}
+
+/**
+ * One entry with its header left blank, for {@link stampHeader} to fill once the record's number
+ * is known. Throws as {@link encodeRecordPayload}.
+ */
+export function encodeUnstampedEntry(record: JobRecord): Buffer {
+  if (textForm(record)) {
+    const out = Buffer.allocUnsafe(maxTextEntryBytes(record));
+    return out.subarray(0, RECORD_ENTRY_HEADER_BYTES + writeText(record, out, RECORD_ENTRY_HEADER_BYTES));
+  }
+  const payload = encodeValueForm(record);
+  const out = Buffer.allocUnsafe(RECORD_ENTRY_HEADER_BYTES + payload.length);
+  payload.copy(out, RECORD_ENTRY_HEADER_BYTES);
+  return out;
+}
+
+function encodeValueForm(record: JobRecord): Buffer {
+  const stored: StoredRecord = {
+    s: record.stream,
+    t: record.timeMs,
+    j: record.jobId,
+    l: record.location,
+    d: record.data,
+  };
+  if (isCodedError(record.data)) {
+    stored.d = serializeError(record.data);
+    stored.e = 1;
+  }
+  if (record.reason) stored.r = 1;
+  return encodeValue(stored);
+}
+
+/**
+ * Encodes records as consecutive entries, numbered from `firstSeq`, into one buffer. `sizes`
+ * receives each entry's length. Throws ERR_VALUE_NOT_CLONEABLE when a record's data cannot be
+ * encoded; the caller decides what to store instead.
+ */
+export function encodeRecordEntries(
+  records: readonly JobRecord[],
+  firstSeq: number,
+  sizes?: number[],
+): Buffer {
+  // Sized for one byte per UTF-16 unit (exact for ASCII text); grown when a record needs more.
+  let estimate = 16 * 1024;
+  for (const record of records) {
+    estimate += RECORD_ENTRY_HEADER_BYTES + TEXT_FIXED_BYTES + record.stream.length + record.location.length;
+    if (typeof record.data === 'string') estimate += record.data.length;
+  }
+  let out = Buffer.allocUnsafe(estimate);
+  let at = 0;
+  const room = (bytes: number): void => {
+    if (at + bytes <= out.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, at + bytes));
+    out.copy(bigger, 0, 0, at);
+    out = bigger;
+  };
+  for (let i = 0; i < records.length; i++) {
+    const record = records[i]!;
+    let payloadBytes: number;
+    if (textForm(record)) {
+      const worst = maxTextEntryBytes(record);
+      if (at + worst > out.length) {
+        room(
+          RECORD_ENTRY_HEADER_BYTES +
+            TEXT_FIXED_BYTES +
+            record.stream.length +
+            Buffer.byteLength(record.location) +
+            Buffer.byteLength(record.data),
+        );
+      }
+      payloadBytes = writeText(record, out, at + RECORD_ENTRY_HEADER_BYTES);
+    } else {
+      const payload = encodeValueForm(record);
+      room(RECORD_ENTRY_HEADER_BYTES + payload.length);
+      payload.copy(out, at + RECORD_ENTRY_HEADER_BYTES);
+      payloadBytes = payload.length;
+    }
+    stampHeader(out, at, payloadBytes, firstSeq + i);
+    at += RECORD_ENTRY_HEADER_BYTES + payloadBytes;
+    sizes?.push(RECORD_ENTRY_HEADER_BYTES + payloadBytes);
+  }
+  return out.subarray(0, at);
+}
+
+/** Fills the header of the entry at `at` whose payload (`payloadBytes` long) follows it. */
+export function stampHeader(out: Buffer, at: number, payloadBytes: number, seq: number): void {
+  out.writeUInt32LE(payloadBytes, at);
+  out.writeUInt32LE(seq % 0x1_0000_0000, at + 8);
+  out.writeUInt32LE(Math.floor(seq / 0x1_0000_0000), at + 12);
+  out.writeUInt32LE(crc32(out.subarray(at + 8, at + RECORD_ENTRY_HEADER_BYTES + payloadBytes)), at + 4);
+}
+
+/** True for a payload in the text form, which decodes to exactly the record that was encoded. */
+export function isTextPayload(payload: Uint8Array): boolean {
+  return payload[0] === TEXT_RECORD;
+}
+
+/**
+ * Decodes one payload. The payload may be a view of a reused buffer: the text form copies what it
+ * keeps (strings); the v8 form is decoded from a copy, as a decoded typed array would alias it.
+ */
+export function decodeRecordPayload(payload: Uint8Array, seq: number): JobRecord {
+  const bytes = Buffer.isBuffer(payload)
+    ? payload
+    : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  if (bytes[0] === TEXT_RECORD) {
+    if (bytes.length < TEXT_FIXED_BYTES) throw new RangeError('text record shorter than its header');
+    const streamAt = TEXT_FIXED_BYTES;
+    const locationAt = streamAt + bytes[2]!;
+    const dataAt = locationAt + bytes.readUInt16LE(3);
+    if (dataAt > bytes.length) throw new RangeError('text record shorter than its header');
+    return {
+      stream: bytes.toString('latin1', streamAt, locationAt) as StreamName,
+      data: bytes.toString('utf8', dataAt),
+      seq,
+      timeMs: bytes.readDoubleLE(5),
+      jobId: bytes.readDoubleLE(13),
+      location: bytes.toString('utf8', locationAt, dataAt),
+    };
+  }
+  const stored = decodeValue<StoredRecord>(Buffer.from(bytes));
+  const record: JobRecord = {
+    stream: stored.s,
+    data: stored.e ? deserializeError(stored.d as SerializedError) : stored.d,
+    seq,
+    timeMs: stored.t,
+    jobId: stored.j,
+    location: stored.l,
+  };
+  if (stored.r) record.reason = true;
+  return record;
+}
+
+/**
+ * Decodes a run of entries (a `job.packed` event's `entries`), checking every length, that the
+ * sequence numbers run on without a gap, and each record's shape, but not the CRCs (the link
+ * below already guarantees integrity). Anything else is ERR_MESSAGE_INVALID.
+ */
+export function decodeRecordEntries(bytes: Uint8Array): JobRecord[] {
+  const buffer = Buffer.isBuffer(bytes)
+    ? bytes
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: JobRecord[] = [];
+  let at = 0;
+  let expected = -1;
+  try {
+    while (at < buffer.length) {
+      if (at + RECORD_ENTRY_HEADER_BYTES > buffer.length) throw new RangeError('entry header cut off');
+      const payloadBytes = buffer.readUInt32LE(at);
+      const seq = buffer.readUInt32LE(at + 8) + buffer.readUInt32LE(at + 12) * 0x1_0000_0000;
+      const end = at + RECORD_ENTRY_HEADER_BYTES + payloadBytes;
+      if (payloadBytes === 0 || end > buffer.length) throw new RangeError('entry longer than the batch');
+      if (expected !== -1 && seq !== expected)
+        throw new RangeError(`record ${seq} where ${expected} was due`);
+      const record = decodeRecordPayload(buffer.subarray(at + RECORD_ENTRY_HEADER_BYTES, end), seq);
+      if (
+        !isStreamName(record.stream) ||
+        typeof record.location !== 'string' ||
+        !Number.isFinite(record.timeMs)
+      ) {
+        throw new RangeError(`record ${seq} is malformed`);
+      }
+      out.push(record);
+      expected = seq + 1;
+      at = end;
+    }
+  } catch (error) {
+    throw new RjobError(
+      ProtocolErrorCode.MessageInvalid,
+      `Packed records are malformed: ${(error as Error).message}.`,
+      {
+        cause: error,
+        details: { bytes: buffer.length, offset: at },
+      },
+    );
+  }
+  return out;
+}
+
+function isCodedError(value: unknown): value is Error {
+  return (
+    (value instanceof Error || RjobError.is(value)) && typeof (value as { code?: unknown }).code === 'string'
+  );
+}
