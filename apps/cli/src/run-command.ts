@@ -4,6 +4,8 @@ import type { CliIo } from './io.js';
 
 /** Another `rjob` invocation took the session over (the CLI holds a session only while it works). */
 const TAKEN_OVER = 'ERR_SESSION_TAKEN_OVER';
+const CHANNEL_CLOSED = 'ERR_CHANNEL_CLOSED';
+const LINK_CLOSED = 'ERR_LINK_CLOSED';
 /** Pause before taking a session back, so the short command that took it can finish. */
 const RETAKE_DELAY_MS = 300;
 
@@ -36,12 +38,29 @@ export async function onJobSession<T>(
     try {
       return await fn(session);
     } catch (error) {
-      const takenOver =
-        (RjobError.is(error) && error.code === TAKEN_OVER) || session.reason?.code === TAKEN_OVER;
+      const takenOver = await wasTakenOver(session, error);
       // `rjob enter`'s own session is not ours to take back.
       if (!takenOver || session === ctx.io.session) throw error;
       ctx.release(session);
       await new Promise((resolve) => setTimeout(resolve, RETAKE_DELAY_MS));
     }
   }
+}
+
+/**
+ * True when `error` came from the session being taken over. A request in flight may fail with
+ * ERR_CHANNEL_CLOSED a moment before the session records why its link closed, so a closed
+ * channel is given a short while to name its reason.
+ */
+async function wasTakenOver(session: Session<unknown>, error: unknown): Promise<boolean> {
+  const named = (): boolean => {
+    for (let e: unknown = error; e; e = (e as { cause?: unknown }).cause) {
+      if (RjobError.is(e) && e.code === TAKEN_OVER) return true;
+    }
+    return session.reason?.code === TAKEN_OVER;
+  };
+  if (named()) return true;
+  if (!RjobError.is(error) || (error.code !== CHANNEL_CLOSED && error.code !== LINK_CLOSED)) return false;
+  for (let i = 0; i < 20 && !named(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  return named();
 }
