@@ -47,10 +47,18 @@ export function throughput(name: string, bytes: number, ms: number, baseline?: B
 }
 
 /** Runs `command` through `session.invoke`; the bytes of its output lines, newlines included. */
-export async function invokeOutputBytes(session: Session<unknown>, command: string): Promise<number> {
+export async function invokeOutputBytes(
+  session: Session<unknown>,
+  command: string,
+  stdout: 'lines' | 'bytes' = 'lines',
+): Promise<number> {
   let bytes = 0;
-  const invocation = session.invoke({ definition: { command } });
-  for await (const record of invocation) bytes += String(record.data).length + 1;
+  const invocation = session.invoke({ definition: { command, stdout } });
+  if (stdout === 'bytes') {
+    for await (const record of invocation) bytes += (record.data as Uint8Array).byteLength;
+  } else {
+    for await (const record of invocation) bytes += String(record.data).length + 1;
+  }
   await invocation.result;
   return bytes;
 }

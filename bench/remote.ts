@@ -96,12 +96,22 @@ export async function benchRemote(): Promise<BenchResult[]> {
     const bytes = await invokeOutputBytes(session, BULK_COMMAND);
     const ms = performance.now() - t1;
     if (bytes !== BULK_BYTES) throw new Error(`received ${bytes} of ${BULK_BYTES} bytes`);
+    const t2 = performance.now();
+    const chunks = await invokeOutputBytes(session, BULK_COMMAND, 'bytes');
+    const ms2 = performance.now() - t2;
+    if (chunks !== BULK_BYTES) throw new Error(`received ${chunks} of ${BULK_BYTES} bytes as chunks`);
     results.push(
       raw,
       throughput(
         `invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records through the session`,
         bytes,
         ms,
+        raw,
+      ),
+      throughput(
+        `invoke: ${BULK_BYTES / 2 ** 20} MiB of output as bytes (stdout: 'bytes')`,
+        chunks,
+        ms2,
         raw,
       ),
     );

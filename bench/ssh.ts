@@ -183,6 +183,14 @@ export async function benchSsh(): Promise<BenchResult[]> {
         rawBulk,
         throughput(`invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records over SSH`, bytes, ms, rawBulk),
       );
+      // The same output with stdout: 'bytes': chunks as read from the pipe, not one record a line.
+      const t2 = performance.now();
+      const raw2 = await invokeOutputBytes(session, BULK_COMMAND, 'bytes');
+      const ms2 = performance.now() - t2;
+      if (raw2 !== BULK_BYTES) throw new Error(`invoke --bytes: received ${raw2} of ${BULK_BYTES} bytes`);
+      results.push(
+        throughput(`invoke: ${BULK_BYTES / 2 ** 20} MiB of output as bytes over SSH`, raw2, ms2, rawBulk),
+      );
     } finally {
       raw.end();
       await session.close().catch(() => {});

@@ -133,6 +133,18 @@ export async function benchWs(): Promise<BenchResult[]> {
         rawResult,
       ),
     );
+    const t2 = performance.now();
+    const chunks = await invokeOutputBytes(session, BULK_COMMAND, 'bytes');
+    const ms2 = performance.now() - t2;
+    if (chunks !== BULK_BYTES) throw new Error(`received ${chunks} of ${BULK_BYTES} bytes as chunks`);
+    results.push(
+      throughput(
+        `invoke: ${BULK_BYTES / 2 ** 20} MiB of output as bytes through a wss session`,
+        chunks,
+        ms2,
+        rawResult,
+      ),
+    );
     return results;
   } finally {
     client.terminate();

@@ -223,3 +223,49 @@ describe('errors: one line, a documented exit code', () => {
     oneLine(out.stderr);
   });
 });
+
+describe('--bytes', () => {
+  it('invoke --bytes writes stdout as the command wrote it; the line mode does not', async () => {
+    await using s = await sandbox();
+    const command = "printf 'a\\r\\nb'; printf 'text on stderr\\n' >&2";
+    const lines = await s.rjob('invoke', '-c', 'localhost', '--no-prefix', '--', command);
+    expect(lines.code).toBe(ExitCode.Ok);
+    expect(lines.stdout).toBe('a\nb\n');
+    const bytes = await s.rjob('invoke', '-c', 'localhost', '--bytes', '--', command);
+    expect(bytes.code).toBe(ExitCode.Ok);
+    expect(bytes.stdout).toBe('a\r\nb');
+    // stderr stays lines, prefixed with the host as before.
+    expect(bytes.stderr).toContain('text on stderr');
+  });
+
+  it('start --bytes keeps binary output intact for receive', async () => {
+    await using s = await sandbox();
+    const file = join(s.dir, 'blob.bin');
+    // Random bytes with no trailing newline: not UTF-8, and line splitting would change them.
+    const started = await s.rjob(
+      'start',
+      '--name',
+      'blob',
+      '--bytes',
+      '--',
+      `head -c 200000 /dev/urandom > '${file}'; cat '${file}'`,
+    );
+    expect(started.code).toBe(ExitCode.Ok);
+    expect((await s.rjob('wait', 'blob')).code).toBe(ExitCode.Ok);
+    const received = await s.rjob('receive', 'blob');
+    expect(received.code).toBe(ExitCode.Ok);
+    const expected = await readFile(file);
+    expect(received.stdoutBytes.length).toBe(expected.length);
+    expect(received.stdoutBytes.equals(expected)).toBe(true);
+  });
+
+  it('refuses --bytes where it has no meaning, with a usage error', async () => {
+    await using s = await sandbox();
+    const onJs = await s.rjob('start', '--bytes', '--type', 'thread', '--eval', 'yield 1');
+    expect(onJs.code).toBe(ExitCode.Usage);
+    expect(onJs.stderr).toMatch(/--bytes is for commands and programs.*\(ERR_USAGE\)\n$/);
+    const asJob = await s.rjob('invoke', '-c', 'localhost', '--bytes', '--as-job', '--', 'true');
+    expect(asJob.code).toBe(ExitCode.Usage);
+    expect(asJob.stderr).toMatch(/--bytes cannot be combined with --as-job.*\(ERR_USAGE\)\n$/);
+  });
+});

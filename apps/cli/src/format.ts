@@ -90,6 +90,11 @@ export function printRecord(io: CliIo, record: RemoteRecord, prefix = ''): void 
     return;
   }
   const toStdout = stream === 'output' || stream === 'information';
+  // `--bytes` output: the chunk exactly as the command wrote it, no prefix and no added newline.
+  if (stream === 'output' && record.data instanceof Uint8Array) {
+    io.stdout.write(record.data);
+    return;
+  }
   const target = toStdout ? io.stdout : io.stderr;
   let label = LABELS[stream] ?? '';
   if (record.reason) label = 'FAILED: ';

@@ -42,11 +42,13 @@ Options:
   -t, --type TYPE      process (default: a child process) or thread (a worker thread in the agent)
   -e, --eval JS        the body of an async generator; yielded values become output records
   -f, --file PROGRAM   run a program with the arguments after --, no shell involved
+  --bytes              keep stdout as raw bytes, not lines; receive writes them out unchanged
   --json               print the job as JSON
 ${COMMON}
 
 Examples:
   rjob start --name build -- 'sleep 1; echo built'
+  rjob start -s s1 --name backup --bytes -- 'tar cz /etc'; rjob receive -s s1 backup --wait > etc.tgz
   rjob start --type thread --eval 'for (let i = 0; i < 3; i++) yield i'
   rjob start -s s1 --name audit -- 'find /etc -name "*.conf"'
 `,
@@ -133,6 +135,7 @@ Options:
   -t, --type TYPE      process (default) or thread, as for start
   -e, --eval JS        run JavaScript instead of a command
   --no-prefix          print output lines without the [host] prefix
+  --bytes              stdout as raw bytes, written out unchanged (no prefix; not with --as-job)
 ${COMMON}
 
 Environment: RJOB_REMOTE_AGENT (remote agent command, default 'rjob agent --stdio'),
@@ -145,6 +148,7 @@ Examples:
   rjob invoke -c web1,web2 -- 'uname -a'
   rjob invoke -c @hosts.txt --throttle 32 -- 'hostname; uptime'
   rjob invoke -c web1,web2 --as-job --name sys -- 'uname -a'
+  rjob invoke -c web1 --bytes -- 'tar cz /var/log' > logs.tgz
 `,
   session: `Usage: rjob session new HOST [--name NAME]
        rjob session list [-c HOST[,HOST...]] [--json]

@@ -25,7 +25,12 @@ export interface ChildOutput {
  * reads whole. stdout and stderr are two pipes, so the order between them is the order the owner
  * read them in; within each, order is exact.
  */
-export function pipeOutput(child: ChildProcess, context: JobContext, maxLineChars: number): ChildOutput {
+export function pipeOutput(
+  child: ChildProcess,
+  context: JobContext,
+  maxLineChars: number,
+  stdoutBytes = false,
+): ChildOutput {
   const stdout = child.stdout!;
   const stderr = child.stderr!;
   let paused = false;
@@ -39,11 +44,16 @@ export function pipeOutput(child: ChildProcess, context: JobContext, maxLineChar
     (line) => context.emit('error', line, RECORD_OVERHEAD_BYTES + line.length),
     maxLineChars,
   );
-  stdout.setEncoding('utf8');
   stderr.setEncoding('utf8');
-  stdout.on('data', (chunk: string) => out.write(chunk));
+  if (stdoutBytes) {
+    // Each chunk as read: its bytes untouched, however it splits lines or characters.
+    stdout.on('data', (chunk: Buffer) => context.emit('output', chunk, RECORD_OVERHEAD_BYTES + chunk.length));
+  } else {
+    stdout.setEncoding('utf8');
+    stdout.on('data', (chunk: string) => out.write(chunk));
+    stdout.on('end', () => out.end());
+  }
   stderr.on('data', (chunk: string) => err.write(chunk));
-  stdout.on('end', () => out.end());
   stderr.on('end', () => err.end());
 
   return {

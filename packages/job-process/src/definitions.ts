@@ -37,6 +37,13 @@ export interface NativeProcessOptions {
    * job running while a process holds it open. Default false.
    */
   reasonChannel?: boolean;
+  /**
+   * How stdout becomes records. `lines` (default): decoded as UTF-8 and split into one string
+   * record per line. `bytes`: every chunk read from the pipe becomes one Buffer record, exactly as
+   * the child wrote it, for binary output (an archive, an image) and for bulk copies, where a
+   * record per line would cost more than the bytes. stderr is always lines.
+   */
+  stdout?: 'lines' | 'bytes';
 }
 
 /** A command line run by a shell: `shell -c command`. */

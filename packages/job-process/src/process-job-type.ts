@@ -50,6 +50,16 @@ export function processJobType(options: ProcessJobTypeOptions = {}): JobType<Pro
     describe,
     start(definition, context): JobRun | Promise<JobRun> {
       if (definition === null || typeof definition !== 'object') throw invalid(definition);
+      const stdoutMode = (definition as NativeProcessOptions).stdout;
+      if (stdoutMode !== undefined && stdoutMode !== 'lines' && stdoutMode !== 'bytes') {
+        throw new RjobError(
+          ErrorCode.InvalidArgument,
+          `stdout must be 'lines' or 'bytes', not ${String(stdoutMode)}.`,
+          {
+            details: { stdout: String(stdoutMode) },
+          },
+        );
+      }
       if ('command' in definition) {
         if (typeof definition.command !== 'string') throw invalid(definition);
         return startNative(definition.shell ?? '/bin/sh', ['-c', definition.command], definition, context);
@@ -97,6 +107,7 @@ export function processJobType(options: ProcessJobTypeOptions = {}): JobType<Pro
       stopGraceMs: definition.stopGraceMs ?? DEFAULT_STOP_GRACE_MS,
       timeoutMs: definition.timeoutMs,
       maxLineChars,
+      stdoutBytes: definition.stdout === 'bytes',
       ...(channel ? { reportedReason: channel.reason } : {}),
     });
   }

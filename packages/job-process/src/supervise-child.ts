@@ -7,6 +7,8 @@ export interface SuperviseOptions {
   stopGraceMs: number;
   timeoutMs: number | undefined;
   maxLineChars: number;
+  /** stdout as Buffer chunks, not lines (a definition's `stdout: 'bytes'`). */
+  stdoutBytes?: boolean;
   /**
    * The reason the child reported for itself (its reason channel), used instead of
    * ERR_JOB_EXIT_CODE when it exits with a non-zero code. Read once the pipes have closed.
@@ -29,7 +31,7 @@ export function superviseChild(
   options: SuperviseOptions,
 ): JobRun {
   const pgid = child.pid!;
-  const output = pipeOutput(child, context, options.maxLineChars);
+  const output = pipeOutput(child, context, options.maxLineChars, options.stdoutBytes === true);
   let stopping = false;
   let timedOut = false;
   let killTimer: NodeJS.Timeout | undefined;

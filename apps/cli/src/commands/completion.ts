@@ -11,13 +11,13 @@ _rjob() {
     return
   fi
   case "$verb" in
-    start) COMPREPLY=($(compgen -W "--name --type --eval --file --session --json --help" -- "$cur")) ;;
+    start) COMPREPLY=($(compgen -W "--name --type --eval --file --session --json --bytes --help" -- "$cur")) ;;
     get) COMPREPLY=($(compgen -W "--children --state --json --session --help" -- "$cur")) ;;
     receive) COMPREPLY=($(compgen -W "--keep --wait --ndjson --session --help" -- "$cur")) ;;
     wait) COMPREPLY=($(compgen -W "--any --timeout --json --session --help" -- "$cur")) ;;
     stop) COMPREPLY=($(compgen -W "--session --help" -- "$cur")) ;;
     remove) COMPREPLY=($(compgen -W "--force --session --help" -- "$cur")) ;;
-    invoke) COMPREPLY=($(compgen -W "--computer --session --throttle --as-job --name --type --eval --no-prefix --help" -- "$cur")) ;;
+    invoke) COMPREPLY=($(compgen -W "--computer --session --throttle --as-job --name --type --eval --no-prefix --bytes --help" -- "$cur")) ;;
     session) COMPREPLY=($(compgen -W "new list connect disconnect receive remove --help" -- "$cur")) ;;
     agent) COMPREPLY=($(compgen -W "start stop status daemon --stdio --help" -- "$cur")) ;;
     completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
@@ -36,13 +36,13 @@ _rjob() {
     return
   fi
   case $words[2] in
-    start) _arguments '--name[job name]:name:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '*:: :_normal' ;;
+    start) _arguments '--name[job name]:name:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '--bytes' '*:: :_normal' ;;
     get) _arguments '--children' '--state[state]:state:(Running Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
     receive) _arguments '--keep' '--wait' '--ndjson' '--session[session]:session:' ;;
     wait) _arguments '--any' '--timeout[duration]:duration:' '--json' '--session[session]:session:' ;;
     stop) _arguments '--session[session]:session:' ;;
     remove) _arguments '--force' '--session[session]:session:' ;;
-    invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--throttle[hosts at once]:n:' '--as-job' '--name[job name]:name:' '--no-prefix' '*:: :_normal' ;;
+    invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--throttle[hosts at once]:n:' '--as-job' '--name[job name]:name:' '--no-prefix' '--bytes' '*:: :_normal' ;;
     session) _values 'session command' new list connect disconnect receive remove ;;
     agent) _values 'agent command' start stop status daemon ;;
     completion) _values 'shell' bash zsh ;;

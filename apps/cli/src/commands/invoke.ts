@@ -27,6 +27,7 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     eval: { type: 'string', short: 'e' },
     'no-prefix': { type: 'boolean' },
     json: { type: 'boolean' },
+    bytes: { type: 'boolean' },
     // Internal, not in the help: what --as-job gives each host's child (see ReasonChannel).
     'reason-fd': { type: 'string' },
   });
@@ -38,7 +39,19 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
   }
   const throttle = str(values.throttle);
   const throttleLimit = throttle === undefined ? undefined : positiveInt(throttle, '--throttle');
-  const flags = { type: str(values.type), eval: str(values.eval), file: undefined, positionals, rest };
+  const flags = {
+    type: str(values.type),
+    eval: str(values.eval),
+    file: undefined,
+    positionals,
+    rest,
+    bytes: bool(values.bytes),
+  };
+  if (values.bytes && values['as-job']) {
+    throw usageError(
+      '--bytes cannot be combined with --as-job; start the job with --bytes in a session (-s) instead',
+    );
+  }
   // Remote hosts run the work in their own context: no local cwd is sent.
   const work = workRequest(flags, io, false);
   const name = str(values.name);

@@ -27,6 +27,7 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
     file: { type: 'string', short: 'f' },
     computer: { type: 'string', short: 'c' },
     json: { type: 'boolean' },
+    bytes: { type: 'boolean' },
   });
   if (values.help) return helpFor('start', io);
   if (str(values.computer) !== undefined) {
@@ -37,7 +38,14 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
   }
   const sessionName = str(values.session);
   const request = workRequest(
-    { type: str(values.type), eval: str(values.eval), file: str(values.file), positionals, rest },
+    {
+      type: str(values.type),
+      eval: str(values.eval),
+      file: str(values.file),
+      positionals,
+      rest,
+      bytes: bool(values.bytes),
+    },
     io,
     // Only jobs in the local agent run in the caller's directory; `enter` and -s are remote.
     sessionName === undefined && io.session === undefined,
@@ -60,6 +68,8 @@ interface WorkFlags {
   file: string | undefined;
   positionals: string[];
   rest: string[] | undefined;
+  /** `--bytes`: stdout as raw chunks (a process definition's `stdout: 'bytes'`). */
+  bytes?: boolean;
 }
 
 /** The job definition from the flags: `-- CMD…`, `--eval JS` or `--file SCRIPT [-- ARGS…]`. */
@@ -80,6 +90,10 @@ export function workRequest(flags: WorkFlags, io: CliIo, local: boolean): WorkRe
     throw usageError('--eval and --file cannot be combined');
   // Local jobs run where the user is, not in the agent's directory; remote ones in the session's.
   const cwd = local ? { cwd: io.cwd } : {};
+  if (flags.bytes && (flags.eval !== undefined || type === 'thread')) {
+    throw usageError('--bytes is for commands and programs (-- COMMAND or --file), not JavaScript');
+  }
+  const stdout = flags.bytes ? { stdout: 'bytes' as const } : {};
   if (flags.eval !== undefined) {
     const args = flags.rest ?? [];
     if (type === 'thread') return { type, definition: { eval: flags.eval, args } };
@@ -88,11 +102,11 @@ export function workRequest(flags: WorkFlags, io: CliIo, local: boolean): WorkRe
   if (flags.file !== undefined) {
     if (type === 'thread') throw usageError('--file runs a program; use --type process (the default)');
     const file = local ? resolve(io.cwd, flags.file) : flags.file;
-    return { type, definition: { file, args: flags.rest ?? [], ...cwd } };
+    return { type, definition: { file, args: flags.rest ?? [], ...cwd, ...stdout } };
   }
   if (type === 'thread') throw usageError('a thread job runs JavaScript: use --eval JS');
   // One word is a whole command line (`-- 'sleep 1; echo hi'`); several are joined as a shell would see them.
-  return { type, definition: { command: (flags.rest ?? []).join(' '), ...cwd } };
+  return { type, definition: { command: (flags.rest ?? []).join(' '), ...cwd, ...stdout } };
 }
 
 export async function get(argv: readonly string[], io: CliIo): Promise<number> {

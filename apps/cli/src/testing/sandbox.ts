@@ -20,6 +20,8 @@ export interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
+  /** stdout as the bytes written (for `--bytes` output, which need not be UTF-8). */
+  stdoutBytes: Buffer;
 }
 
 export interface Sandbox extends AsyncDisposable {
@@ -36,11 +38,11 @@ export interface Sandbox extends AsyncDisposable {
   bin(argv: string[], options?: { env?: NodeJS.ProcessEnv; input?: string }): Promise<RunResult>;
 }
 
-function capture(): { stream: PassThrough; text: () => string } {
+function capture(): { stream: PassThrough; text: () => string; bytes: () => Buffer } {
   const stream = new PassThrough();
   const chunks: Buffer[] = [];
   stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-  return { stream, text: () => Buffer.concat(chunks).toString('utf8') };
+  return { stream, text: () => Buffer.concat(chunks).toString('utf8'), bytes: () => Buffer.concat(chunks) };
 }
 
 export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox> {
@@ -60,7 +62,7 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
       selfCommand: ['--conditions=source', '--import', TSX, ENTRY],
     };
     const code = await run(argv, io);
-    return { code, stdout: out.text(), stderr: err.text() };
+    return { code, stdout: out.text(), stderr: err.text(), stdoutBytes: out.bytes() };
   };
   const bin = (
     argv: string[],
@@ -78,7 +80,9 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
       child.stderr.pipe(err.stream);
       child.stdin.end(options.input ?? '');
       child.on('error', reject);
-      child.on('close', (code) => resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text() }));
+      child.on('close', (code) =>
+        resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text(), stdoutBytes: out.bytes() }),
+      );
     });
   const quote = (word: string): string => `'${word.replace(/'/g, `'\\''`)}'`;
   const pty = (argv: string[], input: string): Promise<RunResult> =>
@@ -92,7 +96,9 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
       // Left open until the program exits: `script` may end the session when its input closes.
       child.stdin.write(input);
       child.on('error', reject);
-      child.on('close', (code) => resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text() }));
+      child.on('close', (code) =>
+        resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text(), stdoutBytes: out.bytes() }),
+      );
     });
   return {
     dir,
