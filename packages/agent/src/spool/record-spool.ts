@@ -1027,15 +1027,7 @@ export class RecordSpool {
     // Snapshot: the pump may write more while we read, and we must not read past what it finished.
     const endOffset = segment.writtenBytes;
     const lastSeq = segment.writtenLastSeq;
-    let point = 0;
-    for (let i = segment.indexSeqs.length - 1; i > 0; i--) {
-      if (segment.indexSeqs[i]! <= start && segment.indexOffsets[i]! < endOffset) {
-        point = i;
-        break;
-      }
-    }
-    let seq = segment.indexSeqs[point] ?? segment.firstSeq;
-    let offset = segment.indexOffsets[point] ?? 0;
+    let { seq, offset } = indexPointBefore(segment, start, endOffset);
     const handle = await open(segment.path, 'r');
     try {
       const scanner = new SegmentScanner(handle, endOffset);
@@ -1118,15 +1110,7 @@ export class RecordSpool {
   ): Promise<PackedRecords> {
     const endOffset = segment.writtenBytes;
     const lastSeq = segment.writtenLastSeq;
-    let point = 0;
-    for (let i = segment.indexSeqs.length - 1; i > 0; i--) {
-      if (segment.indexSeqs[i]! <= start && segment.indexOffsets[i]! < endOffset) {
-        point = i;
-        break;
-      }
-    }
-    let seq = segment.indexSeqs[point] ?? segment.firstSeq;
-    let offset = segment.indexOffsets[point] ?? 0;
+    let { seq, offset } = indexPointBefore(segment, start, endOffset);
     const verify = !segment.ownWrites;
     const handle = await open(segment.path, 'r');
     try {
@@ -1410,6 +1394,20 @@ function newSegment(dir: string, firstSeq: number): Segment {
     indexSeqs: [firstSeq],
     indexOffsets: [0],
   };
+}
+
+/** The last index point at or before record `start` within the first `endOffset` bytes. */
+function indexPointBefore(
+  segment: Segment,
+  start: number,
+  endOffset: number,
+): { seq: number; offset: number } {
+  for (let i = segment.indexSeqs.length - 1; i > 0; i--) {
+    if (segment.indexSeqs[i]! <= start && segment.indexOffsets[i]! < endOffset) {
+      return { seq: segment.indexSeqs[i]!, offset: segment.indexOffsets[i]! };
+    }
+  }
+  return { seq: segment.indexSeqs[0] ?? segment.firstSeq, offset: segment.indexOffsets[0] ?? 0 };
 }
 
 /** Adds an index point if it lies at least one interval past the last one (keeps the index sorted). */
