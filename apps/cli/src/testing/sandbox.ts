@@ -45,6 +45,17 @@ function capture(): { stream: PassThrough; text: () => string; bytes: () => Buff
   return { stream, text: () => Buffer.concat(chunks).toString('utf8'), bytes: () => Buffer.concat(chunks) };
 }
 
+/** The bytes ride along unlisted, so tests comparing `{ code, stdout, stderr }` whole still can. */
+function runResult(
+  code: number,
+  out: ReturnType<typeof capture>,
+  err: ReturnType<typeof capture>,
+): RunResult {
+  const result = { code, stdout: out.text(), stderr: err.text() } as RunResult;
+  Object.defineProperty(result, 'stdoutBytes', { value: out.bytes(), enumerable: false });
+  return result;
+}
+
 export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox> {
   // Short path: the agent's Unix socket lives inside and socket paths are limited to ~107 bytes.
   const dir = await mkdtemp(join(tmpdir(), 'rjob-cli-'));
@@ -62,7 +73,7 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
       selfCommand: ['--conditions=source', '--import', TSX, ENTRY],
     };
     const code = await run(argv, io);
-    return { code, stdout: out.text(), stderr: err.text(), stdoutBytes: out.bytes() };
+    return runResult(code, out, err);
   };
   const bin = (
     argv: string[],
@@ -80,9 +91,7 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
       child.stderr.pipe(err.stream);
       child.stdin.end(options.input ?? '');
       child.on('error', reject);
-      child.on('close', (code) =>
-        resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text(), stdoutBytes: out.bytes() }),
-      );
+      child.on('close', (code) => resolve(runResult(code ?? -1, out, err)));
     });
   const quote = (word: string): string => `'${word.replace(/'/g, `'\\''`)}'`;
   const pty = (argv: string[], input: string): Promise<RunResult> =>
@@ -96,9 +105,7 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
       // Left open until the program exits: `script` may end the session when its input closes.
       child.stdin.write(input);
       child.on('error', reject);
-      child.on('close', (code) =>
-        resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text(), stdoutBytes: out.bytes() }),
-      );
+      child.on('close', (code) => resolve(runResult(code ?? -1, out, err)));
     });
   return {
     dir,
