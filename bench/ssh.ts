@@ -21,7 +21,7 @@ import { type BenchResult, compare, invokeOutputBytes, measure, throughput } fro
 
 const run = promisify(execFile);
 
-const BULK_BYTES = 64 * 1024 * 1024;
+const BULK_BYTES = 256 * 1024 * 1024;
 // 1 KiB lines, as in bench/remote.ts: the shape of real log output.
 const BULK_COMMAND = `yes "$(head -c 1023 /dev/zero | tr '\\0' x)" | head -c ${BULK_BYTES}`;
 const FAN_OUT_HOSTS = 20;

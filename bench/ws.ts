@@ -14,7 +14,7 @@ import { createWsAuth, listenWs, selfSignedCertificate, wsTransport } from '@rjo
 import { WebSocket, WebSocketServer } from 'ws';
 import { type BenchResult, compare, invokeOutputBytes, measure, throughput } from './harness.js';
 
-const BULK_BYTES = 64 * 1024 * 1024;
+const BULK_BYTES = 256 * 1024 * 1024;
 // 1 KiB lines, as in bench/remote.ts: the shape of real log output.
 const BULK_COMMAND = `yes "$(head -c 1023 /dev/zero | tr '\\0' x)" | head -c ${BULK_BYTES}`;
 const TOKEN = 'bench-token-0123456789abcdef0123';
