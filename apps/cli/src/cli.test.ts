@@ -269,3 +269,38 @@ describe('--bytes', () => {
     expect(asJob.stderr).toMatch(/--bytes cannot be combined with --as-job.*\(ERR_USAGE\)\n$/);
   });
 });
+
+describe('invoke --disconnected', () => {
+  it('starts the work in a new Disconnected session per host; the results are there later', async () => {
+    await using s = await sandbox();
+    const out = await s.rjob(
+      'invoke',
+      '-c',
+      'localhost,127.0.0.1:1',
+      '--disconnected',
+      '--',
+      'echo one; sleep 0.5; echo two',
+    );
+    // The unreachable host is one coded line and exit 4; the reachable one still got its session.
+    expect(out.code).toBe(ExitCode.Unreachable);
+    expect(out.stderr).toMatch(/^rjob: 127\.0\.0\.1:1: .+\(ERR_SSH_CONNECT_REFUSED\)\n$/);
+    expect(out.stdout).toMatch(/Session1\s+unix\s+\S+\s+Disconnected/);
+    expect(out.stdout).not.toContain('127.0.0.1:1');
+
+    const list = await s.rjob('session', 'list');
+    expect(list.stdout).toMatch(/Session1\s+unix/);
+    const received = await s.rjob('receive', '-s', 'Session1', '1', '--wait');
+    expect(received.code).toBe(ExitCode.Ok);
+    expect(received.stdout).toBe('one\ntwo\n');
+    expect((await s.rjob('session', 'remove', 'Session1')).code).toBe(ExitCode.Ok);
+  });
+
+  it('is refused with --as-job or -s, with a usage error', async () => {
+    await using s = await sandbox();
+    const asJob = await s.rjob('invoke', '-c', 'localhost', '--disconnected', '--as-job', '--', 'true');
+    expect(asJob.code).toBe(ExitCode.Usage);
+    expect(asJob.stderr).toMatch(/--disconnected needs -c .*\(ERR_USAGE\)\n$/);
+    const inSession = await s.rjob('invoke', '-s', 'nosuch', '--disconnected', '--', 'true');
+    expect(inSession.code).toBe(ExitCode.Usage);
+  });
+});

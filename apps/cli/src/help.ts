@@ -136,6 +136,8 @@ Options:
   -e, --eval JS        run JavaScript instead of a command
   --no-prefix          print output lines without the [host] prefix
   --bytes              stdout as raw bytes, written out unchanged (no prefix; not with --as-job)
+  --disconnected       start the command as a job in a new session on each host and leave the
+                       sessions Disconnected (Invoke-Command -InDisconnectedSession); prints them
 ${COMMON}
 
 Environment: RJOB_REMOTE_AGENT (remote agent command, default 'rjob agent --stdio'),
@@ -149,6 +151,7 @@ Examples:
   rjob invoke -c @hosts.txt --throttle 32 -- 'hostname; uptime'
   rjob invoke -c web1,web2 --as-job --name sys -- 'uname -a'
   rjob invoke -c web1 --bytes -- 'tar cz /var/log' > logs.tgz
+  rjob invoke -c web1,web2 --disconnected -- './long-report.sh'; rjob session receive Session1
 `,
   session: `Usage: rjob session new HOST [--name NAME]
        rjob session list [-c HOST[,HOST...]] [--json]

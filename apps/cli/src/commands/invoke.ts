@@ -15,6 +15,7 @@ import { selfCommand, selfEnv } from '../local-agent.js';
 import { onJobSession, withContext } from '../run-command.js';
 import { expandComputers } from '../targets.js';
 import { workRequest } from './jobs.js';
+import { invokeDisconnected } from './session.js';
 
 export async function invoke(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals, rest } = parse(argv, {
@@ -28,6 +29,7 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     'no-prefix': { type: 'boolean' },
     json: { type: 'boolean' },
     bytes: { type: 'boolean' },
+    disconnected: { type: 'boolean' },
     // Internal, not in the help: what --as-job gives each host's child (see ReasonChannel).
     'reason-fd': { type: 'string' },
   });
@@ -47,6 +49,9 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     rest,
     bytes: bool(values.bytes),
   };
+  if (values.disconnected && (values['as-job'] || sessionName !== undefined || computers.length === 0)) {
+    throw usageError('--disconnected needs -c HOST[,HOST...] and cannot be combined with --as-job or -s');
+  }
   if (values.bytes && values['as-job']) {
     throw usageError(
       '--bytes cannot be combined with --as-job; start the job with --bytes in a session (-s) instead',
@@ -87,6 +92,7 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
         return ExitCode.Ok;
       }
       const hosts = await expandComputers(computers, io);
+      if (values.disconnected) return invokeDisconnected(ctx, io, hosts, work, throttleLimit);
       if (values['as-job']) {
         return asJob(ctx, io, hosts, argv, {
           name,

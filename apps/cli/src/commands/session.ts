@@ -4,7 +4,14 @@
  * invocation, or `rjob enter`, can take it over; between invocations it is Disconnected on its
  * agent and its jobs run on.
  */
-import { isTerminal, openSession, type RemoteJobInfo, type Session, type SessionInfo } from '@rjob/core';
+import {
+  isTerminal,
+  openSession,
+  type RemoteJobInfo,
+  type Session,
+  type SessionInfo,
+  type WorkRequest,
+} from '@rjob/core';
 import { bool, parse, str, strs } from '../args.js';
 import type { CliContext } from '../context.js';
 import {
@@ -16,6 +23,7 @@ import {
   type SessionRow,
   sessionTable,
 } from '../format.js';
+import { describeError } from '../errors.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import { selfCommand, selfEnv } from '../local-agent.js';
@@ -91,6 +99,82 @@ async function newSession(argv: readonly string[], io: CliIo): Promise<number> {
     io.stdout.write(sessionTable([row(existing.length + 1, { name, target }, info)]));
     return ExitCode.Ok;
   });
+}
+
+/**
+ * `rjob invoke -c HOSTS --disconnected` (Invoke-Command -InDisconnectedSession): on every host, a
+ * new named session with the work started in it as a job, left Disconnected at once. The sessions
+ * are printed and remembered like `session new`'s; their jobs run on, and `session receive`,
+ * `session connect` or `receive -s NAME` get the results later. A host that cannot be reached is
+ * one error line on stderr (exit 4); the others still get their session.
+ */
+export async function invokeDisconnected(
+  ctx: CliContext,
+  io: CliIo,
+  hosts: readonly string[],
+  work: WorkRequest,
+  throttleLimit = 32,
+): Promise<number> {
+  const existing = await ctx.store.list();
+  // Names are handed out before anything connects, so hosts opened at once never collide.
+  const taken = new Set(existing.map((s) => s.name));
+  const names = hosts.map(() => {
+    let n = existing.length + 1;
+    while (taken.has(`Session${n}`)) n++;
+    taken.add(`Session${n}`);
+    return `Session${n}`;
+  });
+  type Opened = { host: string; name: string; stored?: StoredSession; info?: SessionInfo; error?: unknown };
+  const results: Opened[] = hosts.map((host, i) => ({ host, name: names[i]! }));
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < hosts.length; i = next++) {
+      const result = results[i]!;
+      try {
+        const resolved = await ctx.targets.resolve(result.host);
+        const opened = await openSession(resolved.transport, resolved.target, {
+          name: result.name,
+          computerName: resolved.computerName,
+          autoReconnect: false,
+        });
+        try {
+          await opened.jobs.start(work);
+          result.info = await opened.request('session.info');
+          result.stored = {
+            name: result.name,
+            target: result.host,
+            sessionId: opened.sessionId!,
+            resumeSecret: opened.resumeSecret!,
+            createdAtMs: Date.now(),
+          };
+          await opened.disconnect();
+          // As the agent now has it: nobody attached.
+          result.info = { ...result.info, state: 'Disconnected', availability: 'None' };
+        } catch (error) {
+          // A session whose job could not start is of no use to anyone: end it.
+          await opened.close().catch(() => {});
+          throw error;
+        }
+      } catch (error) {
+        result.error = error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(throttleLimit, hosts.length) }, worker));
+  const rows: SessionRow[] = [];
+  let exitCode: number = ExitCode.Ok;
+  for (const result of results) {
+    if (result.stored) {
+      await ctx.store.put(result.stored);
+      rows.push(row(existing.length + rows.length + 1, result.stored, result.info));
+    } else {
+      const { exitCode: code, line } = describeError(result.error);
+      io.stderr.write(`rjob: ${result.host}: ${line}\n`);
+      if (exitCode === ExitCode.Ok || code === ExitCode.Unreachable) exitCode = code;
+    }
+  }
+  if (rows.length > 0) io.stdout.write(sessionTable(rows));
+  return exitCode;
 }
 
 function row(
