@@ -138,16 +138,16 @@ export async function invokeDisconnected(
           autoReconnect: false,
         });
         try {
-          await opened.jobs.start(work);
           result.info = await opened.request('session.info');
-          result.stored = {
+          const stored = {
             name: result.name,
             target: result.host,
             sessionId: opened.sessionId!,
             resumeSecret: opened.resumeSecret!,
             createdAtMs: Date.now(),
           };
-          await opened.disconnect();
+          await opened.invoke(work, { disconnected: true }).result;
+          result.stored = stored;
           // As the agent now has it: nobody attached.
           result.info = { ...result.info, state: 'Disconnected', availability: 'None' };
         } catch (error) {

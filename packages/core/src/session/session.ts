@@ -94,6 +94,13 @@ export interface InvokeOptions {
    * yields nothing. Default: records are queued for the iterable.
    */
   onRecord?: (record: RemoteRecord) => void | Promise<void>;
+  /**
+   * Invoke-Command -InDisconnectedSession: start the work as a job in this session and disconnect
+   * the session at once. `result` is the started job's info (its id is how to receive it after
+   * `connect`, or from a new client with `connectSession`); the iterable yields nothing. The job
+   * runs on and keeps its output on the agent. Default false.
+   */
+  disconnected?: boolean;
 }
 
 /**
@@ -294,6 +301,22 @@ export class Session<Target = unknown> {
    */
   invoke(work: WorkRequest, options: InvokeOptions = {}): Invocation {
     const subscriptionId = randomUUID();
+    if (options.disconnected) {
+      const result = (async () => {
+        const info = await this.jobs.start(work);
+        await this.disconnect();
+        return info;
+      })();
+      result.catch(() => {});
+      return {
+        subscriptionId,
+        result,
+        [Symbol.asyncIterator]: async function* () {
+          // Nothing streams: the records wait on the agent. Iterating still surfaces a failure.
+          await result;
+        },
+      };
+    }
     const stream = new RecordStream<RemoteRecord>(this.#options.recordHighWaterMark ?? 1024);
     const onRecord = options.onRecord ?? ((record: RemoteRecord) => stream.push(record));
     this.#subscriptions.set(subscriptionId, {
