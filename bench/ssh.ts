@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { invokeMany, openSession, type Session } from '@rjob/core';
+import { invokeMany, openSession } from '@rjob/core';
 import { sshTransport } from '@rjob/transport-ssh';
 import { SSHD_PATH, type SshdFixture, startSshd, startSshds } from '@rjob/transport-ssh/testing';
 import { Client } from 'ssh2';
@@ -81,10 +81,6 @@ function rawExec(client: Client, command: string): Promise<number> {
       channel.once('close', () => resolve(bytes));
     });
   });
-}
-
-function once(name: string, ms: number, extra: Partial<BenchResult> = {}): BenchResult {
-  return { name, iterations: 1, meanMs: ms, medianMs: ms, ...extra };
 }
 
 export async function benchSsh(): Promise<BenchResult[]> {

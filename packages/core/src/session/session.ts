@@ -311,10 +311,13 @@ export class Session<Target = unknown> {
       return {
         subscriptionId,
         result,
-        [Symbol.asyncIterator]: async function* () {
-          // Nothing streams: the records wait on the agent. Iterating still surfaces a failure.
-          await result;
-        },
+        // Nothing streams: the records wait on the agent. Iterating still surfaces a failure.
+        [Symbol.asyncIterator]: () => ({
+          next: async (): Promise<IteratorResult<RemoteRecord>> => {
+            await result;
+            return { done: true, value: undefined };
+          },
+        }),
       };
     }
     const stream = new RecordStream<RemoteRecord>(this.#options.recordHighWaterMark ?? 1024);
