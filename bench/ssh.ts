@@ -127,6 +127,8 @@ export async function benchSsh(): Promise<BenchResult[]> {
     const fromSource = `TMPDIR=${stateDir} exec node --conditions=source --import ${TSX_LOADER} ${AGENT_ENTRY} --stdio --state-dir ${stateDir}`;
     const bridged = `exec node ${bridgePath} ${join(stateDir, 'agent.sock')}`;
     const base = { sshConfig: { configFile, systemConfigFile: null }, agent: false as const };
+    // Where the daemon that the first `--stdio` starts listens: every fixture host is this machine.
+    const agentSocket = join(stateDir, 'agent.sock');
 
     // Open (and leave open) the session the per-command figures use; it also starts the daemon.
     const session = await openSession(sshTransport({ ...base, agentCommand: fromSource }), 'box', {
@@ -160,7 +162,20 @@ export async function benchSsh(): Promise<BenchResult[]> {
         });
         await s.close();
       });
-      results.push(handshake, compare(openBridged, handshake), compare(openSource, handshake));
+      const openSocket = await measure(
+        'session open: straight to the running agent (agentSocket)',
+        10,
+        async () => {
+          const s = await openSession(sshTransport({ ...base, agentCommand: 'exit 97', agentSocket }), 'box');
+          await s.close();
+        },
+      );
+      results.push(
+        handshake,
+        compare(openBridged, handshake),
+        compare(openSource, handshake),
+        compare(openSocket, handshake),
+      );
 
       const t0 = performance.now();
       const rawBytes = await rawExec(raw, BULK_COMMAND);
@@ -187,6 +202,30 @@ export async function benchSsh(): Promise<BenchResult[]> {
       results.push(
         throughput(`invoke: ${BULK_BYTES / 2 ** 20} MiB of output as bytes over SSH`, raw2, ms2, rawBulk),
       );
+      // Both again on a session opened straight to the agent's socket: no stdio bridge process.
+      const direct = await openSession(
+        sshTransport({ ...base, agentCommand: 'exit 97', agentSocket }),
+        'box',
+      );
+      try {
+        for (const mode of ['lines', 'bytes'] as const) {
+          const t = performance.now();
+          const got = await invokeOutputBytes(direct, BULK_COMMAND, mode);
+          const took = performance.now() - t;
+          if (got !== BULK_BYTES)
+            throw new Error(`invoke (socket, ${mode}): received ${got} of ${BULK_BYTES}`);
+          results.push(
+            throughput(
+              `invoke: ${BULK_BYTES / 2 ** 20} MiB as ${mode === 'lines' ? 'records' : 'bytes'}, agentSocket`,
+              got,
+              took,
+              rawBulk,
+            ),
+          );
+        }
+      } finally {
+        await direct.close();
+      }
     } finally {
       raw.end();
       await session.close().catch(() => {});
@@ -224,7 +263,32 @@ export async function benchSsh(): Promise<BenchResult[]> {
       for await (const record of invocation) if (record.stream === 'output') count++;
       if (count !== FAN_OUT_HOSTS) throw new Error(`fan-out: ${count} of ${FAN_OUT_HOSTS} hosts answered`);
     });
-    results.push(rawFan, xargs, compare(fan, rawFan), compare(fan, xargs));
+    const fanSocket = await measure(
+      `invokeMany: hostname on ${FAN_OUT_HOSTS} hosts, agentSocket`,
+      5,
+      async () => {
+        const invocation = invokeMany(
+          undefined,
+          farmAliases,
+          { definition: { command: 'hostname' } },
+          {
+            transport: sshTransport({ ...base, agentCommand: bridged, agentSocket }),
+            sessionOptions: { handshakeTimeoutMs: 60_000 },
+          },
+        );
+        let count = 0;
+        for await (const record of invocation) if (record.stream === 'output') count++;
+        if (count !== FAN_OUT_HOSTS) throw new Error(`fan-out: ${count} of ${FAN_OUT_HOSTS} hosts answered`);
+      },
+    );
+    results.push(
+      rawFan,
+      xargs,
+      compare(fan, rawFan),
+      compare(fan, xargs),
+      compare(fanSocket, rawFan),
+      compare(fanSocket, xargs),
+    );
     return results;
   } finally {
     if (stateDir) await stopAgent(stateDir);

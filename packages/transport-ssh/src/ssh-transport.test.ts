@@ -255,6 +255,55 @@ describe.skipIf(skip !== undefined)('sshTransport against OpenSSH sshd', () => {
     }
   });
 
+  it('agentSocket: a running daemon is reached through its socket, with no command run for it', async () => {
+    const box = await sshd();
+    const stateDir = await agentStateDir();
+    const config = await configFor([entryOf('box1', box)]);
+    const socketPath = join(stateDir, 'agent.sock');
+    // No daemon yet: the socket channel fails and the agent command runs, starting one.
+    const first = await openSession(
+      sshTransport({ ...config, agentCommand: agentCommand(stateDir), agentSocket: socketPath }),
+      'box1',
+    );
+    try {
+      expect((await first.invoke({ definition: { command: 'echo via-exec' } }).result).state).toBe(
+        'Completed',
+      );
+    } finally {
+      await first.close();
+    }
+    // Now the daemon runs. A command that could not start any agent proves the socket is used.
+    const direct = sshTransport({ ...config, agentCommand: 'exit 97', agentSocket: () => socketPath });
+    const session = await openSession(direct, 'box1');
+    try {
+      const lines: string[] = [];
+      const info = await session.invoke(
+        { definition: { command: 'seq 1 3; id -un' } },
+        { onRecord: (record) => void lines.push(String(record.data)) },
+      ).result;
+      expect(info.state).toBe('Completed');
+      expect(lines).toEqual(['1', '2', '3', 'rjobtest']);
+      // Disconnect and reconnect go through the socket too, and the session's jobs are still there.
+      const job = await session.jobs.start({ definition: { command: 'echo kept' } }, { name: 'kept' });
+      await session.disconnect();
+      await session.connect();
+      await session.jobs.wait(job.id);
+      expect((await session.jobs.receive('kept')).map((r) => r.data)).toEqual(['kept']);
+    } finally {
+      await session.close();
+    }
+    // Without a daemon at the path and without a working command, the command's failure is what
+    // the caller sees: a coded refusal, not a hang.
+    const nowhere = sshTransport({
+      ...config,
+      agentCommand: 'exit 127',
+      agentSocket: join(stateDir, 'nope.sock'),
+      deploy: 'never',
+    });
+    const refused = await openSession(nowhere, 'box1').catch((error: unknown) => error);
+    expect(RjobError.hasCode(refused, SshErrorCode.NoAgent)).toBe(true);
+  });
+
   it('S2 over SSH without the prompt: a session job received into a file on the remote side', async () => {
     const box = await sshd();
     const stateDir = await agentStateDir();

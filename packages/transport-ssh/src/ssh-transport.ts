@@ -46,6 +46,15 @@ export interface SshTransportOptions {
    * `rjob agent --stdio`. A function gets the resolved host (a different command per host).
    */
   agentCommand?: string | ((host: SshHostConfig) => string);
+  /**
+   * Absolute path of the agent daemon's Unix socket on the remote host (`<state dir>/agent.sock`,
+   * by default `~/.local/state/rjob/agent.sock` there), or a function of the host giving it. When
+   * set, a session first opens a channel straight to that socket through sshd's Unix-socket
+   * forwarding (`direct-streamlocal`, on by default in OpenSSH): no process is started for it. If
+   * that fails (no daemon running yet, forwarding disabled, another path), the agent command runs
+   * as without this option, and starts the daemon. Default: none (always the agent command).
+   */
+  agentSocket?: string | ((host: SshHostConfig) => string | undefined);
   /** How ssh_config is read (files, home, `Match exec`). Default: ~/.ssh/config and /etc/ssh/ssh_config. */
   sshConfig?: ResolveSshConfigOptions;
   /** Overrides ssh_config's StrictHostKeyChecking. Default: the config's, else `ask` (refused without `confirm`). */
@@ -176,10 +185,20 @@ export function sshTransport(options: SshTransportOptions = {}): Transport<SshTr
           ? options.agentCommand(host)
           : (options.agentCommand ?? DEFAULT_AGENT_COMMAND));
       const entry = acquire(host);
+      const socketPath =
+        typeof options.agentSocket === 'function' ? options.agentSocket(host) : options.agentSocket;
       let stream: ClientChannel;
       try {
         const { client } = await abortable(entry.ready, signal);
-        stream = await abortable(exec(client, command, host), signal);
+        const direct =
+          socketPath === undefined
+            ? undefined
+            : await abortable(openSocketChannel(client, socketPath), signal).catch((error: unknown) => {
+                if (signal?.aborted) throw error;
+                // No daemon listening there (or no forwarding): the agent command starts one.
+                return undefined;
+              });
+        stream = direct ?? (await abortable(exec(client, command, host), signal));
       } catch (error) {
         release(entry);
         throw error;
@@ -320,6 +339,19 @@ function exec(client: SshConnection['client'], command: string, host: SshHostCon
   });
 }
 
+/** A channel to a Unix socket on the remote host (OpenSSH's direct-streamlocal forwarding). */
+function openSocketChannel(client: SshConnection['client'], socketPath: string): Promise<ClientChannel> {
+  return new Promise((resolve, reject) => {
+    try {
+      client.openssh_forwardOutStreamLocal(socketPath, (error, stream) =>
+        error ? reject(error) : resolve(stream),
+      );
+    } catch (error) {
+      reject(error);
+    }
+  });
+}
+
 interface ExecLinkOptions {
   command: string;
   host: SshHostConfig;
@@ -388,7 +420,8 @@ function linkFromExecChannel(stream: ClientChannel, options: ExecLinkOptions): T
     if (relay.destroyed || relay.readableEnded) return;
     if (!relay.push(chunk)) stream.pause();
   });
-  stream.stderr.on('data', (chunk: Buffer) => {
+  // A socket channel has no stderr to speak of; an exec channel's says why a command failed.
+  stream.stderr?.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_KEEP_BYTES);
   });
   stream.on('exit', (code: number | null, signal?: string) => {
