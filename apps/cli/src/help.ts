@@ -141,7 +141,7 @@ Options:
 ${COMMON}
 
 Environment: RJOB_REMOTE_AGENT (remote agent command, default 'rjob agent --stdio'),
-RJOB_SSH_KNOWN_HOSTS, RJOB_SSH_IDENTITY, RJOB_SSH_STRICT (yes|accept-new|no), RJOB_WS_TOKEN_FILE.
+RJOB_REMOTE_SOCKET (remote daemon socket, tried first), RJOB_SSH_KNOWN_HOSTS, RJOB_SSH_IDENTITY, RJOB_SSH_STRICT (yes|accept-new|no), RJOB_WS_TOKEN_FILE.
 
 Exit codes: 0 all succeeded, 1 some command failed, 4 some host unreachable (wins over 1).
 

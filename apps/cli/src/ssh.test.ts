@@ -104,6 +104,21 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
     expect((await s.rjob('get', '-s', 's1')).code).toBe(ExitCode.NotFound);
   });
 
+  it('RJOB_REMOTE_SOCKET reaches the running remote agent through its socket', async () => {
+    await using s = await sandbox(env());
+    // The first command starts the remote daemon through the agent command.
+    expect((await s.rjob('invoke', '-c', 'server01', '--', 'echo started')).code).toBe(0);
+    // A command that cannot start any agent: only the socket can answer now.
+    const direct = await s.bin(['invoke', '-c', 'server01,server02', '--', 'echo direct'], {
+      env: { RJOB_REMOTE_AGENT: 'exit 97', RJOB_REMOTE_SOCKET: join(remoteState, 'agent.sock') },
+    });
+    expect(direct.code).toBe(0);
+    expect(direct.stdout.split('\n').filter(Boolean).sort()).toEqual([
+      '[server01] direct',
+      '[server02] direct',
+    ]);
+  });
+
   it('invoke fans out with per-host prefixes; an unreachable host is summarized and sets exit 4', async () => {
     await using s = await sandbox(env());
     const ok = await s.rjob('invoke', '-c', 'server01,server02', '--', 'echo one; echo two');

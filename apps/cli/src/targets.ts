@@ -22,6 +22,7 @@ export interface ResolvedTarget {
 /**
  * Builds transports once per invocation, so every SSH target of a fan-out shares one pool.
  * Environment knobs (documented in docs/cli.md): `RJOB_REMOTE_AGENT` (the command exec'd over SSH),
+ * `RJOB_REMOTE_SOCKET` (the remote daemon's socket, tried first),
  * `RJOB_SSH_KNOWN_HOSTS`, `RJOB_SSH_IDENTITY`, `RJOB_SSH_STRICT` (yes / accept-new / no),
  * `RJOB_WS_TOKEN_FILE`; ssh_config is read from `$HOME/.ssh/config`. On a terminal (stdin and
  * stderr), SSH asks there for what it needs: an unknown host key, passphrases, passwords.
@@ -69,6 +70,8 @@ export class TargetResolver {
     const prompter = terminalPrompter(this.#io);
     return sshTransport({
       ...(env.RJOB_REMOTE_AGENT ? { agentCommand: env.RJOB_REMOTE_AGENT } : {}),
+      // A running daemon reached through its socket, no relay process (see sshTransport's agentSocket).
+      ...(env.RJOB_REMOTE_SOCKET ? { agentSocket: env.RJOB_REMOTE_SOCKET } : {}),
       ...(env.HOME ? { sshConfig: { home: env.HOME } } : {}),
       ...(env.RJOB_SSH_KNOWN_HOSTS ? { userKnownHostsFiles: [this.#abs(env.RJOB_SSH_KNOWN_HOSTS)] } : {}),
       ...(strict ? { strictHostKeyChecking: strict as 'yes' | 'accept-new' | 'no' } : {}),
