@@ -443,7 +443,12 @@ export class RecordSpool {
    * empty array when there is nothing more yet. If a `drop` spool deleted records at the reader's
    * position, the first record returned is a {@link SpoolGapRecord} that counts them.
    */
-  async read(fromSeq: number, options: SpoolReadOptions = {}): Promise<JobRecord[]> {
+  read(fromSeq: number, options: SpoolReadOptions = {}): Promise<JobRecord[]> {
+    return this.#readWhenWritten(() => this.#readWritten(fromSeq, options));
+  }
+
+  /** Runs a read once everything appended is written, again if a segment vanished under it. */
+  async #readWhenWritten<T>(readOnce: () => Promise<T>): Promise<T> {
     const problem = this.#readProblem();
     if (problem) throw problem;
     // Only what is appended but not yet handed to the OS needs the pump; waiting for a whole pass
@@ -451,7 +456,7 @@ export class RecordSpool {
     if (this.#writtenSeq < this.#lastSeq) await this.#untilWritten(this.#lastSeq);
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#readWritten(fromSeq, options);
+        return await readOnce();
       } catch (error) {
         // A segment deleted by an ack or a drop while we read it: start over from the new state.
         if ((error as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 8) continue;
@@ -540,18 +545,8 @@ export class RecordSpool {
    * there is nothing more yet). Undefined when they cannot come that way: a `drop` spool deleted
    * records at `fromSeq`, and {@link read} reports that gap.
    */
-  async readPacked(fromSeq: number, options: SpoolReadOptions = {}): Promise<PackedRecords | undefined> {
-    const problem = this.#readProblem();
-    if (problem) throw problem;
-    if (this.#writtenSeq < this.#lastSeq) await this.#untilWritten(this.#lastSeq);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.#readWrittenPacked(fromSeq, options);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 8) continue;
-        throw error;
-      }
-    }
+  readPacked(fromSeq: number, options: SpoolReadOptions = {}): Promise<PackedRecords | undefined> {
+    return this.#readWhenWritten(() => this.#readWrittenPacked(fromSeq, options));
   }
 
   /**
