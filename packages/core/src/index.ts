@@ -4,6 +4,7 @@ export {
   encodeRecordEntries,
   encodeRecordPayload,
   encodeUnstampedEntry,
+  isCompactPayload,
   isTextPayload,
   RECORD_ENTRY_HEADER_BYTES,
   stampHeader,

@@ -224,6 +224,28 @@ describe('RecordSpool.readPacked', () => {
     expect(none).toEqual({ bytes: Buffer.alloc(0), count: 0, firstSeq: 501, lastSeq: 500 });
   });
 
+  it('Buffer records come from the tail cache as the same bytes as from disk, each read its own copy', async () => {
+    const spool = await openSpool();
+    const chunk = (i: number) => Buffer.alloc(8 * 1024 + i, i & 0xff);
+    const all = records(100, 1, chunk);
+    await spool.appendMany(all);
+    const fromMemory = await readAllPacked(spool, 1, { maxRecords: 30 });
+    // Two reads of the cached run: equal bytes, different Buffers, so one reader cannot change
+    // what another gets.
+    const [first] = await spool.read(1, { maxRecords: 1 });
+    const [again] = await spool.read(1, { maxRecords: 1 });
+    expect(first).toEqual(all[0]);
+    expect(first!.data).not.toBe(again!.data);
+    (first!.data as Buffer).fill(0xee);
+    expect((again!.data as Buffer).equals(chunk(1))).toBe(true);
+    const reopened = await reopen(spool);
+    const fromDisk = await readAllPacked(reopened, 1, { maxRecords: 30 });
+    expect(
+      Buffer.concat(fromDisk.map((b) => b.bytes)).equals(Buffer.concat(fromMemory.map((b) => b.bytes))),
+    ).toBe(true);
+    expect(decodeAll(fromDisk)).toEqual(all);
+  });
+
   it('serves the same bytes from memory as from disk, which decode to what read() returns', async () => {
     const spool = await openSpool();
     await spool.appendMany(records(300, 1, (i) => `text ${i} äöü`));

@@ -19,7 +19,7 @@ import {
   encodeEntry,
   entryPayload,
   HEADER_BYTES,
-  isTextPayload,
+  isCompactPayload,
   MAX_ENTRY_PAYLOAD_BYTES,
   parseSegmentFileName,
   readFully,
@@ -209,10 +209,10 @@ export class RecordSpool {
   #envelope = { jobId: 0, location: '' };
 
   /**
-   * The text records appended last, as objects, so a reader that keeps up with the writer (the
+   * The records appended last, as objects, so a reader that keeps up with the writer (the
    * usual case: a client attached and reading) gets them without reading and decoding them back
    * from disk. Contiguous from #tailFirstSeq; bounded by {@link TAIL_CACHE_BYTES} of payload; only
-   * records whose text form round-trips exactly (see segment-format.ts) go in.
+   * records whose compact form (text or bytes) round-trips exactly (see segment-format.ts) go in.
    */
   #tail: JobRecord[] = [];
   /** The same records' entries (header included), as written: for packed reads. */
@@ -960,7 +960,9 @@ export class RecordSpool {
       const index = this.#tailHead + (seq - first);
       const size = this.#tailSizes[index]!;
       if (out.length > 0 && bytes + size > maxBytes) break;
-      out.push(this.#tail[index]!);
+      const record = this.#tail[index]!;
+      // Each reader gets its own bytes, as decoding the entry would give it.
+      out.push(Buffer.isBuffer(record.data) ? { ...record, data: Buffer.from(record.data) } : record);
       bytes += size;
     }
     return out;
@@ -968,7 +970,7 @@ export class RecordSpool {
 
   #remember(record: JobRecord, entry: Buffer, seq: number): void {
     const payload = entryPayload(entry);
-    const cacheable = isTextPayload(payload) && payload.length <= TAIL_CACHE_BYTES;
+    const cacheable = isCompactPayload(payload) && payload.length <= TAIL_CACHE_BYTES;
     if (!cacheable || seq !== this.#tailFirstSeq + this.#tail.length - this.#tailHead) {
       // Something else, or the run was broken: a new run starts with this record or after it.
       this.#tail = [];

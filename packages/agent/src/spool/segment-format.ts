@@ -4,7 +4,7 @@
  *   u32 LE payloadBytes | u32 LE crc32(seq bytes + payload) | u64 LE seq | payload
  *
  * where the payload is a record in one of @rjob/core's entry forms (codec/record-entries.ts: compact
- * text for lines, v8 for the rest), the same bytes a `job.packed` event carries. The length prefix finds entry
+ * text for lines, compact bytes for Buffers, v8 for the rest), the same bytes a `job.packed` event carries. The length prefix finds entry
  * boundaries; the CRC and the expected sequence number tell a complete entry from a torn or
  * zero-filled tail after a crash.
  */
@@ -14,6 +14,7 @@ import {
   decodeRecordPayload,
   encodeRecordPayload,
   encodeUnstampedEntry,
+  isCompactPayload,
   isTextPayload,
   type JobRecord,
   RECORD_ENTRY_HEADER_BYTES,
@@ -24,7 +25,7 @@ import { AgentErrorCode } from '../errors.js';
 
 export const HEADER_BYTES = RECORD_ENTRY_HEADER_BYTES;
 
-export { isTextPayload };
+export { isCompactPayload, isTextPayload };
 export const encodeRecord = encodeRecordPayload;
 export const decodeRecord = decodeRecordPayload;
 /** Entries above this are refused on append and treated as corruption when read. */

@@ -9,6 +9,7 @@ import {
   encodeRecordEntries,
   encodeRecordPayload,
   encodeUnstampedEntry,
+  isCompactPayload,
   isTextPayload,
   RECORD_ENTRY_HEADER_BYTES,
   stampHeader,
@@ -64,10 +65,10 @@ describe('record entries: round trip', () => {
     }
   });
 
-  it('keeps non-string data (objects, Buffer, Date, Map, numbers, null) in the v8 form', () => {
+  it('keeps non-string data (objects, Uint8Array, Date, Map, numbers, null) in the v8 form', () => {
     const data = [
       { a: 1, nested: { list: [1, 'two', null] } },
-      Buffer.from([0, 1, 2, 250]),
+      new Uint8Array([0, 1, 2, 250]),
       new Date(1_700_000_123_456),
       new Map<unknown, unknown>([
         ['k', { v: 1 }],
@@ -80,7 +81,9 @@ describe('record entries: round trip', () => {
     const records = numbered(data);
     const back = decodeRecordEntries(encodeRecordEntries(records, 1));
     expect(back).toEqual(records);
-    expect(Buffer.isBuffer(back[1]!.data) || back[1]!.data instanceof Uint8Array).toBe(true);
+    // A plain Uint8Array stays one (the bytes form is for Buffers only).
+    expect(Buffer.isBuffer(back[1]!.data)).toBe(false);
+    expect(back[1]!.data).toBeInstanceOf(Uint8Array);
     expect([...(back[1]!.data as Uint8Array)]).toEqual([0, 1, 2, 250]);
     expect(back[2]!.data).toBeInstanceOf(Date);
     expect((back[2]!.data as Date).getTime()).toBe(1_700_000_123_456);
@@ -89,8 +92,50 @@ describe('record entries: round trip', () => {
     for (const each of records) {
       const payload = encodeRecordPayload(each);
       expect(isTextPayload(payload)).toBe(false);
+      expect(isCompactPayload(payload)).toBe(false);
       expect(payload[0]).toBe(0xff);
     }
+  });
+
+  it('keeps Buffer data (empty, binary, invalid UTF-8, 1 MiB) exactly in the bytes form', () => {
+    const big = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 31) & 0xff;
+    const data = [Buffer.alloc(0), Buffer.from([0, 0xff, 0xc3, 0x28, 10, 13]), big];
+    const records = numbered(data, 9);
+    records[1]!.stream = 'error';
+    const bytes = encodeRecordEntries(records, 9);
+    const back = decodeRecordEntries(bytes);
+    expect(back).toEqual(records);
+    for (const [i, each] of back.entries()) {
+      expect(Buffer.isBuffer(each.data)).toBe(true);
+      expect((each.data as Buffer).equals(data[i]!)).toBe(true);
+      const payload = encodeRecordPayload(records[i]!);
+      expect(payload[0]).toBe(0x02);
+      expect(isCompactPayload(payload)).toBe(true);
+      expect(isTextPayload(payload)).toBe(false);
+      expect(decodeRecordPayload(payload, each.seq)).toEqual(records[i]);
+    }
+    // The one-record encoders agree with the batch encoder byte for byte.
+    const entry = encodeUnstampedEntry(records[1]!);
+    stampHeader(entry, 0, entry.length - RECORD_ENTRY_HEADER_BYTES, 10);
+    expect(entry.equals(encodeRecordEntries([records[1]!], 10))).toBe(true);
+  });
+
+  it('a decoded Buffer is a copy: changing the entry bytes afterwards does not change it', () => {
+    const bytes = encodeRecordEntries(numbered([Buffer.from('abc')]), 1);
+    const [back] = decodeRecordEntries(bytes);
+    bytes.fill(0);
+    expect((back!.data as Buffer).toString()).toBe('abc');
+  });
+
+  it('a Buffer given as a reason, or with an over-long location, takes the v8 form and round-trips', () => {
+    const records: JobRecord[] = [
+      { ...record(1, Buffer.from('why')), reason: true },
+      { ...record(2, Buffer.from('far')), location: 'l'.repeat(0x4000) },
+    ];
+    const back = decodeRecordEntries(encodeRecordEntries(records, 1));
+    expect(back).toEqual(records);
+    for (const each of records) expect(encodeRecordPayload(each)[0]).toBe(0xff);
   });
 
   it('a coded RjobError as data keeps its code, message and details', () => {

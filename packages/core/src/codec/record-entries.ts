@@ -4,13 +4,16 @@
  * crosses the wire as the bytes it already is, without being decoded and re-encoded per record.
  *
  *   entry   = u32 LE payloadBytes | u32 LE crc32(seq bytes + payload) | u64 LE seq | payload
- *   payload = text form (first byte 0x01) | v8 form (first byte 0xFF, the v8 version tag)
+ *   payload = text form (first byte 0x01) | bytes form (0x02) | v8 form (0xFF, the v8 version tag)
  *
  * The text form holds a record whose data is a well-formed string (the common case: a line of
  * output), because the v8 serializer costs more than the copy itself for those:
  *
  *   0x01 | flags u8 (0) | stream length u8 | location length u16 LE | timeMs f64 LE | jobId f64 LE
  *   | stream | location | data (UTF-8, to the end)
+ *
+ * The bytes form is the same with tag 0x02 and a Buffer's bytes as they are (`stdout: 'bytes'`
+ * output); it decodes to a Buffer.
  *
  * Everything else is the record with short keys through `encodeValue`; coded errors go through
  * `serializeError`, because v8 keeps an Error's message and stack but drops its `code`.
@@ -37,6 +40,7 @@ interface StoredRecord {
 }
 
 const TEXT_RECORD = 0x01;
+const BYTES_RECORD = 0x02;
 /** Fixed part of the text form: tag, flags, stream length, location length (u16), time, job id. */
 const TEXT_FIXED_BYTES = 1 + 1 + 1 + 2 + 8 + 8;
 
@@ -45,31 +49,47 @@ function isWellFormed(text: string): boolean {
   return (text as string & { isWellFormed(): boolean }).isWellFormed();
 }
 
-function textForm(record: JobRecord): record is JobRecord<string> {
+/** Stream and location fit the compact forms' fixed header. */
+function compactHeader(record: JobRecord): boolean {
   return (
-    typeof record.data === 'string' &&
     !record.reason &&
     record.stream.length <= 0xff &&
     record.location.length <= 0x3fff &&
-    isWellFormed(record.data) &&
     isWellFormed(record.location)
   );
 }
 
+/** The compact form (text or bytes) `record` takes, or undefined for the v8 form. */
+function compactForm(record: JobRecord): typeof TEXT_RECORD | typeof BYTES_RECORD | undefined {
+  const data = record.data;
+  if (typeof data === 'string') {
+    return compactHeader(record) && isWellFormed(data) ? TEXT_RECORD : undefined;
+  }
+  return Buffer.isBuffer(data) && compactHeader(record) ? BYTES_RECORD : undefined;
+}
+
 /**
- * Writes the text form of `record` at `at` in `out`, which must have room for
- * {@link maxTextEntryBytes}; returns the payload's length.
+ * Writes the compact form of `record` at `at` in `out`, which must have room for
+ * {@link maxCompactEntryBytes}; returns the payload's length.
  */
-function writeText(record: JobRecord<string>, out: Buffer, at: number): number {
+function writeCompact(
+  record: JobRecord,
+  form: typeof TEXT_RECORD | typeof BYTES_RECORD,
+  out: Buffer,
+  at: number,
+): number {
   const start = at;
-  out[at] = TEXT_RECORD;
+  out[at] = form;
   out[at + 1] = 0;
   at += TEXT_FIXED_BYTES;
   const streamBytes = out.write(record.stream, at, 'latin1');
   at += streamBytes;
   const locationBytes = out.write(record.location, at, 'utf8');
   at += locationBytes;
-  at += out.write(record.data, at, 'utf8');
+  at +=
+    form === TEXT_RECORD
+      ? out.write(record.data as string, at, 'utf8')
+      : (record.data as Buffer).copy(out, at);
   out[start + 2] = streamBytes;
   out.writeUInt16LE(locationBytes, start + 3);
   out.writeDoubleLE(record.timeMs, start + 5);
@@ -77,21 +97,33 @@ function writeText(record: JobRecord<string>, out: Buffer, at: number): number {
   return at - start;
 }
 
-/** An upper bound on a text entry's size (UTF-8 needs at most 3 bytes per UTF-16 unit). */
-function maxTextEntryBytes(record: JobRecord<string>): number {
+/** An upper bound on a compact entry's size (UTF-8 needs at most 3 bytes per UTF-16 unit). */
+function maxCompactEntryBytes(record: JobRecord, form: typeof TEXT_RECORD | typeof BYTES_RECORD): number {
+  const data = form === TEXT_RECORD ? 3 * (record.data as string).length : (record.data as Buffer).length;
+  return (
+    RECORD_ENTRY_HEADER_BYTES + TEXT_FIXED_BYTES + record.stream.length + 3 * record.location.length + data
+  );
+}
+
+/** A compact entry's exact size, for growing a buffer only as far as needed. */
+function compactEntryBytes(record: JobRecord, form: typeof TEXT_RECORD | typeof BYTES_RECORD): number {
+  const data =
+    form === TEXT_RECORD ? Buffer.byteLength(record.data as string) : (record.data as Buffer).length;
   return (
     RECORD_ENTRY_HEADER_BYTES +
     TEXT_FIXED_BYTES +
     record.stream.length +
-    3 * (record.location.length + record.data.length)
+    Buffer.byteLength(record.location) +
+    data
   );
 }
 
 /** A record's payload (no header). Throws ERR_VALUE_NOT_CLONEABLE for data that cannot cross. */
 export function encodeRecordPayload(record: JobRecord): Buffer {
-  if (textForm(record)) {
-    const out = Buffer.allocUnsafe(maxTextEntryBytes(record));
-    return out.subarray(0, writeText(record, out, 0));
+  const form = compactForm(record);
+  if (form !== undefined) {
+    const out = Buffer.allocUnsafe(maxCompactEntryBytes(record, form));
+    return out.subarray(0, writeCompact(record, form, out, 0));
   }
   return encodeValueForm(record);
 }
@@ -101,9 +133,13 @@ export function encodeRecordPayload(record: JobRecord): Buffer {
  * is known. Throws as {@link encodeRecordPayload}.
  */
 export function encodeUnstampedEntry(record: JobRecord): Buffer {
-  if (textForm(record)) {
-    const out = Buffer.allocUnsafe(maxTextEntryBytes(record));
-    return out.subarray(0, RECORD_ENTRY_HEADER_BYTES + writeText(record, out, RECORD_ENTRY_HEADER_BYTES));
+  const form = compactForm(record);
+  if (form !== undefined) {
+    const out = Buffer.allocUnsafe(maxCompactEntryBytes(record, form));
+    return out.subarray(
+      0,
+      RECORD_ENTRY_HEADER_BYTES + writeCompact(record, form, out, RECORD_ENTRY_HEADER_BYTES),
+    );
   }
   const payload = encodeValueForm(record);
   const out = Buffer.allocUnsafe(RECORD_ENTRY_HEADER_BYTES + payload.length);
@@ -142,6 +178,7 @@ export function encodeRecordEntries(
   for (const record of records) {
     estimate += RECORD_ENTRY_HEADER_BYTES + TEXT_FIXED_BYTES + record.stream.length + record.location.length;
     if (typeof record.data === 'string') estimate += record.data.length;
+    else if (Buffer.isBuffer(record.data)) estimate += record.data.length;
   }
   let out = Buffer.allocUnsafe(estimate);
   let at = 0;
@@ -154,18 +191,10 @@ export function encodeRecordEntries(
   for (let i = 0; i < records.length; i++) {
     const record = records[i]!;
     let payloadBytes: number;
-    if (textForm(record)) {
-      const worst = maxTextEntryBytes(record);
-      if (at + worst > out.length) {
-        room(
-          RECORD_ENTRY_HEADER_BYTES +
-            TEXT_FIXED_BYTES +
-            record.stream.length +
-            Buffer.byteLength(record.location) +
-            Buffer.byteLength(record.data),
-        );
-      }
-      payloadBytes = writeText(record, out, at + RECORD_ENTRY_HEADER_BYTES);
+    const form = compactForm(record);
+    if (form !== undefined) {
+      if (at + maxCompactEntryBytes(record, form) > out.length) room(compactEntryBytes(record, form));
+      payloadBytes = writeCompact(record, form, out, at + RECORD_ENTRY_HEADER_BYTES);
     } else {
       const payload = encodeValueForm(record);
       room(RECORD_ENTRY_HEADER_BYTES + payload.length);
@@ -193,6 +222,14 @@ export function isTextPayload(payload: Uint8Array): boolean {
 }
 
 /**
+ * True for a payload in a compact form (text or bytes): it decodes to exactly the record that was
+ * encoded, so a reader may be handed that record instead of a decoded copy.
+ */
+export function isCompactPayload(payload: Uint8Array): boolean {
+  return payload[0] === TEXT_RECORD || payload[0] === BYTES_RECORD;
+}
+
+/**
  * Decodes one payload. The payload may be a view of a reused buffer: the text form copies what it
  * keeps (strings); the v8 form is decoded from a copy, as a decoded typed array would alias it.
  */
@@ -200,15 +237,16 @@ export function decodeRecordPayload(payload: Uint8Array, seq: number): JobRecord
   const bytes = Buffer.isBuffer(payload)
     ? payload
     : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-  if (bytes[0] === TEXT_RECORD) {
-    if (bytes.length < TEXT_FIXED_BYTES) throw new RangeError('text record shorter than its header');
+  if (bytes[0] === TEXT_RECORD || bytes[0] === BYTES_RECORD) {
+    if (bytes.length < TEXT_FIXED_BYTES) throw new RangeError('record shorter than its header');
     const streamAt = TEXT_FIXED_BYTES;
     const locationAt = streamAt + bytes[2]!;
     const dataAt = locationAt + bytes.readUInt16LE(3);
-    if (dataAt > bytes.length) throw new RangeError('text record shorter than its header');
+    if (dataAt > bytes.length) throw new RangeError('record shorter than its header');
     return {
       stream: bytes.toString('latin1', streamAt, locationAt) as StreamName,
-      data: bytes.toString('utf8', dataAt),
+      // The bytes form is copied out: `payload` may be a view of a buffer that is reused.
+      data: bytes[0] === TEXT_RECORD ? bytes.toString('utf8', dataAt) : Buffer.from(bytes.subarray(dataAt)),
       seq,
       timeMs: bytes.readDoubleLE(5),
       jobId: bytes.readDoubleLE(13),
