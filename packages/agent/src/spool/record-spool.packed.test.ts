@@ -508,3 +508,71 @@ describe('RecordSpool: packed reads and the drop policy', () => {
     expect(seen).toEqual(records(25, 1, mixedData));
   });
 });
+
+describe('RecordSpool: read handles', () => {
+  const openFds = async () => (await readdir('/proc/self/fd')).length;
+
+  it('reading through many segments keeps at most one extra descriptor open', async () => {
+    const spool = await openSpool({ segmentBytes: 4096 });
+    const all = records(600, 1, (i) => `${i}:${'s'.repeat(90)}`);
+    await spool.appendMany(all);
+    await spool.flush();
+    expect((await segmentFiles()).length).toBeGreaterThan(10);
+    const before = await openFds();
+    let most = 0;
+    const got: JobRecord[] = [];
+    for (let next = 1; ; ) {
+      const batch = await spool.read(next, { maxRecords: 40 });
+      if (batch.length === 0) break;
+      most = Math.max(most, (await openFds()) - before);
+      got.push(...batch);
+      next = batch.at(-1)!.seq + 1;
+    }
+    expect(got).toEqual(all);
+    expect(most).toBeLessThanOrEqual(1);
+    await spool.close();
+    // The handle is closed with the spool.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await openFds()).toBeLessThanOrEqual(before - 1);
+  });
+
+  it('readers in different segments at once, and an ack deleting segments meanwhile, read right', async () => {
+    const spool = await openSpool({ segmentBytes: 4096 });
+    const all = records(800, 1, (i) => `${i}:${'r'.repeat(70)}`);
+    await spool.appendMany(all);
+    await spool.flush();
+    const reopened = await reopen(spool, { segmentBytes: 4096 });
+    // Plain and packed readers, each starting in another segment, interleaving their reads.
+    const starts = [401, 1, 650, 200, 799];
+    const packedFrom = async (from: number): Promise<JobRecord[]> => {
+      const out: JobRecord[] = [];
+      for (let next = from; ; ) {
+        const packed = await reopened.readPacked(next, { maxRecords: 17 });
+        if (!packed || packed.count === 0) return out;
+        out.push(...checkPacked(packed));
+        next = packed.lastSeq + 1;
+      }
+    };
+    const readers = starts.flatMap((from) => [readAll(reopened, from, { maxRecords: 13 }), packedFrom(from)]);
+    const acked = reopened.ack(399);
+    const results = await Promise.all(readers);
+    await acked;
+    for (const [k, from] of starts.entries()) {
+      for (const got of [results[2 * k]!, results[2 * k + 1]!]) {
+        // A reader may skip what the ack took away; everything it got is right and in order.
+        expect(got.length).toBeGreaterThan(0);
+        expect(got[0]!.seq).toBeGreaterThanOrEqual(from);
+        for (const [i, each] of got.entries()) {
+          expect(each).toEqual(all[each.seq - 1]);
+          if (i > 0) expect(each.seq).toBeGreaterThan(got[i - 1]!.seq);
+        }
+        expect(got.at(-1)!.seq).toBe(800);
+        // From the first record after the ack on, nothing is missing.
+        const after = got.filter((each) => each.seq >= Math.max(from, 400));
+        expect(after.map((each) => each.seq)).toEqual(
+          Array.from({ length: 801 - Math.max(from, 400) }, (_, i) => Math.max(from, 400) + i),
+        );
+      }
+    }
+  });
+});

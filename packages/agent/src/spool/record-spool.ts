@@ -143,6 +143,15 @@ interface Segment {
   pending: Buffer[];
   pendingBytes: number;
   handle: FileHandle | undefined;
+  /**
+   * A read-only handle kept open while the segment exists, so a reader that trails the writer
+   * does not open and close the file for every batch. Closed with the segment.
+   */
+  reader?: Promise<FileHandle> | undefined;
+  /** Reads running on {@link reader}. */
+  readers?: number;
+  /** Close {@link reader} once no read is running on it. */
+  dropReader?: boolean;
   /** The file exists on disk. */
   created: boolean;
   /** Takes no more entries; fsynced and closed once written. */
@@ -215,6 +224,8 @@ export class RecordSpool {
    * records whose compact form (text or bytes) round-trips exactly (see segment-format.ts) go in.
    */
   #tail: JobRecord[] = [];
+  /** The segment whose read handle stays open between reads (see #acquireReader). */
+  #readSegmentNow: Segment | undefined;
   /** The same records' entries (header included), as written: for packed reads. */
   #tailEntries: Buffer[] = [];
   #tailSizes: number[] = [];
@@ -648,6 +659,7 @@ export class RecordSpool {
         for (const segment of [...this.#segments, ...this.#doomed]) {
           await segment.handle?.close().catch(() => {});
           segment.handle = undefined;
+          dropReader(segment);
         }
       }
     })();
@@ -689,6 +701,7 @@ export class RecordSpool {
       for (const segment of [...this.#segments, ...this.#doomed]) {
         await segment.handle?.close().catch(() => {});
         segment.handle = undefined;
+        dropReader(segment);
       }
     })();
     return this.#closing;
@@ -1025,7 +1038,7 @@ export class RecordSpool {
     const endOffset = segment.writtenBytes;
     const lastSeq = segment.writtenLastSeq;
     let { seq, offset } = indexPointBefore(segment, start, endOffset);
-    const handle = await open(segment.path, 'r');
+    const handle = await this.#acquireReader(segment);
     try {
       const scanner = new SegmentScanner(handle, endOffset);
       const verify = !segment.ownWrites;
@@ -1046,7 +1059,7 @@ export class RecordSpool {
       }
       return budget.records <= 0;
     } finally {
-      await handle.close();
+      this.#releaseReader(segment);
     }
   }
 
@@ -1109,7 +1122,7 @@ export class RecordSpool {
     const lastSeq = segment.writtenLastSeq;
     let { seq, offset } = indexPointBefore(segment, start, endOffset);
     const verify = !segment.ownWrites;
-    const handle = await open(segment.path, 'r');
+    const handle = await this.#acquireReader(segment);
     try {
       // Enough for the skip up to `start` (at most one index interval) and a full batch.
       let want = Math.min(endOffset - offset, maxBytes + INDEX_INTERVAL_BYTES + 64 * HEADER_BYTES);
@@ -1159,8 +1172,34 @@ export class RecordSpool {
         want = Math.min(endOffset - offset, Math.max(needed, maxBytes + 64 * HEADER_BYTES));
       }
     } finally {
-      await handle.close();
+      this.#releaseReader(segment);
     }
+  }
+
+  /**
+   * The read handle of `segment`, for one read; {@link #releaseReader} after. One segment per
+   * spool keeps its handle open between reads (readers move forward through the segments), so a
+   * spool holds at most one extra descriptor beyond the reads running.
+   */
+  async #acquireReader(segment: Segment): Promise<FileHandle> {
+    const previous = this.#readSegmentNow;
+    if (previous !== segment) {
+      this.#readSegmentNow = segment;
+      if (previous) dropReader(previous);
+    }
+    segment.dropReader = false;
+    segment.readers = (segment.readers ?? 0) + 1;
+    try {
+      return await openReader(segment);
+    } catch (error) {
+      this.#releaseReader(segment);
+      throw error;
+    }
+  }
+
+  #releaseReader(segment: Segment): void {
+    segment.readers = (segment.readers ?? 1) - 1;
+    if (segment.readers === 0 && segment.dropReader) closeReader(segment);
   }
 
   /** Resolves once every record up to `seq` has been written (not necessarily synced). */
@@ -1309,6 +1348,7 @@ export class RecordSpool {
       segment.pending = [];
       await segment.handle?.close();
       segment.handle = undefined;
+      dropReader(segment);
       if (segment.created) await rm(segment.path, { force: true });
       this.#dirDirty = true;
     }
@@ -1370,6 +1410,31 @@ function coalesce(buffers: Buffer[]): Buffer[] {
   }
   out.push(run);
   return out;
+}
+
+/** The segment's read handle, opened on first use. A failed open is not kept. */
+function openReader(segment: Segment): Promise<FileHandle> {
+  if (!segment.reader) {
+    const opening = open(segment.path, 'r');
+    segment.reader = opening;
+    opening.catch(() => {
+      if (segment.reader === opening) segment.reader = undefined;
+    });
+  }
+  return segment.reader;
+}
+
+/** Closes the segment's read handle now, or after the reads running on it. */
+function dropReader(segment: Segment): void {
+  segment.dropReader = true;
+  if (!segment.readers) closeReader(segment);
+}
+
+function closeReader(segment: Segment): void {
+  const reader = segment.reader;
+  segment.reader = undefined;
+  segment.dropReader = false;
+  reader?.then((handle) => handle.close()).catch(() => {});
 }
 
 function newSegment(dir: string, firstSeq: number): Segment {

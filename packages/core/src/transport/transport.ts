@@ -9,6 +9,7 @@ import {
   assertFrameSize,
   DEFAULT_MAX_FRAME_BYTES,
   encodeFrame,
+  FRAME_HEADER_BYTES,
   FrameDecoder,
   resolveMaxFrameBytes,
 } from '../protocol/framing.js';
@@ -222,6 +223,26 @@ export interface DuplexChannelOptions {
 /** A byte stream to frame: a Duplex (socket), or a readable and a writable (child stdio). */
 export type ByteStream = Duplex | { readable: Readable; writable: Writable };
 
+/** Bodies from this size on are written after their length prefix, not copied behind it. */
+const GATHER_FRAME_BYTES = 64 * 1024;
+
+/**
+ * Writes one frame. A small body is copied behind its prefix (one buffer, one write); a large one
+ * (a batch of records) is written as prefix and body together through cork/uncork, which a socket
+ * turns into one writev, so its bytes are not copied again on the way out.
+ */
+function writeFrame(writable: Writable, body: Uint8Array, maxFrameBytes: number): boolean {
+  if (body.byteLength < GATHER_FRAME_BYTES) return writable.write(encodeFrame(body, { maxFrameBytes }));
+  assertFrameSize(body.byteLength, maxFrameBytes);
+  const prefix = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+  prefix.writeUInt32BE(body.byteLength, 0);
+  writable.cork();
+  writable.write(prefix);
+  const ok = writable.write(body);
+  writable.uncork();
+  return ok;
+}
+
 /**
  * Adapts a Node byte stream (a socket, a child's stdio) to a {@link TransportChannel} using the
  * length-prefixed framing of docs/protocol.md. A bad or oversized frame closes the channel with
@@ -247,7 +268,7 @@ export function channelFromDuplex(stream: ByteStream, options: DuplexChannelOpti
 
   const controller = createChannelController({
     maxFrameBytes,
-    write: (frame) => writable.write(encodeFrame(frame, { maxFrameBytes })),
+    write: (frame) => writeFrame(writable, frame, maxFrameBytes),
     terminate() {
       cleanup();
       // Swallow late errors (EPIPE after the peer went away): the channel is already closed.
