@@ -43,6 +43,39 @@ socket.on('close', () => process.exit(0));
 process.stdin.on('end', () => socket.end());
 `;
 
+/**
+ * The floor for any agent on the remote side: a bare Node process between the command and the
+ * channel, copying the output to stdout. With a file argument it also appends every chunk with a
+ * CRC to that file, synchronously, the least an agent that keeps output on disk must do. No
+ * framing, no records, no acknowledgements. rjob's bulk figures compare against these rows as
+ * well as against the raw channel.
+ */
+const FLOOR_RELAY = `
+const { spawn } = require('node:child_process');
+const { closeSync, openSync, writevSync } = require('node:fs');
+const { Socket } = require('node:net');
+const { crc32 } = require('node:zlib');
+const fd = process.argv[2] === '-' ? undefined : openSync(process.argv[2], 'w');
+const out = new Socket({ fd: 1, readable: false });
+const child = spawn('/bin/sh', ['-c', process.argv[3]], { stdio: ['ignore', 'pipe', 'inherit'] });
+child.stdout.on('data', (chunk) => {
+  if (fd !== undefined) {
+    const header = Buffer.allocUnsafe(8);
+    header.writeUInt32LE(chunk.length, 0);
+    header.writeUInt32LE(crc32(chunk), 4);
+    writevSync(fd, [header, chunk]);
+  }
+  if (!out.write(chunk)) {
+    child.stdout.pause();
+    out.once('drain', () => child.stdout.resume());
+  }
+});
+child.stdout.on('end', () => {
+  if (fd !== undefined) closeSync(fd);
+  out.end();
+});
+`;
+
 function unavailable(): string | undefined {
   if (!existsSync(SSHD_PATH)) return `${SSHD_PATH} not found`;
   if (process.getuid?.() !== 0) return 'the sshd fixture needs root';
@@ -117,6 +150,8 @@ export async function benchSsh(): Promise<BenchResult[]> {
     );
     const bridgePath = join(dir, 'bridge.cjs');
     await writeFile(bridgePath, BRIDGE, { mode: 0o644 });
+    const floorPath = join(dir, 'floor-relay.cjs');
+    await writeFile(floorPath, FLOOR_RELAY, { mode: 0o644 });
 
     // The agent runs as the fixture's user, with its state in a dir that user owns.
     stateDir = await mkdtemp(join(tmpdir(), 'rjob-bench-ssh-agent-'));
@@ -194,6 +229,19 @@ export async function benchSsh(): Promise<BenchResult[]> {
         rawBulk,
         throughput(`invoke: ${BULK_BYTES / 2 ** 20} MiB of output as records over SSH`, bytes, ms, rawBulk),
       );
+      // The floor rows: what a bare Node process in the path costs, with and without a disk copy.
+      const quoted = `'${BULK_COMMAND.replace(/'/g, `'\\''`)}'`;
+      for (const [label, file] of [
+        ['reference: bare Node relay on the remote (no disk)', '-'],
+        ['reference: bare Node relay + sync spool file with CRC', join(stateDir, 'floor.seg')],
+      ] as const) {
+        const t = performance.now();
+        const got = await rawExec(raw, `node ${floorPath} ${file} ${quoted}`);
+        const took = performance.now() - t;
+        if (got !== BULK_BYTES) throw new Error(`${label}: received ${got} of ${BULK_BYTES} bytes`);
+        results.push(throughput(label, got, took, rawBulk));
+      }
+      await rm(join(stateDir, 'floor.seg'), { force: true });
       // The same output with stdout: 'bytes': chunks as read from the pipe, not one record a line.
       const t2 = performance.now();
       const raw2 = await invokeOutputBytes(session, BULK_COMMAND, 'bytes');
