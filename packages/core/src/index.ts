@@ -153,8 +153,10 @@ export type {
 } from './session/rpc.js';
 export {
   DEFAULT_THROTTLE_LIMIT,
+  type DisconnectedFanOutResult,
   type FanOutInvocation,
   type FanOutResult,
+  type InvokeManyDisconnectedOptions,
   type InvokeManyOptions,
   invokeMany,
 } from './session/fan-out.js';

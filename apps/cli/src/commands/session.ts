@@ -5,6 +5,8 @@
  * agent and its jobs run on.
  */
 import {
+  defineTransport,
+  invokeMany,
   isTerminal,
   openSession,
   type RemoteJobInfo,
@@ -29,7 +31,7 @@ import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import { selfCommand, selfEnv } from '../local-agent.js';
 import { onJobSession, withContext } from '../run-command.js';
 import type { StoredSession } from '../state.js';
-import { expandComputers } from '../targets.js';
+import { expandComputers, type ResolvedTarget } from '../targets.js';
 
 export async function session(argv: readonly string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = argv;
@@ -124,57 +126,70 @@ export async function invokeDisconnected(
     taken.add(`Session${n}`);
     return `Session${n}`;
   });
-  type Opened = { host: string; name: string; stored?: StoredSession; info?: SessionInfo; error?: unknown };
-  const results: Opened[] = hosts.map((host, i) => ({ host, name: names[i]! }));
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < hosts.length; i = next++) {
-      const result = results[i]!;
+  // One target per position (a host may be named twice), so a failure is told back to its host.
+  type Spec = { host: string; index: number };
+  const specs: Spec[] = hosts.map((host, index) => ({ host, index }));
+  // A host that cannot even be resolved (a bad RJOB_SSH_* setting, no local agent) reports its
+  // own error, not the connect failure the session client would make of it.
+  const unresolved = new Map<Spec, unknown>();
+  const transport = defineTransport<Spec>({
+    name: 'rjob',
+    async connect(spec, options) {
+      let resolved: ResolvedTarget;
       try {
-        const resolved = await ctx.targets.resolve(result.host);
-        const opened = await openSession(resolved.transport, resolved.target, {
-          name: result.name,
-          computerName: resolved.computerName,
-          autoReconnect: false,
-        });
-        try {
-          result.info = await opened.request('session.info');
-          const stored = {
-            name: result.name,
-            target: result.host,
-            sessionId: opened.sessionId!,
-            resumeSecret: opened.resumeSecret!,
-            createdAtMs: Date.now(),
-          };
-          await opened.invoke(work, { disconnected: true }).result;
-          result.stored = stored;
-          // As the agent now has it: nobody attached.
-          result.info = { ...result.info, state: 'Disconnected', availability: 'None' };
-        } catch (error) {
-          // A session whose job could not start is of no use to anyone: end it.
-          await opened.close().catch(() => {});
-          throw error;
-        }
+        resolved = await ctx.targets.resolve(spec.host);
       } catch (error) {
-        result.error = error;
+        unresolved.set(spec, error);
+        throw error;
       }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(throttleLimit, hosts.length) }, worker));
+      return resolved.transport.connect(resolved.target, options);
+    },
+  });
+  const results = await invokeMany(undefined, specs, work, {
+    disconnected: true,
+    transport,
+    throttleLimit,
+    computerName: (spec) => computerNameOf(spec.host),
+    sessionName: (_spec, index) => names[index]!,
+    sessionOptions: { autoReconnect: false },
+  });
   const rows: SessionRow[] = [];
   let exitCode: number = ExitCode.Ok;
-  for (const result of results) {
-    if (result.stored) {
-      await ctx.store.put(result.stored);
-      rows.push(row(existing.length + rows.length + 1, result.stored, result.info));
+  for (const [i, result] of results.entries()) {
+    const host = hosts[i]!;
+    if (!result.error) {
+      const stored: StoredSession = {
+        // The name handed out here, even from an agent that could not take it.
+        name: names[i]!,
+        target: host,
+        sessionId: result.sessionId,
+        resumeSecret: result.resumeSecret,
+        createdAtMs: Date.now(),
+      };
+      await ctx.store.put(stored);
+      rows.push(row(existing.length + rows.length + 1, stored, result.sessionInfo));
     } else {
-      const { exitCode: code, line } = describeError(result.error);
-      io.stderr.write(`rjob: ${result.host}: ${line}\n`);
+      const { exitCode: code, line } = describeError(unresolved.get(specs[i]!) ?? result.error);
+      io.stderr.write(`rjob: ${host}: ${line}\n`);
       if (exitCode === ExitCode.Ok || code === ExitCode.Unreachable) exitCode = code;
     }
   }
   if (rows.length > 0) io.stdout.write(sessionTable(rows));
   return exitCode;
+}
+
+/** The computer name `TargetResolver.resolve` gives a host, known before it is resolved. */
+function computerNameOf(host: string): string {
+  if (host === 'localhost' || host === 'local') return 'localhost';
+  if (/^wss?:\/\//i.test(host)) {
+    try {
+      return new URL(host).host;
+    } catch {
+      // Resolving it fails the same way, and that error is the one reported.
+      return host;
+    }
+  }
+  return host;
 }
 
 function row(

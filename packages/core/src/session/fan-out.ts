@@ -1,18 +1,19 @@
 /**
  * Fan-out (Invoke-Command -ComputerName a,b,c): the same work on several targets, at most
  * `throttleLimit` at once. Synchronously, records from every target stream back tagged with their
- * computer name; as a job, a parent with one RemoteJob child per target. An unreachable target
- * only fails its own part.
+ * computer name; as a job, a parent with one RemoteJob child per target; in disconnected sessions
+ * (-InDisconnectedSession), a session per target left Disconnected with the work running in it.
+ * An unreachable target only fails its own part.
  */
-import type { RjobError } from '../errors.js';
-import { toRjobError } from '../errors.js';
+import { ErrorCode, RjobError, toRjobError } from '../errors.js';
 import type { Job } from '../job/job.js';
 import type { JobManager } from '../job/job-manager.js';
+import { isTerminal } from '../job/states.js';
 import type { Transport } from '../transport/transport.js';
 import { RecordStream } from './record-stream.js';
 import type { RemoteJobInfo } from './remote-job-manager.js';
 import { describeWorkRequest, type RemoteJobDefinition, remoteJobType } from './remote-job-type.js';
-import type { WorkRequest } from './rpc.js';
+import type { SessionInfo, WorkRequest } from './rpc.js';
 import { openSession, type RemoteRecord, Session, type SessionOptions } from './session.js';
 import { SessionErrorCode } from './session-errors.js';
 
@@ -37,7 +38,63 @@ export interface InvokeManyOptions<Target> {
    * the iterable yields nothing. Default: records are queued for the iterable.
    */
   onRecord?: (record: RemoteRecord) => void | Promise<void>;
+  /** See {@link InvokeManyDisconnectedOptions}; `false` is the same as leaving it out. */
+  disconnected?: false;
 }
+
+/**
+ * Invoke-Command -InDisconnectedSession: each target gets a session (a new one, or the open
+ * Session given as the target) with the work started in it as a job, and the session is left
+ * Disconnected at once. The jobs run on; their output waits on the agents until someone comes back
+ * with the session's id and resume secret. Cannot be combined with `asJob` or `onRecord`.
+ */
+export interface InvokeManyDisconnectedOptions<Target>
+  extends Omit<InvokeManyOptions<Target>, 'asJob' | 'name' | 'onRecord' | 'disconnected'> {
+  disconnected: true;
+  /**
+   * The name of the session opened for a target (`index` is its place in `targets`). Not called
+   * for targets that are open Sessions: they keep their names. Default: `sessionOptions.name`,
+   * else the name the agent gives the session.
+   */
+  sessionName?: (target: Target, index: number) => string;
+  /** Not with `disconnected`: the work's records stay on the agent. */
+  asJob?: false;
+  /** Not with `disconnected`: nothing streams back. */
+  onRecord?: undefined;
+}
+
+/**
+ * How one target fared in a fan-out in disconnected sessions. Without `error`, the work runs in a
+ * Disconnected session: `connectSession(transport, target, { sessionId, resumeSecret })` takes it
+ * over later (from this process or another), and `job.id` is the job to receive there.
+ */
+export type DisconnectedFanOutResult<Target = unknown> =
+  | {
+      computerName: string;
+      /** The target reached (for a given Session, its `target`). */
+      target: Target;
+      /** The session's name, as the agent has it. */
+      sessionName: string;
+      /** The agent's id for the session. */
+      sessionId: string;
+      /** Proves the right to resume the session: keep it as private as a key. */
+      resumeSecret: string;
+      /** The agent's description of the session, as it stands once the job started and the session was left. */
+      sessionInfo: SessionInfo;
+      /** The started job's info as the agent gave it at the start. */
+      job: RemoteJobInfo;
+      error?: undefined;
+    }
+  | {
+      computerName: string;
+      target: Target;
+      /**
+       * Why this target has no session with the work in it: unreachable (ERR_CONNECT_FAILED or the
+       * transport's code), or the work was refused (the agent's code). A session opened for it was
+       * closed again.
+       */
+      error: RjobError;
+    };
 
 /** How one target fared in a synchronous fan-out. */
 export interface FanOutResult {
@@ -54,6 +111,12 @@ export interface FanOutInvocation extends AsyncIterable<RemoteRecord> {
 }
 
 export function invokeMany<Target>(
+  jobManager: JobManager | undefined,
+  targets: ReadonlyArray<Target | Session<Target>>,
+  work: WorkRequest,
+  options: InvokeManyDisconnectedOptions<Target>,
+): Promise<DisconnectedFanOutResult<Target>[]>;
+export function invokeMany<Target>(
   jobManager: JobManager,
   targets: ReadonlyArray<Target | Session<Target>>,
   work: WorkRequest,
@@ -69,8 +132,14 @@ export function invokeMany<Target>(
   jobManager: JobManager | undefined,
   targets: ReadonlyArray<Target | Session<Target>>,
   work: WorkRequest,
-  options: InvokeManyOptions<Target> = {},
-): Job | FanOutInvocation {
+  options: InvokeManyOptions<Target> | InvokeManyDisconnectedOptions<Target> = {},
+): Job | FanOutInvocation | Promise<DisconnectedFanOutResult<Target>[]> {
+  if (options.disconnected && (options.asJob || options.onRecord)) {
+    throw new RjobError(
+      ErrorCode.InvalidArgument,
+      'invokeMany: disconnected cannot be combined with asJob or onRecord.',
+    );
+  }
   const throttleLimit = Math.max(1, options.throttleLimit ?? DEFAULT_THROTTLE_LIMIT);
   const nameOf = (target: Target | Session<Target>): string =>
     target instanceof Session
@@ -84,6 +153,9 @@ export function invokeMany<Target>(
     );
   }
 
+  if (options.disconnected) {
+    return invokeDisconnected(targets, work, options, throttleLimit, nameOf);
+  }
   if (options.asJob) {
     if (!jobManager) throw toRjobError(new Error('asJob needs a jobManager.'), 'ERR_INVALID_ARGUMENT');
     const type = remoteJobType();
@@ -145,23 +217,101 @@ export function invokeMany<Target>(
     }
   };
 
-  const results: FanOutResult[] = new Array(targets.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < targets.length) {
-      const index = next++;
-      results[index] = await runOne(targets[index]!);
-    }
-  };
-  const all = Promise.all(Array.from({ length: Math.min(throttleLimit, targets.length) }, worker)).then(
-    () => {
-      stream.end();
-      return results;
-    },
-  );
+  const all = throttled(targets, throttleLimit, runOne).then((results) => {
+    stream.end();
+    return results;
+  });
   all.catch((error: unknown) => stream.fail(error));
   return {
     results: all,
     [Symbol.asyncIterator]: () => stream[Symbol.asyncIterator](),
   };
+}
+
+/** Runs `run` on every item, at most `limit` at once; the results are in item order. */
+async function throttled<Item, Result>(
+  items: ReadonlyArray<Item>,
+  limit: number,
+  run: (item: Item, index: number) => Promise<Result>,
+): Promise<Result[]> {
+  const results: Result[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await run(items[index]!, index);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+async function invokeDisconnected<Target>(
+  targets: ReadonlyArray<Target | Session<Target>>,
+  work: WorkRequest,
+  options: InvokeManyDisconnectedOptions<Target>,
+  throttleLimit: number,
+  nameOf: (target: Target | Session<Target>) => string,
+): Promise<DisconnectedFanOutResult<Target>[]> {
+  const runOne = async (
+    item: Target | Session<Target>,
+    index: number,
+  ): Promise<DisconnectedFanOutResult<Target>> => {
+    const given = item instanceof Session ? item : undefined;
+    const target = given ? given.target : (item as Target);
+    let computerName = given?.computerName ?? String(target);
+    let session: Session<Target> | undefined = given;
+    try {
+      computerName = nameOf(item);
+      if (given) {
+        // A request on a session that is not Opened waits for a reconnect that may never come.
+        if (given.state !== 'Opened') {
+          throw new RjobError(SessionErrorCode.SessionNotOpened, `Session ${given.name} is ${given.state}.`, {
+            details: { computerName },
+          });
+        }
+      } else {
+        const name = options.sessionName?.(target, index) ?? options.sessionOptions?.name;
+        try {
+          session = await openSession(options.transport!, target, {
+            ...options.sessionOptions,
+            computerName,
+            ...(name === undefined ? {} : { name }),
+          });
+        } catch (error) {
+          return { computerName, target, error: toRjobError(error, SessionErrorCode.ConnectFailed) };
+        }
+      }
+      const opened = session!;
+      try {
+        // Asked before the work starts: the session is left at once, and then it cannot be asked.
+        // It also brings the agent's own name for the session when none was given.
+        const sessionInfo = await opened.info();
+        const job = await opened.invoke(work, { disconnected: true }).result;
+        return {
+          computerName,
+          target,
+          sessionName: opened.name,
+          sessionId: opened.sessionId!,
+          resumeSecret: opened.resumeSecret!,
+          // As the agent now has it: nobody attached, the job counted.
+          sessionInfo: {
+            ...sessionInfo,
+            state: 'Disconnected',
+            availability: 'None',
+            runningJobs: sessionInfo.runningJobs + (isTerminal(job.state) ? 0 : 1),
+          },
+          job,
+        };
+      } catch (error) {
+        // A session opened here whose job could not start is of no use to anyone: end it. A given
+        // session is the caller's.
+        if (!given) await opened.close().catch(() => {});
+        throw error;
+      }
+    } catch (error) {
+      return { computerName, target, error: toRjobError(error, 'ERR_REMOTE') };
+    }
+  };
+  return throttled(targets, throttleLimit, runOne);
 }
