@@ -38,11 +38,20 @@ const quote = (word: string): string => `'${word.replace(/'/g, `'\\''`)}'`;
 
 /**
  * Runs `rjob ARGV > stdoutFile` on a pseudo-terminal (stdin and stderr are the terminal, stdout a
- * file) and types each step's answer only once its text has appeared, as a person would.
+ * file) and types each step's answer only once its text has appeared, as a person would. `after`
+ * is a shell command run on the same terminal once rjob has exited.
  */
-function onTerminal(s: Sandbox, argv: string[], stdoutFile: string, steps: Step[]): Promise<PtyResult> {
+function onTerminal(
+  s: Sandbox,
+  argv: string[],
+  stdoutFile: string,
+  steps: Step[],
+  after?: string,
+): Promise<PtyResult> {
   return new Promise((resolve, reject) => {
-    const command = `${[process.execPath, BIN, ...argv].map(quote).join(' ')} > ${quote(stdoutFile)}`;
+    const rjob = `${[process.execPath, BIN, ...argv].map(quote).join(' ')} > ${quote(stdoutFile)}`;
+    // `script` reports the exit status of the whole command: keep rjob's.
+    const command = after === undefined ? rjob : `${rjob}; code=$?; ${after}; exit $code`;
     const child = spawn('script', ['-qfec', command, '/dev/null'], { cwd: s.dir, env: s.env, stdio: 'pipe' });
     let screen = '';
     let from = 0;
@@ -159,3 +168,64 @@ describe.skipIf(skip !== undefined)('rjob asks on a terminal (sshd)', { timeout:
     expect((fixture!.logs().match(/Failed password/g) ?? []).length).toBe(failedBefore);
   });
 });
+
+describe.skipIf(skip !== undefined)(
+  'a question withdrawn when the server hangs up (sshd)',
+  { timeout: 120_000 },
+  () => {
+    let fixture: SshdFixture | undefined;
+    let home = '';
+
+    beforeAll(async () => {
+      // keyboard-interactive through PAM asks `Password:` and nobody answers: sshd hangs up after
+      // LoginGraceTime with the question still on the screen.
+      fixture = await startSshd({
+        keyboardInteractive: true,
+        address: '127.0.0.8',
+        extraConfig: ['LoginGraceTime 2'],
+      });
+      home = await mkdtemp(join(tmpdir(), 'rjob-cli-grace-home-'));
+      await mkdir(join(home, '.ssh'), { mode: 0o700 });
+      await writeFile(
+        join(home, '.ssh', 'config'),
+        `Host gracehost\n  HostName ${fixture.host}\n  Port ${fixture.port}\n  User ${fixture.user}\n` +
+          'Host *\n  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n',
+      );
+      await writeFile(join(home, '.ssh', 'known_hosts'), `${fixture.knownHostsLine}\n`);
+    });
+
+    afterAll(async () => {
+      await fixture?.stop();
+      await rm(home, { recursive: true, force: true });
+    });
+
+    it('the question line is ended, echo is back on, and the coded error has a line of its own', async () => {
+      await using s = await sandbox({ HOME: home, SSH_AUTH_SOCK: '' });
+      const stdoutFile = join(s.dir, 'stdout.txt');
+      const sttyFile = join(s.dir, 'stty.txt');
+      const prompt = `(${fixture!.user}@${fixture!.host}) Password: `;
+      const { code, screen } = await onTerminal(
+        s,
+        ['invoke', '-c', 'gracehost', '--', 'id -un'],
+        stdoutFile,
+        // Something typed but never sent: the answer is not complete when the server hangs up.
+        [{ expect: prompt, type: 'half-typ' }],
+        `stty -a > ${quote(sttyFile)}`,
+      );
+      expect(code, screen).toBe(ExitCode.Unreachable);
+      // Asked once, withdrawn: the prompt's line ends right there and the error follows on its own.
+      expect(screen.split(prompt)).toHaveLength(2);
+      expect(screen).toMatch(
+        new RegExp(
+          `${prompt.replace(/[.()]/g, '\\$&')}\nrjob: gracehost: .*while the keyboard-interactive question was open.* \\(ERR_SSH_CONNECT_FAILED\\)\n`,
+        ),
+      );
+      expect(screen).not.toContain('half-typ');
+      // The terminal has its echo and line editing back.
+      const stty = await readFile(sttyFile, 'utf8');
+      expect(stty).toMatch(/(^|\s)echo(\s|$)/);
+      expect(stty).toMatch(/(^|\s)icanon(\s|$)/);
+      expect(await readFile(stdoutFile, 'utf8')).toBe('');
+    });
+  },
+);

@@ -2,7 +2,9 @@
  * Asking on the terminal, as ssh does: an unknown host key, a key's passphrase, a password or a
  * keyboard-interactive answer. Only when stdin and stderr are both terminals; then the questions
  * go to the controlling terminal (/dev/tty, else stderr) and never to stdout, and secrets are read
- * with echo off. Anywhere else rjob asks nothing and behaves as before (refuses).
+ * with echo off. Anywhere else rjob asks nothing and behaves as before (refuses). A question whose
+ * connection fails meanwhile (its signal aborts) is withdrawn as ssh withdraws it: the line ends,
+ * the terminal gets its echo back, and the error that follows starts on a line of its own.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -74,9 +76,10 @@ function openTerminal(io: CliIo): Terminal | undefined {
 /**
  * Reads one line in raw mode: Enter ends it, Backspace and Ctrl-U edit it, Ctrl-D on an empty line
  * is end of input (undefined), Ctrl-C gives the terminal back and interrupts rjob as it would
- * anywhere else. With `echo` off nothing typed is shown.
+ * anywhere else. With `echo` off nothing typed is shown. When `signal` aborts, reading stops, the
+ * line is ended and the terminal given back at once (undefined).
  */
-function readLine(terminal: Terminal, echo: boolean): Promise<string | undefined> {
+function readLine(terminal: Terminal, echo: boolean, signal?: AbortSignal): Promise<string | undefined> {
   const { input } = terminal;
   return new Promise((resolve) => {
     let line = '';
@@ -84,9 +87,17 @@ function readLine(terminal: Terminal, echo: boolean): Promise<string | undefined
     const finish = (value: string | undefined): void => {
       input.off('data', onData);
       input.off('end', onEnd);
+      signal?.removeEventListener('abort', onAbort);
       resolve(value);
     };
     const onEnd = (): void => finish(undefined);
+    // Synchronously, in the abort itself: the caller prints its error right after, and the
+    // terminal must by then be back in its own mode with the cursor on a fresh line.
+    const onAbort = (): void => {
+      terminal.write('\n');
+      finish(undefined);
+      terminal.release();
+    };
     const onData = (chunk: string): void => {
       for (const ch of chunk) {
         if (inEscape) {
@@ -139,12 +150,22 @@ function readLine(terminal: Terminal, echo: boolean): Promise<string | undefined
     input.setEncoding('utf8');
     input.on('data', onData);
     input.once('end', onEnd);
+    signal?.addEventListener('abort', onAbort, { once: true });
     input.resume();
   });
 }
 
-/** Shows `prompt` and reads an answer on the terminal; undefined when there is none to ask on. */
-async function ask(io: CliIo, prompt: string, echo: boolean): Promise<string | undefined> {
+/**
+ * Shows `prompt` and reads an answer on the terminal; undefined when there is none to ask on, or
+ * when `signal` aborts (before or while asking).
+ */
+async function ask(
+  io: CliIo,
+  prompt: string,
+  echo: boolean,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
+  if (signal?.aborted) return undefined;
   const terminal = openTerminal(io);
   if (!terminal) return undefined;
   // A prompt reading stdin (`rjob enter`) must not take the keys meant for this question.
@@ -158,7 +179,7 @@ async function ask(io: CliIo, prompt: string, echo: boolean): Promise<string | u
     // Echo off before the prompt shows: nothing typed after it may appear on the screen.
     terminal.input.setRawMode(true);
     terminal.write(prompt);
-    return await readLine(terminal, echo);
+    return await readLine(terminal, echo, signal);
   } finally {
     process.off('exit', restore);
     terminal.release();
@@ -178,11 +199,11 @@ function fingerprintIn(question: string): string | undefined {
 export function terminalPrompter(io: CliIo): SshPrompter | undefined {
   if (!canPrompt(io)) return undefined;
   return {
-    async confirm(question) {
+    async confirm(question, options) {
       const fingerprint = fingerprintIn(question);
       let prompt = `${question.replace(/\(yes\/no\)\?$/, fingerprint ? '(yes/no/[fingerprint])?' : '(yes/no)?')} `;
       for (;;) {
-        const answer = await ask(io, prompt, true);
+        const answer = await ask(io, prompt, true, options?.signal);
         if (answer === undefined) return false;
         const word = answer.trim();
         if (/^yes$/i.test(word)) return true;
@@ -191,6 +212,6 @@ export function terminalPrompter(io: CliIo): SshPrompter | undefined {
         prompt = fingerprint ? "Please type 'yes', 'no' or the fingerprint: " : "Please type 'yes' or 'no': ";
       }
     },
-    ask: (request) => ask(io, request.prompt, request.echo),
+    ask: (request) => ask(io, request.prompt, request.echo, request.signal),
   };
 }

@@ -40,15 +40,28 @@ export interface SshPromptRequest {
   file?: string;
   /** 1 for the first question of its kind, 2 and 3 after wrong answers. */
   attempt: number;
+  /**
+   * Aborted when the connection fails while this question is open (the server hung up, the
+   * socket failed), with the connection's coded error as its `reason`. A prompter should then withdraw the question (stop reading, give the terminal back)
+   * and settle; whatever it settles with is ignored, and the connect attempt does not wait for it.
+   * `connectSsh` always sets it; optional so that prompters and their tests may build requests.
+   */
+  signal?: AbortSignal;
 }
 
 /**
  * Asks the user. Calls may come from several connections at once; `sshTransport` queues them so
- * that one question is open at a time, `connectSsh` alone does not.
+ * that one question is open at a time, `connectSsh` alone does not. Each call carries an
+ * `AbortSignal` that withdraws the question when its connection fails meanwhile; a prompter that
+ * ignores it still works, its late answer is dropped.
  */
 export interface SshPrompter {
-  /** An unknown host key under StrictHostKeyChecking `ask`: OpenSSH's question; true accepts. */
-  confirm?(question: string): Promise<boolean>;
+  /**
+   * An unknown host key under StrictHostKeyChecking `ask`: OpenSSH's question; true accepts.
+   * `options.signal` is as {@link SshPromptRequest.signal}: aborted when the connection fails while
+   * the question is open.
+   */
+  confirm?(question: string, options?: { signal?: AbortSignal }): Promise<boolean>;
   /**
    * A passphrase, password or keyboard-interactive answer. Resolve `undefined` (or an empty
    * passphrase) to give that method up; reject to give it up with the rejection as a note.
@@ -71,8 +84,12 @@ export interface SshIdentity {
  * unlocked once (a fan-out to twenty hosts with one encrypted key asks its passphrase once).
  */
 export interface SshAuthShared {
-  /** Runs `fn` when the previous question has been answered. */
-  serialize<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` when the previous question has been answered. Once `signal` aborts, the returned
+   * promise rejects with its reason at once, `fn` is never started if it had not been, and the
+   * next question goes ahead without waiting for `fn` to settle.
+   */
+  serialize<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T>;
   /** Decrypted keys by file (and contents); kept only for the transport's lifetime. */
   unlocked: Map<string, ParsedKey>;
 }
@@ -80,13 +97,44 @@ export interface SshAuthShared {
 export function createAuthShared(): SshAuthShared {
   let tail: Promise<unknown> = Promise.resolve();
   return {
-    serialize<T>(fn: () => Promise<T>): Promise<T> {
-      const run = tail.then(fn, fn);
+    serialize<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+      const start = (): Promise<T> => untilAborted(fn, signal);
+      const run = tail.then(start, start);
       tail = run.catch(() => {});
-      return run;
+      // A question waiting its turn is dropped at once; its place in the queue passes untouched.
+      return untilAborted(() => run, signal);
     },
     unlocked: new Map(),
   };
+}
+
+/**
+ * `fn()`, unless `signal` aborts first: then its reason, at once, and `fn` is not started if the
+ * signal had already aborted. A late outcome of `fn` is dropped (a rejection too, unreported).
+ */
+export function untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return fn();
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    let pending: Promise<T>;
+    try {
+      pending = Promise.resolve(fn());
+    } catch (error) {
+      pending = Promise.reject(error);
+    }
+    pending.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 export interface AuthPlanOptions {
@@ -99,8 +147,16 @@ export interface AuthPlanOptions {
   prompter?: SshPrompter;
   maxPromptTries?: number;
   shared?: SshAuthShared;
-  /** Wraps every question, so the handshake timeout does not run while the user types. */
-  asking<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Wraps every question, so the handshake timeout does not run while the user types; `kind` says
+   * which question is open, for the error if the connection fails meanwhile.
+   */
+  asking<T>(fn: () => Promise<T>, kind: SshPromptRequest['kind']): Promise<T>;
+  /**
+   * Aborted when the connection fails: open questions are withdrawn (the prompter gets the signal),
+   * queued ones dropped, and nothing more is sent on the connection.
+   */
+  signal?: AbortSignal;
 }
 
 export interface AuthPlan {
@@ -185,11 +241,13 @@ async function publicKeyOf(identity: SshIdentity): Promise<ParsedKey | undefined
 class UnlockOnSignAgent extends BaseAgent {
   readonly #publicKey: ParsedKey;
   readonly #unlock: () => Promise<ParsedKey | undefined>;
+  readonly #signal: AbortSignal | undefined;
 
-  constructor(publicKey: ParsedKey, unlock: () => Promise<ParsedKey | undefined>) {
+  constructor(publicKey: ParsedKey, unlock: () => Promise<ParsedKey | undefined>, signal?: AbortSignal) {
     super();
     this.#publicKey = publicKey;
     this.#unlock = unlock;
+    this.#signal = signal;
   }
 
   getIdentities(cb: (error: Error | null, keys?: ParsedKey[]) => void): void {
@@ -206,19 +264,24 @@ class UnlockOnSignAgent extends BaseAgent {
     const hash = typeof options === 'function' ? undefined : options?.hash;
     this.#unlock().then(
       (key) => {
+        // The connection is gone: nothing to sign for.
+        if (this.#signal?.aborted) return;
         if (!key) return done(Object.assign(new Error('identity not unlocked'), { quiet: true }));
         const signature = key.sign(data, hash) as Buffer | Error;
         if (signature instanceof Error) done(signature);
         else done(null, signature);
       },
-      (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),
+      (error: unknown) => {
+        if (this.#signal?.aborted) return;
+        done(error instanceof Error ? error : new Error(String(error)));
+      },
     );
   }
 }
 
 /** Builds the method sequence for one connection attempt. */
 export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
-  const { username, host, port, prompter } = options;
+  const { username, host, port, prompter, signal } = options;
   const maxTries = options.maxPromptTries ?? DEFAULT_MAX_PROMPT_TRIES;
   const ask = prompter?.ask?.bind(prompter);
   const stages: Stage[] = [{ kind: 'none' }];
@@ -237,15 +300,24 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
     if (!notes.includes(message)) notes.push(message);
   };
   const who = `${username}@${host}`;
-  const base = { user: username, host, port };
+  const base = { user: username, host, port, ...(signal ? { signal } : {}) };
+  const aborted = (): boolean => signal?.aborted === true;
 
-  /** Asks through the queue and with the handshake timer paused; a thrown prompt becomes a note. */
+  /**
+   * Asks through the queue and with the handshake timer paused; a thrown prompt becomes a note.
+   * Once the connection has failed it throws the signal's reason instead: nothing more is tried.
+   */
   const question = async (request: SshPromptRequest): Promise<string | undefined> => {
     if (!ask) return undefined;
-    const run = () => options.asking(() => ask(request));
+    const run = () => options.asking(() => untilAborted(() => ask(request), signal), request.kind);
     try {
-      return await (options.shared ? options.shared.serialize(run) : run());
+      // Also around the queue: a custom `serialize` may not know about the signal.
+      return await untilAborted(
+        () => (options.shared ? options.shared.serialize(run, signal) : run()),
+        signal,
+      );
     } catch (error) {
+      if (aborted()) throw error;
       note(`${request.kind} prompt failed: ${error instanceof Error ? error.message : String(error)}`);
       return undefined;
     }
@@ -267,9 +339,15 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
           tries === 1
             ? `Enter passphrase for key '${label}': `
             : `Bad passphrase, try again for key '${label}': `;
-        const answer = await options.asking(() =>
-          ask!({ ...base, kind: 'passphrase', prompt, echo: false, attempt: tries, file: identity.file }),
-        );
+        const request: SshPromptRequest = {
+          ...base,
+          kind: 'passphrase',
+          prompt,
+          echo: false,
+          attempt: tries,
+        };
+        if (identity.file !== undefined) request.file = identity.file;
+        const answer = await options.asking(() => untilAborted(() => ask!(request), signal), 'passphrase');
         if (answer === undefined || answer === '') {
           note(`no passphrase given for key ${label}`);
           return undefined;
@@ -284,8 +362,12 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
       return undefined;
     };
     try {
-      return await (options.shared ? options.shared.serialize(attempt) : attempt());
+      return await untilAborted(
+        () => (options.shared ? options.shared.serialize(attempt, signal) : attempt()),
+        signal,
+      );
     } catch (error) {
+      if (aborted()) throw error;
       note(`passphrase prompt failed: ${error instanceof Error ? error.message : String(error)}`);
       return undefined;
     }
@@ -316,7 +398,7 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
       return {
         type: 'agent',
         username,
-        agent: new UnlockOnSignAgent(publicKey, () => unlock(identity, label)),
+        agent: new UnlockOnSignAgent(publicKey, () => unlock(identity, label), signal),
       };
     }
     const key = await unlock(identity, label);
@@ -331,6 +413,8 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
     finish,
   ) => {
     void (async () => {
+      // Nothing is answered on a connection that failed while asking.
+      if (aborted()) return;
       const answers: string[] = [];
       for (const [index, p] of prompts.entries()) {
         const lines: string[] = [];
@@ -356,7 +440,9 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
       }
       // A round cannot be cancelled: a given-up round answers empty, and is not asked again.
       finish(answers.length === prompts.length ? answers : prompts.map(() => ''));
-    })();
+    })().catch(() => {
+      // Only the signal's reason gets here: the connection is gone and reports its own error.
+    });
   };
 
   const next = async (methodsLeft: string[] | null): Promise<AnyAuthMethod | false> => {
@@ -426,10 +512,17 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
   const handler: AuthHandlerMiddleware = (methodsLeft, _partialSuccess, callback) => {
     started = true;
     const done = callback as (method: AnyAuthMethod | false) => void;
-    next(methodsLeft as string[] | null).then(done, (error: unknown) => {
-      note(`authentication failed: ${error instanceof Error ? error.message : String(error)}`);
-      done(false);
-    });
+    next(methodsLeft as string[] | null).then(
+      (method) => {
+        if (!aborted()) done(method);
+      },
+      (error: unknown) => {
+        // The connection failed while a question was open: nothing more goes to the server.
+        if (aborted()) return;
+        note(`authentication failed: ${error instanceof Error ? error.message : String(error)}`);
+        done(false);
+      },
+    );
   };
 
   return {

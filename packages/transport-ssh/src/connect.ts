@@ -1,12 +1,14 @@
 import type { Duplex } from 'node:stream';
 import { Client, type ConnectConfig } from 'ssh2';
-import type { RjobError } from '@rjob/core';
+import { RjobError } from '@rjob/core';
 import {
   createAuthPlan,
   DEFAULT_MAX_PROMPT_TRIES,
   type SshAuthShared,
   type SshIdentity,
   type SshPrompter,
+  type SshPromptRequest,
+  untilAborted,
 } from './auth.js';
 import { toSshConnectError } from './errors.js';
 import { type CheckHostKeyOptions, checkHostKey, type HostKeyDecision } from './known-hosts.js';
@@ -28,7 +30,8 @@ export interface ConnectSshOptions
   /**
    * Asks for passphrases, passwords and keyboard-interactive answers (and, without `confirm`,
    * about an unknown host key). Without one, an encrypted key is skipped and password and
-   * keyboard-interactive are never tried.
+   * keyboard-interactive are never tried. When the connection fails while a question is open, the
+   * question's signal is aborted and the attempt rejects at once, answered or not.
    */
   prompter?: SshPrompter;
   /** Answers each secret gets before its method is given up. Default 3 (NumberOfPasswordPrompts). */
@@ -56,6 +59,8 @@ export interface SshConnection {
  * Opens an authenticated ssh2 connection whose host key has passed {@link checkHostKey}. ssh2
  * itself accepts any host key unless given a verifier; this always installs one. Rejects with a
  * coded RjobError: host-key refusal, refused connection, DNS, timeout or authentication failure.
+ * A failure while a question is open withdraws it (its `signal` aborts, with the error as reason),
+ * drops this connection's questions still queued in `authShared`, and names it in the error.
  */
 export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
   const port = options.port ?? 22;
@@ -67,6 +72,11 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
     let questionsOpen = 0;
+    /** The kinds of the questions open now, for the error if the connection fails meanwhile. */
+    const openKinds: string[] = [];
+    /** Aborted (with the coded error) when the attempt fails: withdraws and drops its questions. */
+    const withdraw = new AbortController();
+    const { signal } = withdraw;
     const stopTimer = (): void => {
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
@@ -79,14 +89,22 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
         client.destroy();
       }, timeoutMs);
     };
-    /** The timeout stands still while a question waits for the user, and starts afresh after. */
-    const asking = async <T>(fn: () => Promise<T>): Promise<T> => {
+    /**
+     * The timeout stands still while a question waits for the user, and starts afresh after.
+     * `kind`, when given, is the question now shown to the user (not one waiting its turn).
+     */
+    const asking = async <T>(
+      fn: () => Promise<T>,
+      kind?: SshPromptRequest['kind'] | 'host key',
+    ): Promise<T> => {
       questionsOpen++;
+      if (kind !== undefined) openKinds.push(kind);
       stopTimer();
       try {
         return await fn();
       } finally {
         questionsOpen--;
+        if (kind !== undefined) openKinds.splice(openKinds.indexOf(kind), 1);
         startTimer();
       }
     };
@@ -105,6 +123,7 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
       identities,
       maxPromptTries: options.maxPromptTries ?? DEFAULT_MAX_PROMPT_TRIES,
       asking,
+      signal,
       ...(options.agent ? { agent: options.agent } : {}),
       ...(options.prompter ? { prompter: options.prompter } : {}),
       ...(options.authShared ? { shared: options.authShared } : {}),
@@ -131,9 +150,14 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
       if (coded === undefined && auth.started() && typeof e.code === 'number') {
         coded = auth.failure(error, String(e.message));
       }
-      reject(coded ?? toSshConnectError(error, { host: options.host, port }));
+      coded ??= withOpenQuestion(toSshConnectError(error, { host: options.host, port }), openKinds[0]);
+      // Before rejecting: a terminal prompter ends its line before the error is printed.
+      withdraw.abort(coded);
+      reject(coded);
     };
-    const confirm = options.confirm ?? options.prompter?.confirm?.bind(options.prompter);
+    // Takes `{ signal }` even when the caller's `confirm` (CheckHostKeyOptions) does not declare it.
+    const confirm: SshPrompter['confirm'] =
+      options.confirm ?? options.prompter?.confirm?.bind(options.prompter);
     const config: ConnectConfig = {
       host: options.host,
       port,
@@ -154,15 +178,26 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
         if (options.hashKnownHosts !== undefined) check.hashKnownHosts = options.hashKnownHosts;
         if (confirm !== undefined) {
           const shared = options.authShared;
+          const open = (question: string) =>
+            asking(() => untilAborted(() => confirm(question, { signal }), signal), 'host key');
+          // The timer stands still while the question waits its turn too (as it always has here).
           check.confirm = (question) =>
-            asking(() => (shared ? shared.serialize(() => confirm(question)) : confirm(question)));
+            asking(() =>
+              untilAborted(
+                () => (shared ? shared.serialize(() => open(question), signal) : open(question)),
+                signal,
+              ),
+            );
         }
         checkHostKey(check).then(
           (d) => {
+            if (signal.aborted) return;
             decision = d;
             verify(true);
           },
           (error: unknown) => {
+            // The connection failed while its host key was asked about: it reports its own error.
+            if (signal.aborted) return;
             hostKeyError = toSshConnectError(error, { host: options.host, port });
             verify(false);
           },
@@ -187,6 +222,19 @@ export function connectSsh(options: ConnectSshOptions): Promise<SshConnection> {
     client.once('close', () => fail(new Error('connection closed during handshake')));
     startTimer();
     client.connect(config);
+  });
+}
+
+/**
+ * The error of a connection that failed while a question was open, saying so: the user saw the
+ * question and should learn why it went away. Same code, same details plus `withdrawnQuestion`.
+ */
+function withOpenQuestion(error: RjobError, kind: string | undefined): RjobError {
+  if (kind === undefined) return error;
+  return new RjobError(error.code, `${error.message} (while the ${kind} question was open)`, {
+    cause: error.cause,
+    details: { ...error.details, withdrawnQuestion: kind },
+    ...(error.timedOut !== undefined ? { timedOut: error.timedOut } : {}),
   });
 }
 
