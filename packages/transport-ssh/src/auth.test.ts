@@ -235,6 +235,25 @@ describe.skipIf(skip !== undefined)(
       expect(await whoami({ ...base(), connectTimeoutMs: 4_000, prompter: slow })).toBe(PASSWORD_USER);
     });
 
+    it('the connect timeout also stands still while a question waits for another host’s answer', async () => {
+      // Two connections share the queue (a fan-out): the first question takes the user longer than
+      // the connect timeout; the second connection's question waits its turn meanwhile.
+      let asked = 0;
+      const prompter: SshPrompter = {
+        ask: () =>
+          ++asked === 1
+            ? new Promise((resolve) => setTimeout(() => resolve(password), 5_000))
+            : Promise.resolve(password),
+      };
+      const authShared = createAuthShared();
+      const both = await Promise.all([
+        whoami({ ...base(), connectTimeoutMs: 4_000, prompter, authShared }),
+        whoami({ ...base(), connectTimeoutMs: 4_000, prompter, authShared }),
+      ]);
+      expect(both).toEqual([PASSWORD_USER, PASSWORD_USER]);
+      expect(asked).toBe(2);
+    });
+
     it('never sends a password without a prompter: a coded refusal, nothing tried on the server', async () => {
       const error = await failure(base());
       expect(error.code).toBe(SshErrorCode.AuthFailed);

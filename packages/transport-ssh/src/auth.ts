@@ -148,10 +148,11 @@ export interface AuthPlanOptions {
   maxPromptTries?: number;
   shared?: SshAuthShared;
   /**
-   * Wraps every question, so the handshake timeout does not run while the user types; `kind` says
-   * which question is open, for the error if the connection fails meanwhile.
+   * Wraps every question, and the wait for its turn in the shared queue, so the handshake timeout
+   * does not run while the user types or answers another host; `kind` (given once the question is
+   * shown) says which question is open, for the error if the connection fails meanwhile.
    */
-  asking<T>(fn: () => Promise<T>, kind: SshPromptRequest['kind']): Promise<T>;
+  asking<T>(fn: () => Promise<T>, kind?: SshPromptRequest['kind']): Promise<T>;
   /**
    * Aborted when the connection fails: open questions are withdrawn (the prompter gets the signal),
    * queued ones dropped, and nothing more is sent on the connection.
@@ -304,6 +305,15 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
   const aborted = (): boolean => signal?.aborted === true;
 
   /**
+   * Runs `fn` when the shared queue gets to it. The handshake timer stands still while this
+   * connection waits its turn (another host's question may take the user a while), as it does
+   * for the host-key question; a server that gives up meanwhile fails the connection, and the
+   * signal drops the queued question.
+   */
+  const inTurn = <T>(fn: () => Promise<T>): Promise<T> =>
+    options.shared ? options.asking(() => options.shared!.serialize(fn, signal)) : fn();
+
+  /**
    * Asks through the queue and with the handshake timer paused; a thrown prompt becomes a note.
    * Once the connection has failed it throws the signal's reason instead: nothing more is tried.
    */
@@ -312,10 +322,7 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
     const run = () => options.asking(() => untilAborted(() => ask(request), signal), request.kind);
     try {
       // Also around the queue: a custom `serialize` may not know about the signal.
-      return await untilAborted(
-        () => (options.shared ? options.shared.serialize(run, signal) : run()),
-        signal,
-      );
+      return await untilAborted(() => inTurn(run), signal);
     } catch (error) {
       if (aborted()) throw error;
       note(`${request.kind} prompt failed: ${error instanceof Error ? error.message : String(error)}`);
@@ -362,10 +369,7 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
       return undefined;
     };
     try {
-      return await untilAborted(
-        () => (options.shared ? options.shared.serialize(attempt, signal) : attempt()),
-        signal,
-      );
+      return await untilAborted(() => inTurn(attempt), signal);
     } catch (error) {
       if (aborted()) throw error;
       note(`passphrase prompt failed: ${error instanceof Error ? error.message : String(error)}`);
