@@ -15,7 +15,13 @@ import {
   type TransportChannel,
 } from '@rjob/core';
 import type { ClientChannel } from 'ssh2';
-import { createAuthShared, type SshAuthShared, type SshIdentity, type SshPrompter } from './auth.js';
+import {
+  createAuthShared,
+  type SshAuthShared,
+  type SshIdentity,
+  type SshPrompter,
+  untilAborted,
+} from './auth.js';
 import { type ConnectSshOptions, connectSsh, type SshConnection } from './connect.js';
 import { deployAgent, shellQuote, withAgentDeploy } from './deploy.js';
 import { SshErrorCode, toSshConnectError } from './errors.js';
@@ -189,16 +195,18 @@ export function sshTransport(options: SshTransportOptions = {}): Transport<SshTr
         typeof options.agentSocket === 'function' ? options.agentSocket(host) : options.agentSocket;
       let stream: ClientChannel;
       try {
-        const { client } = await abortable(entry.ready, signal);
+        const { client } = await untilAborted(() => entry.ready, signal);
         const direct =
           socketPath === undefined
             ? undefined
-            : await abortable(openSocketChannel(client, socketPath), signal).catch((error: unknown) => {
-                if (signal?.aborted) throw error;
-                // No daemon listening there (or no forwarding): the agent command starts one.
-                return undefined;
-              });
-        stream = direct ?? (await abortable(exec(client, command, host), signal));
+            : await untilAborted(() => openSocketChannel(client, socketPath), signal).catch(
+                (error: unknown) => {
+                  if (signal?.aborted) throw error;
+                  // No daemon listening there (or no forwarding): the agent command starts one.
+                  return undefined;
+                },
+              );
+        stream = direct ?? (await untilAborted(() => exec(client, command, host), signal));
       } catch (error) {
         release(entry);
         throw error;
@@ -241,25 +249,6 @@ export function sshTransport(options: SshTransportOptions = {}): Transport<SshTr
 
 function defaultDeployedAgentCommand(file: string): string {
   return `node ${shellQuote(file)} --stdio`;
-}
-
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 /** Opens a verified connection to a resolved host with the transport's options (also used by plain exec). */
