@@ -17,7 +17,6 @@ import {
   corruptSegment,
   decodeRecord,
   encodeEntry,
-  entryPayload,
   HEADER_BYTES,
   isCompactPayload,
   MAX_ENTRY_PAYLOAD_BYTES,
@@ -839,7 +838,9 @@ export class RecordSpool {
     this.#bytes += sizeBytes;
     this.#pendingBytes += sizeBytes;
     this.#remember(record, entry, seq);
-    this.#envelope = { jobId: record.jobId, location: record.location };
+    if (record.jobId !== this.#envelope.jobId || record.location !== this.#envelope.location) {
+      this.#envelope = { jobId: record.jobId, location: record.location };
+    }
     this.#fireChange();
     this.#updateWritable();
     return seq;
@@ -982,8 +983,9 @@ export class RecordSpool {
   }
 
   #remember(record: JobRecord, entry: Buffer, seq: number): void {
-    const payload = entryPayload(entry);
-    const cacheable = isCompactPayload(payload) && payload.length <= TAIL_CACHE_BYTES;
+    // Read in place: a view of the payload per record would only feed the garbage collector.
+    const payloadBytes = entry.length - HEADER_BYTES;
+    const cacheable = payloadBytes <= TAIL_CACHE_BYTES && isCompactPayload(entry, HEADER_BYTES);
     if (!cacheable || seq !== this.#tailFirstSeq + this.#tail.length - this.#tailHead) {
       // Something else, or the run was broken: a new run starts with this record or after it.
       this.#tail = [];
@@ -1004,8 +1006,8 @@ export class RecordSpool {
       location: record.location,
     });
     this.#tailEntries.push(entry);
-    this.#tailSizes.push(payload.length);
-    this.#tailBytes += payload.length;
+    this.#tailSizes.push(payloadBytes);
+    this.#tailBytes += payloadBytes;
     while (this.#tailBytes > TAIL_CACHE_BYTES) this.#dropTailHead();
   }
 
@@ -1398,17 +1400,23 @@ export class RecordSpool {
 /** Joins views that lie back to back in one buffer (entries of one appendMany) into one view. */
 function coalesce(buffers: Buffer[]): Buffer[] {
   const out: Buffer[] = [];
-  let run = buffers[0]!;
+  // The run so far: `first` and the length it has grown to (a view is made once, at its end).
+  let first = buffers[0]!;
+  let length = first.length;
+  const close = (): void => {
+    out.push(length === first.length ? first : Buffer.from(first.buffer, first.byteOffset, length));
+  };
   for (let i = 1; i < buffers.length; i++) {
     const next = buffers[i]!;
-    if (next.buffer === run.buffer && run.byteOffset + run.length === next.byteOffset) {
-      run = Buffer.from(run.buffer, run.byteOffset, run.length + next.length);
+    if (next.buffer === first.buffer && first.byteOffset + length === next.byteOffset) {
+      length += next.length;
     } else {
-      out.push(run);
-      run = next;
+      close();
+      first = next;
+      length = next.length;
     }
   }
-  out.push(run);
+  close();
   return out;
 }
 

@@ -51,11 +51,6 @@ export function encodeEntry(record: JobRecord): Buffer {
   return encodeUnstampedEntry(record);
 }
 
-/** The payload part of an entry from {@link encodeEntry}. */
-export function entryPayload(entry: Buffer): Buffer {
-  return entry.subarray(HEADER_BYTES);
-}
-
 /**
  * Fills an entry's header for sequence number `seq`: the same bytes as {@link encodeHeader}, with
  * one CRC pass, because the seq field sits right before the payload.

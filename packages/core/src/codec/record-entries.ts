@@ -222,11 +222,12 @@ export function isTextPayload(payload: Uint8Array): boolean {
 }
 
 /**
- * True for a payload in a compact form (text or bytes): it decodes to exactly the record that was
- * encoded, so a reader may be handed that record instead of a decoded copy.
+ * True for a payload (starting at `at`, e.g. behind an entry's header) in a compact form (text or
+ * bytes): it decodes to exactly the record that was encoded, so a reader may be handed that record
+ * instead of a decoded copy.
  */
-export function isCompactPayload(payload: Uint8Array): boolean {
-  return payload[0] === TEXT_RECORD || payload[0] === BYTES_RECORD;
+export function isCompactPayload(payload: Uint8Array, at = 0): boolean {
+  return payload[at] === TEXT_RECORD || payload[at] === BYTES_RECORD;
 }
 
 /**
