@@ -121,6 +121,18 @@ describe('record entries: round trip', () => {
     expect(entry.equals(encodeRecordEntries([records[1]!], 10))).toBe(true);
   });
 
+  it('records whose stream and location change from one to the next keep their own', () => {
+    const places = ['web-1', 'wéb-2 ✓', '', 'web-1', 'l'.repeat(100), 'web-1'];
+    const streams: StreamName[] = ['output', 'error', 'output', 'warning', 'verbose', 'output'];
+    const records = places.map((location, i) => ({
+      ...record(i + 1, i % 2 ? Buffer.from(`b${i}`) : `t${i}`, streams[i]),
+      location,
+    }));
+    expect(decodeRecordEntries(encodeRecordEntries(records, 1))).toEqual(records);
+    for (const each of records)
+      expect(decodeRecordPayload(encodeRecordPayload(each), each.seq)).toEqual(each);
+  });
+
   it('a decoded Buffer is a copy: changing the entry bytes afterwards does not change it', () => {
     const bytes = encodeRecordEntries(numbered([Buffer.from('abc')]), 1);
     const [back] = decodeRecordEntries(bytes);

@@ -49,14 +49,42 @@ function isWellFormed(text: string): boolean {
   return (text as string & { isWellFormed(): boolean }).isWellFormed();
 }
 
+/** A record's stream and location as the compact forms store them. */
+interface Prefix {
+  stream: string;
+  location: string;
+  /** Stream (latin1) then location (UTF-8). */
+  bytes: Buffer;
+  streamBytes: number;
+  /** Both fit the fixed header's length fields, and the location round-trips through UTF-8. */
+  fits: boolean;
+}
+
+/**
+ * The last prefix encoded. Records come in runs from one job, so stream and location repeat from
+ * one record to the next: they are checked and encoded once a run, not once a record.
+ */
+let lastPrefix: Prefix | undefined;
+
+function prefixOf(record: JobRecord): Prefix {
+  const last = lastPrefix;
+  if (last !== undefined && last.stream === record.stream && last.location === record.location) return last;
+  const stream = Buffer.from(record.stream, 'latin1');
+  const fits =
+    record.stream.length <= 0xff && record.location.length <= 0x3fff && isWellFormed(record.location);
+  lastPrefix = {
+    stream: record.stream,
+    location: record.location,
+    bytes: Buffer.concat([stream, Buffer.from(record.location, 'utf8')]),
+    streamBytes: stream.length,
+    fits,
+  };
+  return lastPrefix;
+}
+
 /** Stream and location fit the compact forms' fixed header. */
 function compactHeader(record: JobRecord): boolean {
-  return (
-    !record.reason &&
-    record.stream.length <= 0xff &&
-    record.location.length <= 0x3fff &&
-    isWellFormed(record.location)
-  );
+  return !record.reason && prefixOf(record).fits;
 }
 
 /** The compact form (text or bytes) `record` takes, or undefined for the v8 form. */
@@ -82,10 +110,16 @@ function writeCompact(
   out[at] = form;
   out[at + 1] = 0;
   at += TEXT_FIXED_BYTES;
-  const streamBytes = out.write(record.stream, at, 'latin1');
-  at += streamBytes;
-  const locationBytes = out.write(record.location, at, 'utf8');
-  at += locationBytes;
+  const prefix = prefixOf(record);
+  const streamBytes = prefix.streamBytes;
+  const locationBytes = prefix.bytes.length - streamBytes;
+  if (prefix.bytes.length <= 64) {
+    // A short copy is cheaper in place than through a native call.
+    for (let k = 0; k < prefix.bytes.length; k++) out[at + k] = prefix.bytes[k]!;
+  } else {
+    prefix.bytes.copy(out, at);
+  }
+  at += prefix.bytes.length;
   at +=
     form === TEXT_RECORD
       ? out.write(record.data as string, at, 'utf8')
