@@ -122,8 +122,19 @@ describe('record entries: round trip', () => {
   });
 
   it('records whose stream and location change from one to the next keep their own', () => {
-    const places = ['web-1', 'wéb-2 ✓', '', 'web-1', 'l'.repeat(100), 'web-1'];
-    const streams: StreamName[] = ['output', 'error', 'output', 'warning', 'verbose', 'output'];
+    // Same lengths with other bytes, and the same bytes split otherwise between stream and location.
+    const places = ['web-1', 'web-2', 'wéb-2 ✓', '', 'web-1', 'l'.repeat(300), 'web-1', 'web-12', 'web-12'];
+    const streams: StreamName[] = [
+      'output',
+      'output',
+      'error',
+      'output',
+      'warning',
+      'verbose',
+      'output',
+      'error',
+      'debug',
+    ];
     const records = places.map((location, i) => ({
       ...record(i + 1, i % 2 ? Buffer.from(`b${i}`) : `t${i}`, streams[i]),
       location,

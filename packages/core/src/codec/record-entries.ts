@@ -264,6 +264,42 @@ export function isCompactPayload(payload: Uint8Array, at = 0): boolean {
   return payload[at] === TEXT_RECORD || payload[at] === BYTES_RECORD;
 }
 
+/** The last stream and location decoded, with the bytes they came from (a copy). */
+let lastDecoded: { bytes: Buffer; streamBytes: number; stream: string; location: string } | undefined;
+
+/**
+ * Stream and location of a compact payload. A run of records repeats them, so when the bytes are
+ * those of the record before, its strings are reused instead of decoded again.
+ */
+function decodedPrefix(
+  bytes: Buffer,
+  streamAt: number,
+  locationAt: number,
+  dataAt: number,
+): { stream: string; location: string } {
+  const length = dataAt - streamAt;
+  const last = lastDecoded;
+  if (last !== undefined && last.bytes.length === length && last.streamBytes === locationAt - streamAt) {
+    let same = true;
+    for (let k = 0; k < length; k++) {
+      if (last.bytes[k] !== bytes[streamAt + k]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return last;
+  }
+  const decoded = {
+    bytes: Buffer.from(bytes.subarray(streamAt, dataAt)),
+    streamBytes: locationAt - streamAt,
+    stream: bytes.toString('latin1', streamAt, locationAt),
+    location: bytes.toString('utf8', locationAt, dataAt),
+  };
+  // Long locations are rare; comparing them byte by byte would cost more than decoding.
+  if (length <= 256) lastDecoded = decoded;
+  return decoded;
+}
+
 /**
  * Decodes one payload. The payload may be a view of a reused buffer: the text form copies what it
  * keeps (strings); the v8 form is decoded from a copy, as a decoded typed array would alias it.
@@ -278,14 +314,15 @@ export function decodeRecordPayload(payload: Uint8Array, seq: number): JobRecord
     const locationAt = streamAt + bytes[2]!;
     const dataAt = locationAt + bytes.readUInt16LE(3);
     if (dataAt > bytes.length) throw new RangeError('record shorter than its header');
+    const prefix = decodedPrefix(bytes, streamAt, locationAt, dataAt);
     return {
-      stream: bytes.toString('latin1', streamAt, locationAt) as StreamName,
+      stream: prefix.stream as StreamName,
       // The bytes form is copied out: `payload` may be a view of a buffer that is reused.
       data: bytes[0] === TEXT_RECORD ? bytes.toString('utf8', dataAt) : Buffer.from(bytes.subarray(dataAt)),
       seq,
       timeMs: bytes.readDoubleLE(5),
       jobId: bytes.readDoubleLE(13),
-      location: bytes.toString('utf8', locationAt, dataAt),
+      location: prefix.location,
     };
   }
   const stored = decodeValue<StoredRecord>(Buffer.from(bytes));
