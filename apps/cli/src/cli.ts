@@ -2,7 +2,6 @@
  * The `rjob` command line: picks the verb and runs it. Each verb is a plain exported async function
  * `(argv, io) => exit code`, loaded lazily so `rjob get` does not load the SSH stack.
  */
-import { describeError } from './errors.js';
 import { helpFor } from './help.js';
 import { type CliIo, ExitCode } from './io.js';
 
@@ -65,6 +64,8 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
     }
     return await (await load())(rest, io);
   } catch (error) {
+    // Loaded when needed: it brings in the core library, which `agent --stdio` does without.
+    const { describeError } = await import('./errors.js');
     const { exitCode, line } = describeError(error);
     io.stderr.write(`rjob: ${line}\n`);
     if (io.env.RJOB_DEBUG && error instanceof Error && error.stack) io.stderr.write(`${error.stack}\n`);

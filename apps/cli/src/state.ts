@@ -5,7 +5,8 @@
  */
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { defaultSocketPath, ensureStateDir, resolveStateDir } from '@rjob/agent';
+// The agent's light entry: `rjob agent --stdio` loads this file and must stay quick to start.
+import { defaultSocketPath, ensureStateDir, resolveStateDir } from '@rjob/agent/cli';
 import type { CliIo } from './io.js';
 
 export interface StoredCredentials {

@@ -10,10 +10,12 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { bridgeStdioToDaemon, serveStdio } from './doors/stdio-door.js';
-import { defaultSocketPath, listenUnix } from './doors/unix-door.js';
-import { AgentServer } from './server/agent-server.js';
-import { ensureStateDir, resolveStateDir } from './state-dir.js';
+import { bridgeStdioToDaemon } from './doors/stdio-bridge.js';
+import { defaultSocketPath, ensureStateDir, resolveStateDir } from './state-dir.js';
+
+// Only the bridge's modules are loaded up front: `--stdio`, which sshd runs for every session, does
+// not pay for loading the server. The daemon and `--no-daemon` import it when they start.
+export { defaultSocketPath, ensureStateDir, resolveStateDir };
 
 export interface MainOptions {
   /**
@@ -91,6 +93,10 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
       case 'daemon':
         return await runDaemon(stateDir, socketPath, stderr);
       case 'serve-stdio': {
+        const [{ AgentServer }, { serveStdio }] = await Promise.all([
+          import('./server/agent-server.js'),
+          import('./doors/stdio-door.js'),
+        ]);
         keepRunningOnStrayErrors(stderr);
         // Its sessions end with this process: nothing to keep for a later agent.
         const server = new AgentServer({ stateDir, persist: false });
@@ -118,6 +124,10 @@ async function runDaemon(
   socketPath: string,
   stderr: NodeJS.WritableStream,
 ): Promise<number> {
+  const [{ AgentServer }, { listenUnix }] = await Promise.all([
+    import('./server/agent-server.js'),
+    import('./doors/unix-door.js'),
+  ]);
   keepRunningOnStrayErrors(stderr);
   const server = new AgentServer({ stateDir });
   let door: Awaited<ReturnType<typeof listenUnix>>;

@@ -1,8 +1,8 @@
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
-import { RjobError } from '@rjob/core';
-import { AgentErrorCode } from './errors.js';
+
+// Only Node's own modules here: the `--stdio` bridge (cli-main.ts) loads this and little else.
 
 /**
  * Where the agent keeps its state (sessions, job tables, spools): `$RJOB_STATE_DIR`, else
@@ -26,18 +26,33 @@ export async function ensureStateDir(dir: string = resolveStateDir()): Promise<s
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const info = await stat(dir);
   if (!info.isDirectory()) {
-    throw new RjobError(AgentErrorCode.StateDirInsecure, `The state directory ${dir} is not a directory.`, {
-      details: { dir },
-    });
+    throw await insecure(`The state directory ${dir} is not a directory.`, { dir });
   }
   if (typeof process.getuid === 'function' && info.uid !== process.getuid()) {
-    throw new RjobError(
-      AgentErrorCode.StateDirInsecure,
-      `The state directory ${dir} belongs to another user (uid ${info.uid}).`,
-      { details: { dir, uid: info.uid } },
-    );
+    throw await insecure(`The state directory ${dir} belongs to another user (uid ${info.uid}).`, {
+      dir,
+      uid: info.uid,
+    });
   }
   // mkdir's mode is filtered by the umask and does not apply to a directory that already existed.
   if ((info.mode & 0o777) !== 0o700) await chmod(dir, 0o700);
   return dir;
+}
+
+/**
+ * `$XDG_RUNTIME_DIR/rjob/agent.sock` when the session has a runtime directory (tmpfs, private to
+ * the user, cleaned at logout), else `<stateDir>/agent.sock`.
+ */
+export function defaultSocketPath(stateDir: string, env: NodeJS.ProcessEnv = process.env): string {
+  const runtime = env.XDG_RUNTIME_DIR;
+  return runtime ? join(runtime, 'rjob', 'agent.sock') : join(stateDir, 'agent.sock');
+}
+
+/** ERR_STATE_DIR_INSECURE; the error classes are loaded only when it happens. */
+async function insecure(message: string, details: Record<string, unknown>): Promise<Error> {
+  const [{ RjobError }, { AgentErrorCode }] = await Promise.all([
+    import('@rjob/core'),
+    import('./errors.js'),
+  ]);
+  return new RjobError(AgentErrorCode.StateDirInsecure, message, { details });
 }

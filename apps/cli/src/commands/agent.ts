@@ -1,9 +1,10 @@
 /** `rjob agent …`: manage the local agent daemon; `daemon` and `--stdio` are @rjob/agent's own. */
-import { main as agentMain, socketIsLive } from '@rjob/agent';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
-import { daemonPid, ensureAgent, stopAgent } from '../local-agent.js';
 import { statePaths } from '../state.js';
+
+// Imports are light up front: sshd runs `rjob agent --stdio` for every session, and it needs only
+// the agent's bridge (`@rjob/agent/cli`). The other verbs load what they use.
 
 export async function agent(argv: readonly string[], io: CliIo): Promise<number> {
   let stateDirFlag: string | undefined;
@@ -29,12 +30,14 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
       rest.includes('--socket') || rest.some((a) => a.startsWith('--socket='))
         ? []
         : ['--socket', paths.socketPath];
+    const { main: agentMain } = await import('@rjob/agent/cli');
     return agentMain([...rest, '--state-dir', paths.stateDir, ...extra], {
       selfCommand: [process.argv[1]!, 'agent'],
       stderr: io.stderr,
     });
   }
   if (more.length > 0) throw usageError(`unexpected argument ${more[0]}`);
+  const { daemonPid, ensureAgent, stopAgent } = await import('../local-agent.js');
   switch (sub) {
     case 'start': {
       await ensureAgent(paths, io);
@@ -47,6 +50,7 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
       return ExitCode.Ok;
     }
     case 'status': {
+      const { socketIsLive } = await import('@rjob/agent');
       if (await socketIsLive(paths.socketPath)) {
         io.stdout.write(`agent running (pid ${(await daemonPid(paths)) ?? '?'}) on ${paths.socketPath}\n`);
         return ExitCode.Ok;

@@ -10,14 +10,7 @@ import { channelFromDuplex, RjobError } from '@rjob/core';
 import type { AgentServer } from '../server/agent-server.js';
 import { ServerErrorCode } from '../server/server-errors.js';
 
-/**
- * `$XDG_RUNTIME_DIR/rjob/agent.sock` when the session has a runtime directory (tmpfs, private to
- * the user, cleaned at logout), else `<stateDir>/agent.sock`.
- */
-export function defaultSocketPath(stateDir: string, env: NodeJS.ProcessEnv = process.env): string {
-  const runtime = env.XDG_RUNTIME_DIR;
-  return runtime ? join(runtime, 'rjob', 'agent.sock') : join(stateDir, 'agent.sock');
-}
+export { defaultSocketPath } from '../state-dir.js';
 
 export interface UnixDoorOptions {
   /** Where to listen. Its directory is created 0700 if missing and must be private if present. */
