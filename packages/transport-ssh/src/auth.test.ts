@@ -60,6 +60,18 @@ function everything(error: RjobError): string {
   return `${error.message}\n${JSON.stringify(error.details)}\n${cause instanceof Error ? cause.message : ''}`;
 }
 
+/** Connect options for the fixture's user, with a known_hosts file of the test's own. */
+function optionsFor(sshd: SshdFixture, dir: string): ConnectSshOptions {
+  return {
+    host: sshd.host,
+    port: sshd.port,
+    username: sshd.user,
+    strictHostKeyChecking: 'no',
+    userKnownHostsFiles: [join(dir, 'known_hosts')],
+    globalKnownHostsFiles: [],
+  };
+}
+
 const skip = sshdUnavailableReason();
 
 describe.skipIf(skip !== undefined)('encrypted identities against OpenSSH sshd', { timeout: 60_000 }, () => {
@@ -84,13 +96,8 @@ describe.skipIf(skip !== undefined)('encrypted identities against OpenSSH sshd',
   });
 
   const base = async (file: string): Promise<ConnectSshOptions> => ({
-    host: sshd.host,
-    port: sshd.port,
-    username: sshd.user,
+    ...optionsFor(sshd, dir),
     identities: [{ key: await readFile(file), file }],
-    strictHostKeyChecking: 'no',
-    userKnownHostsFiles: [join(dir, 'known_hosts')],
-    globalKnownHostsFiles: [],
   });
 
   it('asks for the passphrase of an encrypted key, with echo off, and logs in', async () => {
@@ -205,14 +212,7 @@ describe.skipIf(skip !== undefined)(
       expect(stdout.split(':')[1]).toBe('*');
     });
 
-    const base = (): ConnectSshOptions => ({
-      host: sshd.host,
-      port: sshd.port,
-      username: sshd.user,
-      strictHostKeyChecking: 'no',
-      userKnownHostsFiles: [join(dir, 'known_hosts')],
-      globalKnownHostsFiles: [],
-    });
+    const base = (): ConnectSshOptions => optionsFor(sshd, dir);
 
     it('logs in with a password asked through the prompter', async () => {
       const prompter = scripted([password]);
@@ -303,14 +303,7 @@ describe.skipIf(skip !== undefined)(
       if (dir) await rm(dir, { recursive: true, force: true });
     });
 
-    const base = (): ConnectSshOptions => ({
-      host: sshd.host,
-      port: sshd.port,
-      username: sshd.user,
-      strictHostKeyChecking: 'no',
-      userKnownHostsFiles: [join(dir, 'known_hosts')],
-      globalKnownHostsFiles: [],
-    });
+    const base = (): ConnectSshOptions => optionsFor(sshd, dir);
 
     it('answers the server’s keyboard-interactive prompt, before trying password (as ssh)', async () => {
       const prompter = scripted([password]);
