@@ -2,6 +2,14 @@
 import { run } from './cli.js';
 import { defaultIo } from './io.js';
 
+// A reader that went away (`rjob get | head`) is not an error to report: the writes fail with
+// EPIPE, the command sees that and ends quietly (exit 141, as a Unix tool killed by SIGPIPE).
+let brokenPipe = false;
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  brokenPipe = true;
+});
 const code = await run(process.argv.slice(2), defaultIo());
+if (brokenPipe) process.exit(code === 0 ? 141 : code);
 // Exit even if a transport left a handle open (an SSH connection closing lazily), once output is out.
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

@@ -7,13 +7,8 @@ import { CliError, type CliIo, ExitCode } from './io.js';
 import { SessionStore, type StatePaths, type StoredSession, statePaths } from './state.js';
 import { TargetResolver } from './targets.js';
 
-/** Name of the session in the local agent that holds `rjob start`'s jobs. */
+/** Name of the session in the local agent through which a command works on the local jobs. */
 export const LOCAL_SESSION_NAME = 'local';
-/**
- * Idle expiry of the local session: the longest a Node timer allows (about 24.8 days). The CLI is
- * disconnected between invocations, and the agent's default (2 h) would silently end local jobs.
- */
-const LOCAL_IDLE_TIMEOUT_MS = 2 ** 31 - 1;
 
 /** The agent no longer knows these credentials (wiped state, expired session): open a new one. */
 const STALE_CREDENTIAL_CODES = new Set(['ERR_SESSION_NOT_FOUND', 'ERR_UNAUTHORIZED', 'ERR_RESUME_FAILED']);
@@ -24,6 +19,8 @@ export class CliContext {
   readonly store: SessionStore;
   readonly targets: TargetResolver;
   readonly #attached: Session<unknown>[] = [];
+  /** Sessions of this command alone (on the local job host): closed, not disconnected, at the end. */
+  readonly #own = new Set<Session<unknown>>();
 
   constructor(io: CliIo, stateDirFlag?: string) {
     this.io = io;
@@ -33,35 +30,20 @@ export class CliContext {
   }
 
   /**
-   * The local jobs' session, taken over with the stored credentials (a CLI process holds it only
-   * while a command runs); opened and remembered on first use.
+   * A session of this command's own on the local agent's job host: the user's local jobs, which
+   * any number of commands work on at once (none takes another's session over). Closed when the
+   * command ends; the jobs stay.
    */
   async localSession(): Promise<Session<unknown>> {
     const { transport, target } = await this.targets.resolve('localhost');
-    const stored = await this.store.local();
-    let session: Session<unknown> | undefined;
-    if (stored) {
-      try {
-        session = await connectSession(transport, target, {
-          ...stored,
-          name: LOCAL_SESSION_NAME,
-          computerName: 'localhost',
-          autoReconnect: false,
-        });
-      } catch (error) {
-        if (!(RjobError.is(error) && STALE_CREDENTIAL_CODES.has(error.code))) throw error;
-      }
-    }
-    if (!session) {
-      session = await openSession(transport, target, {
-        name: LOCAL_SESSION_NAME,
-        computerName: 'localhost',
-        autoReconnect: false,
-      });
-      await session.request('session.configure', { idleTimeoutMs: LOCAL_IDLE_TIMEOUT_MS });
-      await this.store.setLocal({ sessionId: session.sessionId!, resumeSecret: session.resumeSecret! });
-    }
+    const session = await openSession(transport, target, {
+      name: LOCAL_SESSION_NAME,
+      computerName: 'localhost',
+      autoReconnect: false,
+      host: true,
+    });
     this.#attached.push(session);
+    this.#own.add(session);
     return session;
   }
 
@@ -109,9 +91,14 @@ export class CliContext {
     if (at >= 0) this.#attached.splice(at, 1);
   }
 
-  /** Leaves every attached session Disconnected (its jobs keep running in the agent). */
+  /**
+   * Leaves every attached session Disconnected (its jobs keep running in the agent), and closes
+   * the command's own sessions on the job host (the local jobs stay).
+   */
   async dispose(): Promise<void> {
     const sessions = this.#attached.splice(0);
-    await Promise.allSettled(sessions.map((session) => session.disconnect()));
+    await Promise.allSettled(
+      sessions.map((session) => (this.#own.has(session) ? session.close() : session.disconnect())),
+    );
   }
 }

@@ -84,26 +84,40 @@ const COLORS: Partial<Record<RemoteRecord['stream'], [string, string]>> = {
  * `prefix` (fan-out) goes before every line so interleaved hosts stay readable.
  */
 export function printRecord(io: CliIo, record: RemoteRecord, prefix = ''): void {
+  const printed = formatRecord(io, record, prefix);
+  if (printed) io[printed.target].write(printed.chunk);
+}
+
+/** What {@link printRecord} writes, and where; undefined for what it does not show. */
+export function formatRecord(
+  io: CliIo,
+  record: RemoteRecord,
+  prefix = '',
+): { target: 'stdout' | 'stderr'; chunk: string | Uint8Array } | undefined {
   const stream = record.stream;
   if (stream === 'progress') {
-    if (io.stderr.isTTY) io.stderr.write(`${prefix}PROGRESS: ${dataText(record.data)}\n`);
-    return;
+    return io.stderr.isTTY
+      ? { target: 'stderr', chunk: `${prefix}PROGRESS: ${dataText(record.data)}\n` }
+      : undefined;
   }
   const toStdout = stream === 'output' || stream === 'information';
   // `--bytes` output: the chunk exactly as the command wrote it, no prefix and no added newline.
-  if (stream === 'output' && record.data instanceof Uint8Array) {
-    io.stdout.write(record.data);
-    return;
-  }
-  const target = toStdout ? io.stdout : io.stderr;
+  if (stream === 'output' && record.data instanceof Uint8Array)
+    return { target: 'stdout', chunk: record.data };
+  const target = toStdout ? 'stdout' : 'stderr';
   let label = LABELS[stream] ?? '';
   if (record.reason) label = 'FAILED: ';
   let text = dataText(record.data);
   if (text.endsWith('\n')) text = text.slice(0, -1);
-  const color = !toStdout && useColor(io, target) ? COLORS[stream] : undefined;
-  const lines = text.split('\n').map((line) => `${prefix}${label}${line}`);
-  const body = lines.join('\n');
-  target.write(`${color ? `${color[0]}${body}${color[1]}` : body}\n`);
+  const color = !toStdout && useColor(io, io[target]) ? COLORS[stream] : undefined;
+  const body =
+    prefix || label
+      ? text
+          .split('\n')
+          .map((line) => `${prefix}${label}${line}`)
+          .join('\n')
+      : text;
+  return { target, chunk: `${color ? `${color[0]}${body}${color[1]}` : body}\n` };
 }
 
 /** `--ndjson`: one JSON object per record, values made JSON-safe. */

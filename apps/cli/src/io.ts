@@ -39,6 +39,10 @@ export const ExitCode = {
   Refused: 6,
   /** Anything else: a bug or an agent-side failure. */
   Internal: 10,
+  /** Ctrl-C (SIGINT) or SIGTERM stopped the command, as a shell reports a process it ended. */
+  Interrupted: 130,
+  /** The reader of stdout went away (`| head`): quiet, as a Unix tool that got SIGPIPE. */
+  BrokenPipe: 141,
 } as const;
 
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];

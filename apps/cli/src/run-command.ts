@@ -24,9 +24,10 @@ export async function withContext<T>(
 }
 
 /**
- * Runs `fn` on the job session (`-s NAME` or the local one). Two CLI invocations at once (a
- * `wait` in one terminal, a `get` in another) take the same session over from each other; the one
- * that lost it takes it back and repeats its request, which every job verb tolerates.
+ * Runs `fn` on the job session (`-s NAME` or the local jobs). Local jobs are reached through a
+ * session of the command's own on the agent's job host, so commands never race there. A named
+ * session is taken over: two CLI invocations at once on `-s NAME` take it from each other, and the
+ * one that lost it takes it back and repeats its request.
  */
 export async function onJobSession<T>(
   ctx: CliContext,
@@ -38,9 +39,10 @@ export async function onJobSession<T>(
     try {
       return await fn(session);
     } catch (error) {
+      // `rjob enter`'s own session is not ours to take back; the local jobs' is never taken.
+      if (sessionName === undefined || session === ctx.io.session) throw error;
       const takenOver = await wasTakenOver(session, error);
-      // `rjob enter`'s own session is not ours to take back.
-      if (!takenOver || session === ctx.io.session) throw error;
+      if (!takenOver) throw error;
       ctx.release(session);
       await new Promise((resolve) => setTimeout(resolve, RETAKE_DELAY_MS));
     }

@@ -3,11 +3,15 @@
  * with the id and resume secret of every session the CLI opened, so a later invocation can take
  * the session over with connectSession.
  */
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 // The agent's light entry: `rjob agent --stdio` loads this file and must stay quick to start.
 import { defaultSocketPath, ensureStateDir, resolveStateDir } from '@rjob/agent/cli';
-import type { CliIo } from './io.js';
+import { CliError, type CliIo, ExitCode } from './io.js';
+
+/** A lock older than this was left by a command that died holding it. */
+const STALE_LOCK_MS = 10_000;
+const LOCK_WAIT_MS = 15_000;
 
 export interface StoredCredentials {
   sessionId: string;
@@ -23,8 +27,6 @@ export interface StoredSession extends StoredCredentials {
 }
 
 interface StoreFile {
-  /** The session in the local agent that holds `rjob start`'s jobs. */
-  local?: StoredCredentials;
   sessions: StoredSession[];
 }
 
@@ -56,12 +58,75 @@ export class SessionStore {
     this.#file = join(stateDir, 'cli', 'sessions.json');
   }
 
+  /**
+   * The file as stored; none yet is an empty store. A file that is not what this CLI writes is an
+   * error (ERR_STATE_DAMAGED), never read as empty: the next write would forget every session.
+   */
   async #read(): Promise<StoreFile> {
+    let text: string;
     try {
-      const parsed = JSON.parse(await readFile(this.#file, 'utf8')) as Partial<StoreFile>;
-      return { ...parsed, sessions: Array.isArray(parsed.sessions) ? parsed.sessions : [] };
+      text = await readFile(this.#file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { sessions: [] };
+      throw error;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
     } catch {
-      return { sessions: [] };
+      parsed = undefined;
+    }
+    const sessions = (parsed as Partial<StoreFile> | undefined)?.sessions;
+    if (!Array.isArray(sessions) || !sessions.every(isStoredSession)) {
+      throw new CliError(
+        ExitCode.Internal,
+        'ERR_STATE_DAMAGED',
+        `${this.#file} is damaged and cannot be read; move it away to start afresh (the sessions it named stay on their agents)`,
+      );
+    }
+    return { sessions };
+  }
+
+  /**
+   * Read-modify-write under the store's lock, so commands running at once never undo each other's
+   * changes. `change` returns what the caller gets back; the file is written only if it changed.
+   */
+  async update<T>(change: (data: StoreFile) => T): Promise<T> {
+    const release = await this.#lock();
+    try {
+      const data = await this.#read();
+      const before = JSON.stringify(data);
+      const result = change(data);
+      if (JSON.stringify(data) !== before) await this.#write(data);
+      return result;
+    } finally {
+      await release();
+    }
+  }
+
+  async #lock(): Promise<() => Promise<void>> {
+    await ensureStateDir(this.#stateDir);
+    await mkdir(join(this.#stateDir, 'cli'), { recursive: true, mode: 0o700 });
+    const path = `${this.#file}.lock`;
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (let delayMs = 5; ; delayMs = Math.min(delayMs * 2, 100)) {
+      try {
+        const handle = await open(path, 'wx', 0o600);
+        await handle.writeFile(String(process.pid));
+        await handle.close();
+        return () => unlink(path).catch(() => {});
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+      const held = await stat(path).catch(() => undefined);
+      if (held && Date.now() - held.mtimeMs > STALE_LOCK_MS) {
+        await unlink(path).catch(() => {});
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new CliError(ExitCode.Internal, 'ERR_STATE_LOCKED', `${path} is held by another rjob command`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
     }
   }
 
@@ -76,16 +141,6 @@ export class SessionStore {
     await rename(tmp, this.#file);
   }
 
-  async local(): Promise<StoredCredentials | undefined> {
-    return (await this.#read()).local;
-  }
-
-  async setLocal(credentials: StoredCredentials): Promise<void> {
-    const data = await this.#read();
-    data.local = { sessionId: credentials.sessionId, resumeSecret: credentials.resumeSecret };
-    await this.#write(data);
-  }
-
   async list(): Promise<StoredSession[]> {
     return (await this.#read()).sessions;
   }
@@ -95,14 +150,43 @@ export class SessionStore {
   }
 
   async put(session: StoredSession): Promise<void> {
-    const data = await this.#read();
-    data.sessions = [...data.sessions.filter((s) => s.name !== session.name), session];
-    await this.#write(data);
+    await this.update((data) => {
+      data.sessions = [...data.sessions.filter((s) => s.name !== session.name), session];
+    });
+  }
+
+  /**
+   * Adds a new session under its own name, or the first free `SessionN` when `name` is undefined;
+   * undefined when `name` is taken. Under the lock, so two commands never pick the same name.
+   */
+  async add(session: Omit<StoredSession, 'name'>, name: string | undefined): Promise<string | undefined> {
+    return this.update((data) => {
+      if (name !== undefined && data.sessions.some((s) => s.name === name)) return undefined;
+      let chosen = name;
+      if (chosen === undefined) {
+        let n = data.sessions.length + 1;
+        while (data.sessions.some((s) => s.name === `Session${n}`)) n++;
+        chosen = `Session${n}`;
+      }
+      data.sessions.push({ ...session, name: chosen });
+      return chosen;
+    });
   }
 
   async delete(name: string): Promise<void> {
-    const data = await this.#read();
-    data.sessions = data.sessions.filter((s) => s.name !== name);
-    await this.#write(data);
+    await this.update((data) => {
+      data.sessions = data.sessions.filter((s) => s.name !== name);
+    });
   }
+}
+
+function isStoredSession(value: unknown): value is StoredSession {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return (
+    typeof v.name === 'string' &&
+    typeof v.target === 'string' &&
+    typeof v.sessionId === 'string' &&
+    typeof v.resumeSecret === 'string'
+  );
 }

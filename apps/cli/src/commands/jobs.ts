@@ -11,9 +11,10 @@ import {
   type WorkRequest,
 } from '@rjob/core';
 import { bool, durationMs, parse, selectors, str } from '../args.js';
-import { dataText, jobJson, jobTable, jsonReplacer, printRecord, recordJson } from '../format.js';
+import { dataText, formatRecord, jobJson, jobTable, jsonReplacer, recordJson } from '../format.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
+import { type FormattedRecord, RecordWriter } from '../record-writer.js';
 import { onJobSession, withContext } from '../run-command.js';
 
 const SESSION_OPTION = { session: { type: 'string', short: 's' } } as const;
@@ -62,6 +63,13 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
   });
 }
 
+/** The caller's environment as a job gets it: every variable that is set. */
+function callerEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(env)) if (value !== undefined) out[key] = value;
+  return out;
+}
+
 interface WorkFlags {
   type: string | undefined;
   eval: string | undefined;
@@ -88,8 +96,9 @@ export function workRequest(flags: WorkFlags, io: CliIo, local: boolean): WorkRe
   }
   if (flags.eval !== undefined && flags.file !== undefined)
     throw usageError('--eval and --file cannot be combined');
-  // Local jobs run where the user is, not in the agent's directory; remote ones in the session's.
-  const cwd = local ? { cwd: io.cwd } : {};
+  // Local jobs run where the user is, with the user's environment (as Start-Job and pueue do), not
+  // the agent daemon's; remote ones in the session's directory and environment.
+  const cwd = local ? { cwd: io.cwd, env: callerEnv(io.env), replaceEnv: true } : {};
   if (flags.bytes && (flags.eval !== undefined || type === 'thread')) {
     throw usageError('--bytes is for commands and programs (-- COMMAND or --file), not JavaScript');
   }
@@ -169,24 +178,23 @@ export async function receive(argv: readonly string[], io: CliIo): Promise<numbe
   // Children of the selected jobs (a fan-out's hosts): their records are the parent's output, and
   // each child's location (its host) tells whose line it is, as invoke's `[host] ` prefix does.
   let childIds = new Set<number>();
-  const print = (record: RemoteRecord): void => {
-    if (values.ndjson) io.stdout.write(`${recordJson(record)}\n`);
-    else printRecord(io, record, childIds.has(record.jobId) ? `[${record.location}] ` : '');
-  };
+  const format = (record: RemoteRecord): FormattedRecord | undefined =>
+    values.ndjson
+      ? { target: 'stdout', chunk: `${recordJson(record)}\n` }
+      : formatRecord(io, record, childIds.has(record.jobId) ? `[${record.location}] ` : '');
   return withContext(io, str(values['state-dir']), async (ctx) =>
     onJobSession(ctx, str(values.session), async (session) => {
       const jobs = await findJobs(session, positionals);
       const ids = jobs.map((job) => job.id);
       childIds = new Set(jobs.flatMap((job) => job.childIds));
-      let failedShown = new Set<number>();
-      if (values.wait) {
-        failedShown = await streamUntilDone(session, ids, keep, print);
-      } else {
-        for (const record of await session.jobs.receive(ids, { keep })) {
-          if (record.reason) failedShown.add(record.jobId);
-          print(record);
-        }
-      }
+      const { failedShown, stopped } = await streamRecords(io, session, ids, {
+        keep,
+        follow: bool(values.wait),
+        format,
+      });
+      // Like other Unix tools: a reader that went away (`| head`) ends the command quietly.
+      if (stopped === 'pipe') return ExitCode.BrokenPipe;
+      if (stopped === 'interrupt') return ExitCode.Interrupted;
       const after = await session.jobs.get({ ids, includeChildren: true });
       let failed = false;
       for (const job of after) {
@@ -202,33 +210,71 @@ export async function receive(argv: readonly string[], io: CliIo): Promise<numbe
   );
 }
 
-/** `receive --wait`: streams the jobs' records as they come until every job has finished. */
-function streamUntilDone(
+/**
+ * Streams the jobs' records to stdout / stderr in bounded batches: what they hold now, or with
+ * `follow` everything until they finished (`--wait`). A record is acknowledged (consumed on the
+ * agent) only once its bytes were written; a closed pipe or Ctrl-C stops the stream, and every
+ * record not written stays on the agent for the next receive.
+ */
+function streamRecords(
+  io: CliIo,
   session: Session<unknown>,
   ids: number[],
-  keep: boolean,
-  print: (record: RemoteRecord) => void,
-): Promise<Set<number>> {
+  options: { keep: boolean; follow: boolean; format: (record: RemoteRecord) => FormattedRecord | undefined },
+): Promise<{ failedShown: Set<number>; stopped?: 'pipe' | 'interrupt' }> {
   const failedShown = new Set<number>();
   return new Promise((resolvePromise, reject) => {
+    let finished = false;
+    let offInterrupt = (): void => {};
+    const writer = new RecordWriter(io, options.format, (records) => subscription.ack(records));
+    const finish = (outcome: { stopped?: 'pipe' | 'interrupt' }, cancel: boolean): void => {
+      if (finished) return;
+      finished = true;
+      offInterrupt();
+      void (async () => {
+        await writer.flush();
+        // The acks of what was written go out first; cancelling gives the rest back.
+        if (cancel) await subscription.cancel().catch(() => {});
+        else await subscription.flush();
+        resolvePromise({ failedShown, ...outcome });
+      })().catch(reject);
+    };
     const subscription = session.subscribe(
       ids,
       {
         onRecord(record) {
+          if (finished) return;
+          if (writer.error) return finish({ stopped: 'pipe' }, true);
           if (record.reason) failedShown.add(record.jobId);
-          print(record);
+          return writer.add(record);
         },
         onEnd() {
-          resolvePromise(failedShown);
+          finish(writer.error ? { stopped: 'pipe' } : {}, false);
         },
         onSessionEnd(reason) {
-          reject(reason);
+          if (!finished) reject(reason);
         },
       },
-      { keep },
+      { keep: options.keep, follow: options.follow, ack: 'manual' },
     );
     subscription.jobs.catch(reject);
+    offInterrupt = onInterrupt(io, () => finish({ stopped: 'interrupt' }, true));
   });
+}
+
+/**
+ * Ctrl-C while records stream: stop taking them, so what was written is acknowledged and the rest
+ * stays on the agent. Only for the process's own terminal (not for commands run in-process).
+ */
+function onInterrupt(io: CliIo, stop: () => void): () => void {
+  if (io.stdout !== process.stdout) return () => {};
+  const handler = (): void => stop();
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+  return () => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
 }
 
 export async function wait(argv: readonly string[], io: CliIo): Promise<number> {

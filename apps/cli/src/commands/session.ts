@@ -72,33 +72,32 @@ async function newSession(argv: readonly string[], io: CliIo): Promise<number> {
     throw usageError('session new needs one host (localhost, an ssh target or a ws URL)');
   const target = positionals[0]!;
   return withContext(io, str(values['state-dir']), async (ctx) => {
-    const existing = await ctx.store.list();
-    let name = str(values.name);
-    if (name !== undefined && existing.some((s) => s.name === name)) {
-      throw usageError(`a session named ${name} exists already`);
-    }
-    if (name === undefined) {
-      let n = existing.length + 1;
-      while (existing.some((s) => s.name === `Session${n}`)) n++;
-      name = `Session${n}`;
+    const wanted = str(values.name);
+    if (wanted !== undefined && (await ctx.store.find(wanted))) {
+      throw usageError(`a session named ${wanted} exists already`);
     }
     const resolved = await ctx.targets.resolve(target);
     const opened = await openSession(resolved.transport, resolved.target, {
-      name,
+      ...(wanted === undefined ? {} : { name: wanted }),
       computerName: resolved.computerName,
       autoReconnect: false,
     });
-    await ctx.store.put({
-      name,
-      target,
-      sessionId: opened.sessionId!,
-      resumeSecret: opened.resumeSecret!,
-      createdAtMs: Date.now(),
-    });
+    // The name is settled under the store's lock, once the session exists: parallel `session new`
+    // commands never pick the same one, nor forget each other's sessions.
+    const name = await ctx.store.add(
+      { target, sessionId: opened.sessionId!, resumeSecret: opened.resumeSecret!, createdAtMs: Date.now() },
+      wanted,
+    );
+    if (name === undefined) {
+      await opened.close().catch(() => {});
+      throw usageError(`a session named ${wanted} exists already`);
+    }
+    if (name !== wanted) await opened.request('session.configure', { name });
     const info = await opened.request('session.info');
     // This process ends now; the session stays on the agent, Disconnected, until the next command.
     await opened.disconnect();
-    io.stdout.write(sessionTable([row(existing.length + 1, { name, target }, info)]));
+    const index = (await ctx.store.list()).findIndex((stored) => stored.name === name) + 1;
+    io.stdout.write(sessionTable([row(index, { name, target }, info)]));
     return ExitCode.Ok;
   });
 }

@@ -3,7 +3,7 @@
  * resumes them (identity and secret checked), and owns the job types the sessions share. A link
  * is only a way in; sessions, their jobs and their subscriptions outlive it.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { homedir, hostname, userInfo } from 'node:os';
 import {
   type JobType,
@@ -140,7 +140,7 @@ export class AgentServer {
           throw new RjobError(ProtocolErrorCode.Unauthorized, 'Identity refused.');
         }
       },
-      open: async () => {
+      open: async ({ host }) => {
         const store = await this.#store;
         const resumeSecret = newResumeSecret();
         const session = this.#createSession({
@@ -148,6 +148,7 @@ export class AgentServer {
           identity: identity!,
           secretDigest: hashResumeSecret(resumeSecret),
           store,
+          ...(host ? { kind: 'view' as const, host: this.#hostOf(identity!, store) } : {}),
         });
         return { sessionId: session.id, resumeSecret, channel: session.channel };
       },
@@ -166,11 +167,35 @@ export class AgentServer {
     return { sessionId: result.sessionId, identity: identity!, resumed: result.resumed };
   }
 
-  /** The sessions held for `identity` (every identity's when omitted). */
+  /**
+   * The sessions held for `identity` (every identity's when omitted). The job hosts and the
+   * sessions on them are the local jobs' plumbing, not sessions a user opened: not listed.
+   */
   sessions(identity?: string): SessionInfo[] {
     return [...this.#sessions.values()]
+      .filter((session) => session.kind === 'session')
       .filter((session) => identity === undefined || session.identity === identity)
       .map((session) => session.info());
+  }
+
+  /**
+   * The identity's job host, created on first use. Its id is derived from the identity, so the
+   * host restored after a restart is the same one; its resume secret is never handed out.
+   */
+  #hostOf(identity: string, store: JobStore | undefined): AgentSession {
+    const id = hostSessionId(identity);
+    const existing = this.#sessions.get(id);
+    if (existing) return existing;
+    const host = this.#createSession({
+      id,
+      identity,
+      secretDigest: hashResumeSecret(newResumeSecret()),
+      store,
+      kind: 'host',
+    });
+    // Saved at once: its jobs are stored under it, and a restart restores them through it.
+    host.persist();
+    return host;
   }
 
   /** A session by id, for diagnostics and tests. */
@@ -222,6 +247,8 @@ export class AgentServer {
         secretDigest: Buffer.from(stored.resumeSecretHash),
         store,
         cwd: stored.workingDirectory,
+        ...(stored.host ? { kind: 'host' as const } : {}),
+        ...(stored.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: stored.idleTimeoutMs }),
         restored: {
           createdAtMs: stored.createdAt.getTime(),
           lastSeenAtMs: stored.lastSeenAt.getTime(),
@@ -246,6 +273,9 @@ export class AgentServer {
     store: JobStore | undefined;
     cwd?: string;
     restored?: AgentSessionInit['restored'];
+    kind?: AgentSessionInit['kind'];
+    host?: AgentSession;
+    idleTimeoutMs?: number;
   }): AgentSession {
     const { identity, secretDigest, store } = init;
     const thread = sharedJobType(this.#threadType);
@@ -255,12 +285,15 @@ export class AgentServer {
       identity,
       secretDigest,
       ...(init.restored ? { restored: init.restored } : {}),
+      ...(init.kind ? { kind: init.kind } : {}),
+      ...(init.host ? { host: init.host } : {}),
       records: (manager, sessionId) =>
         store
           ? new SpooledRecords({ manager, store, sessionId, ...(spool ? { spool } : {}) })
           : new MemoryRecords(manager),
       saved: (changed) => {
-        if (!store || changed.state === 'Closed' || this.#closed) return;
+        // A view holds nothing worth keeping: its jobs are its host's, and it ends with its link.
+        if (!store || changed.state === 'Closed' || this.#closed || changed.kind === 'view') return;
         store
           .saveSession({
             sessionId: changed.id,
@@ -271,13 +304,15 @@ export class AgentServer {
             createdAt: new Date(changed.createdAtMs),
             lastSeenAt: new Date(changed.lastSeenAtMs),
             name: changed.name,
+            idleTimeoutMs: changed.idleTimeoutMs,
+            ...(changed.kind === 'host' ? { host: true } : {}),
           })
           .catch(() => {});
       },
       computerName: this.computerName,
       newChannel: () => new ReliableChannel(this.#options.channel),
       cwd: init.cwd ?? this.#options.defaultCwd ?? homedir(),
-      idleTimeoutMs: this.#idleTimeoutMs,
+      idleTimeoutMs: init.idleTimeoutMs ?? this.#idleTimeoutMs,
       ...(this.#options.maxBufferedBytes === undefined
         ? store
           ? { maxBufferedBytes: SPOOLED_MAX_BUFFERED_BYTES }
@@ -292,4 +327,9 @@ export class AgentServer {
     this.#sessions.set(session.id, session);
     return session;
   }
+}
+
+/** The id of an identity's job host: the same for the same identity, in every agent. */
+function hostSessionId(identity: string): string {
+  return `host-${createHash('sha256').update(identity).digest('hex').slice(0, 32)}`;
 }

@@ -19,7 +19,6 @@ import {
   type Job,
   type JobInfo,
   JobManager,
-  type JobRecord,
   type JobType,
   type Payload,
   ProtocolErrorCode,
@@ -82,6 +81,16 @@ export interface AgentSessionInit {
   restored?: { createdAtMs: number; lastSeenAtMs: number; name?: string; env: Record<string, string> };
   /** Called once when the session has ended, whatever the cause. */
   onEnded(session: AgentSession): void;
+  /**
+   * `host`: the identity's job host (the user's local jobs): never expires by idle time, is never
+   * resumed by a client, only reached through `view` sessions. `view`: a client's session on a
+   * host (`open` with `host: true`): its jobs and records are the host's, its channel and
+   * subscriptions its own; it ends when its link does, leaving the host's jobs as they are.
+   * Default `session`: a session with its own job table.
+   */
+  kind?: 'session' | 'host' | 'view';
+  /** With kind `view`: the host whose jobs it works on. */
+  host?: AgentSession;
 }
 
 interface Subscription {
@@ -96,9 +105,19 @@ interface Subscription {
    * stored as (docs/protocol.md §3.7). Only with `batch`.
    */
   readonly packed: boolean;
+  /**
+   * The client acknowledges records itself (`job.ack`) as its receiver takes them; the channel's
+   * own acks (the bytes arrived) consume nothing. A consuming subscription without it is
+   * committed on the channel's acks (invoke's temporary job).
+   */
+  readonly clientAck: boolean;
+  /** Per leaf job id: the leaf, the last record sent and the last the client acknowledged. */
+  readonly sent: Map<number, { leaf: Job; sentSeq: number; ackedSeq: number }>;
   /** Aborted when the subscription is cancelled; ends its record stream. */
   readonly signal: AbortSignal;
   cancel(): void;
+  /** Called after each client ack (the pump waits on it once everything was sent). */
+  onAck?: () => void;
 }
 
 export class AgentSession {
@@ -107,6 +126,7 @@ export class AgentSession {
   readonly computerName: string;
   readonly createdAtMs: number;
   readonly jobs: JobManager;
+  readonly kind: 'session' | 'host' | 'view';
   name: string;
   cwd: string;
   /** Merged under each process job's own env. */
@@ -144,11 +164,18 @@ export class AgentSession {
     this.#secretDigest = init.secretDigest;
     this.#onEnded = init.onEnded;
     this.#saved = init.saved ?? (() => {});
-    this.jobs = new JobManager({
-      types: init.jobTypes(this),
-      ...(init.maxBufferedBytes === undefined ? {} : { maxBufferedBytes: init.maxBufferedBytes }),
-    });
-    this.#records = init.records(this.jobs, this.id);
+    this.kind = init.kind ?? 'session';
+    if (this.kind === 'view') {
+      if (!init.host) throw new TypeError('A view session needs its host.');
+      this.jobs = init.host.jobs;
+      this.#records = init.host.#records;
+    } else {
+      this.jobs = new JobManager({
+        types: init.jobTypes(this),
+        ...(init.maxBufferedBytes === undefined ? {} : { maxBufferedBytes: init.maxBufferedBytes }),
+      });
+      this.#records = init.records(this.jobs, this.id);
+    }
     this.#channel = this.#bind(init.newChannel());
   }
 
@@ -285,7 +312,13 @@ export class AgentSession {
   canResume(identity: string, secret: string): boolean {
     // Always hash the candidate, so a wrong identity costs the same time as a wrong secret.
     const secretOk = resumeSecretMatches(this.#secretDigest, secret);
-    return secretOk && identity === this.identity && this.#state !== 'Closed';
+    // A host is reached only through views; a view ends with its link, so neither resumes.
+    return secretOk && identity === this.identity && this.#state !== 'Closed' && this.kind === 'session';
+  }
+
+  /** Saves the session's persistent facts now (a new host, which no client attaches to). */
+  persist(): void {
+    this.#saved(this);
   }
 
   /** A link was attached by the handshake (open or resume). */
@@ -331,8 +364,11 @@ export class AgentSession {
     this.#subscriptions.clear();
     this.#onEnded(this);
     try {
-      await this.jobs.close();
-      await this.#records.dispose(keepStored);
+      // A view's jobs are its host's: they go on without it.
+      if (this.kind !== 'view') {
+        await this.jobs.close();
+        await this.#records.dispose(keepStored);
+      }
     } finally {
       this.#channel.close(reason);
     }
@@ -342,6 +378,12 @@ export class AgentSession {
 
   #disconnected(): void {
     if (this.#state === 'Closed') return;
+    if (this.kind === 'view') {
+      // Nothing of a view outlives its link: what its subscriptions had in flight and no one
+      // acknowledged goes back to the host's spools at once, for the next receiver.
+      void this.end('The link of a host session closed.');
+      return;
+    }
     this.#state = 'Disconnected';
     this.lastSeenAtMs = Date.now();
     this.#armIdleTimer();
@@ -350,6 +392,8 @@ export class AgentSession {
 
   #armIdleTimer(delayMs = this.idleTimeoutMs): void {
     this.#clearIdleTimer();
+    // The user's local jobs never expire by idle time (an agent restart keeps them as well).
+    if (this.kind === 'host') return;
     this.#idleTimer = setTimeout(() => {
       if (this.#state === 'Disconnected') void this.end('Session expired after being idle.');
     }, delayMs);
@@ -413,7 +457,7 @@ export class AgentSession {
       case 'job.get':
         return this.jobs.get(getFilter(params)).map(this.#info);
       case 'job.receive':
-        return this.#receive(params);
+        return this.#receive(params, request.id, channel);
       case 'job.receiveToFile':
         return this.#receiveToFile(params);
       case 'job.wait': {
@@ -448,6 +492,8 @@ export class AgentSession {
       }
       case 'job.subscribe':
         return this.#subscribe(params, channel);
+      case 'job.ack':
+        return this.#ack(params);
       case 'job.unsubscribe': {
         const p = objectParams(params, method);
         const subscriptionId = requiredString(p, 'subscriptionId');
@@ -514,7 +560,7 @@ export class AgentSession {
       this.#clearIdleTimer();
       for (const subscription of this.#subscriptions.values()) subscription.cancel();
       this.#subscriptions.clear();
-      await this.jobs.close().catch(() => {});
+      if (this.kind !== 'view') await this.jobs.close().catch(() => {});
       const seq = answer(channel, requestId, { result: undefined });
       await afterAck(channel, seq);
       await this.end('Session closed by the client.');
@@ -592,11 +638,61 @@ export class AgentSession {
     watch(job);
   }
 
-  async #receive(params: unknown): Promise<JobRecord[]> {
+  /**
+   * Receive-Job in one answer. The records are held, not consumed, until the client acknowledged
+   * the answer: an answer that cannot be sent (larger than a frame) or never arrives consumes
+   * nothing. Answers are bounded by the frame size; `job.subscribe` with `follow: false` streams
+   * the same records in batches, whatever their number.
+   */
+  async #receive(
+    params: unknown,
+    requestId: number,
+    channel: ReliableChannel,
+  ): Promise<typeof ANSWERED_LATER> {
     const p = objectParams(params, 'job.receive');
     const keep = optionalBoolean(p, 'keep') ?? false;
     const jobs = this.#select(wireSelector(p.selector));
-    return this.#records.receive(jobs, keep);
+    if (keep || !this.#records.holdsAside) {
+      // Without a disk spool there is nothing to give back: consumed as read (memory agents only).
+      answer(channel, requestId, { result: await this.#records.receive(jobs, keep) });
+      return ANSWERED_LATER;
+    }
+    const held = await this.#records.hold(jobs);
+    const { seq, sent } = answerReporting(channel, requestId, { result: held.records });
+    if (!sent) {
+      held.release();
+      return ANSWERED_LATER;
+    }
+    void channel.whenAcked(seq).then(
+      () => held.commit(),
+      () => held.release(),
+    );
+    return ANSWERED_LATER;
+  }
+
+  /** `job.ack`: the client's receiver took these records; consume them. */
+  #ack(params: unknown): undefined {
+    const p = objectParams(params, 'job.ack');
+    const subscription = this.#subscriptions.get(requiredString(p, 'subscriptionId'));
+    if (!Array.isArray(p.acks) || p.acks.length > 100_000) throw invalidParams('acks must be an array.');
+    for (const item of p.acks) {
+      if (!isPlainObject(item) || !Number.isSafeInteger(item.jobId) || !Number.isSafeInteger(item.seq)) {
+        throw invalidParams('each ack is { jobId, seq } with integers.');
+      }
+    }
+    // An ack for a subscription that already ended (cancelled, session taken over) is moot: what
+    // it had not acknowledged went back to the spools, and is delivered again.
+    if (!subscription) return undefined;
+    for (const { jobId, seq } of p.acks as Array<{ jobId: number; seq: number }>) {
+      const entry = subscription.sent.get(jobId);
+      // Never past what was sent: a client cannot consume records it has not been given.
+      const upTo = entry ? Math.min(seq, entry.sentSeq) : 0;
+      if (!entry || upTo <= entry.ackedSeq) continue;
+      entry.ackedSeq = upTo;
+      this.#records.ackUpTo(entry.leaf, upTo);
+    }
+    subscription.onAck?.();
+    return undefined;
   }
 
   /**
@@ -668,16 +764,18 @@ export class AgentSession {
     const p = objectParams(params, 'job.subscribe');
     const subscriptionId = requiredString(p, 'subscriptionId');
     const keep = optionalBoolean(p, 'keep') ?? false;
+    const follow = optionalBoolean(p, 'follow') ?? true;
     const jobs = this.#select(wireSelector(p.selector));
     const subscription = this.#newSubscription(subscriptionId, p);
     // After the response, so the client has the answer before the first record.
-    queueMicrotask(() => void this.#pump(subscription, jobs, keep, channel));
+    queueMicrotask(() => void this.#pump(subscription, jobs, { keep, follow }, channel));
     return jobs.map(this.#info);
   }
 
   #newSubscription(id: string, params: Record<string, unknown>): Subscription {
     const batch = optionalBoolean(params, 'batch') ?? false;
     const packed = batch && (optionalBoolean(params, 'packed') ?? false);
+    const clientAck = optionalBoolean(params, 'clientAck') ?? false;
     if (this.#subscriptions.has(id)) {
       throw invalidParams(`Subscription "${id}" already exists in this session.`, { subscriptionId: id });
     }
@@ -686,6 +784,8 @@ export class AgentSession {
       id,
       batch,
       packed,
+      clientAck,
+      sent: new Map(),
       signal: controller.signal,
       cancel: () => controller.abort(),
     };
@@ -700,15 +800,18 @@ export class AgentSession {
    * reaches its high-water mark and the pump stops taking; then the spool (or the job's buffer)
    * fills and the producer is paused. Returns true when every record was sent.
    *
-   * A batch is committed (its spool acknowledged) once the client acknowledged the event that
-   * carried its last record, so the spool advances once per batch, not once per record.
+   * With `clientAck`, records are consumed as the client's `job.ack`s say its receiver took them;
+   * the subscription stays until everything sent was acknowledged, or it is cancelled (then what
+   * was not acknowledged goes back to the spools). Otherwise a batch is committed once the
+   * channel acknowledged the event that carried its last record (invoke's temporary job).
    */
   async #pump(
     subscription: Subscription,
     jobs: Job[],
-    keep: boolean,
+    options: { keep: boolean; follow: boolean },
     channel: ReliableChannel,
   ): Promise<boolean> {
+    const { keep } = options;
     const { signal } = subscription;
     const cancelled = new Promise<void>((resolveCancel) => {
       if (signal.aborted) resolveCancel();
@@ -720,12 +823,11 @@ export class AgentSession {
     const offAck = channel.onAck(settle);
     let complete = false;
     try {
-      for await (const { records = [], packed, commit } of this.#records.stream(
-        jobs,
+      for await (const { records = [], packed, commit, leaf, lastSeq } of this.#records.stream(jobs, signal, {
         keep,
-        signal,
-        subscription.packed,
-      )) {
+        follow: options.follow,
+        packed: subscription.packed,
+      })) {
         let roomy = true;
         if (packed) {
           roomy = this.#event(
@@ -740,7 +842,15 @@ export class AgentSession {
             roomy = this.#event('job.record', { subscriptionId: subscription.id, record }, channel);
           }
         }
-        if (commit) unacked.push(channel.sentSeq, commit);
+        if (subscription.clientAck) {
+          if (leaf && lastSeq !== undefined) {
+            const entry = subscription.sent.get(leaf.id);
+            if (entry) entry.sentSeq = lastSeq;
+            else subscription.sent.set(leaf.id, { leaf, sentSeq: lastSeq, ackedSeq: 0 });
+          }
+        } else if (commit) {
+          unacked.push(channel.sentSeq, commit);
+        }
         settle();
         // Also rejects when the channel closes, which ends the pump.
         if (!roomy) await Promise.race([channel.drain(), cancelled]);
@@ -754,6 +864,7 @@ export class AgentSession {
       // them in the spool for the next client.
       if (unacked.length > 0) await Promise.race([channel.whenAcked(unacked.lastSeq), cancelled]);
       settle();
+      if (subscription.clientAck && complete) await Promise.race([allAcked(subscription), cancelled]);
     } catch {
       // The channel closed under the pump (session ended or link broke); nothing left to send to.
       complete = false;
@@ -778,7 +889,7 @@ export class AgentSession {
         this.#subscriptions.delete(subscriptionId);
         throw error;
       }
-      const complete = await this.#pump(subscription, [job], false, channel);
+      const complete = await this.#pump(subscription, [job], { keep: false, follow: true }, channel);
       // Invoke is synchronous for the caller: wait for the end even if the records ran out early.
       await this.jobs.wait(job);
       const info = this.#info(job);
@@ -793,6 +904,17 @@ export class AgentSession {
       this.#invokesRunning--;
     }
   }
+}
+
+/** Resolves once the client acknowledged every record the subscription sent. */
+function allAcked(subscription: Subscription): Promise<void> {
+  const done = (): boolean => [...subscription.sent.values()].every((each) => each.ackedSeq >= each.sentSeq);
+  if (done()) return Promise.resolve();
+  return new Promise((resolveAcked) => {
+    subscription.onAck = () => {
+      if (done()) resolveAcked();
+    };
+  });
 }
 
 /** Commits of records in flight, in send order; committed once the client acknowledged them. */
@@ -865,20 +987,30 @@ function answer(
   id: number,
   body: { result?: unknown; error?: ReturnType<typeof serializeError> },
 ): number {
-  if (channel.state === 'closed') return 0;
+  return answerReporting(channel, id, body).seq;
+}
+
+/** {@link answer}, telling whether the body itself went out (`sent`) or the error in its place. */
+function answerReporting(
+  channel: ReliableChannel,
+  id: number,
+  body: { result?: unknown; error?: ReturnType<typeof serializeError> },
+): { seq: number; sent: boolean } {
+  if (channel.state === 'closed') return { seq: 0, sent: false };
   const payload: Payload = { type: 'response', id, ...body };
   try {
     channel.send(payload);
   } catch (error) {
     // send() may have closed the channel on its way out.
-    if ((channel.state as string) === 'closed') return 0;
+    if ((channel.state as string) === 'closed') return { seq: 0, sent: false };
     try {
       channel.send({ type: 'response', id, error: serializeError(coded(error)) });
     } catch {
-      return 0;
+      return { seq: 0, sent: false };
     }
+    return { seq: channel.sentSeq, sent: false };
   }
-  return channel.sentSeq;
+  return { seq: channel.sentSeq, sent: true };
 }
 
 /** Waits (bounded) until the client has acknowledged our message `seq`, or the channel closed. */

@@ -38,6 +38,26 @@ export interface StreamedBatch {
   packed?: PackedRecords;
   /** Consumes the records (and every earlier one of their job). Absent when nothing is left to do. */
   commit?: () => void;
+  /**
+   * Of a consuming stream's batch that can be acknowledged record by record: the leaf job the
+   * records are of and the seq of the last one. A client acknowledges through
+   * {@link RecordSource.ackUpTo} as it takes them.
+   */
+  leaf?: Job;
+  lastSeq?: number;
+}
+
+/** How {@link RecordSource.stream} reads. */
+export interface StreamOptions {
+  /** Leave the records where they are. Default false: they are reserved, then consumed on commit. */
+  keep?: boolean;
+  /** Give the records as the entries they are stored as where possible. Default false. */
+  packed?: boolean;
+  /**
+   * Keep going as the jobs write, until they finished (Receive-Job -Wait). Default true. False
+   * gives what is there now, then ends (Receive-Job).
+   */
+  follow?: boolean;
 }
 
 /** Records read but not consumed yet (see {@link RecordSource.hold}). */
@@ -51,6 +71,11 @@ export interface HeldRecords {
 }
 
 export interface RecordSource {
+  /**
+   * True when {@link hold} sets the records aside (no other receiver gets them until commit or
+   * release). A source without it consumes as it reads, and cannot give records back.
+   */
+  readonly holdsAside: boolean;
   /** Called for every job the session starts, before anyone reads it. */
   track(job: Job, data?: unknown): Promise<void>;
   /** The records of the jobs (their leaves), consumed unless `keep`; a Failed job's reason last. */
@@ -67,7 +92,12 @@ export interface RecordSource {
    * A batch holds what was there to read at once (bounded by {@link STREAM_BATCH_BYTES} and
    * {@link STREAM_BATCH_RECORDS}): a slow producer gives batches of one record, without delay.
    */
-  stream(jobs: Job[], keep: boolean, signal: AbortSignal, packed?: boolean): AsyncGenerator<StreamedBatch>;
+  stream(jobs: Job[], signal: AbortSignal, options?: StreamOptions): AsyncGenerator<StreamedBatch>;
+  /**
+   * Consumes the leaf's records up to `seq`, which a consuming stream gave out (a client
+   * acknowledged them). Does nothing for a source that consumes as it yields.
+   */
+  ackUpTo(leaf: Job, seq: number): void;
   hasMoreData(job: Job): boolean;
   /** Resolves once the jobs' records and final states are persisted (at once for memory). */
   settled(jobs: Job[]): Promise<void>;
@@ -119,6 +149,8 @@ function aborted(signal: AbortSignal): Promise<void> {
 }
 
 export class MemoryRecords implements RecordSource {
+  readonly holdsAside = false;
+
   constructor(readonly manager: JobManager) {}
 
   async track(): Promise<void> {}
@@ -151,7 +183,22 @@ export class MemoryRecords implements RecordSource {
     };
   }
 
-  async *stream(jobs: Job[], keep: boolean, signal: AbortSignal): AsyncGenerator<StreamedBatch> {
+  ackUpTo(): void {}
+
+  async *stream(
+    jobs: Job[],
+    signal: AbortSignal,
+    options: StreamOptions = {},
+  ): AsyncGenerator<StreamedBatch> {
+    const keep = options.keep ?? false;
+    if (options.follow === false) {
+      // What is there now, in bounded batches.
+      const records = await this.receive(jobs, keep);
+      for (let i = 0; i < records.length && !signal.aborted; i += STREAM_BATCH_RECORDS) {
+        yield { records: records.slice(i, i + STREAM_BATCH_RECORDS) };
+      }
+      return;
+    }
     const stream = this.manager.receiveStream(jobs, { keep });
     const leaves = leavesOf(jobs);
     const stop = aborted(signal);
@@ -219,6 +266,7 @@ const READ_BATCH_RECORDS = 1000;
 const SHUTDOWN_FLUSH_WAIT_MS = 5_000;
 
 export class SpooledRecords implements RecordSource {
+  readonly holdsAside = true;
   readonly #options: SpooledRecordsOptions;
   /** By top-level job. */
   readonly #spooled = new Map<Job, SpooledJob>();
@@ -353,15 +401,28 @@ export class SpooledRecords implements RecordSource {
     };
   }
 
+  ackUpTo(leaf: Job, seq: number): void {
+    const spool = this.#spooledOf(leaf)?.spools.get(leaf.id);
+    if (!spool || spool.closed || seq <= spool.ackedSeq) return;
+    // Lazy: the position is persisted within moments; a crash in between offers those records
+    // again (delivered twice at worst, never lost).
+    void spool.ack(seq, { lazy: true }).catch(() => {});
+  }
+
   async *stream(
     jobs: Job[],
-    keep: boolean,
     signal: AbortSignal,
-    packed = false,
+    options: StreamOptions = {},
   ): AsyncGenerator<StreamedBatch> {
+    const keep = options.keep ?? false;
+    const packed = options.packed ?? false;
+    const follow = options.follow ?? true;
     // Leaves one after the other: a job's records stay in order, which is what receivers rely on.
     for (const leaf of leavesOf(jobs)) {
-      const spool = this.#spooledOf(leaf)?.spools.get(leaf.id);
+      const spooled = this.#spooledOf(leaf);
+      const spool = spooled?.spools.get(leaf.id);
+      // Without follow, a finished job's last records may still be on their way to its spool.
+      if (spool && !follow && leaf.finished) await spooled!.done.catch(() => {});
       if (spool) {
         let pendingAck = 0;
         let scheduled = false;
@@ -389,11 +450,13 @@ export class SpooledRecords implements RecordSource {
         const release = (): void => void reservations.delete(token);
         signal.addEventListener('abort', release, { once: true });
         try {
-          const options = { signal, maxBytes: STREAM_BATCH_BYTES, maxRecords: STREAM_BATCH_RECORDS };
+          const limits = { signal, maxBytes: STREAM_BATCH_BYTES, maxRecords: STREAM_BATCH_RECORDS };
           const from = this.#cursor(spool) + 1;
-          const batches = packed
-            ? spool.followPacked(from, options)
-            : mapBatches(spool.followBatches(from, options), (records): SpoolBatch => ({ records }));
+          const batches = !follow
+            ? readBatches(spool, from, limits, packed)
+            : packed
+              ? spool.followPacked(from, limits)
+              : mapBatches(spool.followBatches(from, limits), (records): SpoolBatch => ({ records }));
           for await (const batch of batches) {
             if (signal.aborted) return;
             if (keep) {
@@ -401,7 +464,7 @@ export class SpooledRecords implements RecordSource {
             } else {
               const lastSeq = batch.packed ? batch.packed.lastSeq : batch.records.at(-1)!.seq;
               reservations.set(token, lastSeq);
-              yield { ...batch, commit: commitUpTo(lastSeq) };
+              yield { ...batch, commit: commitUpTo(lastSeq), leaf, lastSeq };
             }
           }
         } catch (error) {
@@ -415,7 +478,7 @@ export class SpooledRecords implements RecordSource {
       }
       if (signal.aborted) return;
       // The spool is sealed once the job finished and every record is in it.
-      if (!leaf.finished) await Promise.race([waitFinished(leaf), aborted(signal)]);
+      if (follow && !leaf.finished) await Promise.race([waitFinished(leaf), aborted(signal)]);
       if (signal.aborted) return;
       if (leaf.state === 'Failed') yield { records: [reasonRecord(leaf)] };
     }
@@ -484,6 +547,29 @@ export class SpooledRecords implements RecordSource {
     let top = job;
     while (top.parent) top = top.parent;
     return this.#spooled.get(top);
+  }
+}
+
+/** What a spool holds from `from` on now, a bounded read at a time (no waiting for more). */
+async function* readBatches(
+  spool: RecordSpool,
+  from: number,
+  limits: { signal: AbortSignal; maxBytes: number; maxRecords: number },
+  packed: boolean,
+): AsyncGenerator<SpoolBatch> {
+  let next = from;
+  while (!limits.signal.aborted) {
+    const bytes = packed ? await spool.readPacked(next, limits) : undefined;
+    let batch: SpoolBatch | undefined;
+    if (bytes) {
+      if (bytes.count > 0) batch = { packed: bytes };
+    } else {
+      const records = await spool.read(next, limits);
+      if (records.length > 0) batch = { records };
+    }
+    if (!batch) return;
+    next = (batch.packed ? batch.packed.lastSeq : batch.records.at(-1)!.seq) + 1;
+    yield batch;
   }
 }
 

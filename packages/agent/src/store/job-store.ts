@@ -63,6 +63,10 @@ export interface StoredSession {
   /** Last time a client was attached; idle disconnected sessions expire from here. */
   lastSeenAt: Date;
   name?: string;
+  /** Idle expiry in ms as last configured (absent: the agent's default). */
+  idleTimeoutMs?: number;
+  /** The identity's job host (the user's local jobs): never expires, never resumed directly. */
+  host?: boolean;
   data?: unknown;
 }
 

@@ -34,6 +34,8 @@ export interface ClientHandshakeOptions extends HandshakeCommon {
    * new epoch for it instead of replaying (docs/protocol.md, "Session takeover").
    */
   resume?: { sessionId: string; resumeSecret: string; takeover?: boolean };
+  /** When opening: a session on the identity's job host (OpenMessage.host). */
+  host?: boolean;
 }
 
 export interface ClientHandshakeResult {
@@ -48,7 +50,12 @@ export interface ServerHandshakeOptions extends HandshakeCommon {
   /** Checks the identity token; throw (ERR_UNAUTHORIZED) to refuse. */
   authenticate?(token: string | undefined): void | Promise<void>;
   /** Creates a session and its channel. */
-  open(context: { token: string | undefined; version: number }): SessionHandle | Promise<SessionHandle>;
+  open(context: {
+    token: string | undefined;
+    version: number;
+    /** The client asked for a session on its identity's job host (OpenMessage.host). */
+    host: boolean;
+  }): SessionHandle | Promise<SessionHandle>;
   /**
    * Finds the session to resume and checks its secret (in constant time); returns its current
    * channel. Throw ERR_SESSION_NOT_FOUND for an unknown id, a wrong secret or another identity's
@@ -276,7 +283,7 @@ export function clientHandshake(
       channel.attach(link, resumed.lastSeq);
       return { version: welcome.version, sessionId: resumed.sessionId, resumed: true };
     }
-    reader.send({ type: 'open' });
+    reader.send({ type: 'open', ...(options.host ? { host: true } : {}) });
     const opened = expectType(await reader.next(true), 'opened');
     reader.release();
     options.channel.attach(link, 0);
@@ -319,7 +326,7 @@ export function serverHandshake(
     });
     const request = expectType(await reader.next(), 'open', 'resume');
     if (request.type === 'open') {
-      const session = await options.open({ token, version });
+      const session = await options.open({ token, version, host: request.host === true });
       reader.send({ type: 'opened', sessionId: session.sessionId, resumeSecret: session.resumeSecret });
       reader.release();
       session.channel.attach(link, 0);

@@ -46,6 +46,13 @@ export interface WelcomeMessage {
 /** Client → server after `welcome`: start a new session. */
 export interface OpenMessage {
   type: 'open';
+  /**
+   * Open a session on the identity's job host: the session's job table is the one every `host`
+   * session of that identity shares (the user's local jobs), which never expires by idle time.
+   * The session itself is the client's own (its channel, subscriptions, resume secret); closing it
+   * leaves the host's jobs as they are. Absent means false: a session with a job table of its own.
+   */
+  host?: boolean;
 }
 
 /** Client → server after `welcome`: reattach to an existing session. */
@@ -282,7 +289,10 @@ const VALIDATORS: Record<MessageType, (m: Record<string, unknown>) => void> = {
     int(m, 'version', 1);
     str(m, 'software', MESSAGE_LIMITS.maxNameChars, true);
   },
-  open() {},
+  open(m) {
+    const host = field(m, 'host');
+    if (host !== undefined && typeof host !== 'boolean') fail('host must be a boolean');
+  },
   resume(m) {
     nonEmptyStr(m, 'sessionId', MESSAGE_LIMITS.maxIdChars);
     nonEmptyStr(m, 'resumeSecret', MESSAGE_LIMITS.maxIdChars);

@@ -13,10 +13,24 @@ export class RecordStream<T> implements AsyncIterable<T> {
   #wakeConsumer: (() => void) | undefined;
   #spaceWaiters: Array<() => void> = [];
   #iterating = false;
+  readonly #onTake: ((item: T) => void) | undefined;
+  readonly #onStop: (() => void) | undefined;
+  readonly #onDone: (() => void) | undefined;
 
-  /** @param highWaterMark queued items above which `push` asks the producer to wait. */
-  constructor(highWaterMark = 1024) {
+  /**
+   * @param highWaterMark queued items above which `push` asks the producer to wait.
+   * @param hooks `onTake`: an item was handed to the consumer (it has it now); `onStop`: the
+   *   consumer stopped early (`return()`, a `break` out of `for await`); `onDone`: the consumer
+   *   got the end (after the last item, or the error).
+   */
+  constructor(
+    highWaterMark = 1024,
+    hooks: { onTake?(item: T): void; onStop?(): void; onDone?(): void } = {},
+  ) {
     this.#highWaterMark = Math.max(1, highWaterMark);
+    this.#onTake = hooks.onTake;
+    this.#onStop = hooks.onStop;
+    this.#onDone = hooks.onDone;
   }
 
   get length(): number {
@@ -55,7 +69,9 @@ export class RecordStream<T> implements AsyncIterable<T> {
       next: () => this.#next(),
       return: (value?: unknown) => {
         // A consumer that stops early must not leave the producer (and the channel) blocked.
+        const early = !this.#ended || this.length > 0;
         this.#stop();
+        if (early) this.#onStop?.();
         return Promise.resolve({ value: value as T, done: true });
       },
     };
@@ -70,6 +86,7 @@ export class RecordStream<T> implements AsyncIterable<T> {
         this.#head = 0;
       }
       if (this.length < this.#highWaterMark / 2 || this.length === 0) this.#releaseSpace();
+      this.#onTake?.(item);
       return Promise.resolve({ value: item, done: false });
     }
     this.#releaseSpace();
@@ -78,6 +95,7 @@ export class RecordStream<T> implements AsyncIterable<T> {
       // The error is thrown once; the iteration is over after it, as after the end.
       this.#failed = false;
       this.#stop();
+      this.#onDone?.();
       return failed ? Promise.reject(this.#error) : Promise.resolve({ value: undefined as T, done: true });
     }
     return new Promise<void>((resolve) => {

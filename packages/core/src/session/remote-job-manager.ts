@@ -6,7 +6,8 @@ import { type RjobError, deserializeError, RjobError as RjobErrorClass } from '.
 import type { GetFilter } from '../job/job-manager.js';
 import type { JobRecord } from '../job/records.js';
 import type { GroupRequest, JobInfo, ReceiveToFileResult, WireSelector, WorkRequest } from './rpc.js';
-import type { RemoteRecord, Session } from './session.js';
+import { RecordStream } from './record-stream.js';
+import type { RemoteRecord, Session, Subscription } from './session.js';
 
 /** A remote job as the client shows it: the reason revived, tagged with its computer. */
 export type RemoteJobInfo = Omit<JobInfo, 'reason'> & {
@@ -61,13 +62,61 @@ export class RemoteJobManager {
     return (await this.#session.request('job.get', filter)).map((info) => this.#revive(info));
   }
 
-  /** Receive-Job: returns (and unless `keep` consumes) what the jobs hold; a Failed job's reason last. */
+  /**
+   * Receive-Job: returns (and unless `keep` consumes) what the jobs hold; a Failed job's reason
+   * last. The records stream in bounded batches, so any number arrives; they are consumed once
+   * all of them are here.
+   */
   async receive(selector: WireSelector, options: { keep?: boolean } = {}): Promise<RemoteRecord[]> {
-    const records = await this.#session.request('job.receive', {
-      selector,
-      ...(options.keep === undefined ? {} : { keep: options.keep }),
+    const out: RemoteRecord[] = [];
+    const subscription = await new Promise<Subscription>((resolveEnd, reject) => {
+      const sub = this.#session.subscribe(
+        selector,
+        {
+          onRecord: (record) => void out.push(this.#tag(record)),
+          onEnd: () => resolveEnd(sub),
+          onSessionEnd: reject,
+        },
+        { follow: false, ack: 'manual', ...(options.keep ? { keep: true } : {}) },
+      );
+      sub.jobs.catch(reject);
     });
-    return records.map((record) => this.#tag(record));
+    subscription.ack(out);
+    await subscription.flush();
+    return out;
+  }
+
+  /**
+   * Receive-Job as a stream: each record is consumed on the agent once the iteration took it, so
+   * a loop that stops early (`break`, an exception) leaves every later record there. With `wait`,
+   * it goes on until the jobs finished (Receive-Job -Wait); otherwise it ends with what they hold.
+   */
+  receiveStream(
+    selector: WireSelector,
+    options: { keep?: boolean; wait?: boolean; highWaterMark?: number } = {},
+  ): AsyncIterable<RemoteRecord> {
+    return {
+      [Symbol.asyncIterator]: () => {
+        let subscription: Subscription | undefined;
+        const stream = new RecordStream<RemoteRecord>(options.highWaterMark ?? 1024, {
+          onTake: (record) => subscription?.ack(record),
+          onStop: () => void subscription?.cancel().catch(() => {}),
+          // Sent before the loop goes on past its end, so a close right after it cannot overtake it.
+          onDone: () => void subscription?.flush(),
+        });
+        subscription = this.#session.subscribe(
+          selector,
+          {
+            onRecord: (record) => stream.push(this.#tag(record)),
+            onEnd: () => stream.end(),
+            onSessionEnd: (reason) => stream.fail(reason),
+          },
+          { follow: options.wait === true, ack: 'manual', ...(options.keep ? { keep: true } : {}) },
+        );
+        subscription.jobs.catch((error: unknown) => stream.fail(error));
+        return stream[Symbol.asyncIterator]();
+      },
+    };
   }
 
   /**

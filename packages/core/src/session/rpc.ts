@@ -148,8 +148,28 @@ export interface SessionMethods {
       keep?: boolean;
       batch?: boolean;
       packed?: boolean;
+      /**
+       * Keep streaming as the jobs write, until they finished (Receive-Job -Wait). Default true.
+       * False streams what the jobs hold now, then `job.end` (Receive-Job), in bounded batches.
+       */
+      follow?: boolean;
+      /**
+       * The client acknowledges records with `job.ack` as its receiver takes them; only those are
+       * consumed. Records sent but never acknowledged (the client died, cancelled, was taken over)
+       * stay on the agent for the next receive. Default false: consumed once the channel
+       * acknowledged the event that carried them.
+       */
+      clientAck?: boolean;
     };
     result: JobInfo[];
+  };
+  /**
+   * Consumes records a `clientAck` subscription sent: for each leaf job, every record up to `seq`
+   * (cumulative; never past what was sent). Acks for a subscription that ended are ignored.
+   */
+  'job.ack': {
+    params: { subscriptionId: string; acks: Array<{ jobId: number; seq: number }> };
+    result: undefined;
   };
   'job.unsubscribe': { params: { subscriptionId: string }; result: undefined };
 

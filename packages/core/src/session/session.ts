@@ -68,6 +68,13 @@ export interface SessionOptions {
    * the session stops granting credit to the agent. Default 1024.
    */
   recordHighWaterMark?: number;
+  /**
+   * Open the session on the identity's job host instead of giving it a job table of its own: its
+   * jobs are the user's local jobs, shared by every host session of the same identity (any number
+   * at once, none taking over another) and never expired by idle time. Closing the session leaves
+   * those jobs as they are. Default false.
+   */
+  host?: boolean;
 }
 
 /** What {@link connectSession} needs to take a session over: the values a CLI persists. */
@@ -126,8 +133,35 @@ export interface Subscription {
   readonly subscriptionId: string;
   /** The jobs subscribed to, as the agent answered. */
   readonly jobs: Promise<RemoteJobInfo[]>;
-  /** Stops the stream on the agent and forgets the handlers. */
+  /**
+   * Stops the stream on the agent and forgets the handlers. What was acknowledged is consumed;
+   * every other record sent is left on the agent for the next receive.
+   */
   cancel(): Promise<void>;
+  /**
+   * With `ack: 'manual'`: the receiver has these records (wrote them where they go); they may be
+   * consumed. Acks are cumulative per job and sent in batches; {@link flush} sends them now.
+   */
+  ack(records: RemoteRecord | readonly RemoteRecord[]): void;
+  /** Sends the acks not sent yet; resolves once the agent has them (or the session ended). */
+  flush(): Promise<void>;
+}
+
+export interface SubscribeOptions {
+  /** Leave the records on the agent. Default false: consumed once acknowledged. */
+  keep?: boolean;
+  subscriptionId?: string;
+  /**
+   * Keep streaming until the jobs finished (Receive-Job -Wait). Default true. False: what the jobs
+   * hold now, then `onEnd` (Receive-Job), in bounded batches whatever their number.
+   */
+  follow?: boolean;
+  /**
+   * When a record counts as received (and is consumed on the agent): `auto`, once `onRecord`
+   * returned (or its promise resolved); `manual`, once {@link Subscription.ack} says so (a
+   * receiver that writes records somewhere acknowledges what it wrote). Default `auto`.
+   */
+  ack?: 'auto' | 'manual';
 }
 
 export interface ReceiveSessionOptions {
@@ -182,6 +216,8 @@ export class Session<Target = unknown> {
   #nextRequestId = 1;
   readonly #pending = new Map<number, Pending>();
   readonly #subscriptions = new Map<string, SubscriptionHandlers>();
+  /** Called for each record a subscription's handler took (auto acks). */
+  readonly #taken = new Map<string, (record: RemoteRecord) => void>();
   /** Remote job ids each live subscription streams, so receive() does not mirror a job twice. */
   readonly #subscribedIds = new Map<string, number[]>();
   readonly #listeners = new Set<(change: SessionStateChange) => void>();
@@ -356,16 +392,20 @@ export class Session<Target = unknown> {
   subscribe(
     selector: WireSelector,
     handlers: SubscriptionHandlers,
-    options: { keep?: boolean; subscriptionId?: string } = {},
+    options: SubscribeOptions = {},
   ): Subscription {
     const subscriptionId = options.subscriptionId ?? randomUUID();
+    const keep = options.keep ?? false;
+    const acks = new AckBatcher(subscriptionId, (params) => this.request('job.ack', params));
     this.#subscriptions.set(subscriptionId, handlers);
+    if (!keep && options.ack !== 'manual') this.#taken.set(subscriptionId, (record) => acks.add(record));
     const jobs = this.request('job.subscribe', {
       selector,
       subscriptionId,
       batch: true,
       packed: true,
-      ...(options.keep === undefined ? {} : { keep: options.keep }),
+      ...(keep ? { keep } : { clientAck: true }),
+      ...(options.follow === false ? { follow: false } : {}),
     }).then(
       (infos) => {
         if (this.#subscriptions.has(subscriptionId)) {
@@ -378,6 +418,7 @@ export class Session<Target = unknown> {
       },
       (error: unknown) => {
         this.#subscriptions.delete(subscriptionId);
+        this.#taken.delete(subscriptionId);
         throw error;
       },
     );
@@ -387,10 +428,19 @@ export class Session<Target = unknown> {
       jobs,
       cancel: async () => {
         this.#subscribedIds.delete(subscriptionId);
-        if (!this.#subscriptions.delete(subscriptionId)) return;
+        this.#taken.delete(subscriptionId);
+        const live = this.#subscriptions.delete(subscriptionId);
         if (this.#state === 'Closed' || this.#state === 'Broken') return;
-        await this.request('job.unsubscribe', { subscriptionId });
+        // The acks first: the agent consumes what was taken, then gives the rest back.
+        await acks.flush();
+        if (live) await this.request('job.unsubscribe', { subscriptionId });
       },
+      ack: (records) => {
+        if (keep) return;
+        if (Array.isArray(records)) for (const record of records) acks.add(record);
+        else acks.add(records as RemoteRecord);
+      },
+      flush: () => acks.flush(),
     };
   }
 
@@ -551,7 +601,7 @@ export class Session<Target = unknown> {
           ? {}
           : { handshakeTimeoutMs: this.#options.handshakeTimeoutMs }),
         software: 'rjob-session-client',
-        ...(resume ? { resume } : {}),
+        ...(resume ? { resume } : this.#options.host ? { host: true } : {}),
       });
     } catch (error) {
       throw isFatalConnectError(error) ? error : connectFailed(error, this.computerName);
@@ -701,7 +751,7 @@ export class Session<Target = unknown> {
         const event = data as SessionEvents['job.records'];
         const handlers = this.#subscriptions.get(event?.subscriptionId);
         if (!handlers || !Array.isArray(event.records)) return;
-        return this.#deliverRecords(handlers, event.records, 0);
+        return this.#deliverRecords(handlers, event.records, 0, this.#taken.get(event.subscriptionId));
       }
       case 'job.packed': {
         const event = data as SessionEvents['job.packed'];
@@ -711,7 +761,12 @@ export class Session<Target = unknown> {
           throw new RjobError(ProtocolErrorCode.MessageInvalid, 'job.packed carries no entries.');
         }
         // Throws ERR_MESSAGE_INVALID for bytes that are not whole entries; the channel then fails.
-        return this.#deliverRecords(handlers, decodeRecordEntries(event.entries), 0);
+        return this.#deliverRecords(
+          handlers,
+          decodeRecordEntries(event.entries),
+          0,
+          this.#taken.get(event.subscriptionId),
+        );
       }
       case 'job.end': {
         const event = data as SessionEvents['job.end'];
@@ -719,6 +774,7 @@ export class Session<Target = unknown> {
         if (!handlers) return;
         this.#subscriptions.delete(event.subscriptionId);
         this.#subscribedIds.delete(event.subscriptionId);
+        this.#taken.delete(event.subscriptionId);
         handlers.onEnd(event.jobs.map((info: JobInfo) => reviveJobInfo(info, this.computerName)));
         return;
       }
@@ -744,7 +800,12 @@ export class Session<Target = unknown> {
    * handler is; from the first promise it returns on, the rest waits for it (so the channel, which
    * waits for the promise this returns, stops granting credit exactly as for single records).
    */
-  #deliverRecords(handlers: SubscriptionHandlers, records: JobRecord[], start: number): void | Promise<void> {
+  #deliverRecords(
+    handlers: SubscriptionHandlers,
+    records: JobRecord[],
+    start: number,
+    taken?: (record: RemoteRecord) => void,
+  ): void | Promise<void> {
     const computerName = this.computerName;
     for (let i = start; i < records.length; i++) {
       // Tagged in place: the batch was just decoded for us, nobody else holds its records.
@@ -752,8 +813,12 @@ export class Session<Target = unknown> {
       record.computerName = computerName;
       const pending = handlers.onRecord(record);
       if (pending && typeof (pending as Promise<void>).then === 'function') {
-        return (pending as Promise<void>).then(() => this.#deliverRecords(handlers, records, i + 1));
+        return (pending as Promise<void>).then(() => {
+          taken?.(record);
+          return this.#deliverRecords(handlers, records, i + 1, taken);
+        });
       }
+      taken?.(record);
     }
   }
 
@@ -845,4 +910,52 @@ export async function connectSession<Target>(
   const session = new Session(transport, target, options, { sessionId, resumeSecret });
   await session.open();
   return session;
+}
+
+/**
+ * A subscription's acknowledgements on their way to the agent: the highest seq taken per job,
+ * sent as one `job.ack` per turn of the event loop (not one per record).
+ */
+class AckBatcher {
+  readonly #subscriptionId: string;
+  readonly #send: (params: {
+    subscriptionId: string;
+    acks: Array<{ jobId: number; seq: number }>;
+  }) => Promise<unknown>;
+  #pending = new Map<number, number>();
+  #scheduled = false;
+  #inFlight: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    subscriptionId: string,
+    send: (params: {
+      subscriptionId: string;
+      acks: Array<{ jobId: number; seq: number }>;
+    }) => Promise<unknown>,
+  ) {
+    this.#subscriptionId = subscriptionId;
+    this.#send = send;
+  }
+
+  add(record: JobRecord): void {
+    // A Failed job's reason (seq 0) is repeated on every receive; it is not consumed.
+    if (record.reason || !(record.seq > 0)) return;
+    const known = this.#pending.get(record.jobId);
+    if (known === undefined || record.seq > known) this.#pending.set(record.jobId, record.seq);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => void this.flush());
+    }
+  }
+
+  flush(): Promise<void> {
+    this.#scheduled = false;
+    if (this.#pending.size > 0) {
+      const acks = [...this.#pending].map(([jobId, seq]) => ({ jobId, seq }));
+      this.#pending = new Map();
+      // An ack the session cannot deliver any more (it ended) leaves the records on the agent.
+      this.#inFlight = this.#send({ subscriptionId: this.#subscriptionId, acks }).catch(() => {});
+    }
+    return this.#inFlight.then(() => {});
+  }
 }
