@@ -216,7 +216,7 @@ export async function receive(argv: readonly string[], io: CliIo): Promise<numbe
  * agent) only once its bytes were written; a closed pipe or Ctrl-C stops the stream, and every
  * record not written stays on the agent for the next receive.
  */
-function streamRecords(
+export function streamRecords(
   io: CliIo,
   session: Session<unknown>,
   ids: number[],

@@ -20,12 +20,13 @@ import {
   jobJson,
   jobTable,
   jsonReplacer,
-  printRecord,
+  formatRecord,
   recordJson,
   type SessionRow,
   sessionTable,
 } from '../format.js';
 import { describeError } from '../errors.js';
+import { streamRecords } from './jobs.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import { selfCommand, selfEnv } from '../local-agent.js';
@@ -328,10 +329,23 @@ async function receiveCmd(argv: readonly string[], io: CliIo): Promise<number> {
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const s = await ctx.namedSession(name);
     if (outTarget === 'job') return receiveToLocalJobs(ctx, io, name, s, bool(values.json));
-    for (const record of await s.receive({ keep: bool(values.keep) })) {
-      if (values.ndjson) io.stdout.write(`${recordJson(record)}\n`);
-      else printRecord(io, record);
-    }
+    // Receive-PSSession -OutTarget Host: what the session's jobs hold, streamed as `receive` does
+    // (each record consumed once written; an interruption leaves the rest there).
+    const remote = (await s.jobs.get({})).filter((job) => job.hasMoreData || !isTerminal(job.state));
+    if (remote.length === 0) return ExitCode.Ok;
+    const { stopped } = await streamRecords(
+      io,
+      s,
+      remote.map((job) => job.id),
+      {
+        keep: bool(values.keep),
+        follow: false,
+        format: (record) =>
+          values.ndjson ? { target: 'stdout', chunk: `${recordJson(record)}\n` } : formatRecord(io, record),
+      },
+    );
+    if (stopped === 'pipe') return ExitCode.BrokenPipe;
+    if (stopped === 'interrupt') return ExitCode.Interrupted;
     return ExitCode.Ok;
   });
 }
