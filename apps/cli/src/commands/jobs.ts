@@ -2,6 +2,7 @@
  * The job verbs (Start-Job, Get-Job, Receive-Job, Wait-Job, Stop-Job, Remove-Job). Local jobs live
  * in the local agent's `local` session; with `-s NAME` they live in that session's agent.
  */
+import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import {
   isTerminal,
@@ -56,6 +57,8 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
     if (/^\d+$/.test(name)) throw usageError('a job name cannot be all digits (it would read as an id)');
     request.name = name;
   }
+  // One key for this command: a start repeated after a take-over answers with the job it started.
+  request.requestKey = randomUUID();
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const info = await onJobSession(ctx, sessionName, (session) => session.jobs.start(request));
     io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));

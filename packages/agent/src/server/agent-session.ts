@@ -571,8 +571,18 @@ export class AgentSession {
   // ---- jobs ----------------------------------------------------------------------------------
 
   async #start(params: unknown): Promise<JobInfo> {
-    const job = await this.#startWork(params, 'job.start');
-    return this.#info(job);
+    const request = workRequest(params, 'job.start');
+    const keys = startedByKey(this.jobs);
+    const known = request.requestKey === undefined ? undefined : keys.get(request.requestKey);
+    if (known) return this.#info(await known);
+    const starting = this.#startWork(params, 'job.start');
+    if (request.requestKey !== undefined) {
+      keys.set(request.requestKey, starting);
+      starting.catch(() => keys.delete(request.requestKey!));
+      // Bounded: a key matters only for the moments a client may repeat its request.
+      if (keys.size > START_KEYS_KEPT) keys.delete(keys.keys().next().value!);
+    }
+    return this.#info(await starting);
   }
 
   /**
@@ -904,6 +914,16 @@ export class AgentSession {
       this.#invokesRunning--;
     }
   }
+}
+
+/** Start keys remembered per job table (a host's views share their host's). */
+const START_KEYS_KEPT = 4096;
+const startKeys = new WeakMap<JobManager, Map<string, Promise<Job>>>();
+
+function startedByKey(jobs: JobManager): Map<string, Promise<Job>> {
+  let keys = startKeys.get(jobs);
+  if (!keys) startKeys.set(jobs, (keys = new Map()));
+  return keys;
 }
 
 /** Resolves once the client acknowledged every record the subscription sent. */

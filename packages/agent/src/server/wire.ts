@@ -145,10 +145,12 @@ export function workRequest(params: unknown, method: string): WorkRequest {
   const p = objectParams(params, method);
   const type = optionalString(p, 'type', 256);
   const name = optionalString(p, 'name', 256);
+  const requestKey = optionalString(p, 'requestKey', 256);
   if (!isPlainObject(p.definition)) throw invalidParams(`${method} needs a definition object.`);
   const request: WorkRequest = { definition: p.definition };
   if (type !== undefined) request.type = type;
   if (name !== undefined) request.name = name;
+  if (requestKey !== undefined) request.requestKey = requestKey;
   return request;
 }
 

@@ -49,6 +49,12 @@ export interface WorkRequest {
   type?: string;
   definition: unknown;
   name?: string;
+  /**
+   * Makes the start idempotent: a `job.start` with a key the agent saw recently for the same job
+   * table answers with the job that key started instead of starting another (a request repeated
+   * after its answer was lost). Any unique string, e.g. a UUID per user action.
+   */
+  requestKey?: string;
 }
 
 /** One child of a `job.startGroup`: work as for `job.start`, plus where it runs. */
