@@ -11,12 +11,13 @@ import { type FileHandle, mkdir, open, readdir, readFile, rm, stat } from 'node:
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { encodeRecordEntries, ErrorCode, type JobRecord, RjobError } from '@rjob/core';
-import { AgentErrorCode } from '../errors.js';
+import { AgentErrorCode, diskFullError, isSpaceError } from '../errors.js';
 import { TEMP_MARKER, writeFileAtomic } from '../fs/atomic-file.js';
+import { reportIncident } from '../incidents.js';
 import {
-  corruptSegment,
   decodeRecord,
   encodeEntry,
+  findNextEntry,
   HEADER_BYTES,
   isCompactPayload,
   MAX_ENTRY_PAYLOAD_BYTES,
@@ -166,6 +167,17 @@ interface Segment {
   /** Sparse index: `indexSeqs[i]` starts at byte `indexOffsets[i]`; one point per 64 KiB. */
   indexSeqs: number[];
   indexOffsets: number[];
+  /** Damaged stretches found in the file (see #holeAt), in file order. */
+  holes?: Hole[];
+}
+
+/** Damage in a segment: from byte `offset` (where record `seq` should be) to the next intact entry. */
+interface Hole {
+  offset: number;
+  seq: number;
+  /** The next intact entry (the end of the data when there is none). */
+  nextOffset: number;
+  nextSeq: number;
 }
 
 interface Waiter {
@@ -280,7 +292,12 @@ export class RecordSpool {
    */
   static async open(options: RecordSpoolOptions): Promise<RecordSpool> {
     const spool = new RecordSpool(options);
-    await spool.#recover();
+    try {
+      await spool.#recover();
+    } catch (error) {
+      if (isSpaceError(error)) throw diskFullError(`the spool ${spool.dir}`, error);
+      throw error;
+    }
     return spool;
   }
 
@@ -757,17 +774,35 @@ export class RecordSpool {
       let offset = 0;
       let seq = segment.firstSeq;
       let lastOffset = -1;
-      for (
-        let entry = await scanner.entryAt(offset, seq);
-        entry;
-        entry = await scanner.entryAt(offset, seq)
-      ) {
-        addIndexPoint(segment, entry.seq, entry.offset);
-        lastOffset = offset;
-        offset = entry.end;
-        seq++;
+      for (;;) {
+        const entry = await scanner.entryAt(offset, seq);
+        if (entry) {
+          addIndexPoint(segment, entry.seq, entry.offset);
+          lastOffset = offset;
+          offset = entry.end;
+          seq++;
+          continue;
+        }
+        if (offset + HEADER_BYTES > size) break;
+        // Damage, or the torn end of the last write: if an intact entry follows, only the
+        // records in between are lost (each entry is at least a header long, which bounds the
+        // numbers that can still come).
+        const maxSeq = seq - 1 + Math.ceil((size - offset) / HEADER_BYTES);
+        const next = await findNextEntry(handle, offset + 1, size, seq - 1, maxSeq);
+        if (!next) break;
+        recordHole(segment, { offset, seq, nextOffset: next.offset, nextSeq: next.seq }, true);
+        offset = next.offset;
+        seq = next.seq;
       }
-      if (offset < size) await handle.truncate(offset);
+      if (offset < size) {
+        await handle.truncate(offset);
+        reportIncident({
+          kind: 'damaged',
+          code: AgentErrorCode.StateDamaged,
+          subject: `spool segment ${segment.path}`,
+          detail: `its last ${size - offset} byte(s) are not a complete record (a torn or damaged end): cut off, the records before them are kept`,
+        });
+      }
       segment.lastSeq = segment.writtenLastSeq = seq - 1;
       segment.bytes = segment.writtenBytes = offset;
       segment.created = true;
@@ -783,16 +818,31 @@ export class RecordSpool {
   }
 
   async #readMeta(): Promise<SpoolMeta> {
+    const path = join(this.dir, META_FILE);
+    let text: string;
     try {
-      const meta = JSON.parse(await readFile(join(this.dir, META_FILE), 'utf8')) as Partial<SpoolMeta>;
+      text = await readFile(path, 'utf8');
+    } catch {
+      // Missing: a fresh spool.
+      return { version: 1, ackedSeq: 0, sealed: false };
+    }
+    try {
+      const meta = JSON.parse(text) as Partial<SpoolMeta>;
+      if (typeof meta !== 'object' || meta === null) throw new Error('not an object');
       return {
         version: 1,
         ackedSeq: Number.isSafeInteger(meta.ackedSeq) && meta.ackedSeq! > 0 ? meta.ackedSeq! : 0,
         sealed: meta.sealed === true,
       };
     } catch {
-      // Missing (a fresh spool) or unreadable: nothing acknowledged. The worst case is that a
-      // receiver is offered records again, which it recognises by their sequence numbers.
+      // Damaged: nothing acknowledged. The worst case is that a receiver is offered records
+      // again, which it recognises by their sequence numbers.
+      reportIncident({
+        kind: 'damaged',
+        code: AgentErrorCode.StateDamaged,
+        subject: `spool meta ${path}`,
+        detail: 'unreadable: its acknowledged position is reset, so records already received may be offered again',
+      });
       return { version: 1, ackedSeq: 0, sealed: false };
     }
   }
@@ -1046,7 +1096,20 @@ export class RecordSpool {
       const verify = !segment.ownWrites;
       while (seq <= lastSeq) {
         const entry = await scanner.entryAt(offset, seq, verify);
-        if (!entry) throw corruptSegment(segment.path, offset, seq);
+        if (!entry) {
+          const hole = await this.#holeAt(segment, handle, offset, seq, endOffset, lastSeq);
+          const lostTo = hole.nextSeq - 1;
+          if (lostTo >= start) {
+            if (budget.records <= 0) return true;
+            const fromSeq = Math.max(seq, start);
+            const gap = { droppedRecords: lostTo - fromSeq + 1, fromSeq, toSeq: lostTo };
+            out.push(gapRecord(gap, out.at(-1) ?? this.#envelope, segment.path));
+            budget.records--;
+          }
+          offset = hole.nextOffset;
+          seq = hole.nextSeq;
+          continue;
+        }
         addIndexPoint(segment, seq, offset);
         if (seq >= start) {
           if (budget.records <= 0) return true;
@@ -1119,7 +1182,7 @@ export class RecordSpool {
     start: number,
     maxRecords: number,
     maxBytes: number,
-  ): Promise<PackedRecords> {
+  ): Promise<PackedRecords | undefined> {
     const endOffset = segment.writtenBytes;
     const lastSeq = segment.writtenLastSeq;
     let { seq, offset } = indexPointBefore(segment, start, endOffset);
@@ -1136,6 +1199,7 @@ export class RecordSpool {
         let count = 0;
         let payloads = 0;
         let needed = 0;
+        let damagedAt = -1;
         while (seq <= lastSeq) {
           if (at + HEADER_BYTES > got) {
             needed = HEADER_BYTES;
@@ -1144,15 +1208,18 @@ export class RecordSpool {
           const payloadBytes = chunk.readUInt32LE(at);
           const entrySeq = chunk.readUInt32LE(at + 8) + chunk.readUInt32LE(at + 12) * 0x1_0000_0000;
           const end = at + HEADER_BYTES + payloadBytes;
-          if (entrySeq !== seq || payloadBytes > MAX_ENTRY_PAYLOAD_BYTES || offset + end > endOffset) {
-            throw corruptSegment(segment.path, offset + at, seq);
+          if (
+            entrySeq !== seq ||
+            payloadBytes > MAX_ENTRY_PAYLOAD_BYTES ||
+            offset + end > endOffset ||
+            (end <= got && verify && crc32(chunk.subarray(at + 8, end)) !== chunk.readUInt32LE(at + 4))
+          ) {
+            damagedAt = offset + at;
+            break;
           }
           if (end > got) {
             needed = end - at;
             break;
-          }
-          if (verify && crc32(chunk.subarray(at + 8, end)) !== chunk.readUInt32LE(at + 4)) {
-            throw corruptSegment(segment.path, offset + at, seq);
           }
           if (seq >= start) {
             if (count > 0 && (count >= maxRecords || payloads + payloadBytes > maxBytes)) break;
@@ -1168,7 +1235,16 @@ export class RecordSpool {
           return { bytes: chunk.subarray(from, at), count, firstSeq: start, lastSeq: start + count - 1 };
         }
         if (seq > lastSeq) return { bytes: Buffer.alloc(0), count: 0, firstSeq: start, lastSeq: start - 1 };
-        if (got < want) throw corruptSegment(segment.path, offset + at, seq);
+        if (damagedAt >= 0 || got < want) {
+          // Damage: a known hole wholly before `start` is stepped over; anything else is for the
+          // decoded path, which finds the hole, reports it and gives the reader its warning.
+          const hole = segment.holes?.find((each) => each.offset === offset + at);
+          if (!hole || hole.nextSeq > start) return undefined;
+          offset = hole.nextOffset;
+          seq = hole.nextSeq;
+          want = Math.min(endOffset - offset, maxBytes + INDEX_INTERVAL_BYTES + 64 * HEADER_BYTES);
+          continue;
+        }
         // The next entry did not fit in what was read: read again from it, at least all of it.
         offset += at;
         want = Math.min(endOffset - offset, Math.max(needed, maxBytes + 64 * HEADER_BYTES));
@@ -1176,6 +1252,29 @@ export class RecordSpool {
     } finally {
       this.#releaseReader(segment);
     }
+  }
+
+  /**
+   * The damaged stretch of `segment` at `offset`, where record `seq` should start: as found before,
+   * or searched for now (see findNextEntry) and reported once. Reading goes on at the next intact
+   * entry; only the records in between are lost.
+   */
+  async #holeAt(
+    segment: Segment,
+    handle: FileHandle,
+    offset: number,
+    seq: number,
+    endOffset: number,
+    lastSeq: number,
+  ): Promise<Hole> {
+    const known = segment.holes?.find((each) => each.offset === offset);
+    if (known) return known;
+    const next = await findNextEntry(handle, offset + 1, endOffset, seq - 1, lastSeq);
+    const hole: Hole = next
+      ? { offset, seq, nextOffset: next.offset, nextSeq: next.seq }
+      : { offset, seq, nextOffset: endOffset, nextSeq: lastSeq + 1 };
+    recordHole(segment, hole, next !== undefined);
+    return hole;
   }
 
   /**
@@ -1492,10 +1591,14 @@ function addIndexPoint(segment: Segment, seq: number, offset: number): void {
 function gapRecord(
   gap: SpoolGap,
   like: { jobId: number; location: string; timeMs?: number },
+  damagedFile?: string,
 ): SpoolGapRecord {
   return {
     stream: 'warning',
-    data: `${gap.droppedRecords} record(s) (seq ${gap.fromSeq}–${gap.toSeq}) were dropped: the spool reached its bound before they were received.`,
+    data:
+      damagedFile === undefined
+        ? `${gap.droppedRecords} record(s) (seq ${gap.fromSeq}–${gap.toSeq}) were dropped: the spool reached its bound before they were received.`
+        : `${gap.droppedRecords} record(s) (seq ${gap.fromSeq}–${gap.toSeq}) were lost: their bytes in ${damagedFile} are damaged (${AgentErrorCode.StateDamaged}). The records after them are kept.`,
     seq: gap.toSeq,
     timeMs: like.timeMs ?? Date.now(),
     jobId: like.jobId,
@@ -1550,4 +1653,31 @@ function sealedError(dir: string): RjobError {
   return new RjobError(AgentErrorCode.SpoolSealed, `The spool ${dir} is sealed: its job writes no more.`, {
     details: { dir },
   });
+}
+
+/** Keeps a hole (in file order), indexes the entry after it, and reports the loss once. */
+function recordHole(segment: Segment, hole: Hole, found: boolean): void {
+  const holes = (segment.holes ??= []);
+  holes.push(hole);
+  holes.sort((a, b) => a.offset - b.offset);
+  if (found) addIndexPointAt(segment, hole.nextSeq, hole.nextOffset);
+  const lost =
+    hole.nextSeq > hole.seq
+      ? `record(s) ${hole.seq}–${hole.nextSeq - 1} lost`
+      : 'damaged bytes skipped, no record lost';
+  reportIncident({
+    kind: 'damaged',
+    code: AgentErrorCode.StateDamaged,
+    subject: `spool segment ${segment.path}`,
+    detail: `bytes ${hole.offset}–${hole.nextOffset - 1} are not valid records: ${lost}, the records after them are kept`,
+  });
+}
+
+/** An index point at a known entry start, wherever it falls (the index stays sorted). */
+function addIndexPointAt(segment: Segment, seq: number, offset: number): void {
+  let i = segment.indexOffsets.length;
+  while (i > 0 && segment.indexOffsets[i - 1]! > offset) i--;
+  if (i > 0 && segment.indexOffsets[i - 1] === offset) return;
+  segment.indexOffsets.splice(i, 0, offset);
+  segment.indexSeqs.splice(i, 0, seq);
 }
