@@ -128,6 +128,9 @@ const TAIL_CACHE_BYTES = 4 * 1024 * 1024;
 const INDEX_INTERVAL_BYTES = 64 * 1024;
 /** How long a lazily acknowledged position may wait to be persisted. */
 const LAZY_META_MS = 200;
+/** A write that failed for space is retried after this, doubling up to {@link SPACE_RETRY_MAX_MS}. */
+const SPACE_RETRY_MIN_MS = 50;
+const SPACE_RETRY_MAX_MS = 2000;
 const MIN_SEGMENT_BYTES = 4 * 1024;
 
 interface Segment {
@@ -268,6 +271,11 @@ export class RecordSpool {
   #closing: Promise<void> | undefined;
   /** Closed and every file handle released: the pump must not reopen anything. */
   #released = false;
+  /** Since when writes fail for space (ENOSPC, EDQUOT) and the pump retries them; see #pumpLoop. */
+  #spacePausedSince: Date | undefined;
+  #spaceRetryMs = SPACE_RETRY_MIN_MS;
+  /** Ends the current wait between retries early (close, discard). */
+  #spaceWake: (() => void) | undefined;
 
   private constructor(options: RecordSpoolOptions) {
     this.dir = options.dir;
@@ -480,7 +488,8 @@ export class RecordSpool {
     if (problem) throw problem;
     // Only what is appended but not yet handed to the OS needs the pump; waiting for a whole pass
     // (an fsync, a meta rewrite) would put disk latency on every read of a live job.
-    if (this.#writtenSeq < this.#lastSeq) await this.#untilWritten(this.#lastSeq);
+    // While the disk is full, what is not written cannot be: read what is.
+    if (this.#writtenSeq < this.#lastSeq && !this.#spacePausedSince) await this.#untilWritten(this.#lastSeq);
     for (let attempt = 0; ; attempt++) {
       try {
         return await readOnce();
@@ -658,6 +667,7 @@ export class RecordSpool {
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
+    this.#spaceWake?.();
     this.#rejectWaiters(closedError(this.dir));
     this.#fireChange();
     this.#writableWaiters?.resolve();
@@ -697,6 +707,7 @@ export class RecordSpool {
     if (this.#closing) return this.#closing;
     this.#closed = true;
     this.#released = true;
+    this.#spaceWake?.();
     // The pass running now is the last: nothing is written after it.
     this.#dirty = false;
     this.#rejectWaiters(closedError(this.dir));
@@ -1346,11 +1357,28 @@ export class RecordSpool {
     return this.#pumping;
   }
 
+  /**
+   * Runs passes until the files are in line. A pass that fails for space (ENOSPC, EDQUOT) is not a
+   * failure: the spool pauses (appends fill the write buffer, then wait, which pauses the job),
+   * puts a warning record in the job's stream, reports the pause, and retries with backoff until
+   * the write goes through; then nothing was lost. Only closing the spool while the disk is still
+   * full gives up (ERR_DISK_FULL, and what was not written is reported lost).
+   */
   async #pumpLoop(): Promise<void> {
     try {
       while (this.#dirty) {
         this.#dirty = false;
-        await this.#pumpOnce();
+        try {
+          await this.#pumpOnce();
+        } catch (error) {
+          if (!isSpaceError(error) || this.#closed || this.#released) throw error;
+          this.#pauseForSpace(error);
+          await this.#spaceBackoff();
+          if (this.#released) return;
+          this.#dirty = true;
+          continue;
+        }
+        if (this.#spacePausedSince && !this.#dirty) this.#resumeAfterSpace();
       }
     } catch (error) {
       throw this.#fail(error);
@@ -1359,13 +1387,86 @@ export class RecordSpool {
     }
   }
 
+  #pauseForSpace(error: unknown): void {
+    if (this.#spacePausedSince) return;
+    this.#spacePausedSince = new Date();
+    this.#spaceRetryMs = SPACE_RETRY_MIN_MS;
+    const code = String((error as { code?: unknown }).code ?? 'ENOSPC');
+    reportIncident({
+      kind: 'disk-full',
+      code: AgentErrorCode.DiskFull,
+      subject: `spool ${this.dir}`,
+      detail: `writing failed (${code}): the job's output is paused and resumes, with nothing lost, once space is freed`,
+    });
+    if (!this.#closed) {
+      // In the job's own stream, where its output stopped: written first once space returns.
+      const warning: JobRecord = {
+        stream: 'warning',
+        data: `rjob: the disk holding the agent's state is full (${code}); this job's output was paused at ${this.#spacePausedSince.toISOString()} until space was freed. Nothing was lost. (${AgentErrorCode.DiskFull})`,
+        seq: this.#lastSeq + 1,
+        timeMs: this.#spacePausedSince.getTime(),
+        jobId: this.#envelope.jobId,
+        location: this.#envelope.location,
+      };
+      this.#accept(warning, encodeEntry(warning));
+    }
+    // Readers waiting for records that cannot be written now read what is.
+    const written = this.#writtenWaiters;
+    this.#writtenWaiters = [];
+    for (const waiter of written) waiter.resolve();
+    this.#fireChange();
+  }
+
+  #resumeAfterSpace(): void {
+    const since = this.#spacePausedSince!;
+    this.#spacePausedSince = undefined;
+    reportIncident({
+      kind: 'disk-space-back',
+      code: AgentErrorCode.DiskFull,
+      subject: `spool ${this.dir}`,
+      detail: `space is back: the output paused at ${since.toISOString()} is written, nothing was lost`,
+    });
+    this.#fireChange();
+  }
+
+  async #spaceBackoff(): Promise<void> {
+    const waitMs = this.#spaceRetryMs;
+    this.#spaceRetryMs = Math.min(this.#spaceRetryMs * 2, SPACE_RETRY_MAX_MS);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, waitMs);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#spaceWake = done;
+    });
+    this.#spaceWake = undefined;
+  }
+
+  /** True while writes fail for space and the job's output waits for it (see #pumpLoop). */
+  get pausedForSpace(): boolean {
+    return this.#spacePausedSince !== undefined;
+  }
+
   /** The disk failed: every waiter learns it, and so does every later call. */
   #fail(error: unknown): RjobError {
-    this.#failure ??= new RjobError(
-      AgentErrorCode.SpoolIo,
-      `Spool ${this.dir} failed: ${(error as Error).message}`,
-      { cause: error, details: { dir: this.dir } },
-    );
+    if (!this.#failure && isSpaceError(error)) {
+      const unwritten = this.#lastSeq - this.#writtenSeq;
+      if (unwritten > 0) {
+        reportIncident({
+          kind: 'lost',
+          code: AgentErrorCode.DiskFull,
+          subject: `spool ${this.dir}`,
+          detail: `closed while the disk was still full: ${unwritten} record(s) after seq ${this.#writtenSeq} were never written`,
+        });
+      }
+    }
+    this.#failure ??= isSpaceError(error)
+      ? diskFullError(`the spool ${this.dir}`, error)
+      : new RjobError(AgentErrorCode.SpoolIo, `Spool ${this.dir} failed: ${(error as Error).message}`, {
+          cause: error,
+          details: { dir: this.dir },
+        });
     this.#rejectWaiters(this.#failure);
     const written = this.#writtenWaiters;
     this.#writtenWaiters = [];
@@ -1395,7 +1496,12 @@ export class RecordSpool {
     for (const segment of [...this.#segments]) {
       if (segment.handle && segment.unsynced) {
         segment.unsynced = false;
-        await segment.handle.sync();
+        try {
+          await segment.handle.sync();
+        } catch (error) {
+          segment.unsynced = true;
+          throw error;
+        }
       }
       // A closed segment, fully written and now synced, is done with: release its file.
       if (
@@ -1438,7 +1544,14 @@ export class RecordSpool {
       this.#metaDirty = false;
       this.#metaDue = false;
       const meta: SpoolMeta = { version: 1, ackedSeq: this.#ackedSeq, sealed: this.#sealed };
-      await writeFileAtomic(join(this.dir, META_FILE), Buffer.from(JSON.stringify(meta)), { fsync: false });
+      try {
+        await writeFileAtomic(join(this.dir, META_FILE), Buffer.from(JSON.stringify(meta)), { fsync: false });
+      } catch (error) {
+        // Written again by the retry (see #pumpLoop).
+        this.#metaDirty = true;
+        this.#metaDue = true;
+        throw error;
+      }
       this.#dirDirty = true;
     }
     const doomed = this.#doomed;
@@ -1455,15 +1568,53 @@ export class RecordSpool {
     }
     if (this.#syncDue) {
       this.#syncDue = false;
-      await this.#syncPass();
+      try {
+        await this.#syncPass();
+      } catch (error) {
+        this.#syncDue = true;
+        throw error;
+      }
     } else if ((wrote || this.#dirDirty) && this.#syncIntervalMs > 0 && !this.#syncTimer && !this.#closed) {
       this.#syncTimer = setTimeout(() => {
         this.#syncTimer = undefined;
-        this.#syncPass().catch((error) => this.#fail(error));
+        this.#syncPass().catch((error) => {
+          if (!isSpaceError(error)) return this.#fail(error);
+          // The pump retries it with the next pass (and pauses until space returns).
+          this.#syncDue = true;
+          this.#kick().catch(() => {});
+        });
       }, this.#syncIntervalMs);
       this.#syncTimer.unref();
     }
     this.#updateWritable();
+  }
+
+  /**
+   * After a write of `buffers` (one entry each) that put only `bytesWritten` bytes on disk: the
+   * whole entries among them count as written, a partial one is cut off the file, and the others
+   * go back to the front of the segment's queue.
+   */
+  async #requeue(segment: Segment, buffers: Buffer[], bytesWritten: number): Promise<void> {
+    let done = 0;
+    let count = 0;
+    while (count < buffers.length && done + buffers[count]!.length <= bytesWritten) {
+      done += buffers[count]!.length;
+      count++;
+    }
+    if (done < bytesWritten) await segment.handle!.truncate(segment.writtenBytes + done);
+    if (count > 0) {
+      segment.writtenBytes += done;
+      segment.writtenLastSeq += count;
+      segment.unsynced = true;
+      this.#wrote(segment.writtenLastSeq);
+    }
+    // A segment deleted meanwhile (acknowledged or dropped) needs none of it.
+    if (!this.#segments.includes(segment)) return;
+    const rest = buffers.slice(count);
+    const restBytes = rest.reduce((sum, buffer) => sum + buffer.length, 0);
+    segment.pending = [...rest, ...segment.pending];
+    segment.pendingBytes += restBytes;
+    this.#pendingBytes += restBytes;
   }
 
   /** Creates, writes, and (once sealed) fsyncs and closes one segment. True if it wrote data. */
@@ -1483,8 +1634,21 @@ export class RecordSpool {
       segment.pendingBytes = 0;
       this.#pendingBytes -= sizeBytes;
       // Entries from one appendMany are views of one buffer: written as they are, not copied.
-      const { bytesWritten } = await segment.handle.writev(coalesce(buffers), segment.writtenBytes);
-      if (bytesWritten !== sizeBytes) throw new Error(`short write (${bytesWritten} of ${sizeBytes} bytes)`);
+      let bytesWritten = 0;
+      let failure: unknown;
+      try {
+        ({ bytesWritten } = await segment.handle.writev(coalesce(buffers), segment.writtenBytes));
+      } catch (error) {
+        failure = error;
+      }
+      if (bytesWritten !== sizeBytes) {
+        // The disk filled up (a short write; the next one says why) or the write failed: keep
+        // the whole entries that made it, cut a partial one off, and queue the rest again.
+        await this.#requeue(segment, buffers, bytesWritten);
+        if (failure) throw failure;
+        this.#dirty = true;
+        return true;
+      }
       segment.writtenBytes += sizeBytes;
       segment.writtenLastSeq = lastSeq;
       segment.unsynced = true;
