@@ -103,7 +103,9 @@ describe('damaged state files (agent restarted after the damage)', () => {
 
     const received = await sb.rjob('receive', 'big');
     expect(received.stdout.split('\n').filter(Boolean)).toEqual(numbers(1, 999));
-    expect(await status(sb)).toMatch(new RegExp(`damaged: spool segment ${segment}: .*cut off.*\\(ERR_STATE_DAMAGED\\)`));
+    expect(await status(sb)).toMatch(
+      new RegExp(`damaged: spool segment ${segment}: .*cut off.*\\(ERR_STATE_DAMAGED\\)`),
+    );
   });
 
   it('a damaged job file loses that job only, reported', async () => {
@@ -151,7 +153,9 @@ describe('damaged state files (agent restarted after the damage)', () => {
     expect(listed.stdout).toMatch(/\bb\b.*Completed/);
     expect((await sb.rjob('receive', 'a')).stdout).toBe('alpha\n');
     expect((await sb.rjob('receive', 'b')).stdout).toBe('1\n2\n3\n');
-    expect(await status(sb)).toMatch(/damaged: session file .*session\.bin: .*restored from session\.key with all its jobs/);
+    expect(await status(sb)).toMatch(
+      /damaged: session file .*session\.bin: .*restored from session\.key with all its jobs/,
+    );
   });
 });
 
@@ -173,7 +177,9 @@ describe('a full disk', () => {
     const received = await sb.rjob('receive', 'big');
     expect(received.code).toBe(0);
     expect(received.stdout.split('\n').filter(Boolean)).toEqual(numbers(1, 50000));
-    expect(received.stderr).toMatch(/WARNING: rjob: the disk holding the agent's state is full .*\(ERR_DISK_FULL\)/);
+    expect(received.stderr).toMatch(
+      /WARNING: rjob: the disk holding the agent's state is full .*\(ERR_DISK_FULL\)/,
+    );
     expect((await sb.rjob('get', 'big')).stdout).toMatch(/Completed\s+False/);
     expect(await status(sb)).toMatch(/disk-space-back: spool .*nothing was lost/);
   });

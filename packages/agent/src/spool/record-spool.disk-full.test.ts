@@ -6,7 +6,14 @@ import { incidents } from '../incidents.js';
 import { RecordSpool } from './record-spool.js';
 
 function line(i: number): JobRecord {
-  return { stream: 'output', data: `line ${i}`, seq: i, timeMs: 1_700_000_000_000 + i, jobId: 3, location: 'here' };
+  return {
+    stream: 'output',
+    data: `line ${i}`,
+    seq: i,
+    timeMs: 1_700_000_000_000 + i,
+    jobId: 3,
+    location: 'here',
+  };
 }
 
 async function until(condition: () => boolean): Promise<void> {
@@ -60,7 +67,11 @@ describe('RecordSpool on a full disk', () => {
         Array.from({ length: total }, (_, i) => `line ${i + 1}`),
       );
       expect(all.map((record) => record.seq)).toEqual(Array.from({ length: total + 1 }, (_, i) => i + 1));
-      expect(incidents().slice(before).map((incident) => incident.kind)).toEqual(['disk-full', 'disk-space-back']);
+      expect(
+        incidents()
+          .slice(before)
+          .map((incident) => incident.kind),
+      ).toEqual(['disk-full', 'disk-space-back']);
 
       // And what is on disk reads back the same after a reopen.
       await spool.close();
@@ -77,7 +88,8 @@ describe('RecordSpool on a full disk', () => {
     const spool = await RecordSpool.open({ dir: join(tmpfs.dir, 'spool'), writeBufferBytes: 16 * 1024 });
     await tmpfs.fill();
     const appending = (async () => {
-      for (let from = 1; ; from += 100) await spool.appendMany(Array.from({ length: 100 }, (_, i) => line(from + i)));
+      for (let from = 1; ; from += 100)
+        await spool.appendMany(Array.from({ length: 100 }, (_, i) => line(from + i)));
     })();
     const appendingFails = expect(appending).rejects.toMatchObject({
       code: expect.stringMatching(/ERR_DISK_FULL|ERR_SPOOL_CLOSED/),
@@ -87,6 +99,8 @@ describe('RecordSpool on a full disk', () => {
     await expect(spool.close()).rejects.toMatchObject({ code: 'ERR_DISK_FULL' });
     await appendingFails;
     // What could not be written is not lost silently.
-    expect(incidents().slice(before)).toEqual([expect.objectContaining({ kind: 'lost', code: 'ERR_DISK_FULL' })]);
+    expect(incidents().slice(before)).toEqual([
+      expect.objectContaining({ kind: 'lost', code: 'ERR_DISK_FULL' }),
+    ]);
   });
 });

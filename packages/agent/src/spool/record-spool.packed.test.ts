@@ -405,7 +405,11 @@ describe('RecordSpool.readPacked', () => {
     expect(checkPacked((await reopened.readPacked(1))!)).toEqual(all.slice(0, 2));
     expect(await reopened.readPacked(3)).toBeUndefined();
     const decoded = await reopened.read(3, { maxRecords: 3 });
-    expect(decoded[0]).toMatchObject({ stream: 'warning', seq: 3, gap: { droppedRecords: 1, fromSeq: 3, toSeq: 3 } });
+    expect(decoded[0]).toMatchObject({
+      stream: 'warning',
+      seq: 3,
+      gap: { droppedRecords: 1, fromSeq: 3, toSeq: 3 },
+    });
     expect(decoded.slice(1)).toEqual(all.slice(3, 5));
     // Once found, the damage is stepped over by packed reads from past it.
     expect(checkPacked((await reopened.readPacked(4, { maxRecords: 5 }))!)).toEqual(all.slice(3, 8));

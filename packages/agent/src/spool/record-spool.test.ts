@@ -1,4 +1,13 @@
-import { appendFile, open as openFile, mkdtemp, readdir, readFile, rm, stat, truncate } from 'node:fs/promises';
+import {
+  appendFile,
+  open as openFile,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  truncate,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type JobRecord, RjobError } from '@rjob/core';
@@ -284,7 +293,11 @@ describe('RecordSpool', () => {
     expect(all.filter((r) => !isSpoolGapRecord(r))).toEqual(
       Array.from({ length: 1000 }, (_, i) => record(i + 1)).filter((r) => r.seq !== 500),
     );
-    expect(all[499]).toMatchObject({ stream: 'warning', seq: 500, gap: { droppedRecords: 1, fromSeq: 500, toSeq: 500 } });
+    expect(all[499]).toMatchObject({
+      stream: 'warning',
+      seq: 500,
+      gap: { droppedRecords: 1, fromSeq: 500, toSeq: 500 },
+    });
     expect(String(all[499]!.data)).toContain('ERR_STATE_DAMAGED');
     // Appends go on after the last record; acknowledging past the damage consumes the warning.
     expect(await reopened.append(record(1001))).toBe(1001);
@@ -326,7 +339,11 @@ describe('RecordSpool', () => {
     const reopened = await openSpool();
     expect(reopened.lastSeq).toBe(999);
     expect(incidents().slice(before)).toEqual([
-      expect.objectContaining({ kind: 'damaged', code: 'ERR_STATE_DAMAGED', subject: `spool segment ${path}` }),
+      expect.objectContaining({
+        kind: 'damaged',
+        code: 'ERR_STATE_DAMAGED',
+        subject: `spool segment ${path}`,
+      }),
     ]);
     expect((await readAll(reopened)).map((r) => r.seq)).toEqual(Array.from({ length: 999 }, (_, i) => i + 1));
   });

@@ -852,7 +852,8 @@ export class RecordSpool {
         kind: 'damaged',
         code: AgentErrorCode.StateDamaged,
         subject: `spool meta ${path}`,
-        detail: 'unreadable: its acknowledged position is reset, so records already received may be offered again',
+        detail:
+          'unreadable: its acknowledged position is reset, so records already received may be offered again',
       });
       return { version: 1, ackedSeq: 0, sealed: false };
     }

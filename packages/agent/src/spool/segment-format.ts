@@ -189,7 +189,8 @@ export async function findNextEntry(
       const seq = low + chunk.readUInt32LE(at + 12) * 0x1_0000_0000;
       if (seq <= afterSeq || seq > maxSeq) continue;
       const payloadBytes = chunk.readUInt32LE(at);
-      if (payloadBytes > MAX_ENTRY_PAYLOAD_BYTES || base + at + HEADER_BYTES + payloadBytes > endOffset) continue;
+      if (payloadBytes > MAX_ENTRY_PAYLOAD_BYTES || base + at + HEADER_BYTES + payloadBytes > endOffset)
+        continue;
       if (await verifier.entryAt(base + at, seq, true)) return { offset: base + at, seq };
     }
     // The next chunk starts where a header could still begin.

@@ -179,27 +179,34 @@ describe('JobStore', () => {
   it.each([
     ['empty', Buffer.alloc(0)],
     ['garbled', Buffer.from('RJS1\x00\x00\x00\x00not a value')],
-  ])('brings a session with an %s session.bin back from its key file, with all its jobs', async (_, bytes) => {
-    const store = await JobStore.open({ dir });
-    await store.saveSession(session({ name: 'keep' }));
-    await store.saveJob(job(store));
-    await store.saveJob(job(store, { id: 2, instanceId: 'instance-2' }));
-    const sessionFile = join(store.sessionDir('session-1'), 'session.bin');
-    await writeFile(sessionFile, bytes);
-    const before = incidents().length;
-    const snapshot = await (await JobStore.open({ dir })).load();
-    const { lastSeenAt: _seen, ...lasting } = session({ name: 'keep' });
-    expect(snapshot.sessions).toEqual([expect.objectContaining(lasting)]);
-    expect(snapshot.recoveredSessions).toEqual(['session-1']);
-    expect(snapshot.jobs.map((j) => j.id)).toEqual([1, 2]);
-    expect(incidents().slice(before)).toEqual([
-      expect.objectContaining({ kind: 'damaged', code: 'ERR_STATE_DAMAGED', subject: `session file ${sessionFile}` }),
-    ]);
-    // Rewritten whole: the next agent reads it again.
-    const again = await (await JobStore.open({ dir })).load();
-    expect(again.recoveredSessions).toEqual([]);
-    expect(again.sessions).toEqual([expect.objectContaining(lasting)]);
-  });
+  ])(
+    'brings a session with an %s session.bin back from its key file, with all its jobs',
+    async (_, bytes) => {
+      const store = await JobStore.open({ dir });
+      await store.saveSession(session({ name: 'keep' }));
+      await store.saveJob(job(store));
+      await store.saveJob(job(store, { id: 2, instanceId: 'instance-2' }));
+      const sessionFile = join(store.sessionDir('session-1'), 'session.bin');
+      await writeFile(sessionFile, bytes);
+      const before = incidents().length;
+      const snapshot = await (await JobStore.open({ dir })).load();
+      const { lastSeenAt: _seen, ...lasting } = session({ name: 'keep' });
+      expect(snapshot.sessions).toEqual([expect.objectContaining(lasting)]);
+      expect(snapshot.recoveredSessions).toEqual(['session-1']);
+      expect(snapshot.jobs.map((j) => j.id)).toEqual([1, 2]);
+      expect(incidents().slice(before)).toEqual([
+        expect.objectContaining({
+          kind: 'damaged',
+          code: 'ERR_STATE_DAMAGED',
+          subject: `session file ${sessionFile}`,
+        }),
+      ]);
+      // Rewritten whole: the next agent reads it again.
+      const again = await (await JobStore.open({ dir })).load();
+      expect(again.recoveredSessions).toEqual([]);
+      expect(again.sessions).toEqual([expect.objectContaining(lasting)]);
+    },
+  );
 
   it('reports precisely a session whose session.bin and key file are both damaged', async () => {
     const store = await JobStore.open({ dir });

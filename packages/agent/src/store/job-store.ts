@@ -222,7 +222,11 @@ export class JobStore {
       if (!SAFE_NAME.test(sessionId)) continue;
       const sessionDir = this.sessionDir(sessionId);
       await removeTempFiles(sessionDir);
-      let session = await this.#readOrSkip<StoredSession>(join(sessionDir, SESSION_FILE), snapshot, 'session file');
+      let session = await this.#readOrSkip<StoredSession>(
+        join(sessionDir, SESSION_FILE),
+        snapshot,
+        'session file',
+      );
       const keyPath = join(sessionDir, SESSION_KEY_FILE);
       if (session) {
         // Known to be current: the next save need not rewrite it.
