@@ -1,6 +1,9 @@
 import { ErrorCode, RjobError } from '@rjob/core';
 import { CliError, ExitCode, type ExitCodeValue } from './io.js';
 
+/** The agent's code for a full disk (see @rjob/agent's AgentErrorCode.DiskFull). */
+const DISK_FULL = 'ERR_DISK_FULL';
+
 /** Codes that mean "the thing named does not exist". */
 const NOT_FOUND = new Set<string>([ErrorCode.JobNotFound, 'ERR_SESSION_NOT_FOUND', 'ERR_UNKNOWN_SESSION']);
 
@@ -20,14 +23,17 @@ export function isUnreachableCode(code: string): boolean {
 export function describeError(error: unknown): { exitCode: ExitCodeValue; line: string } {
   if (error instanceof CliError)
     return { exitCode: error.exitCode, line: `${error.message} (${error.code})` };
-  const code = RjobError.is(error) ? error.code : ((error as { code?: unknown })?.code as string | undefined);
+  let code = RjobError.is(error) ? error.code : ((error as { code?: unknown })?.code as string | undefined);
   const message = oneLine(error instanceof Error ? error.message : String(error));
+  // This process's own writes (its state file) on a full disk say so as the agent's do.
+  if (code === 'ENOSPC' || code === 'EDQUOT') code = DISK_FULL;
   if (typeof code !== 'string') return { exitCode: ExitCode.Internal, line: `${message} (ERR_INTERNAL)` };
   let exitCode: ExitCodeValue = ExitCode.Internal;
   if (NOT_FOUND.has(code)) exitCode = ExitCode.NotFound;
   else if (isUnreachableCode(code)) exitCode = ExitCode.Unreachable;
   else if (code === ErrorCode.InvalidArgument || code === ErrorCode.UnknownJobType) exitCode = ExitCode.Usage;
   else if (code === ErrorCode.JobRunning) exitCode = ExitCode.Refused;
+  else if (code === DISK_FULL) exitCode = ExitCode.DiskFull;
   return { exitCode, line: `${message} (${code})` };
 }
 

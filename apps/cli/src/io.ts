@@ -37,6 +37,8 @@ export const ExitCode = {
   Timeout: 5,
   /** The job is in a state the verb refuses (remove of a running job without --force). */
   Refused: 6,
+  /** The disk holding the state directory is full (ERR_DISK_FULL). */
+  DiskFull: 7,
   /** Anything else: a bug or an agent-side failure. */
   Internal: 10,
   /** Ctrl-C (SIGINT) or SIGTERM stopped the command, as a shell reports a process it ended. */

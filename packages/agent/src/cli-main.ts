@@ -42,6 +42,11 @@ const USAGE = `usage: rjob-agent daemon [--socket PATH] [--state-dir DIR]
 export const DAEMON_LOG_FILE = 'agent.log';
 /** Pid of the running daemon, inside the state directory; its process group has the same id. */
 export const DAEMON_PID_FILE = 'agent.pid';
+/**
+ * The daemon's first log line is `<ISO time> rjob-agent: starting (pid N)`: what marks, in
+ * `agent.log`, where the running daemon's lines begin (see `rjob agent status`).
+ */
+export const DAEMON_START_LINE = 'starting (pid ';
 
 export function parseAgentArgs(argv: readonly string[]): ParsedArgs | string {
   const out: ParsedArgs = { mode: 'help' };
@@ -122,12 +127,18 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
 async function runDaemon(
   stateDir: string,
   socketPath: string,
-  stderr: NodeJS.WritableStream,
+  output: NodeJS.WritableStream,
 ): Promise<number> {
-  const [{ AgentServer }, { listenUnix }] = await Promise.all([
+  const [{ AgentServer }, { listenUnix }, { setIncidentSink }] = await Promise.all([
     import('./server/agent-server.js'),
     import('./doors/unix-door.js'),
+    import('./incidents.js'),
   ]);
+  // The daemon's log (agent.log) gets a timestamp on every line, and every incident (damaged
+  // state dropped, a full disk) as a line of its own.
+  const stderr = timestampedLog(output);
+  stderr.write(`rjob-agent: ${DAEMON_START_LINE}${process.pid}, state ${stateDir})\n`);
+  setIncidentSink((line) => stderr.write(`rjob-agent: ${line}\n`));
   keepRunningOnStrayErrors(stderr);
   const server = new AgentServer({ stateDir });
   let door: Awaited<ReturnType<typeof listenUnix>>;
@@ -157,7 +168,10 @@ async function runDaemon(
     logError(stderr, 'restore failed', error);
   }
   const pidFile = join(stateDir, DAEMON_PID_FILE);
-  await writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 });
+  // On a full disk the agent still serves (and says so) rather than not starting at all.
+  await writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 }).catch((error) =>
+    logError(stderr, `cannot write ${pidFile}`, error),
+  );
   stderr.write(`rjob-agent: pid ${process.pid} listening on ${socketPath}\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
@@ -188,13 +202,35 @@ function startDaemon(selfCommand: string[], stateDir: string, socketPath: string
   }
 }
 
+interface LogStream {
+  write(text: string): unknown;
+}
+
+/** Prefixes each line written with the current time (ISO 8601, UTC). */
+function timestampedLog(output: NodeJS.WritableStream): LogStream {
+  // A write the disk refuses is dropped, never an uncaught error that would be logged again.
+  output.on?.('error', () => {});
+  return {
+    write(text: string) {
+      const stamp = new Date().toISOString();
+      const lines = text.endsWith('\n') ? text.slice(0, -1).split('\n') : text.split('\n');
+      try {
+        return output.write(`${lines.map((line) => `${stamp} ${line}`).join('\n')}\n`);
+      } catch {
+        // A log that cannot be written (a full disk) must not stop the agent.
+        return false;
+      }
+    },
+  };
+}
+
 /** A daemon hosts many users' sessions; one stray bug must not end them all. */
-function keepRunningOnStrayErrors(stderr: NodeJS.WritableStream): void {
+function keepRunningOnStrayErrors(stderr: LogStream): void {
   process.on('uncaughtException', (error) => logError(stderr, 'uncaught exception', error));
   process.on('unhandledRejection', (error) => logError(stderr, 'unhandled rejection', error));
 }
 
-function logError(stderr: NodeJS.WritableStream, what: string, error: unknown): void {
+function logError(stderr: LogStream, what: string, error: unknown): void {
   const code = (error as { code?: unknown })?.code;
   const message = error instanceof Error ? error.message : String(error);
   stderr.write(`rjob-agent: ${what}: ${typeof code === 'string' ? `${code}: ` : ''}${message}\n`);

@@ -17,6 +17,13 @@ export const AgentErrorCode = {
   SpoolIo: 'ERR_SPOOL_IO',
   /** A persisted job or session file cannot be decoded. */
   StoreCorrupt: 'ERR_STORE_CORRUPT',
+  /**
+   * A file of the agent's state (a job or session file, a spool's records or meta) was damaged on
+   * disk: the damaged item was dropped (and reported), everything else was kept.
+   */
+  StateDamaged: 'ERR_STATE_DAMAGED',
+  /** The disk (or the user's quota) holding the agent's state is full (ENOSPC, EDQUOT). */
+  DiskFull: 'ERR_DISK_FULL',
   /** The state directory exists but is not a directory we own. */
   StateDirInsecure: 'ERR_STATE_DIR_INSECURE',
 } as const;
@@ -26,4 +33,21 @@ export type AgentErrorCodeValue = (typeof AgentErrorCode)[keyof typeof AgentErro
 /** The reason given to jobs that were unfinished when the agent died. */
 export function agentRestartedError(): RjobError {
   return new RjobError(AgentErrorCode.AgentRestarted, 'agent restarted');
+}
+
+/** True for the errors a write gets when the disk or the user's quota is full. */
+export function isSpaceError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === AgentErrorCode.DiskFull;
+}
+
+/** ERR_DISK_FULL for a write that failed for space (`error` is the system error). */
+export function diskFullError(what: string, error: unknown): RjobError {
+  if (RjobError.hasCode(error, AgentErrorCode.DiskFull)) return error as RjobError;
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return new RjobError(
+    AgentErrorCode.DiskFull,
+    `The disk is full: cannot write ${what} (${typeof code === 'string' ? code : 'ENOSPC'}). Free some space and retry.`,
+    { cause: error },
+  );
 }

@@ -52,7 +52,15 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
     case 'status': {
       const { socketIsLive } = await import('@rjob/agent');
       if (await socketIsLive(paths.socketPath)) {
-        io.stdout.write(`agent running (pid ${(await daemonPid(paths)) ?? '?'}) on ${paths.socketPath}\n`);
+        const pid = await daemonPid(paths);
+        io.stdout.write(`agent running (pid ${pid ?? '?'}) on ${paths.socketPath}\n`);
+        // What it dropped (damaged state) or paused (a full disk) since it started.
+        const { incidentLines } = await import('../agent-incidents.js');
+        const lines = await incidentLines(paths.stateDir, pid);
+        if (lines.length > 0) {
+          io.stdout.write(`since the agent started (see ${lines.logPath}):\n`);
+          for (const line of lines) io.stdout.write(`  ${line}\n`);
+        }
         return ExitCode.Ok;
       }
       io.stdout.write(`agent not running (socket ${paths.socketPath})\n`);

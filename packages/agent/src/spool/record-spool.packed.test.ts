@@ -380,7 +380,7 @@ describe('RecordSpool.readPacked', () => {
     expect(checkPacked(packed)).toEqual(records(10, 121, mixedData));
   });
 
-  it('rejects with ERR_SPOOL_CORRUPT for a damaged entry a previous process wrote', async () => {
+  it('stops a packed read at a damaged entry a previous process wrote; the decoded read steps over it', async () => {
     const spool = await openSpool({ segmentBytes: 4096 });
     const all = records(300, 1, (i) => `${i}:${'c'.repeat(60)}`);
     await spool.appendMany(all);
@@ -388,7 +388,7 @@ describe('RecordSpool.readPacked', () => {
     const files = await segmentFiles();
     expect(files.length).toBeGreaterThan(2);
     // Flip one data byte of the third entry of the first segment: lengths and seqs stay valid, so
-    // only the CRC tells. (The first segment is not the last, which recovery would trim instead.)
+    // only the CRC tells. (The first segment is not the last, which recovery scans on open.)
     const path = join(dir, files[0]!);
     const bytes = await readFile(path);
     let at = 0;
@@ -401,17 +401,24 @@ describe('RecordSpool.readPacked', () => {
 
     const reopened = await openSpool({ segmentBytes: 4096 });
     expect(reopened.lastSeq).toBe(300);
-    await expect(reopened.readPacked(1)).rejects.toMatchObject({ code: 'ERR_SPOOL_CORRUPT' });
-    await expect(reopened.readPacked(3)).rejects.toMatchObject({ code: 'ERR_SPOOL_CORRUPT' });
-    // The same check as read() makes.
-    await expect(reopened.read(1)).rejects.toMatchObject({ code: 'ERR_SPOOL_CORRUPT' });
-    // Records of intact segments still read.
+    // The records before the damage come packed; at the damage, the decoded read takes over.
+    expect(checkPacked((await reopened.readPacked(1))!)).toEqual(all.slice(0, 2));
+    expect(await reopened.readPacked(3)).toBeUndefined();
+    const decoded = await reopened.read(3, { maxRecords: 3 });
+    expect(decoded[0]).toMatchObject({
+      stream: 'warning',
+      seq: 3,
+      gap: { droppedRecords: 1, fromSeq: 3, toSeq: 3 },
+    });
+    expect(decoded.slice(1)).toEqual(all.slice(3, 5));
+    // Once found, the damage is stepped over by packed reads from past it.
+    expect(checkPacked((await reopened.readPacked(4, { maxRecords: 5 }))!)).toEqual(all.slice(3, 8));
     const lastSegmentFirst = Number(files.at(-1)!.slice(0, 16));
     const intact = await reopened.readPacked(lastSegmentFirst);
     expect(checkPacked(intact!)).toEqual(all.slice(lastSegmentFirst - 1));
   });
 
-  it('rejects with ERR_SPOOL_CORRUPT when a damaged entry lies past the read position in the same read', async () => {
+  it('returns the records before a damaged entry that lies past the read position in the same read', async () => {
     const spool = await openSpool({ segmentBytes: 4096 });
     await spool.appendMany(records(300, 1, (i) => `${i}:${'c'.repeat(60)}`));
     await spool.close();
@@ -431,12 +438,8 @@ describe('RecordSpool.readPacked', () => {
     );
     await handle.close();
     const reopened = await openSpool({ segmentBytes: 4096 });
-    await expect(reopened.readPacked(1, { maxRecords: 1000 })).rejects.toMatchObject({
-      code: 'ERR_SPOOL_CORRUPT',
-    });
-    // Records before it can still be read one by one.
-    const first = await reopened.readPacked(1, { maxRecords: 2 });
-    expect(first?.count).toBe(2);
+    const first = await reopened.readPacked(1, { maxRecords: 1000 });
+    expect(first).toMatchObject({ count: 4, firstSeq: 1, lastSeq: 4 });
   });
 });
 

@@ -1,8 +1,18 @@
-import { appendFile, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import {
+  appendFile,
+  open as openFile,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  truncate,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type JobRecord, RjobError } from '@rjob/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { incidents } from '../incidents.js';
 import { isSpoolGapRecord, RecordSpool, type RecordSpoolOptions } from './record-spool.js';
 import { encodeHeader, encodeRecord } from './segment-format.js';
 
@@ -258,6 +268,86 @@ describe('RecordSpool', () => {
     expect(await readAll(again)).toHaveLength(10);
   });
 
+  it('loses only a damaged record in the middle of 1000: the 999 others read in order, a warning in its place', async () => {
+    const spool = await openSpool();
+    for (let i = 1; i <= 1000; i++) await spool.append(record(i));
+    await spool.close();
+    const [segment] = await segmentFiles();
+    const path = join(dir, segment!);
+    // Two flipped bytes in record 500: one in its length field, one in its payload.
+    const offset = await entryOffset(path, 500);
+    await flipByte(path, offset + 1);
+    await flipByte(path, offset + 20);
+    const before = incidents().length;
+
+    const reopened = await openSpool();
+    expect(reopened.lastSeq).toBe(1000);
+    const reported = incidents().slice(before);
+    expect(reported).toHaveLength(1);
+    expect(reported[0]).toMatchObject({ kind: 'damaged', code: 'ERR_STATE_DAMAGED' });
+    expect(reported[0]!.subject).toContain(path);
+    expect(reported[0]!.detail).toContain('record(s) 500–500 lost');
+
+    const all = await readAll(reopened);
+    expect(all).toHaveLength(1000);
+    expect(all.filter((r) => !isSpoolGapRecord(r))).toEqual(
+      Array.from({ length: 1000 }, (_, i) => record(i + 1)).filter((r) => r.seq !== 500),
+    );
+    expect(all[499]).toMatchObject({
+      stream: 'warning',
+      seq: 500,
+      gap: { droppedRecords: 1, fromSeq: 500, toSeq: 500 },
+    });
+    expect(String(all[499]!.data)).toContain('ERR_STATE_DAMAGED');
+    // Appends go on after the last record; acknowledging past the damage consumes the warning.
+    expect(await reopened.append(record(1001))).toBe(1001);
+    await reopened.ack(500);
+    expect((await reopened.read(1, { maxRecords: 1 }))[0]).toEqual(record(501));
+  });
+
+  it('steps over a zeroed block in a segment that is not the last, losing only the records it covers', async () => {
+    const spool = await openSpool({ segmentBytes: 64 * 1024 });
+    for (let i = 1; i <= 3000; i++) await spool.append(record(i));
+    await spool.close();
+    const files = await segmentFiles();
+    expect(files.length).toBeGreaterThan(1);
+    const path = join(dir, files[0]!);
+    const from = await entryOffset(path, 100);
+    const handle = await openFile(path, 'r+');
+    await handle.write(Buffer.alloc(200), 0, 200, from + 5);
+    await handle.close();
+    const reopened = await openSpool({ segmentBytes: 64 * 1024 });
+    const all = await readAll(reopened);
+    const gaps = all.filter(isSpoolGapRecord);
+    expect(gaps).toHaveLength(1);
+    const { fromSeq, toSeq } = gaps[0]!.gap;
+    expect(fromSeq).toBe(100);
+    expect(toSeq).toBeGreaterThan(100);
+    expect(all.filter((r) => !isSpoolGapRecord(r)).map((r) => r.seq)).toEqual(
+      Array.from({ length: 3000 }, (_, i) => i + 1).filter((seq) => seq < fromSeq || seq > toSeq),
+    );
+  });
+
+  it('cuts a truncated tail back to its last complete record and reports it', async () => {
+    const spool = await openSpool();
+    for (let i = 1; i <= 1000; i++) await spool.append(record(i));
+    await spool.close();
+    const [segment] = await segmentFiles();
+    const path = join(dir, segment!);
+    await truncate(path, (await stat(path)).size - 7);
+    const before = incidents().length;
+    const reopened = await openSpool();
+    expect(reopened.lastSeq).toBe(999);
+    expect(incidents().slice(before)).toEqual([
+      expect.objectContaining({
+        kind: 'damaged',
+        code: 'ERR_STATE_DAMAGED',
+        subject: `spool segment ${path}`,
+      }),
+    ]);
+    expect((await readAll(reopened)).map((r) => r.seq)).toEqual(Array.from({ length: 999 }, (_, i) => i + 1));
+  });
+
   it('rejects appends and reads once closed', async () => {
     const spool = await openSpool({ maxBytes: 16 * 1024 });
     let seq = 0;
@@ -268,3 +358,23 @@ describe('RecordSpool', () => {
     await expect(spool.read(1)).rejects.toMatchObject({ code: 'ERR_SPOOL_CLOSED' });
   });
 });
+
+/** Byte offset of record `seq`'s entry in a segment file (walking the length fields). */
+async function entryOffset(path: string, seq: number): Promise<number> {
+  const bytes = await readFile(path);
+  let at = 0;
+  while (bytes.readUInt32LE(at + 8) !== seq) at += 16 + bytes.readUInt32LE(at);
+  return at;
+}
+
+async function flipByte(path: string, offset: number): Promise<void> {
+  const handle = await openFile(path, 'r+');
+  try {
+    const one = Buffer.alloc(1);
+    await handle.read(one, 0, 1, offset);
+    one[0] = one[0]! ^ 0xff;
+    await handle.write(one, 0, 1, offset);
+  } finally {
+    await handle.close();
+  }
+}

@@ -11,12 +11,13 @@ import { type FileHandle, mkdir, open, readdir, readFile, rm, stat } from 'node:
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { encodeRecordEntries, ErrorCode, type JobRecord, RjobError } from '@rjob/core';
-import { AgentErrorCode } from '../errors.js';
+import { AgentErrorCode, diskFullError, isSpaceError } from '../errors.js';
 import { TEMP_MARKER, writeFileAtomic } from '../fs/atomic-file.js';
+import { reportIncident } from '../incidents.js';
 import {
-  corruptSegment,
   decodeRecord,
   encodeEntry,
+  findNextEntry,
   HEADER_BYTES,
   isCompactPayload,
   MAX_ENTRY_PAYLOAD_BYTES,
@@ -127,6 +128,9 @@ const TAIL_CACHE_BYTES = 4 * 1024 * 1024;
 const INDEX_INTERVAL_BYTES = 64 * 1024;
 /** How long a lazily acknowledged position may wait to be persisted. */
 const LAZY_META_MS = 200;
+/** A write that failed for space is retried after this, doubling up to {@link SPACE_RETRY_MAX_MS}. */
+const SPACE_RETRY_MIN_MS = 50;
+const SPACE_RETRY_MAX_MS = 2000;
 const MIN_SEGMENT_BYTES = 4 * 1024;
 
 interface Segment {
@@ -166,6 +170,17 @@ interface Segment {
   /** Sparse index: `indexSeqs[i]` starts at byte `indexOffsets[i]`; one point per 64 KiB. */
   indexSeqs: number[];
   indexOffsets: number[];
+  /** Damaged stretches found in the file (see #holeAt), in file order. */
+  holes?: Hole[];
+}
+
+/** Damage in a segment: from byte `offset` (where record `seq` should be) to the next intact entry. */
+interface Hole {
+  offset: number;
+  seq: number;
+  /** The next intact entry (the end of the data when there is none). */
+  nextOffset: number;
+  nextSeq: number;
 }
 
 interface Waiter {
@@ -256,6 +271,11 @@ export class RecordSpool {
   #closing: Promise<void> | undefined;
   /** Closed and every file handle released: the pump must not reopen anything. */
   #released = false;
+  /** Since when writes fail for space (ENOSPC, EDQUOT) and the pump retries them; see #pumpLoop. */
+  #spacePausedSince: Date | undefined;
+  #spaceRetryMs = SPACE_RETRY_MIN_MS;
+  /** Ends the current wait between retries early (close, discard). */
+  #spaceWake: (() => void) | undefined;
 
   private constructor(options: RecordSpoolOptions) {
     this.dir = options.dir;
@@ -280,7 +300,12 @@ export class RecordSpool {
    */
   static async open(options: RecordSpoolOptions): Promise<RecordSpool> {
     const spool = new RecordSpool(options);
-    await spool.#recover();
+    try {
+      await spool.#recover();
+    } catch (error) {
+      if (isSpaceError(error)) throw diskFullError(`the spool ${spool.dir}`, error);
+      throw error;
+    }
     return spool;
   }
 
@@ -463,7 +488,8 @@ export class RecordSpool {
     if (problem) throw problem;
     // Only what is appended but not yet handed to the OS needs the pump; waiting for a whole pass
     // (an fsync, a meta rewrite) would put disk latency on every read of a live job.
-    if (this.#writtenSeq < this.#lastSeq) await this.#untilWritten(this.#lastSeq);
+    // While the disk is full, what is not written cannot be: read what is.
+    if (this.#writtenSeq < this.#lastSeq && !this.#spacePausedSince) await this.#untilWritten(this.#lastSeq);
     for (let attempt = 0; ; attempt++) {
       try {
         return await readOnce();
@@ -641,6 +667,7 @@ export class RecordSpool {
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
+    this.#spaceWake?.();
     this.#rejectWaiters(closedError(this.dir));
     this.#fireChange();
     this.#writableWaiters?.resolve();
@@ -680,6 +707,7 @@ export class RecordSpool {
     if (this.#closing) return this.#closing;
     this.#closed = true;
     this.#released = true;
+    this.#spaceWake?.();
     // The pass running now is the last: nothing is written after it.
     this.#dirty = false;
     this.#rejectWaiters(closedError(this.dir));
@@ -757,17 +785,35 @@ export class RecordSpool {
       let offset = 0;
       let seq = segment.firstSeq;
       let lastOffset = -1;
-      for (
-        let entry = await scanner.entryAt(offset, seq);
-        entry;
-        entry = await scanner.entryAt(offset, seq)
-      ) {
-        addIndexPoint(segment, entry.seq, entry.offset);
-        lastOffset = offset;
-        offset = entry.end;
-        seq++;
+      for (;;) {
+        const entry = await scanner.entryAt(offset, seq);
+        if (entry) {
+          addIndexPoint(segment, entry.seq, entry.offset);
+          lastOffset = offset;
+          offset = entry.end;
+          seq++;
+          continue;
+        }
+        if (offset + HEADER_BYTES > size) break;
+        // Damage, or the torn end of the last write: if an intact entry follows, only the
+        // records in between are lost (each entry is at least a header long, which bounds the
+        // numbers that can still come).
+        const maxSeq = seq - 1 + Math.ceil((size - offset) / HEADER_BYTES);
+        const next = await findNextEntry(handle, offset + 1, size, seq - 1, maxSeq);
+        if (!next) break;
+        recordHole(segment, { offset, seq, nextOffset: next.offset, nextSeq: next.seq }, true);
+        offset = next.offset;
+        seq = next.seq;
       }
-      if (offset < size) await handle.truncate(offset);
+      if (offset < size) {
+        await handle.truncate(offset);
+        reportIncident({
+          kind: 'damaged',
+          code: AgentErrorCode.StateDamaged,
+          subject: `spool segment ${segment.path}`,
+          detail: `its last ${size - offset} byte(s) are not a complete record (a torn or damaged end): cut off, the records before them are kept`,
+        });
+      }
       segment.lastSeq = segment.writtenLastSeq = seq - 1;
       segment.bytes = segment.writtenBytes = offset;
       segment.created = true;
@@ -783,16 +829,32 @@ export class RecordSpool {
   }
 
   async #readMeta(): Promise<SpoolMeta> {
+    const path = join(this.dir, META_FILE);
+    let text: string;
     try {
-      const meta = JSON.parse(await readFile(join(this.dir, META_FILE), 'utf8')) as Partial<SpoolMeta>;
+      text = await readFile(path, 'utf8');
+    } catch {
+      // Missing: a fresh spool.
+      return { version: 1, ackedSeq: 0, sealed: false };
+    }
+    try {
+      const meta = JSON.parse(text) as Partial<SpoolMeta>;
+      if (typeof meta !== 'object' || meta === null) throw new Error('not an object');
       return {
         version: 1,
         ackedSeq: Number.isSafeInteger(meta.ackedSeq) && meta.ackedSeq! > 0 ? meta.ackedSeq! : 0,
         sealed: meta.sealed === true,
       };
     } catch {
-      // Missing (a fresh spool) or unreadable: nothing acknowledged. The worst case is that a
-      // receiver is offered records again, which it recognises by their sequence numbers.
+      // Damaged: nothing acknowledged. The worst case is that a receiver is offered records
+      // again, which it recognises by their sequence numbers.
+      reportIncident({
+        kind: 'damaged',
+        code: AgentErrorCode.StateDamaged,
+        subject: `spool meta ${path}`,
+        detail:
+          'unreadable: its acknowledged position is reset, so records already received may be offered again',
+      });
       return { version: 1, ackedSeq: 0, sealed: false };
     }
   }
@@ -1046,7 +1108,20 @@ export class RecordSpool {
       const verify = !segment.ownWrites;
       while (seq <= lastSeq) {
         const entry = await scanner.entryAt(offset, seq, verify);
-        if (!entry) throw corruptSegment(segment.path, offset, seq);
+        if (!entry) {
+          const hole = await this.#holeAt(segment, handle, offset, seq, endOffset, lastSeq);
+          const lostTo = hole.nextSeq - 1;
+          if (lostTo >= start) {
+            if (budget.records <= 0) return true;
+            const fromSeq = Math.max(seq, start);
+            const gap = { droppedRecords: lostTo - fromSeq + 1, fromSeq, toSeq: lostTo };
+            out.push(gapRecord(gap, out.at(-1) ?? this.#envelope, segment.path));
+            budget.records--;
+          }
+          offset = hole.nextOffset;
+          seq = hole.nextSeq;
+          continue;
+        }
         addIndexPoint(segment, seq, offset);
         if (seq >= start) {
           if (budget.records <= 0) return true;
@@ -1119,7 +1194,7 @@ export class RecordSpool {
     start: number,
     maxRecords: number,
     maxBytes: number,
-  ): Promise<PackedRecords> {
+  ): Promise<PackedRecords | undefined> {
     const endOffset = segment.writtenBytes;
     const lastSeq = segment.writtenLastSeq;
     let { seq, offset } = indexPointBefore(segment, start, endOffset);
@@ -1136,6 +1211,7 @@ export class RecordSpool {
         let count = 0;
         let payloads = 0;
         let needed = 0;
+        let damagedAt = -1;
         while (seq <= lastSeq) {
           if (at + HEADER_BYTES > got) {
             needed = HEADER_BYTES;
@@ -1144,15 +1220,18 @@ export class RecordSpool {
           const payloadBytes = chunk.readUInt32LE(at);
           const entrySeq = chunk.readUInt32LE(at + 8) + chunk.readUInt32LE(at + 12) * 0x1_0000_0000;
           const end = at + HEADER_BYTES + payloadBytes;
-          if (entrySeq !== seq || payloadBytes > MAX_ENTRY_PAYLOAD_BYTES || offset + end > endOffset) {
-            throw corruptSegment(segment.path, offset + at, seq);
+          if (
+            entrySeq !== seq ||
+            payloadBytes > MAX_ENTRY_PAYLOAD_BYTES ||
+            offset + end > endOffset ||
+            (end <= got && verify && crc32(chunk.subarray(at + 8, end)) !== chunk.readUInt32LE(at + 4))
+          ) {
+            damagedAt = offset + at;
+            break;
           }
           if (end > got) {
             needed = end - at;
             break;
-          }
-          if (verify && crc32(chunk.subarray(at + 8, end)) !== chunk.readUInt32LE(at + 4)) {
-            throw corruptSegment(segment.path, offset + at, seq);
           }
           if (seq >= start) {
             if (count > 0 && (count >= maxRecords || payloads + payloadBytes > maxBytes)) break;
@@ -1168,7 +1247,16 @@ export class RecordSpool {
           return { bytes: chunk.subarray(from, at), count, firstSeq: start, lastSeq: start + count - 1 };
         }
         if (seq > lastSeq) return { bytes: Buffer.alloc(0), count: 0, firstSeq: start, lastSeq: start - 1 };
-        if (got < want) throw corruptSegment(segment.path, offset + at, seq);
+        if (damagedAt >= 0 || got < want) {
+          // Damage: a known hole wholly before `start` is stepped over; anything else is for the
+          // decoded path, which finds the hole, reports it and gives the reader its warning.
+          const hole = segment.holes?.find((each) => each.offset === offset + at);
+          if (!hole || hole.nextSeq > start) return undefined;
+          offset = hole.nextOffset;
+          seq = hole.nextSeq;
+          want = Math.min(endOffset - offset, maxBytes + INDEX_INTERVAL_BYTES + 64 * HEADER_BYTES);
+          continue;
+        }
         // The next entry did not fit in what was read: read again from it, at least all of it.
         offset += at;
         want = Math.min(endOffset - offset, Math.max(needed, maxBytes + 64 * HEADER_BYTES));
@@ -1176,6 +1264,29 @@ export class RecordSpool {
     } finally {
       this.#releaseReader(segment);
     }
+  }
+
+  /**
+   * The damaged stretch of `segment` at `offset`, where record `seq` should start: as found before,
+   * or searched for now (see findNextEntry) and reported once. Reading goes on at the next intact
+   * entry; only the records in between are lost.
+   */
+  async #holeAt(
+    segment: Segment,
+    handle: FileHandle,
+    offset: number,
+    seq: number,
+    endOffset: number,
+    lastSeq: number,
+  ): Promise<Hole> {
+    const known = segment.holes?.find((each) => each.offset === offset);
+    if (known) return known;
+    const next = await findNextEntry(handle, offset + 1, endOffset, seq - 1, lastSeq);
+    const hole: Hole = next
+      ? { offset, seq, nextOffset: next.offset, nextSeq: next.seq }
+      : { offset, seq, nextOffset: endOffset, nextSeq: lastSeq + 1 };
+    recordHole(segment, hole, next !== undefined);
+    return hole;
   }
 
   /**
@@ -1247,11 +1358,28 @@ export class RecordSpool {
     return this.#pumping;
   }
 
+  /**
+   * Runs passes until the files are in line. A pass that fails for space (ENOSPC, EDQUOT) is not a
+   * failure: the spool pauses (appends fill the write buffer, then wait, which pauses the job),
+   * puts a warning record in the job's stream, reports the pause, and retries with backoff until
+   * the write goes through; then nothing was lost. Only closing the spool while the disk is still
+   * full gives up (ERR_DISK_FULL, and what was not written is reported lost).
+   */
   async #pumpLoop(): Promise<void> {
     try {
       while (this.#dirty) {
         this.#dirty = false;
-        await this.#pumpOnce();
+        try {
+          await this.#pumpOnce();
+        } catch (error) {
+          if (!isSpaceError(error) || this.#closed || this.#released) throw error;
+          this.#pauseForSpace(error);
+          await this.#spaceBackoff();
+          if (this.#released) return;
+          this.#dirty = true;
+          continue;
+        }
+        if (this.#spacePausedSince && !this.#dirty) this.#resumeAfterSpace();
       }
     } catch (error) {
       throw this.#fail(error);
@@ -1260,13 +1388,86 @@ export class RecordSpool {
     }
   }
 
+  #pauseForSpace(error: unknown): void {
+    if (this.#spacePausedSince) return;
+    this.#spacePausedSince = new Date();
+    this.#spaceRetryMs = SPACE_RETRY_MIN_MS;
+    const code = String((error as { code?: unknown }).code ?? 'ENOSPC');
+    reportIncident({
+      kind: 'disk-full',
+      code: AgentErrorCode.DiskFull,
+      subject: `spool ${this.dir}`,
+      detail: `writing failed (${code}): the job's output is paused and resumes, with nothing lost, once space is freed`,
+    });
+    if (!this.#closed) {
+      // In the job's own stream, where its output stopped: written first once space returns.
+      const warning: JobRecord = {
+        stream: 'warning',
+        data: `rjob: the disk holding the agent's state is full (${code}); this job's output was paused at ${this.#spacePausedSince.toISOString()} until space was freed. Nothing was lost. (${AgentErrorCode.DiskFull})`,
+        seq: this.#lastSeq + 1,
+        timeMs: this.#spacePausedSince.getTime(),
+        jobId: this.#envelope.jobId,
+        location: this.#envelope.location,
+      };
+      this.#accept(warning, encodeEntry(warning));
+    }
+    // Readers waiting for records that cannot be written now read what is.
+    const written = this.#writtenWaiters;
+    this.#writtenWaiters = [];
+    for (const waiter of written) waiter.resolve();
+    this.#fireChange();
+  }
+
+  #resumeAfterSpace(): void {
+    const since = this.#spacePausedSince!;
+    this.#spacePausedSince = undefined;
+    reportIncident({
+      kind: 'disk-space-back',
+      code: AgentErrorCode.DiskFull,
+      subject: `spool ${this.dir}`,
+      detail: `space is back: the output paused at ${since.toISOString()} is written, nothing was lost`,
+    });
+    this.#fireChange();
+  }
+
+  async #spaceBackoff(): Promise<void> {
+    const waitMs = this.#spaceRetryMs;
+    this.#spaceRetryMs = Math.min(this.#spaceRetryMs * 2, SPACE_RETRY_MAX_MS);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, waitMs);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#spaceWake = done;
+    });
+    this.#spaceWake = undefined;
+  }
+
+  /** True while writes fail for space and the job's output waits for it (see #pumpLoop). */
+  get pausedForSpace(): boolean {
+    return this.#spacePausedSince !== undefined;
+  }
+
   /** The disk failed: every waiter learns it, and so does every later call. */
   #fail(error: unknown): RjobError {
-    this.#failure ??= new RjobError(
-      AgentErrorCode.SpoolIo,
-      `Spool ${this.dir} failed: ${(error as Error).message}`,
-      { cause: error, details: { dir: this.dir } },
-    );
+    if (!this.#failure && isSpaceError(error)) {
+      const unwritten = this.#lastSeq - this.#writtenSeq;
+      if (unwritten > 0) {
+        reportIncident({
+          kind: 'lost',
+          code: AgentErrorCode.DiskFull,
+          subject: `spool ${this.dir}`,
+          detail: `closed while the disk was still full: ${unwritten} record(s) after seq ${this.#writtenSeq} were never written`,
+        });
+      }
+    }
+    this.#failure ??= isSpaceError(error)
+      ? diskFullError(`the spool ${this.dir}`, error)
+      : new RjobError(AgentErrorCode.SpoolIo, `Spool ${this.dir} failed: ${(error as Error).message}`, {
+          cause: error,
+          details: { dir: this.dir },
+        });
     this.#rejectWaiters(this.#failure);
     const written = this.#writtenWaiters;
     this.#writtenWaiters = [];
@@ -1296,7 +1497,12 @@ export class RecordSpool {
     for (const segment of [...this.#segments]) {
       if (segment.handle && segment.unsynced) {
         segment.unsynced = false;
-        await segment.handle.sync();
+        try {
+          await segment.handle.sync();
+        } catch (error) {
+          segment.unsynced = true;
+          throw error;
+        }
       }
       // A closed segment, fully written and now synced, is done with: release its file.
       if (
@@ -1339,7 +1545,14 @@ export class RecordSpool {
       this.#metaDirty = false;
       this.#metaDue = false;
       const meta: SpoolMeta = { version: 1, ackedSeq: this.#ackedSeq, sealed: this.#sealed };
-      await writeFileAtomic(join(this.dir, META_FILE), Buffer.from(JSON.stringify(meta)), { fsync: false });
+      try {
+        await writeFileAtomic(join(this.dir, META_FILE), Buffer.from(JSON.stringify(meta)), { fsync: false });
+      } catch (error) {
+        // Written again by the retry (see #pumpLoop).
+        this.#metaDirty = true;
+        this.#metaDue = true;
+        throw error;
+      }
       this.#dirDirty = true;
     }
     const doomed = this.#doomed;
@@ -1356,15 +1569,53 @@ export class RecordSpool {
     }
     if (this.#syncDue) {
       this.#syncDue = false;
-      await this.#syncPass();
+      try {
+        await this.#syncPass();
+      } catch (error) {
+        this.#syncDue = true;
+        throw error;
+      }
     } else if ((wrote || this.#dirDirty) && this.#syncIntervalMs > 0 && !this.#syncTimer && !this.#closed) {
       this.#syncTimer = setTimeout(() => {
         this.#syncTimer = undefined;
-        this.#syncPass().catch((error) => this.#fail(error));
+        this.#syncPass().catch((error) => {
+          if (!isSpaceError(error)) return this.#fail(error);
+          // The pump retries it with the next pass (and pauses until space returns).
+          this.#syncDue = true;
+          this.#kick().catch(() => {});
+        });
       }, this.#syncIntervalMs);
       this.#syncTimer.unref();
     }
     this.#updateWritable();
+  }
+
+  /**
+   * After a write of `buffers` (one entry each) that put only `bytesWritten` bytes on disk: the
+   * whole entries among them count as written, a partial one is cut off the file, and the others
+   * go back to the front of the segment's queue.
+   */
+  async #requeue(segment: Segment, buffers: Buffer[], bytesWritten: number): Promise<void> {
+    let done = 0;
+    let count = 0;
+    while (count < buffers.length && done + buffers[count]!.length <= bytesWritten) {
+      done += buffers[count]!.length;
+      count++;
+    }
+    if (done < bytesWritten) await segment.handle!.truncate(segment.writtenBytes + done);
+    if (count > 0) {
+      segment.writtenBytes += done;
+      segment.writtenLastSeq += count;
+      segment.unsynced = true;
+      this.#wrote(segment.writtenLastSeq);
+    }
+    // A segment deleted meanwhile (acknowledged or dropped) needs none of it.
+    if (!this.#segments.includes(segment)) return;
+    const rest = buffers.slice(count);
+    const restBytes = rest.reduce((sum, buffer) => sum + buffer.length, 0);
+    segment.pending = [...rest, ...segment.pending];
+    segment.pendingBytes += restBytes;
+    this.#pendingBytes += restBytes;
   }
 
   /** Creates, writes, and (once sealed) fsyncs and closes one segment. True if it wrote data. */
@@ -1384,8 +1635,21 @@ export class RecordSpool {
       segment.pendingBytes = 0;
       this.#pendingBytes -= sizeBytes;
       // Entries from one appendMany are views of one buffer: written as they are, not copied.
-      const { bytesWritten } = await segment.handle.writev(coalesce(buffers), segment.writtenBytes);
-      if (bytesWritten !== sizeBytes) throw new Error(`short write (${bytesWritten} of ${sizeBytes} bytes)`);
+      let bytesWritten = 0;
+      let failure: unknown;
+      try {
+        ({ bytesWritten } = await segment.handle.writev(coalesce(buffers), segment.writtenBytes));
+      } catch (error) {
+        failure = error;
+      }
+      if (bytesWritten !== sizeBytes) {
+        // The disk filled up (a short write; the next one says why) or the write failed: keep
+        // the whole entries that made it, cut a partial one off, and queue the rest again.
+        await this.#requeue(segment, buffers, bytesWritten);
+        if (failure) throw failure;
+        this.#dirty = true;
+        return true;
+      }
       segment.writtenBytes += sizeBytes;
       segment.writtenLastSeq = lastSeq;
       segment.unsynced = true;
@@ -1492,10 +1756,14 @@ function addIndexPoint(segment: Segment, seq: number, offset: number): void {
 function gapRecord(
   gap: SpoolGap,
   like: { jobId: number; location: string; timeMs?: number },
+  damagedFile?: string,
 ): SpoolGapRecord {
   return {
     stream: 'warning',
-    data: `${gap.droppedRecords} record(s) (seq ${gap.fromSeq}–${gap.toSeq}) were dropped: the spool reached its bound before they were received.`,
+    data:
+      damagedFile === undefined
+        ? `${gap.droppedRecords} record(s) (seq ${gap.fromSeq}–${gap.toSeq}) were dropped: the spool reached its bound before they were received.`
+        : `${gap.droppedRecords} record(s) (seq ${gap.fromSeq}–${gap.toSeq}) were lost: their bytes in ${damagedFile} are damaged (${AgentErrorCode.StateDamaged}). The records after them are kept.`,
     seq: gap.toSeq,
     timeMs: like.timeMs ?? Date.now(),
     jobId: like.jobId,
@@ -1550,4 +1818,31 @@ function sealedError(dir: string): RjobError {
   return new RjobError(AgentErrorCode.SpoolSealed, `The spool ${dir} is sealed: its job writes no more.`, {
     details: { dir },
   });
+}
+
+/** Keeps a hole (in file order), indexes the entry after it, and reports the loss once. */
+function recordHole(segment: Segment, hole: Hole, found: boolean): void {
+  const holes = (segment.holes ??= []);
+  holes.push(hole);
+  holes.sort((a, b) => a.offset - b.offset);
+  if (found) addIndexPointAt(segment, hole.nextSeq, hole.nextOffset);
+  const lost =
+    hole.nextSeq > hole.seq
+      ? `record(s) ${hole.seq}–${hole.nextSeq - 1} lost`
+      : 'damaged bytes skipped, no record lost';
+  reportIncident({
+    kind: 'damaged',
+    code: AgentErrorCode.StateDamaged,
+    subject: `spool segment ${segment.path}`,
+    detail: `bytes ${hole.offset}–${hole.nextOffset - 1} are not valid records: ${lost}, the records after them are kept`,
+  });
+}
+
+/** An index point at a known entry start, wherever it falls (the index stays sorted). */
+function addIndexPointAt(segment: Segment, seq: number, offset: number): void {
+  let i = segment.indexOffsets.length;
+  while (i > 0 && segment.indexOffsets[i - 1]! > offset) i--;
+  if (i > 0 && segment.indexOffsets[i - 1] === offset) return;
+  segment.indexOffsets.splice(i, 0, offset);
+  segment.indexSeqs.splice(i, 0, seq);
 }

@@ -7,6 +7,15 @@
  * text for lines, compact bytes for Buffers, v8 for the rest), the same bytes a `job.packed` event carries. The length prefix finds entry
  * boundaries; the CRC and the expected sequence number tell a complete entry from a torn or
  * zero-filled tail after a crash.
+ *
+ * Resync: when the entry at some offset is damaged (bytes flipped, a block zeroed), the reader
+ * does not give up on the rest of the segment. {@link findNextEntry} looks, byte by byte after the
+ * damage, for the next place where an intact entry starts: its seq field holds a number after the
+ * damaged one (and within what the rest of the file can hold), its length fits in the file, and
+ * its CRC (over seq and payload) matches. The seq field is the sync marker: the reader knows which
+ * numbers may come next, so a random 8-byte match is rare, and the CRC confirms it. Only the
+ * damaged records are lost. This costs nothing on the normal read path (the header is unchanged);
+ * only a reader that meets damage pays for the scan.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
@@ -146,6 +155,48 @@ export async function readFully(
     done += bytesRead;
   }
   return done;
+}
+
+/** Where reading can go on after damage: the next intact entry, or none. */
+export interface ResyncPoint {
+  offset: number;
+  seq: number;
+}
+
+const RESYNC_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * The first intact entry at or after byte `from` (and before `endOffset`) whose sequence number
+ * is greater than `afterSeq` and at most `maxSeq` (see the resync note at the top). Undefined when
+ * the rest of the file holds none. Reads the file in chunks; memory stays at one chunk (and one
+ * entry while a candidate's CRC is checked).
+ */
+export async function findNextEntry(
+  handle: FileHandle,
+  from: number,
+  endOffset: number,
+  afterSeq: number,
+  maxSeq: number,
+): Promise<ResyncPoint | undefined> {
+  const chunk = Buffer.allocUnsafe(RESYNC_CHUNK_BYTES);
+  const verifier = new SegmentScanner(handle, endOffset, 64 * 1024);
+  for (let base = from; base + HEADER_BYTES <= endOffset; ) {
+    const got = await readFully(handle, chunk, Math.min(chunk.length, endOffset - base), base);
+    if (got < HEADER_BYTES) return undefined;
+    const last = got - HEADER_BYTES;
+    for (let at = 0; at <= last; at++) {
+      const low = chunk.readUInt32LE(at + 8);
+      const seq = low + chunk.readUInt32LE(at + 12) * 0x1_0000_0000;
+      if (seq <= afterSeq || seq > maxSeq) continue;
+      const payloadBytes = chunk.readUInt32LE(at);
+      if (payloadBytes > MAX_ENTRY_PAYLOAD_BYTES || base + at + HEADER_BYTES + payloadBytes > endOffset)
+        continue;
+      if (await verifier.entryAt(base + at, seq, true)) return { offset: base + at, seq };
+    }
+    // The next chunk starts where a header could still begin.
+    base += last + 1;
+  }
+  return undefined;
 }
 
 export function corruptSegment(path: string, offset: number, seq: number): RjobError {

@@ -1,4 +1,5 @@
 import { isTerminal, type Job, type JobManager, RjobError, serializeError } from '@rjob/core';
+import { isSpaceError } from '../errors.js';
 import type { JobStore, StoredJob } from '../store/job-store.js';
 import { RecordSpool, type RecordSpoolOptions } from './record-spool.js';
 
@@ -49,52 +50,77 @@ export async function spoolJob(options: SpoolJobOptions): Promise<SpooledJob> {
   const unsubscribe: Array<() => void> = [];
   const leafRuns: Array<Promise<void>> = [];
   const parents: Array<() => Promise<void>> = [];
+  const leafStarts: Array<() => void> = [];
   let closed = false;
   let saveFailure: unknown;
 
-  for (const each of [job, ...descendants(job)]) {
-    const isLeaf = each.children.length === 0;
-    const spoolDir = isLeaf ? store.spoolDir(sessionId, each.instanceId) : undefined;
-    const data = each === job ? options.data : undefined;
-    const save = () => store.saveJob(toStoredJob(each, sessionId, { spoolDir, data }));
-    // Entries of unfinished jobs are written without fsync: after a power cut such an entry reads
-    // as "Failed: agent restarted" or is missing, which tells the same; the fsync would only put
-    // a disk flush between starting a job and reading its output (an invoke waits for it). Terminal
-    // states, which must survive as they are, are synced.
-    const saveUnfinished = () =>
-      store.saveJob(toStoredJob(each, sessionId, { spoolDir, data }), { fsync: false });
-    // The entry exists before the spool, so a spool directory on disk always has an owner (after
-    // a crash of the process: a rename is atomic; a power cut may leave an orphan spool directory).
-    await saveUnfinished();
-    unsubscribe.push(
-      each.onStateChange(({ state }) => {
-        // Terminal states wait until the records (a leaf's, or the children's) are persisted.
-        if (isTerminal(state) || closed) return;
-        saveUnfinished().catch((error) => (saveFailure ??= error));
-      }),
-    );
-    if (!isLeaf) {
-      parents.unshift(save);
-      continue;
+  const created: Array<{ instanceId: string; spoolDir: string | undefined }> = [];
+  try {
+    for (const each of [job, ...descendants(job)]) {
+      const isLeaf = each.children.length === 0;
+      const spoolDir = isLeaf ? store.spoolDir(sessionId, each.instanceId) : undefined;
+      const data = each === job ? options.data : undefined;
+      // Each save supersedes the ones before it: a save that failed for space (a full disk) is
+      // retried until it goes through, unless a newer one was asked for meanwhile.
+      let generation = 0;
+      const retried = (write: () => Promise<void>): Promise<void> => {
+        const mine = ++generation;
+        return retryOnSpace(write, () => closed || mine !== generation);
+      };
+      const save = () => retried(() => store.saveJob(toStoredJob(each, sessionId, { spoolDir, data })));
+      // Entries of unfinished jobs are written without fsync: after a power cut such an entry reads
+      // as "Failed: agent restarted" or is missing, which tells the same; the fsync would only put
+      // a disk flush between starting a job and reading its output (an invoke waits for it). Terminal
+      // states, which must survive as they are, are synced.
+      const saveUnfinished = () =>
+        retried(() => store.saveJob(toStoredJob(each, sessionId, { spoolDir, data }), { fsync: false }));
+      // The entry exists before the spool, so a spool directory on disk always has an owner (after
+      // a crash of the process: a rename is atomic; a power cut may leave an orphan spool directory).
+      // Not retried: a job that cannot be recorded is refused at once (ERR_DISK_FULL on a full disk).
+      await store.saveJob(toStoredJob(each, sessionId, { spoolDir, data }), { fsync: false });
+      created.push({ instanceId: each.instanceId, spoolDir });
+      unsubscribe.push(
+        each.onStateChange(({ state }) => {
+          // Terminal states wait until the records (a leaf's, or the children's) are persisted.
+          if (isTerminal(state) || closed) return;
+          saveUnfinished().catch((error) => (saveFailure ??= error));
+        }),
+      );
+      if (!isLeaf) {
+        parents.unshift(save);
+        continue;
+      }
+      const spool = await RecordSpool.open({ ...options.spool, dir: spoolDir! });
+      spools.set(each.id, spool);
+      // leafRuns start below, once every spool is open.
+      leafStarts.push(() =>
+        leafRuns.push(
+          (async () => {
+            for await (const batch of manager.receiveBatches(each)) {
+              // A Failed job's reason is part of its entry, not of its records.
+              const records = batch.at(-1)!.reason ? batch.filter((record) => !record.reason) : batch;
+              if (records.length > 0) await spool.appendMany(records);
+              if (closed) return;
+            }
+            if (closed) return;
+            await spool.seal();
+            // A job removed meanwhile has its files deleted: saving would bring its entry back.
+            if (closed) return;
+            await save();
+          })(),
+        ),
+      );
     }
-    const spool = await RecordSpool.open({ ...options.spool, dir: spoolDir! });
-    spools.set(each.id, spool);
-    leafRuns.push(
-      (async () => {
-        for await (const batch of manager.receiveBatches(each)) {
-          // A Failed job's reason is part of its entry, not of its records.
-          const records = batch.at(-1)!.reason ? batch.filter((record) => !record.reason) : batch;
-          if (records.length > 0) await spool.appendMany(records);
-          if (closed) return;
-        }
-        if (closed) return;
-        await spool.seal();
-        // A job removed meanwhile has its files deleted: saving would bring its entry back.
-        if (closed) return;
-        await save();
-      })(),
-    );
+  } catch (error) {
+    // Nothing of a job that could not be set up stays behind (its caller refuses the job).
+    closed = true;
+    for (const off of unsubscribe) off();
+    await Promise.all([...spools.values()].map((spool) => spool.discard()));
+    for (const each of created)
+      await store.removeJob(sessionId, each.instanceId, each.spoolDir).catch(() => {});
+    throw error;
   }
+  for (const start of leafStarts) start();
 
   const done = (async () => {
     try {
@@ -154,4 +180,21 @@ export function toStoredJob(
 
 function descendants(job: Job): Job[] {
   return job.children.flatMap((child) => [child, ...descendants(child)]);
+}
+
+/**
+ * Runs `write`, again after a growing pause while it fails for space, until it goes through or
+ * `stop()` says it is no longer wanted (then it resolves quietly, the newer write will do).
+ */
+async function retryOnSpace(write: () => Promise<void>, stop: () => boolean): Promise<void> {
+  for (let waitMs = 50; ; waitMs = Math.min(waitMs * 2, 2000)) {
+    try {
+      return await write();
+    } catch (error) {
+      if (!isSpaceError(error)) throw error;
+      if (stop()) return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+    if (stop()) return;
+  }
 }

@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { deserializeError, type JobRecord, RjobError, serializeError } from '@rjob/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { incidents } from '../incidents.js';
 import { isSpoolGapRecord, RecordSpool } from '../spool/record-spool.js';
 import { ensureStateDir, resolveStateDir } from '../state-dir.js';
 import { JobStore, type StoredJob, type StoredSession } from './job-store.js';
@@ -158,6 +159,70 @@ describe('JobStore', () => {
     expect(snapshot.skipped).toHaveLength(1);
     expect(snapshot.skipped[0]!.error.code).toBe('ERR_STORE_CORRUPT');
     expect(await readdir(store.jobDir('session-1', 'instance-1'))).not.toContain('job.bin.tmp-1-abcd');
+  });
+
+  it('reports a damaged job file as an incident and keeps the other jobs', async () => {
+    const store = await JobStore.open({ dir });
+    await store.saveSession(session());
+    await store.saveJob(job(store));
+    await store.saveJob(job(store, { id: 2, instanceId: 'instance-2' }));
+    const damaged = join(store.jobDir('session-1', 'instance-2'), 'job.bin');
+    await writeFile(damaged, '');
+    const before = incidents().length;
+    const snapshot = await (await JobStore.open({ dir })).load();
+    expect(snapshot.jobs.map((j) => j.id)).toEqual([1]);
+    expect(incidents().slice(before)).toEqual([
+      expect.objectContaining({ kind: 'damaged', code: 'ERR_STATE_DAMAGED', subject: `job file ${damaged}` }),
+    ]);
+  });
+
+  it.each([
+    ['empty', Buffer.alloc(0)],
+    ['garbled', Buffer.from('RJS1\x00\x00\x00\x00not a value')],
+  ])(
+    'brings a session with an %s session.bin back from its key file, with all its jobs',
+    async (_, bytes) => {
+      const store = await JobStore.open({ dir });
+      await store.saveSession(session({ name: 'keep' }));
+      await store.saveJob(job(store));
+      await store.saveJob(job(store, { id: 2, instanceId: 'instance-2' }));
+      const sessionFile = join(store.sessionDir('session-1'), 'session.bin');
+      await writeFile(sessionFile, bytes);
+      const before = incidents().length;
+      const snapshot = await (await JobStore.open({ dir })).load();
+      const { lastSeenAt: _seen, ...lasting } = session({ name: 'keep' });
+      expect(snapshot.sessions).toEqual([expect.objectContaining(lasting)]);
+      expect(snapshot.recoveredSessions).toEqual(['session-1']);
+      expect(snapshot.jobs.map((j) => j.id)).toEqual([1, 2]);
+      expect(incidents().slice(before)).toEqual([
+        expect.objectContaining({
+          kind: 'damaged',
+          code: 'ERR_STATE_DAMAGED',
+          subject: `session file ${sessionFile}`,
+        }),
+      ]);
+      // Rewritten whole: the next agent reads it again.
+      const again = await (await JobStore.open({ dir })).load();
+      expect(again.recoveredSessions).toEqual([]);
+      expect(again.sessions).toEqual([expect.objectContaining(lasting)]);
+    },
+  );
+
+  it('reports precisely a session whose session.bin and key file are both damaged', async () => {
+    const store = await JobStore.open({ dir });
+    await store.saveSession(session());
+    await store.saveJob(job(store));
+    await writeFile(join(store.sessionDir('session-1'), 'session.bin'), '');
+    await writeFile(join(store.sessionDir('session-1'), 'session.key'), 'x');
+    const before = incidents().length;
+    const snapshot = await (await JobStore.open({ dir })).load();
+    expect(snapshot.sessions).toEqual([]);
+    const reported = incidents().slice(before);
+    expect(reported.map((incident) => incident.subject)).toEqual([
+      `session key file ${join(store.sessionDir('session-1'), 'session.key')}`,
+      `session file ${join(store.sessionDir('session-1'), 'session.bin')}`,
+    ]);
+    expect(reported[1]!.detail).toContain('1 job(s) are kept on disk');
   });
 
   it('recovers a consistent prefix after the agent is SIGKILLed mid-stream', async () => {

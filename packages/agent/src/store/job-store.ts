@@ -8,6 +8,12 @@
  *
  * A `.bin` file is `RJS1` + crc32 + an `encodeValue` payload, so Dates, Maps, BigInts and the like
  * in `data` come back as they went in, and a damaged file is reported instead of misread.
+ *
+ * Damage loses only the damaged item: a damaged `job.bin` drops that job (reported); a damaged
+ * `session.bin` does not hide the session's jobs. Its lasting part (identity, resume secret digest,
+ * name, working directory, environment, creation time) is also kept in `session.key`, written
+ * only when that part changes, so the session comes back from it with its jobs; `lastSeenAt`
+ * restarts from now.
  */
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
@@ -22,8 +28,9 @@ import {
   type SerializedError,
   serializeError,
 } from '@rjob/core';
-import { AgentErrorCode, agentRestartedError } from '../errors.js';
+import { AgentErrorCode, agentRestartedError, diskFullError, isSpaceError } from '../errors.js';
 import { TEMP_MARKER, writeFileAtomic } from '../fs/atomic-file.js';
+import { reportIncident } from '../incidents.js';
 
 /** A job as persisted: what `Get-Job` shows, plus where its records are spooled. */
 export interface StoredJob {
@@ -79,6 +86,8 @@ export interface StoreSnapshot {
   failedOnRestart: StoredJob[];
   /** Files that could not be read; they are left in place for a human to look at. */
   skipped: Array<{ path: string; error: RjobError }>;
+  /** Sessions whose `session.bin` was damaged and that came back from their `session.key`. */
+  recoveredSessions: string[];
 }
 
 export interface JobStoreOptions {
@@ -96,7 +105,11 @@ const MAGIC = Buffer.from('RJS1');
 const FORMAT_VERSION = 1;
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const SESSION_FILE = 'session.bin';
+const SESSION_KEY_FILE = 'session.key';
 const JOB_FILE = 'job.bin';
+
+/** The part of a session that does not change with each attach: what `session.key` keeps. */
+type SessionKey = Omit<StoredSession, 'lastSeenAt' | 'data'>;
 
 /**
  * Persists sessions and their job tables. Writes to one file are applied in call order; writes to
@@ -106,6 +119,8 @@ export class JobStore {
   readonly dir: string;
   readonly #fsync: boolean;
   readonly #queues = new Map<string, Promise<void>>();
+  /** Per session directory, the `session.key` content last written (see the file comment). */
+  readonly #keys = new Map<string, Buffer>();
 
   private constructor(options: JobStoreOptions) {
     this.dir = options.dir;
@@ -143,6 +158,20 @@ export class JobStore {
     const dir = this.sessionDir(session.sessionId);
     return this.#serial(dir, async () => {
       await mkdir(join(dir, 'jobs'), { recursive: true, mode: 0o700 });
+      const key: SessionKey = {
+        sessionId: session.sessionId,
+        identity: session.identity,
+        resumeSecretHash: session.resumeSecretHash,
+        workingDirectory: session.workingDirectory,
+        env: session.env,
+        createdAt: session.createdAt,
+      };
+      if (session.name !== undefined) key.name = session.name;
+      const keyBytes = encodeFile(key);
+      if (!this.#keys.get(dir)?.equals(keyBytes)) {
+        await this.#writeBytes(join(dir, SESSION_KEY_FILE), keyBytes, `session ${session.sessionId}`);
+        this.#keys.set(dir, keyBytes);
+      }
       await this.#write(join(dir, SESSION_FILE), session);
     });
   }
@@ -150,6 +179,7 @@ export class JobStore {
   /** Deletes a session with all its jobs and their spools. */
   removeSession(sessionId: string): Promise<void> {
     const dir = this.sessionDir(sessionId);
+    this.#keys.delete(dir);
     return this.#serial(dir, () => rm(dir, { recursive: true, force: true }));
   }
 
@@ -184,20 +214,60 @@ export class JobStore {
    * so their unreceived records are still there. Call once, when the agent starts.
    */
   async load(): Promise<StoreSnapshot> {
-    const snapshot: StoreSnapshot = { sessions: [], jobs: [], failedOnRestart: [], skipped: [] };
+    const snapshot: StoreSnapshot = {
+      sessions: [],
+      jobs: [],
+      failedOnRestart: [],
+      skipped: [],
+      recoveredSessions: [],
+    };
     const now = new Date();
     for (const sessionId of (await listDir(join(this.dir, 'sessions'))).sort()) {
       if (!SAFE_NAME.test(sessionId)) continue;
       const sessionDir = this.sessionDir(sessionId);
       await removeTempFiles(sessionDir);
-      const session = await this.#readOrSkip<StoredSession>(join(sessionDir, SESSION_FILE), snapshot);
+      let session = await this.#readOrSkip<StoredSession>(
+        join(sessionDir, SESSION_FILE),
+        snapshot,
+        'session file',
+      );
+      const keyPath = join(sessionDir, SESSION_KEY_FILE);
+      if (session) {
+        // Known to be current: the next save need not rewrite it.
+        const key = await readFile(keyPath).catch(() => undefined);
+        if (key) this.#keys.set(sessionDir, key);
+      } else {
+        // Damaged or missing: the session's jobs must not vanish with it.
+        const damaged = snapshot.skipped.at(-1)?.path === join(sessionDir, SESSION_FILE);
+        const key = await this.#readOrSkip<SessionKey>(keyPath, snapshot, 'session key file');
+        const subject = `session file ${join(sessionDir, SESSION_FILE)}`;
+        if (key && key.sessionId === sessionId) {
+          session = { ...key, lastSeenAt: now };
+          snapshot.recoveredSessions.push(sessionId);
+          reportIncident({
+            kind: 'damaged',
+            code: AgentErrorCode.StateDamaged,
+            subject,
+            detail: `${damaged ? 'unreadable' : 'missing'}: session ${sessionId} restored from ${SESSION_KEY_FILE} with all its jobs (its last-seen time restarts now)`,
+          });
+          await this.saveSession(session).catch(() => {});
+        } else if (damaged) {
+          const jobCount = (await listDir(join(sessionDir, 'jobs'))).length;
+          reportIncident({
+            kind: 'damaged',
+            code: AgentErrorCode.StateDamaged,
+            subject,
+            detail: `unreadable, and ${SESSION_KEY_FILE} is missing or damaged: session ${sessionId} cannot be resumed; its ${jobCount} job(s) are kept on disk in ${join(sessionDir, 'jobs')}`,
+          });
+        }
+      }
       if (session) snapshot.sessions.push(session);
       const jobs: StoredJob[] = [];
       for (const instanceId of await listDir(join(sessionDir, 'jobs'))) {
         if (!SAFE_NAME.test(instanceId)) continue;
         const dir = this.jobDir(sessionId, instanceId);
         await removeTempFiles(dir);
-        const job = await this.#readOrSkip<StoredJob>(join(dir, JOB_FILE), snapshot);
+        const job = await this.#readOrSkip<StoredJob>(join(dir, JOB_FILE), snapshot, 'job file');
         if (!job) continue;
         if (job.spoolDir !== undefined) job.spoolDir = resolve(dir, job.spoolDir);
         if (!isTerminal(job.state)) {
@@ -220,15 +290,24 @@ export class JobStore {
   }
 
   async #write(path: string, value: StoredJob | StoredSession, fsync = this.#fsync): Promise<void> {
-    const payload = encodeValue({ version: FORMAT_VERSION, value });
-    const header = Buffer.alloc(8);
-    MAGIC.copy(header, 0);
-    header.writeUInt32LE(crc32(payload), 4);
-    await writeFileAtomic(path, Buffer.concat([header, payload]), { fsync });
+    const what = 'instanceId' in value ? `job ${value.instanceId}` : `session ${value.sessionId}`;
+    await this.#writeBytes(path, encodeFile(value), what, fsync);
   }
 
-  /** The value in `path`; undefined when missing; a damaged file is listed in `skipped`. */
-  async #readOrSkip<T>(path: string, snapshot: StoreSnapshot): Promise<T | undefined> {
+  async #writeBytes(path: string, bytes: Buffer, what: string, fsync = this.#fsync): Promise<void> {
+    try {
+      await writeFileAtomic(path, bytes, { fsync });
+    } catch (error) {
+      if (isSpaceError(error)) throw diskFullError(`the state of ${what}`, error);
+      throw error;
+    }
+  }
+
+  /**
+   * The value in `path`; undefined when missing; a damaged file is listed in `skipped` and
+   * reported as an incident (`what` names it: `job file`).
+   */
+  async #readOrSkip<T>(path: string, snapshot: StoreSnapshot, what: string): Promise<T | undefined> {
     let bytes: Buffer;
     try {
       bytes = await readFile(path);
@@ -256,6 +335,15 @@ export class JobStore {
           },
         ),
       });
+      // A damaged session file is reported by load (restored from its key, or not).
+      if (what !== 'session file') {
+        reportIncident({
+          kind: 'damaged',
+          code: AgentErrorCode.StateDamaged,
+          subject: `${what} ${path}`,
+          detail: `${bytes.length === 0 ? 'empty' : (error as Error).message}: dropped (left in place), everything else kept`,
+        });
+      }
       return undefined;
     }
   }
@@ -285,6 +373,15 @@ function safeName(value: string, what: string): string {
     );
   }
   return value;
+}
+
+/** `RJS1` + crc32 + the payload: what every `.bin` (and `.key`) file holds. */
+function encodeFile(value: unknown): Buffer {
+  const payload = encodeValue({ version: FORMAT_VERSION, value });
+  const header = Buffer.alloc(8);
+  MAGIC.copy(header, 0);
+  header.writeUInt32LE(crc32(payload), 4);
+  return Buffer.concat([header, payload]);
 }
 
 async function listDir(dir: string): Promise<string[]> {
