@@ -31,7 +31,7 @@ runTransportConformance(
       rmSync(dir, { recursive: true, force: true });
     });
   },
-  { name: 'command transport conformance' },
+  { name: 'command transport conformance', test: { describe, it } },
 );
 
 describe('command transport', () => {
