@@ -39,7 +39,8 @@ for tgz in "${tarballs[@]}"; do
     echo "$(basename "$tgz") carries files users do not need:"; echo "$bad"; exit 1
   fi
 done
-tar -tzf "$work"/tarballs/rjob-[0-9]*.tgz | grep -qx package/docs/cli.md || { echo "rjob: docs/cli.md not shipped"; exit 1; }
+cli_listing=$(tar -tzf "$work"/tarballs/rjob-[0-9]*.tgz)
+grep -qx package/docs/cli.md <<<"$cli_listing" || { echo "rjob: docs/cli.md not shipped"; exit 1; }
 
 echo "== publint and attw (esm-only)"
 for dir in "${packages[@]}"; do
