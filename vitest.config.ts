@@ -1,8 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
-  resolve: { conditions: ['source'] },
-  ssr: { resolve: { conditions: ['source'] } },
+  resolve: { conditions: ['@rjob/source'] },
+  ssr: { resolve: { conditions: ['@rjob/source'] } },
   test: {
     include: [
       'packages/*/src/**/*.test.ts',

@@ -2,6 +2,7 @@
  * `npm run bench`: every figure next to its raw baseline, measured in the same run on the same
  * machine. Pass section names (codec, thread, process) to run only those.
  */
+import { benchCli } from './cli.js';
 import { benchCodec } from './codec.js';
 import { printResults } from './harness.js';
 import { benchProcess } from './process.js';
@@ -12,6 +13,10 @@ import { benchWs } from './ws.js';
 
 const sections: Record<string, { title: string; run: () => Promise<import('./harness.js').BenchResult[]> }> =
   {
+    cli: {
+      title: 'rjob start-up: the built CLI vs node -e 0, same run (target: get ≤ 1.3×; ratio of medians)',
+      run: benchCli,
+    },
     codec: { title: 'Value codec (decision: docs/decisions.md)', run: benchCodec },
     thread: { title: 'ThreadJob (targets: warm start < 1 ms; ≥ 500k records/s)', run: benchThread },
     process: { title: 'BackgroundJob (target: within 1.2× of raw spawn)', run: benchProcess },

@@ -159,7 +159,7 @@ export async function benchSsh(): Promise<BenchResult[]> {
     const gid = Number(execFileSync('id', ['-g', box.user]).toString().trim());
     await chown(stateDir, uid, gid);
     await chmod(stateDir, 0o700);
-    const fromSource = `TMPDIR=${stateDir} exec node --conditions=source --import ${TSX_LOADER} ${AGENT_ENTRY} --stdio --state-dir ${stateDir}`;
+    const fromSource = `TMPDIR=${stateDir} exec node --conditions=@rjob/source --import ${TSX_LOADER} ${AGENT_ENTRY} --stdio --state-dir ${stateDir}`;
     const bridged = `exec node ${bridgePath} ${join(stateDir, 'agent.sock')}`;
     const base = { sshConfig: { configFile, systemConfigFile: null }, agent: false as const };
     // Where the daemon that the first `--stdio` starts listens: every fixture host is this machine.

@@ -77,3 +77,26 @@ describe('the `--stdio` bridge loads only what it needs', () => {
     for (const heavy of HEAVY) expect(loaded).not.toContain(heavy);
   });
 });
+
+describe('local job verbs load neither the remote transports nor the agent server', () => {
+  it('rjob get / start / receive: the CLI entry, the job verbs and the local agent helpers', () => {
+    const loaded = staticClosure([
+      'apps/cli/src/cli-entry.ts',
+      'apps/cli/src/commands/jobs.ts',
+      'apps/cli/src/local-agent.ts',
+    ]);
+    expect(loaded).toContain('apps/cli/src/targets.ts');
+    expect(loaded).toContain('packages/agent/src/cli-main.ts');
+    for (const heavy of [
+      'packages/agent/src/index.ts',
+      'packages/agent/src/server/agent-server.ts',
+      'packages/agent/src/spool/record-spool.ts',
+      '@rjob/transport-ssh',
+      '@rjob/transport-ws',
+      'ssh2',
+      'ws',
+    ]) {
+      expect(loaded).not.toContain(heavy);
+    }
+  });
+});

@@ -75,8 +75,13 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
 
 async function version(): Promise<string> {
   const { readFile } = await import('node:fs/promises');
-  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
+  // This package's package.json: one level up from src/ and dist/, two from the bundle (dist/bundle).
+  for (const path of ['../package.json', '../../package.json']) {
+    const pkg = await readFile(new URL(path, import.meta.url), 'utf8').then(
+      (text) => JSON.parse(text) as { name?: string; version?: string },
+      () => undefined,
+    );
+    if (pkg?.name === 'rjob' && pkg.version) return pkg.version;
+  }
+  return 'unknown';
 }

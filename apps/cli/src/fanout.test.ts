@@ -134,7 +134,7 @@ describe.skipIf(skip !== undefined)('rjob invoke to 20 sshd hosts', { timeout: 2
     const warm = await s.bin(['invoke', '-c', 'web01', '--', 'true'], {
       env: {
         // TMPDIR inside the state dir: whatever the remote agent leaves there goes with it.
-        RJOB_REMOTE_AGENT: `TMPDIR=${remoteState} exec node --conditions=source --import ${TSX} ${ENTRY} agent --stdio --state-dir ${remoteState}`,
+        RJOB_REMOTE_AGENT: `TMPDIR=${remoteState} exec node --conditions=@rjob/source --import ${TSX} ${ENTRY} agent --stdio --state-dir ${remoteState}`,
       },
     });
     expect(warm).toEqual({ code: 0, stdout: '', stderr: '' });

@@ -28,7 +28,8 @@ Other:
   agent      the local agent daemon            rjob agent status
   completion shell completion script           rjob completion bash
 
-Run 'rjob <command> --help' for a command's options. Exit codes: docs/cli.md.
+Run 'rjob <command> --help' for a command's options. Exit codes and more: docs/cli.md in the
+rjob package, or https://github.com/rjob/rjob/blob/main/docs/cli.md
 `,
   start: `Usage: rjob start [options] -- COMMAND...
        rjob start --type thread --eval JS [-- ARGS...]

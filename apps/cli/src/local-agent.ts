@@ -3,11 +3,11 @@
  * the CLI process that started them. The CLI starts it on first use, as the agent's `--stdio`
  * bridge does, and talks to it over its Unix socket.
  */
-import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DAEMON_LOG_FILE, DAEMON_PID_FILE, ensureStateDir, socketIsLive } from '@rjob/agent';
+// The agent's light entry (node built-ins only), not the whole agent: `rjob get` starts quickly.
+import { DAEMON_LOG_FILE, DAEMON_PID_FILE, ensureStateDir, socketIsLive } from '@rjob/agent/cli';
 import { CliError, type CliIo, ExitCode } from './io.js';
 import type { StatePaths } from './state.js';
 
@@ -64,6 +64,8 @@ export async function ensureAgent(paths: StatePaths, io: CliIo): Promise<void> {
 function startDaemon(paths: StatePaths, io: CliIo): void {
   const log = openSync(join(paths.stateDir, DAEMON_LOG_FILE), 'a', 0o600);
   try {
+    // Fetched here, not imported: only a daemon start needs child_process (a quicker CLI start).
+    const { spawn } = process.getBuiltinModule('node:child_process');
     const child = spawn(
       process.execPath,
       [...selfCommand(io), 'agent', 'daemon', '--state-dir', paths.stateDir, '--socket', paths.socketPath],

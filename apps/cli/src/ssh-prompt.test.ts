@@ -106,7 +106,7 @@ describe.skipIf(skip !== undefined)('rjob asks on a terminal (sshd)', { timeout:
   const env = (): NodeJS.ProcessEnv => ({
     HOME: home,
     SSH_AUTH_SOCK: '',
-    RJOB_REMOTE_AGENT: `TMPDIR=${remoteState} exec node --conditions=source --import ${TSX} ${ENTRY} agent --stdio --state-dir ${remoteState}`,
+    RJOB_REMOTE_AGENT: `TMPDIR=${remoteState} exec node --conditions=@rjob/source --import ${TSX} ${ENTRY} agent --stdio --state-dir ${remoteState}`,
   });
   const knownHosts = (): string => join(home, '.ssh', 'known_hosts');
 

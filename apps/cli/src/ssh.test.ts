@@ -71,7 +71,7 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
     HOME: home,
     SSH_AUTH_SOCK: '',
     // TMPDIR inside the state dir: whatever the remote agent leaves there goes with it.
-    RJOB_REMOTE_AGENT: `TMPDIR=${remoteState} exec node --conditions=source --import ${TSX} ${ENTRY} agent --stdio --state-dir ${remoteState}`,
+    RJOB_REMOTE_AGENT: `TMPDIR=${remoteState} exec node --conditions=@rjob/source --import ${TSX} ${ENTRY} agent --stdio --state-dir ${remoteState}`,
   });
 
   it('S4: a job started in a named session keeps its results on the remote agent', async () => {

@@ -5,13 +5,13 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { type Transport, unixSocketTransport } from '@rjob/core';
-import { sshTransport } from '@rjob/transport-ssh';
-import { wsTransport } from '@rjob/transport-ws';
 import type { CliIo } from './io.js';
 import { usageError } from './io.js';
 import { ensureAgent } from './local-agent.js';
 import type { StatePaths } from './state.js';
-import { terminalPrompter } from './terminal-prompt.js';
+
+// The SSH and WebSocket stacks (ssh2, ws and their transports) load only when a target needs them:
+// a local `rjob get` starts without them (docs/decisions.md, "CLI start-up").
 
 export interface ResolvedTarget {
   transport: Transport<unknown>;
@@ -49,6 +49,7 @@ export class TargetResolver {
       };
     }
     if (/^wss?:\/\//i.test(spec)) {
+      const { wsTransport } = await import('@rjob/transport-ws');
       this.#ws ??= wsTransport({
         ...(this.#io.env.RJOB_WS_TOKEN_FILE ? { tokenFile: this.#io.env.RJOB_WS_TOKEN_FILE } : {}),
       }) as Transport<unknown>;
@@ -67,6 +68,10 @@ export class TargetResolver {
     const identityFile = env.RJOB_SSH_IDENTITY ? this.#abs(env.RJOB_SSH_IDENTITY) : undefined;
     this.#identity ??= identityFile ? readFile(identityFile, 'utf8') : Promise.resolve(undefined);
     const privateKey = await this.#identity;
+    const [{ sshTransport }, { terminalPrompter }] = await Promise.all([
+      import('@rjob/transport-ssh'),
+      import('./terminal-prompt.js'),
+    ]);
     const prompter = terminalPrompter(this.#io);
     return sshTransport({
       ...(env.RJOB_REMOTE_AGENT ? { agentCommand: env.RJOB_REMOTE_AGENT } : {}),

@@ -1,10 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ErrorCode } from '@rjob/core';
+import { ErrorCode, openSession } from '@rjob/core';
 import { acceptOneLink, linkPair, runTransportConformance } from '@rjob/core/testing';
 import { describe, expect, it } from 'vitest';
-import { commandTransport } from './command-transport.js';
+import { COMMAND_EXITED, commandTransport } from './command-transport.js';
 
 // The command under test is a small node program that pipes its stdio to a Unix socket this test
 // listens on, so every frame really crosses a child's stdin and stdout as with `docker exec -i`.
@@ -31,7 +31,7 @@ runTransportConformance(
       rmSync(dir, { recursive: true, force: true });
     });
   },
-  { name: 'command transport conformance' },
+  { name: 'command transport conformance', test: { describe, it } },
 );
 
 describe('command transport', () => {
@@ -41,10 +41,24 @@ describe('command transport', () => {
     });
   });
 
-  it('the link closes when the command exits', async () => {
+  it('a command that exits with a failure closes the link with ERR_COMMAND_EXITED', async () => {
     const link = await commandTransport.connect({ command: '/bin/sh', args: ['-c', 'exit 3'] });
     const reason = await new Promise((resolve) => link.onClose(resolve));
-    // Its stdout ended first, which the framing layer reports as a closed link.
+    expect(reason).toMatchObject({ code: COMMAND_EXITED, details: { exitCode: 3 } });
+  });
+
+  it('a session through a failing command keeps the code (what `docker exec` on a missing container does)', async () => {
+    const opening = openSession(
+      commandTransport,
+      { command: '/bin/sh', args: ['-c', 'echo "Error: No such container: web1" >&2; exit 1'] },
+      { computerName: 'web1', autoReconnect: false },
+    );
+    await expect(opening).rejects.toMatchObject({ code: COMMAND_EXITED, details: { exitCode: 1 } });
+  });
+
+  it('a command that exits cleanly closes the link as an ordinary close', async () => {
+    const link = await commandTransport.connect({ command: '/bin/sh', args: ['-c', 'exit 0'] });
+    const reason = await new Promise((resolve) => link.onClose(resolve));
     expect(reason).toMatchObject({ code: 'ERR_LINK_CLOSED' });
   });
 });

@@ -5,7 +5,11 @@
  * sequencing, heartbeats and reconnects lives in @rjob/core; a transport only yields a link.
  */
 import { spawn } from 'node:child_process';
+import { PassThrough } from 'node:stream';
 import { channelFromDuplex, defineTransport, ErrorCode, RjobError, type TransportChannel } from '@rjob/core';
+
+/** The link's close reason when the command exits with a failure (no such container, no agent, ...). */
+export const COMMAND_EXITED = 'ERR_COMMAND_EXITED';
 
 /** How long a command may take to exit after its link closed before it is killed. */
 export const COMMAND_EXIT_GRACE_MS = 5_000;
@@ -40,16 +44,34 @@ export const commandTransport = defineTransport<CommandTarget>({
       child.once('error', onSpawnError);
       child.once('spawn', () => {
         child.off('error', onSpawnError);
-        const link = channelFromDuplex({ readable: child.stdout, writable: child.stdin }, { maxFrameBytes });
+        // The link sees copies of stdout and stdin that end only once the command's exit status is
+        // known: a command that fails (`docker exec` on a missing container) closes the link with a
+        // coded reason, which the session keeps, instead of a bare "closed by the peer".
+        const stdout = new PassThrough();
+        const stdin = new PassThrough();
+        child.stdout.pipe(stdout, { end: false });
+        stdin.pipe(child.stdin);
+        // Writes after the command exited fail with EPIPE; the exit itself is what the link reports.
+        child.stdin.on('error', () => {});
+        const link = channelFromDuplex({ readable: stdout, writable: stdin }, { maxFrameBytes });
         // Closing the link ends the command's stdin, so it reads what was sent and exits; one that
         // lingers is killed after a grace period. No process is left behind either way.
         link.onClose(() => {
-          child.stdin.end();
+          stdin.end();
           if (child.exitCode === null && child.signalCode === null) {
             setTimeout(() => child.kill(), COMMAND_EXIT_GRACE_MS).unref();
           }
         });
-        child.once('exit', (code, sig) => link.close(`${target.command} exited (${sig ?? code})`));
+        child.once('close', (code, sig) => {
+          if (code !== 0) {
+            link.close(
+              new RjobError(COMMAND_EXITED, `${target.command} exited with ${sig ?? code}`, {
+                details: { command: target.command, exitCode: code, signal: sig },
+              }),
+            );
+          }
+          stdout.end();
+        });
         resolve(link);
       });
     });

@@ -1,1 +1,1 @@
-export { type CommandTarget, commandTransport } from './command-transport.js';
+export { COMMAND_EXITED, type CommandTarget, commandTransport } from './command-transport.js';

@@ -6,16 +6,16 @@
  * - `--stdio --no-daemon`: serve one link over stdio in this process (sessions end with it).
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
-import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { socketIsLive } from './doors/socket-probe.js';
 import { bridgeStdioToDaemon } from './doors/stdio-bridge.js';
 import { defaultSocketPath, ensureStateDir, resolveStateDir } from './state-dir.js';
 
 // Only the bridge's modules are loaded up front: `--stdio`, which sshd runs for every session, does
 // not pay for loading the server. The daemon and `--no-daemon` import it when they start.
-export { defaultSocketPath, ensureStateDir, resolveStateDir };
+export { defaultSocketPath, ensureStateDir, resolveStateDir, socketIsLive };
 
 export interface MainOptions {
   /**
@@ -191,6 +191,8 @@ async function runDaemon(
 function startDaemon(selfCommand: string[], stateDir: string, socketPath: string): void {
   const log = openSync(join(stateDir, DAEMON_LOG_FILE), 'a', 0o600);
   try {
+    // Fetched here, not imported: only a daemon start needs child_process (a quicker CLI start).
+    const { spawn } = process.getBuiltinModule('node:child_process');
     const child = spawn(
       process.execPath,
       [...process.execArgv, ...selfCommand, 'daemon', '--state-dir', stateDir, '--socket', socketPath],

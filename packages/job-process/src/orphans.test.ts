@@ -32,7 +32,7 @@ function readUntil(child: ChildProcess, done: (text: string) => boolean): Promis
 }
 
 it('kills a job, its child and its grandchild when the owner is SIGKILLed', async () => {
-  owner = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', OWNER], {
+  owner = spawn(process.execPath, ['--conditions=@rjob/source', '--import', 'tsx', OWNER], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -64,7 +64,7 @@ it('kills a job, its child and its grandchild when the owner is SIGKILLed', asyn
 });
 
 it('lets an owner that closed its manager exit on its own', async () => {
-  owner = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', CLOSING_OWNER], {
+  owner = spawn(process.execPath, ['--conditions=@rjob/source', '--import', 'tsx', CLOSING_OWNER], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -358,7 +358,7 @@ describe('ThreadJob throttling', () => {
     `;
     const result = spawnSync(
       process.execPath,
-      ['--conditions=source', '--import', 'tsx', '--input-type=module', '-e', script],
+      ['--conditions=@rjob/source', '--import', 'tsx', '--input-type=module', '-e', script],
       {
         cwd: dirname(fileURLToPath(import.meta.url)),
         encoding: 'utf8',

@@ -23,10 +23,17 @@ export interface AgentBundle {
   fileName: string;
 }
 
-/** Where a build puts the bundle; `new URL` relative to both src/ and dist/ copies of this file. */
-const BUILT_BUNDLE_URL = new URL('../dist/agent-bundle.mjs', import.meta.url);
-const ENTRY_PATH = fileURLToPath(new URL('../scripts/agent-bundle-entry.mjs', import.meta.url));
-const PACKAGE_JSON_URL = new URL('../package.json', import.meta.url);
+/**
+ * This package's root: one level up from src/ or dist/; when this module was bundled into another
+ * program (the `rjob` CLI's bundle), found by name, as that program depends on this package.
+ */
+const PACKAGE_ROOT = /[\\/](src|dist)[\\/]agent-bundle\.[jt]s$/.test(fileURLToPath(import.meta.url))
+  ? new URL('../', import.meta.url)
+  : new URL('./', import.meta.resolve('@rjob/transport-ssh/package.json'));
+/** Where a build puts the bundle, relative to the package root. */
+const BUILT_BUNDLE_URL = new URL('dist/agent-bundle.mjs', PACKAGE_ROOT);
+const ENTRY_PATH = fileURLToPath(new URL('scripts/agent-bundle-entry.mjs', PACKAGE_ROOT));
+const PACKAGE_JSON_URL = new URL('package.json', PACKAGE_ROOT);
 
 /** The runtime module whose entry-file URLs are redirected to the bundle. */
 const RUNTIME_HOST = /[\\/]core[\\/]src[\\/]runtime[\\/]host\.ts$/;
@@ -56,7 +63,7 @@ export async function buildAgentBundle(): Promise<Buffer> {
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    conditions: ['source'],
+    conditions: ['@rjob/source'],
     write: false,
     legalComments: 'none',
     logLevel: 'silent',

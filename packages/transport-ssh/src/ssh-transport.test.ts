@@ -52,7 +52,7 @@ async function agentStateDir(): Promise<string> {
 function agentCommand(stateDir: string): string {
   // TMPDIR inside the state dir: the teardown SIGKILLs the test user's processes, so anything the
   // agent would clean up itself (its job watchdog's registry) must go with the state dir instead.
-  return `TMPDIR=${stateDir} exec node --conditions=source --import ${TSX_LOADER} ${AGENT_ENTRY} --stdio --state-dir ${stateDir}`;
+  return `TMPDIR=${stateDir} exec node --conditions=@rjob/source --import ${TSX_LOADER} ${AGENT_ENTRY} --stdio --state-dir ${stateDir}`;
 }
 
 function alive(pid: number): boolean {
@@ -221,7 +221,7 @@ if (skip === undefined) {
       const client = await transport.connect('conf', { maxFrameBytes });
       return linkPair(client, await listener.link, () => listener.close());
     },
-    { name: 'ssh transport conformance' },
+    { name: 'ssh transport conformance', test: { describe, it } },
   );
 }
 

@@ -1,12 +1,11 @@
 /** The listener's certificate: given, or a self-signed P-256 pair generated once in the state dir. */
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { RjobError } from '@rjob/core';
 import { WsErrorCode } from './errors.js';
 import { fingerprintHex } from './net-util.js';
+import { generateSelfSigned } from './x509.js';
 
 export interface CertificatePair {
   cert: string;
@@ -21,8 +20,8 @@ export function certificateFingerprint(certPem: string | Buffer): string {
 }
 
 /**
- * Reads `<dir>/cert.pem` and `<dir>/key.pem`, generating them with openssl when missing (key 0600,
- * directory 0700). The pair is kept so the fingerprint clients pinned stays valid across restarts.
+ * Reads `<dir>/cert.pem` and `<dir>/key.pem`, generating them when missing (key 0600, directory
+ * 0700), in JavaScript: no `openssl` binary is needed. The pair is kept so the fingerprint clients pinned stays valid across restarts.
  */
 export async function selfSignedCertificate(dir: string, hosts: string[] = []): Promise<CertificatePair> {
   const certFile = join(dir, 'cert.pem');
@@ -38,43 +37,25 @@ export async function selfSignedCertificate(dir: string, hosts: string[] = []): 
   const existing = await read();
   if (existing) return existing;
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const names = ['DNS:localhost', 'IP:127.0.0.1', 'IP:::1'];
+  const names = ['localhost', '127.0.0.1', '::1'];
   for (const host of hosts) {
     const h = host.replace(/^\[|\]$/g, '');
-    const entry = /^[0-9.]+$/.test(h) || h.includes(':') ? `IP:${h}` : `DNS:${h}`;
-    if (h && h !== '0.0.0.0' && h !== '::' && !names.includes(entry)) names.push(entry);
+    if (h && h !== '0.0.0.0' && h !== '::' && !names.includes(h)) names.push(h);
   }
   try {
-    await promisify(execFile)('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-sha256',
-      '-days',
-      '3650',
-      '-subj',
-      '/CN=rjob-agent',
-      '-addext',
-      `subjectAltName=${names.join(',')}`,
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-    ]);
-    await chmod(keyFile, 0o600);
+    const made = generateSelfSigned({ commonName: 'rjob-agent', names, days: 3650 });
+    // Key first, each through a temp name: a reader never sees a certificate without its key.
+    await writeFile(`${keyFile}.tmp`, made.key, { mode: 0o600 });
+    await rename(`${keyFile}.tmp`, keyFile);
+    await writeFile(`${certFile}.tmp`, made.cert, { mode: 0o644 });
+    await rename(`${certFile}.tmp`, certFile);
   } catch (error) {
     await rm(keyFile, { force: true });
     await rm(certFile, { force: true });
     throw new RjobError(
       WsErrorCode.ListenFailed,
-      `Cannot generate a certificate with openssl: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
+      `Cannot write a certificate in ${dir}: ${(error as Error).message}`,
+      { cause: error },
     );
   }
   const made = await read();

@@ -54,7 +54,7 @@ runTransportConformance(
       },
     };
   },
-  { name: 'wss transport conformance' },
+  { name: 'wss transport conformance', test: { describe, it } },
 );
 
 describe('wss to a real agent', () => {

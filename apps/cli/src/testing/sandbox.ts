@@ -70,7 +70,7 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
       env,
       cwd: dir,
       // The daemon runs from source like the tests, so it needs tsx and the source condition.
-      selfCommand: ['--conditions=source', '--import', TSX, ENTRY],
+      selfCommand: ['--conditions=@rjob/source', '--import', TSX, ENTRY],
     };
     const code = await run(argv, io);
     return runResult(code, out, err);

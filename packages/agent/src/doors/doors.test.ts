@@ -168,7 +168,7 @@ describe('the agent over stdio', () => {
         const child = spawn(
           process.execPath,
           [
-            '--conditions=source',
+            '--conditions=@rjob/source',
             '--import',
             'tsx',
             AGENT_ENTRY,
@@ -234,7 +234,7 @@ describe('the agent daemon across a SIGKILL', () => {
       const daemon = spawn(
         process.execPath,
         [
-          '--conditions=source',
+          '--conditions=@rjob/source',
           '--import',
           'tsx',
           AGENT_ENTRY,

@@ -4,13 +4,15 @@
  */
 import { mkdir, stat, unlink } from 'node:fs/promises';
 import { chmod } from 'node:fs/promises';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { dirname, join } from 'node:path';
+import { createServer, type Server, type Socket } from 'node:net';
+import { dirname } from 'node:path';
 import { channelFromDuplex, RjobError } from '@rjob/core';
 import type { AgentServer } from '../server/agent-server.js';
 import { ServerErrorCode } from '../server/server-errors.js';
+import { socketIsLive } from './socket-probe.js';
 
 export { defaultSocketPath } from '../state-dir.js';
+export { socketIsLive };
 
 export interface UnixDoorOptions {
   /** Where to listen. Its directory is created 0700 if missing and must be private if present. */
@@ -88,18 +90,6 @@ async function preparePrivateDir(dir: string): Promise<void> {
       { details: { dir, mode: (info.mode & 0o777).toString(8), uid: info.uid } },
     );
   }
-}
-
-/** True when something accepts connections on `socketPath`. */
-export function socketIsLive(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = createConnection(socketPath);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
 }
 
 async function removeStaleSocket(socketPath: string): Promise<void> {

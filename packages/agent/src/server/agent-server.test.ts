@@ -375,7 +375,7 @@ describe.each([
     await startAgent();
     const orphanClient = spawn(
       process.execPath,
-      ['--conditions=source', '--import', 'tsx', CLIENT_PROCESS, door.socketPath],
+      ['--conditions=@rjob/source', '--import', 'tsx', CLIENT_PROCESS, door.socketPath],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     children.push(orphanClient);

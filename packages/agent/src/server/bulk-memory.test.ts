@@ -68,7 +68,7 @@ it('streams 1 GiB of output from a remote job with agent and client memory bound
   const daemon = spawn(
     process.execPath,
     [
-      '--conditions=source',
+      '--conditions=@rjob/source',
       '--import',
       'tsx',
       AGENT_ENTRY,

@@ -227,7 +227,7 @@ describe('JobStore', () => {
 
   it('recovers a consistent prefix after the agent is SIGKILLed mid-stream', async () => {
     const fixture = fileURLToPath(new URL('../fixtures/spool-crash-writer.ts', import.meta.url));
-    const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', fixture, dir], {
+    const child = spawn(process.execPath, ['--conditions=@rjob/source', '--import', 'tsx', fixture, dir], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const exited = new Promise<NodeJS.Signals | null>((resolve) =>

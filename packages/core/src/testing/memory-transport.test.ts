@@ -8,7 +8,7 @@ runTransportConformance(
     const link = createMemoryLink({ maxFrameBytes });
     return { client: link.a, server: link.b };
   },
-  { name: 'memory link conformance' },
+  { name: 'memory link conformance', test: { describe, it } },
 );
 
 runTransportConformance(
@@ -21,7 +21,7 @@ runTransportConformance(
     const client = await network.transport.connect('agent', { maxFrameBytes });
     return { client, server: server! };
   },
-  { name: 'memory network conformance' },
+  { name: 'memory network conformance', test: { describe, it } },
 );
 
 function received(channel: ReturnType<typeof createMemoryLink>['a']): number[] {

@@ -39,6 +39,7 @@ async function socketPair(maxFrameBytes: number): Promise<{
 }
 
 runTransportConformance(({ maxFrameBytes }) => socketPair(maxFrameBytes), {
+  test: { describe, it },
   name: 'unix socket conformance',
 });
 
@@ -52,7 +53,7 @@ runTransportConformance(
       server: channelFromDuplex({ readable: up, writable: down }, { maxFrameBytes }),
     };
   },
-  { name: 'stream pair conformance' },
+  { name: 'stream pair conformance', test: { describe, it } },
 );
 
 function closeReason(channel: TransportChannel): Promise<RjobError> {

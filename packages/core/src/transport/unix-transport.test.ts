@@ -18,7 +18,7 @@ runTransportConformance(
       rmSync(dir, { recursive: true, force: true });
     });
   },
-  { name: 'unix socket transport conformance' },
+  { name: 'unix socket transport conformance', test: { describe, it } },
 );
 
 describe('unix socket transport', () => {

@@ -1,0 +1,65 @@
+/**
+ * `rjob` start-up: the BUILT command line (apps/cli/bin/rjob.js running dist/bundle) against
+ * `node -e 0`, samples interleaved in the same run, with a running local agent in a temporary state
+ * directory. Ratios are of medians. Target (issue 15): `rjob get` ≤ 1.3× `node -e 0`.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BenchResult } from './harness.js';
+
+const BIN = fileURLToPath(new URL('../apps/cli/bin/rjob.js', import.meta.url));
+const BUNDLE = fileURLToPath(new URL('../apps/cli/dist/bundle/rjob.mjs', import.meta.url));
+const SAMPLES = 30;
+
+function timed(args: string[], env: NodeJS.ProcessEnv): number {
+  const t0 = performance.now();
+  const out = spawnSync(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ms = performance.now() - t0;
+  if (out.status !== 0) throw new Error(`node ${args.join(' ')} exited ${out.status}: ${out.stderr}`);
+  return ms;
+}
+
+function stats(name: string, samples: number[]): BenchResult {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const meanMs = sorted.reduce((a, b) => a + b, 0) / sorted.length;
+  return { name, iterations: sorted.length, meanMs, medianMs: sorted[Math.floor(sorted.length / 2)]! };
+}
+
+export async function benchCli(): Promise<BenchResult[]> {
+  if (!existsSync(BUNDLE)) throw new Error('bench cli measures the built CLI: run npm run build first');
+  const dir = await mkdtemp(join(tmpdir(), 'rjob-bench-cli-'));
+  // Only what node needs: the bench's own tsx loader and conditions must not reach the CLI.
+  const env = { PATH: process.env.PATH, HOME: dir, RJOB_STATE_DIR: join(dir, 'state') };
+  const results: BenchResult[] = [];
+  try {
+    timed([BIN, 'agent', 'start'], env);
+    timed([BIN, 'start', '--name', 'kept', '--', 'echo kept'], env);
+    timed([BIN, 'wait', 'kept'], env);
+    const cases: [string, string[]][] = [
+      ['rjob get', ['get']],
+      ['rjob receive --keep (a finished job, one line)', ['receive', '--keep', 'kept']],
+      // Last: each run adds a job, which later `get`s would list.
+      ['rjob start -- true', ['start', '--', 'true']],
+    ];
+    for (const [label, args] of cases) {
+      const raw: number[] = [];
+      const cli: number[] = [];
+      for (let i = 0; i < 3; i++) timed([BIN, ...args], env); // warm the page cache
+      for (let i = 0; i < SAMPLES; i++) {
+        raw.push(timed(['-e', '0'], env));
+        cli.push(timed([BIN, ...args], env));
+      }
+      const base = stats(`node -e 0 (interleaved with ${label})`, raw);
+      const result = stats(label, cli);
+      results.push(base, { ...result, baseline: 'node -e 0', ratio: result.medianMs / base.medianMs });
+    }
+    return results;
+  } finally {
+    spawnSync(process.execPath, [BIN, 'agent', 'stop'], { env, stdio: 'ignore' });
+    await rm(dir, { recursive: true, force: true });
+  }
+}
