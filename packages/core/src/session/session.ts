@@ -884,7 +884,8 @@ export async function openSession<Target>(
 ): Promise<Session<Target>> {
   const session = new Session(transport, target, options);
   await session.open();
-  if (options.name !== undefined) {
+  // A host session is the client's alone and never listed: its name stays on this side.
+  if (options.name !== undefined && !options.host) {
     try {
       await session.request('session.configure', { name: options.name });
     } catch {
