@@ -14,74 +14,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
 import { BIN, type Sandbox, sandbox } from './testing/sandbox.js';
 import {
-  type BinProcess,
   checkLossless,
   completeLines,
+  describeMoment,
+  interruptedThenAgain,
   killAllBins,
-  spawnBin,
+  type Moment,
   spawnScript,
 } from './testing/processes.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const execFileP = promisify(execFile);
-
-/** When the first receive is interrupted. */
-type Moment =
-  /** This long after the process started (it may still be starting, or already streaming). */
-  | { afterSpawnMs: number }
-  /** This long after its first output arrived (the reader keeps reading). */
-  | { afterOutputMs: number }
-  /**
-   * Once this many bytes were read, the reader stops reading (the process blocks on a full pipe
-   * with records in flight), and the signal comes `thenMs` later. Reading goes on after the signal,
-   * as a terminal keeps showing what a process writes.
-   */
-  | { afterBytes: number; thenMs: number };
-
-const describeMoment = (moment: Moment): string =>
-  'afterSpawnMs' in moment
-    ? `${moment.afterSpawnMs} ms after it started`
-    : 'afterOutputMs' in moment
-      ? `${moment.afterOutputMs} ms after its first output`
-      : `after ${moment.afterBytes} bytes with the reader stalled, ${moment.thenMs} ms later`;
-
-/**
- * Runs the first receive, interrupts it at `moment` with `signal`, then the second receive; checks
- * that the two together printed 1..n with nothing missing, and that the first ended as the signal
- * says (130 after Ctrl-C, killed by SIGKILL; 0 if it had printed everything already).
- */
-async function interruptedThenAgain(
-  s: Sandbox,
-  argv: string[],
-  signal: 'SIGKILL' | 'SIGINT',
-  moment: Moment,
-  n: number,
-  again: () => Promise<string>,
-): Promise<{ a: number; b: number }> {
-  const proc: BinProcess = spawnBin(argv, { env: s.env, cwd: s.dir });
-  if ('afterSpawnMs' in moment) {
-    await sleep(moment.afterSpawnMs);
-  } else if ('afterOutputMs' in moment) {
-    await proc.stdoutReached(1);
-    await sleep(moment.afterOutputMs);
-  } else {
-    await proc.stdoutReached(moment.afterBytes);
-    proc.pauseStdout();
-    await sleep(moment.thenMs);
-  }
-  proc.signal(signal);
-  proc.child.stdout!.resume();
-  const { code } = await proc.exited;
-  const first = completeLines(proc.stdout());
-  const second = completeLines(await again());
-  const result = checkLossless(first, second, n);
-  const complete = result.a === n;
-  if (!complete) expect(code, proc.stderr()).toBe(signal === 'SIGINT' ? ExitCode.Interrupted : 128 + 9);
-  else expect([0, signal === 'SIGINT' ? ExitCode.Interrupted : 128 + 9]).toContain(code);
-  // Interrupted, never crashed: no stack trace, no error line.
-  expect(proc.stderr()).not.toMatch(/\n\s+at |Error|ERR_/);
-  return result;
-}
 
 describe('big receives print every line', { timeout: 120_000 }, () => {
   let s: Sandbox;

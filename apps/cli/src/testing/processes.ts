@@ -6,7 +6,11 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { BIN } from './sandbox.js';
+import { expect } from 'vitest';
+import { ExitCode } from '../io.js';
+import { BIN, type Sandbox } from './sandbox.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export interface BinProcess {
   child: ChildProcess;
@@ -143,4 +147,62 @@ export function checkLossless(
   if (second.length === 0 && a !== n)
     throw new Error(`lost lines ${a + 1}..${n}: the second receive printed nothing`);
   return { a, b };
+}
+
+/** When the first receive is interrupted. */
+export type Moment =
+  /** This long after the process started (it may still be starting, or already streaming). */
+  | { afterSpawnMs: number }
+  /** This long after its first output arrived (the reader keeps reading). */
+  | { afterOutputMs: number }
+  /**
+   * Once this many bytes were read, the reader stops reading (the process blocks on a full pipe
+   * with records in flight), and the signal comes `thenMs` later. Reading goes on after the signal,
+   * as a terminal keeps showing what a process writes.
+   */
+  | { afterBytes: number; thenMs: number };
+
+export const describeMoment = (moment: Moment): string =>
+  'afterSpawnMs' in moment
+    ? `${moment.afterSpawnMs} ms after it started`
+    : 'afterOutputMs' in moment
+      ? `${moment.afterOutputMs} ms after its first output`
+      : `after ${moment.afterBytes} bytes with the reader stalled, ${moment.thenMs} ms later`;
+
+/**
+ * Runs the first receive, interrupts it at `moment` with `signal`, then the second receive; checks
+ * that the two together printed 1..n with nothing missing, and that the first ended as the signal
+ * says (130 after Ctrl-C, killed by SIGKILL; 0 if it had printed everything already).
+ */
+export async function interruptedThenAgain(
+  s: Pick<Sandbox, 'env' | 'dir'>,
+  argv: string[],
+  signal: 'SIGKILL' | 'SIGINT',
+  moment: Moment,
+  n: number,
+  again: () => Promise<string>,
+): Promise<{ a: number; b: number }> {
+  const proc: BinProcess = spawnBin(argv, { env: s.env, cwd: s.dir });
+  if ('afterSpawnMs' in moment) {
+    await sleep(moment.afterSpawnMs);
+  } else if ('afterOutputMs' in moment) {
+    await proc.stdoutReached(1);
+    await sleep(moment.afterOutputMs);
+  } else {
+    await proc.stdoutReached(moment.afterBytes);
+    proc.pauseStdout();
+    await sleep(moment.thenMs);
+  }
+  proc.signal(signal);
+  proc.child.stdout!.resume();
+  const { code } = await proc.exited;
+  const first = completeLines(proc.stdout());
+  const second = completeLines(await again());
+  const result = checkLossless(first, second, n);
+  const complete = result.a === n;
+  if (!complete) expect(code, proc.stderr()).toBe(signal === 'SIGINT' ? ExitCode.Interrupted : 128 + 9);
+  else expect([0, signal === 'SIGINT' ? ExitCode.Interrupted : 128 + 9]).toContain(code);
+  // Interrupted, never crashed: no stack trace, no error line.
+  expect(proc.stderr()).not.toMatch(/\n\s+at |Error|ERR_/);
+  return result;
 }
