@@ -69,34 +69,47 @@ const MOMENTS: Moment[] = [
 const slowSeq = (n: number): string =>
   `awk 'BEGIN { for (i = 1; i <= ${n}; i++) { print i; if (i % 2000 == 0) { fflush(); system("sleep 0.05") } } }'`;
 
-// Independent jobs, so the cases run at once (each waits on processes, not on the CPU alone).
+// Independent jobs, so the cases run at once (each waits on processes, not on the CPU alone). The
+// finished jobs are made first, one burst of starts and one wait, so the cases meet an agent that
+// only streams.
 describe.concurrent('an interrupted receive loses nothing', { timeout: 150_000 }, () => {
+  const SIGNALS = ['SIGKILL', 'SIGINT'] as const;
+  const SESSION_MOMENTS = [MOMENTS[2]!, MOMENTS[3]!];
+  const jobName = (signal: string, m: number): string => `seq-${signal}-${m}`;
+  const sessionName = (signal: string, m: number): string => `sr-${signal}-${m}`;
   let s: Sandbox;
   beforeAll(async () => {
     s = await sandbox();
+    for (const signal of SIGNALS) {
+      for (const [m] of MOMENTS.entries()) {
+        const started = await s.rjob('start', '--name', jobName(signal, m), '--', `seq 1 ${N}`);
+        expect(started.code, started.stderr).toBe(0);
+      }
+      for (const [m] of SESSION_MOMENTS.entries()) {
+        const session = sessionName(signal, m);
+        const created = await s.rjob('session', 'new', 'localhost', '--name', session);
+        expect(created.code, created.stderr).toBe(0);
+        const started = await s.rjob('start', '-s', session, '--name', 'out', '--', `seq 1 ${N}`);
+        expect(started.code, started.stderr).toBe(0);
+        const waited = await s.rjob('wait', '-s', session, 'out');
+        expect(waited.code, waited.stderr).toBe(0);
+      }
+    }
+    const waited = await s.rjob('wait', 'seq-*');
+    expect(waited.code, waited.stderr).toBe(0);
   });
   afterAll(async () => {
     await killAllBins();
     await s?.[Symbol.asyncDispose]();
   });
 
-  let jobs = 0;
-  const finishedJob = async (n: number): Promise<string> => {
-    const name = `seq${++jobs}`;
-    const started = await s.rjob('start', '--name', name, '--', `seq 1 ${n}`);
-    expect(started.code, started.stderr).toBe(0);
-    const waited = await s.rjob('wait', name);
-    expect(waited.code, waited.stderr).toBe(0);
-    return name;
-  };
-
-  for (const signal of ['SIGKILL', 'SIGINT'] as const) {
-    for (const moment of MOMENTS) {
+  for (const signal of SIGNALS) {
+    for (const [m, moment] of MOMENTS.entries()) {
       it(`rjob receive, ${signal} ${describeMoment(moment)}`, async () => {
-        const name = await finishedJob(N);
+        const name = jobName(signal, m);
         await interruptedThenAgain(s, ['receive', name], signal, moment, N, async () => {
           const again = await s.rjob('receive', name);
-          expect(again.code).toBe(0);
+          expect(again.code, again.stderr).toBe(0);
           return again.stdout;
         });
         // Consumed exactly once over the two: nothing is left.
@@ -107,7 +120,8 @@ describe.concurrent('an interrupted receive loses nothing', { timeout: 150_000 }
     it(`rjob receive --wait of a job still printing, ${signal} while it follows`, async () => {
       const n = 60_000;
       const name = `follow-${signal}`;
-      expect((await s.rjob('start', '--name', name, '--', slowSeq(n))).code).toBe(0);
+      const started = await s.rjob('start', '--name', name, '--', slowSeq(n));
+      expect(started.code, started.stderr).toBe(0);
       await interruptedThenAgain(
         s,
         ['receive', '--wait', name],
@@ -116,21 +130,18 @@ describe.concurrent('an interrupted receive loses nothing', { timeout: 150_000 }
         n,
         async () => {
           const again = await s.rjob('receive', '--wait', name);
-          expect(again.code).toBe(0);
+          expect(again.code, again.stderr).toBe(0);
           return again.stdout;
         },
       );
     });
 
-    for (const moment of [MOMENTS[2]!, MOMENTS[3]!]) {
+    for (const [m, moment] of SESSION_MOMENTS.entries()) {
       it(`rjob session receive NAME, ${signal} ${describeMoment(moment)}`, async () => {
-        const session = `sr-${signal}-${'afterOutputMs' in moment ? 'output' : 'stalled'}`;
-        expect((await s.rjob('session', 'new', 'localhost', '--name', session)).code).toBe(0);
-        expect((await s.rjob('start', '-s', session, '--name', 'out', '--', `seq 1 ${N}`)).code).toBe(0);
-        expect((await s.rjob('wait', '-s', session, 'out')).code).toBe(0);
+        const session = sessionName(signal, m);
         await interruptedThenAgain(s, ['session', 'receive', session], signal, moment, N, async () => {
           const again = await s.rjob('session', 'receive', session);
-          expect(again.code).toBe(0);
+          expect(again.code, again.stderr).toBe(0);
           return again.stdout;
         });
         expect((await s.rjob('receive', '-s', session, 'out')).stdout).toBe('');
