@@ -14,18 +14,19 @@ export class RecordStream<T> implements AsyncIterable<T> {
   #spaceWaiters: Array<() => void> = [];
   #iterating = false;
   readonly #onTake: ((item: T) => void) | undefined;
-  readonly #onStop: (() => void) | undefined;
+  readonly #onStop: (() => void | Promise<void>) | undefined;
   readonly #onDone: (() => void) | undefined;
 
   /**
    * @param highWaterMark queued items above which `push` asks the producer to wait.
    * @param hooks `onTake`: an item was handed to the consumer (it has it now); `onStop`: the
-   *   consumer stopped early (`return()`, a `break` out of `for await`); `onDone`: the consumer
-   *   got the end (after the last item, or the error).
+   *   consumer stopped early (`return()`, a `break` out of `for await`; a promise it returns is
+   *   waited for before the loop goes on); `onDone`: the consumer got the end (after the last
+   *   item, or the error).
    */
   constructor(
     highWaterMark = 1024,
-    hooks: { onTake?(item: T): void; onStop?(): void; onDone?(): void } = {},
+    hooks: { onTake?(item: T): void; onStop?(): void | Promise<void>; onDone?(): void } = {},
   ) {
     this.#highWaterMark = Math.max(1, highWaterMark);
     this.#onTake = hooks.onTake;
@@ -71,8 +72,10 @@ export class RecordStream<T> implements AsyncIterable<T> {
         // A consumer that stops early must not leave the producer (and the channel) blocked.
         const early = !this.#ended || this.length > 0;
         this.#stop();
-        if (early) this.#onStop?.();
-        return Promise.resolve({ value: value as T, done: true });
+        const done = { value: value as T, done: true as const };
+        // `for await` waits for this before going on past a `break`: by then the stop is done.
+        const stopped = early ? this.#onStop?.() : undefined;
+        return stopped ? stopped.then(() => done) : Promise.resolve(done);
       },
     };
   }

@@ -100,7 +100,9 @@ export class RemoteJobManager {
         let subscription: Subscription | undefined;
         const stream = new RecordStream<RemoteRecord>(options.highWaterMark ?? 1024, {
           onTake: (record) => subscription?.ack(record),
-          onStop: () => void subscription?.cancel().catch(() => {}),
+          // Awaited by the loop's `break`: the records not taken are back on the agent before the
+          // code after the loop runs (a receive there gets them).
+          onStop: () => subscription?.cancel().catch(() => {}),
           // Sent before the loop goes on past its end, so a close right after it cannot overtake it.
           onDone: () => void subscription?.flush(),
         });

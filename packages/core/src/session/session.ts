@@ -751,7 +751,13 @@ export class Session<Target = unknown> {
         const event = data as SessionEvents['job.records'];
         const handlers = this.#subscriptions.get(event?.subscriptionId);
         if (!handlers || !Array.isArray(event.records)) return;
-        return this.#deliverRecords(handlers, event.records, 0, this.#taken.get(event.subscriptionId));
+        return this.#deliverRecords(
+          handlers,
+          event.records,
+          0,
+          this.#taken.get(event.subscriptionId),
+          event.subscriptionId,
+        );
       }
       case 'job.packed': {
         const event = data as SessionEvents['job.packed'];
@@ -766,6 +772,7 @@ export class Session<Target = unknown> {
           decodeRecordEntries(event.entries),
           0,
           this.#taken.get(event.subscriptionId),
+          event.subscriptionId,
         );
       }
       case 'job.end': {
@@ -805,9 +812,12 @@ export class Session<Target = unknown> {
     records: JobRecord[],
     start: number,
     taken?: (record: RemoteRecord) => void,
+    subscriptionId?: string,
   ): void | Promise<void> {
     const computerName = this.computerName;
     for (let i = start; i < records.length; i++) {
+      // A handler that cancelled its subscription gets no more of the batch, nor are they taken.
+      if (subscriptionId !== undefined && this.#subscriptions.get(subscriptionId) !== handlers) return;
       // Tagged in place: the batch was just decoded for us, nobody else holds its records.
       const record = records[i] as RemoteRecord;
       record.computerName = computerName;
@@ -815,7 +825,7 @@ export class Session<Target = unknown> {
       if (pending && typeof (pending as Promise<void>).then === 'function') {
         return (pending as Promise<void>).then(() => {
           taken?.(record);
-          return this.#deliverRecords(handlers, records, i + 1, taken);
+          return this.#deliverRecords(handlers, records, i + 1, taken, subscriptionId);
         });
       }
       taken?.(record);
