@@ -83,6 +83,12 @@ export interface SshHostConfig {
   identityFilesExplicit: boolean;
   /** Jump hosts in order; empty for none. */
   proxyJump: SshTarget[];
+  /**
+   * `ProxyCommand`, with %h, %p, %r, %n and %% expanded: run through `/bin/sh -c`, its stdin and
+   * stdout carry the connection. Undefined for none (or `none`). ssh_config takes whichever of
+   * ProxyJump and ProxyCommand comes first; the other is then ignored, as in OpenSSH.
+   */
+  proxyCommand: string | undefined;
   connectTimeoutSeconds: number | undefined;
   serverAliveIntervalSeconds: number | undefined;
   /** `undefined` when not configured, so the caller can pick the terminal-dependent default. */
@@ -111,6 +117,8 @@ export interface ResolveSshConfigOptions {
 interface Statement {
   keyword: string;
   args: string[];
+  /** The text after the keyword, as written (ProxyCommand is a shell command, quotes and all). */
+  raw: string;
   file: string;
   line: number;
 }
@@ -159,7 +167,13 @@ export function parseSshConfigText(text: string, file = '<ssh_config>'): Stateme
     // "Keyword value", "Keyword=value" and "Keyword = value" are all accepted.
     const m = /^([A-Za-z][A-Za-z0-9]*)\s*(?:=\s*|\s+|$)(.*)$/.exec(raw);
     if (!m) throw configError(file, i + 1, `cannot parse '${raw}'`);
-    out.push({ keyword: m[1]!.toLowerCase(), args: splitWords(m[2]!, file, i + 1), file, line: i + 1 });
+    out.push({
+      keyword: m[1]!.toLowerCase(),
+      args: splitWords(m[2]!, file, i + 1),
+      raw: m[2]!,
+      file,
+      line: i + 1,
+    });
   }
   return out;
 }
@@ -180,6 +194,7 @@ interface Collected {
   port?: number;
   identityFiles: string[];
   proxyJump?: string;
+  proxyCommand?: string;
   connectTimeoutSeconds?: number | null;
   serverAliveIntervalSeconds?: number;
   strictHostKeyChecking?: StrictHostKeyChecking;
@@ -398,7 +413,11 @@ function applyStatement(ctx: Context, st: Statement): void {
       for (const arg of st.args) if (!v.identityFiles.includes(arg)) v.identityFiles.push(arg);
       break;
     case 'proxyjump':
-      if (first !== undefined) setOnce(v, 'proxyJump', first);
+      // The first of ProxyJump and ProxyCommand wins; the later one is ignored, as in ssh.
+      if (first !== undefined && v.proxyCommand === undefined) setOnce(v, 'proxyJump', first);
+      break;
+    case 'proxycommand':
+      if (st.raw.trim() !== '' && v.proxyJump === undefined) setOnce(v, 'proxyCommand', st.raw.trim());
       break;
     case 'connecttimeout':
       setOnce(v, 'connectTimeoutSeconds', first === 'none' ? null : parseNumber(st, 0, 2 ** 31));
@@ -469,6 +488,10 @@ export async function resolveSshConfig(
     values.proxyJump === undefined || values.proxyJump === 'none'
       ? []
       : values.proxyJump.split(',').map((hop) => parseSshTarget(hop));
+  const proxyCommand =
+    values.proxyCommand === undefined || values.proxyCommand === 'none'
+      ? undefined
+      : expandTokens(values.proxyCommand, tokens, 'ProxyCommand');
   return {
     alias: parsed.host,
     hostName,
@@ -477,6 +500,7 @@ export async function resolveSshConfig(
     identityFiles,
     identityFilesExplicit,
     proxyJump,
+    proxyCommand,
     connectTimeoutSeconds: values.connectTimeoutSeconds ?? undefined,
     serverAliveIntervalSeconds: values.serverAliveIntervalSeconds,
     strictHostKeyChecking: values.strictHostKeyChecking,
