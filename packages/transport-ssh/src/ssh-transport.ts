@@ -45,7 +45,7 @@ export const DEFAULT_AGENT_COMMAND = 'rjob agent --stdio';
  * Tried first, through sshd's socket forwarding; when nothing answers, the agent command runs.
  */
 export function defaultRemoteAgentSockets(host: Pick<SshHostConfig, 'user'>): string[] {
-  if (!/^[A-Za-z0-9._][A-Za-z0-9._-]*$/.test(host.user)) return [];
+  if (!/^[A-Za-z0-9._][A-Za-z0-9._-]*$/.test(host.user) || /^\.+$/.test(host.user)) return [];
   const home = host.user === 'root' ? '/root' : `/home/${host.user}`;
   return [`${home}/.local/state/rjob/agent.sock`];
 }

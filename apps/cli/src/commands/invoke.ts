@@ -5,7 +5,7 @@
 import { closeSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { defineTransport, type FanOutResult, invokeMany, type RemoteRecord, RjobError } from '@rjob/core';
-import { REASON_CHANNEL_FD, type ReportedReason, reasonRecord } from '@rjob/job-process';
+import type { ReportedReason } from '@rjob/job-process';
 import { bool, durationMs, parse, positiveInt, str, strs } from '../args.js';
 import type { CliContext } from '../context.js';
 import { describeError, isUnreachableCode, oneLine } from '../errors.js';
@@ -90,7 +90,9 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     if (computers.length !== 1 || /[,@]/.test(computers[0]!) || values['as-job']) {
       throw usageError('--reason-fd is for one host given with -c, without --as-job');
     }
-    channel = new ReasonChannel(positiveInt(reasonFd, '--reason-fd'), computers[0]!);
+    // Loaded only here: a plain fan-out does not pay for the process job type's module.
+    const { reasonRecord } = await import('@rjob/job-process');
+    channel = new ReasonChannel(positiveInt(reasonFd, '--reason-fd'), computers[0]!, reasonRecord);
   }
 
   try {
@@ -358,6 +360,7 @@ async function asJob(
   options: { name: string | undefined; json: boolean; throttleLimit: number | undefined; work: ChildWork },
 ): Promise<number> {
   const env = selfEnv(io, ctx.paths);
+  const { REASON_CHANNEL_FD } = await import('@rjob/job-process');
   const { work } = options;
   const workArgs = [
     ...(work.type === undefined ? [] : [`--type=${work.type}`]),
@@ -419,11 +422,13 @@ function commandText(argv: readonly string[]): string {
 class ReasonChannel {
   readonly #fd: number;
   readonly host: string;
+  readonly #encode: (reason: ReportedReason) => string;
   #done: boolean;
 
-  constructor(fd: number, host: string) {
+  constructor(fd: number, host: string, encode: (reason: ReportedReason) => string) {
     this.#fd = fd;
     this.host = host;
+    this.#encode = encode;
     // Only a pipe handed down by the job type: run by hand, the number may be one of node's own.
     this.#done = !isPipe(fd);
   }
@@ -432,7 +437,7 @@ class ReasonChannel {
     if (this.#done) return false;
     this.#done = true;
     try {
-      writeSync(this.#fd, reasonRecord(reason));
+      writeSync(this.#fd, this.#encode(reason));
       closeSync(this.#fd);
       return true;
     } catch {
