@@ -29,9 +29,9 @@ const SIZES = (process.env.RJOB_BENCH_FANOUT_SIZES ?? '20,100,500,1000').split('
 const SSHDS = 6;
 const CONCURRENCY = 32;
 const CLI = fileURLToPath(new URL('../apps/cli/dist/cli-entry.js', import.meta.url));
-const SSH2 = createRequire(fileURLToPath(new URL('../packages/transport-ssh/package.json', import.meta.url))).resolve(
-  'ssh2',
-);
+const SSH2 = createRequire(
+  fileURLToPath(new URL('../packages/transport-ssh/package.json', import.meta.url)),
+).resolve('ssh2');
 
 /** Raw ssh2: every host at CONCURRENCY at once, host key checked, `hostname` exec'd, output counted. */
 const RAW_SCRIPT = `
@@ -238,12 +238,26 @@ export async function benchFanout(): Promise<BenchResult[]> {
       const agentBefore = await cpuOf(agentPid);
       const timed = await spawnTimed(
         process.execPath,
-        ['-r', join(dir, 'maxrss.cjs'), CLI, 'invoke', '-c', `@${join(dir, `hosts-${n}.txt`)}`, '--', 'hostname'],
+        [
+          '-r',
+          join(dir, 'maxrss.cjs'),
+          CLI,
+          'invoke',
+          '-c',
+          `@${join(dir, `hosts-${n}.txt`)}`,
+          '--',
+          'hostname',
+        ],
         baseEnv,
         lines(n),
       );
       const usage = JSON.parse(await readFile(join(dir, 'rss'), 'utf8')) as { rss: number; cpu: number };
-      return { ...timed, rssKiB: usage.rss, cpuMs: usage.cpu, agentCpuMs: (await cpuOf(agentPid)) - agentBefore };
+      return {
+        ...timed,
+        rssKiB: usage.rss,
+        cpuMs: usage.cpu,
+        agentCpuMs: (await cpuOf(agentPid)) - agentBefore,
+      };
     };
     let jobs = 0;
     const asJobRun = async (n: number): Promise<Timed> => {
@@ -251,7 +265,17 @@ export async function benchFanout(): Promise<BenchResult[]> {
       const t0 = performance.now();
       await run(
         process.execPath,
-        [CLI, 'invoke', '-c', `@${join(dir, `hosts-${n}.txt`)}`, '--as-job', '--name', name, '--', 'hostname'],
+        [
+          CLI,
+          'invoke',
+          '-c',
+          `@${join(dir, `hosts-${n}.txt`)}`,
+          '--as-job',
+          '--name',
+          name,
+          '--',
+          'hostname',
+        ],
         { env: baseEnv },
       );
       await run(process.execPath, [CLI, 'wait', name], { env: baseEnv });
@@ -312,8 +336,12 @@ export async function benchFanout(): Promise<BenchResult[]> {
         `| ${String(n).padStart(5)} | ${raw.toFixed(0).padStart(7)} | ${ms('xargs').toFixed(0).padStart(7)} | ${ms('rjob').toFixed(0).padStart(7)} | ${(ms('rjob') / raw).toFixed(2).padStart(6)}× | ${(ms('rjob') / ms('xargs')).toFixed(2).padStart(6)}× | ${samples.asJob!.length ? `${ms('asJob').toFixed(0)}` : '-'} | ${(rssKiB / 1024).toFixed(0)} MiB (${(rssKiB / 1024 / (n / 100)).toFixed(1)} MiB/100 hosts) |`,
       );
     }
-    console.log('\n| N     | raw ms  | xargs ms | rjob ms | rjob/raw | rjob/xargs | as-job ms | rjob peak RSS |');
-    console.log('|-------|---------|----------|---------|----------|------------|-----------|---------------|');
+    console.log(
+      '\n| N     | raw ms  | xargs ms | rjob ms | rjob/raw | rjob/xargs | as-job ms | rjob peak RSS |',
+    );
+    console.log(
+      '|-------|---------|----------|---------|----------|------------|-----------|---------------|',
+    );
     for (const line of table) console.log(line);
     return results;
   } finally {

@@ -139,7 +139,8 @@ describe.skipIf(skip !== undefined)('rjob invoke to a fleet of sshd hosts', { ti
     expect(stderr.at(-1)).toBe(`rjob: ${HOSTS} hosts: 190 succeeded, 0 failed, 10 unreachable`);
     const failures = stderr.slice(0, -1);
     expect(failures).toHaveLength(10);
-    for (const line of failures) expect(line).toMatch(/^\[h\d{3}\] UNREACHABLE: .* \(ERR_SSH_CONNECT_REFUSED\)$/);
+    for (const line of failures)
+      expect(line).toMatch(/^\[h\d{3}\] UNREACHABLE: .* \(ERR_SSH_CONNECT_REFUSED\)$/);
     expect(failures.map((line) => line.slice(1, 5)).sort()).toEqual([...DOWN].sort());
   });
 
@@ -185,7 +186,15 @@ describe.skipIf(skip !== undefined)('rjob invoke to a fleet of sshd hosts', { ti
 
   it('--timeout ends the remote command: the host fails with ERR_JOB_TIMEOUT and its sleep is gone', async () => {
     await using s = await sandbox(env());
-    const result = await s.rjob('invoke', '-c', 'h001,h002', '--timeout', '1s', '--', 'echo begun; sleep 4321');
+    const result = await s.rjob(
+      'invoke',
+      '-c',
+      'h001,h002',
+      '--timeout',
+      '1s',
+      '--',
+      'echo begun; sleep 4321',
+    );
     expect(result.code).toBe(ExitCode.JobFailed);
     expect(result.stdout.split('\n').filter(Boolean).sort()).toEqual(['[h001] begun', '[h002] begun']);
     const stderr = result.stderr.split('\n').filter(Boolean);
@@ -220,7 +229,10 @@ describe.skipIf(skip !== undefined)('rjob invoke to a fleet of sshd hosts', { ti
 
   it('on a terminal, the progress line counts hosts that are done, not hosts that answered', async () => {
     await using s = await sandbox(env());
-    const tty = await s.pty(['invoke', '-c', 'h001,h002,h003', '--', 'echo started; sleep 1; echo finished'], '');
+    const tty = await s.pty(
+      ['invoke', '-c', 'h001,h002,h003', '--', 'echo started; sleep 1; echo finished'],
+      '',
+    );
     expect(tty.code, tty.stdout).toBe(ExitCode.Ok);
     const raw = tty.stdout.replace(ESCAPES, '');
     const progressBefore = (text: string): string[] => text.match(/\d+\/3 hosts done/g) ?? [];

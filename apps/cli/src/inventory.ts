@@ -227,7 +227,9 @@ export async function expandHosts(values: readonly string[], io: CliIo): Promise
           }
         }
       }
-      out.push(...(pattern === undefined ? inventory.hosts : selectHosts(inventory.hosts, pattern, inventory)));
+      out.push(
+        ...(pattern === undefined ? inventory.hosts : selectHosts(inventory.hosts, pattern, inventory)),
+      );
     }
   }
   merged.hosts = unique(out);

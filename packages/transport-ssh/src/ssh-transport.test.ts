@@ -759,7 +759,9 @@ describe.skipIf(skip !== undefined)('sshTransport against OpenSSH sshd', () => {
 
 describe('defaultRemoteAgentSockets', () => {
   it("is the daemon's default socket in the usual home of the remote user", () => {
-    expect(defaultRemoteAgentSockets({ user: 'alice' })).toEqual(['/home/alice/.local/state/rjob/agent.sock']);
+    expect(defaultRemoteAgentSockets({ user: 'alice' })).toEqual([
+      '/home/alice/.local/state/rjob/agent.sock',
+    ]);
     expect(defaultRemoteAgentSockets({ user: 'root' })).toEqual(['/root/.local/state/rjob/agent.sock']);
     // A user name that is not a plain name is not turned into a path.
     expect(defaultRemoteAgentSockets({ user: '../etc' })).toEqual([]);

@@ -119,7 +119,8 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
       const expanded = await expandHosts(computers, io);
       const hosts =
         limit === undefined ? expanded.hosts : selectHosts(expanded.hosts, limit, expanded.inventory);
-      if (hosts.length === 0) throw usageError(`--limit ${limit} selects none of the ${expanded.hosts.length} hosts`);
+      if (hosts.length === 0)
+        throw usageError(`--limit ${limit} selects none of the ${expanded.hosts.length} hosts`);
       if (connectTimeoutMs !== undefined) ctx.targets.connectTimeoutMs = connectTimeoutMs;
       if (values.disconnected) return invokeDisconnected(ctx, io, hosts, work, throttleLimit);
       if (values['as-job']) {
