@@ -203,6 +203,25 @@ describe.skipIf(skip !== undefined)('rjob invoke to a fleet of sshd hosts', { ti
     const pgrep = spawnSync('pgrep', ['-u', farm![0]!.user, '-f', 'sleep 4321'], { encoding: 'utf8' });
     expect(pgrep.stdout).toBe('');
     expect(pgrep.status).toBe(1);
+
+    // With --as-job, each host's child carries the timeout along: its reason is the host's.
+    const started = await s.rjob(
+      'invoke',
+      '-c',
+      'h003',
+      '--as-job',
+      '--name',
+      'tj',
+      '--timeout',
+      '1s',
+      '--',
+      'sleep 4322',
+    );
+    expect(started.code, started.stderr).toBe(ExitCode.Ok);
+    await s.rjob('wait', 'tj');
+    const got = await s.rjob('get', 'tj', '--children', '--json');
+    expect(got.stdout).toMatch(/"code":"ERR_JOB_TIMEOUT"/);
+    expect(spawnSync('pgrep', ['-u', farm![0]!.user, '-f', 'sleep 4322']).status).toBe(1);
   });
 
   it('--connect-timeout gives up on a host that never answers, with a code', async () => {

@@ -254,3 +254,15 @@ describe('ProxyCommand', () => {
     expect(none.proxyCommand).toBeUndefined();
   });
 });
+
+describe('parsed config reuse', () => {
+  it('reads a config file again once it changed', async () => {
+    const file = join(dir, 'changing');
+    const options = { configFile: file, systemConfigFile: null, home: dir };
+    await writeFile(file, 'Host a\n  Port 2201\n');
+    expect((await resolveSshConfig('a', options)).port).toBe(2201);
+    expect((await resolveSshConfig('a', options)).port).toBe(2201);
+    await writeFile(file, 'Host a\n  Port 2202\n  User someone\n');
+    expect((await resolveSshConfig('a', options)).port).toBe(2202);
+  });
+});

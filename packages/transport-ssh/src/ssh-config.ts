@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { homedir, hostname as localHostName, userInfo } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { ErrorCode, RjobError } from '@rjob/core';
@@ -351,11 +351,33 @@ async function globPaths(pattern: string): Promise<string[]> {
 
 const MAX_INCLUDE_DEPTH = 16;
 
+/**
+ * Parsed config files by path, reused while the file's size and mtime stay the same: a fan-out
+ * resolves every host against the same (possibly thousands of lines long) config, and parsing it
+ * once per host made resolving N hosts cost N² lines.
+ */
+const parsedFiles = new Map<string, { mtimeMs: number; size: number; statements: Statement[] }>();
+const PARSED_FILES_KEPT = 64;
+
+async function configStatements(file: string): Promise<Statement[]> {
+  const info = await stat(file);
+  if (info.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+  const cached = parsedFiles.get(file);
+  if (cached && cached.mtimeMs === info.mtimeMs && cached.size === info.size) return cached.statements;
+  const text = await readFile(file, 'utf8');
+  const statements = parseSshConfigText(text, file);
+  if (parsedFiles.size >= PARSED_FILES_KEPT) parsedFiles.delete(parsedFiles.keys().next().value!);
+  // Keyed on what was stat'ed; a write between stat and read shows up as a new mtime next time.
+  parsedFiles.set(file, { mtimeMs: info.mtimeMs, size: info.size, statements });
+  return statements;
+}
+
 async function readConfigFile(ctx: Context, file: string, depth: number, mustExist: boolean): Promise<void> {
-  let text: string;
+  let statements: Statement[];
   try {
-    text = await readFile(file, 'utf8');
+    statements = await configStatements(file);
   } catch (error) {
+    if (RjobError.is(error)) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (!mustExist && (code === 'ENOENT' || code === 'EISDIR')) return;
     throw new RjobError(SshErrorCode.ConfigInvalid, `cannot read ssh config ${file}: ${code}`, {
@@ -363,7 +385,7 @@ async function readConfigFile(ctx: Context, file: string, depth: number, mustExi
     });
   }
   let active = true;
-  for (const st of parseSshConfigText(text, file)) {
+  for (const st of statements) {
     if (st.keyword === 'host') {
       active = hostLineMatches(ctx.alias, st.args);
       continue;
