@@ -190,6 +190,9 @@ export function invokeMany<Target>(
 
   const stream = new RecordStream<RemoteRecord>();
   const onRecord = options.onRecord ?? ((record: RemoteRecord) => stream.push(record));
+  // A target's session is closed (a round trip to its agent) while the next target starts: its
+  // result is already known. `results` waits for every close.
+  const closing = new Set<Promise<void>>();
   const runOne = async (target: Target | Session<Target>): Promise<FanOutResult> => {
     const computerName = nameOf(target);
     let session: Session<Target>;
@@ -219,7 +222,11 @@ export function invokeMany<Target>(
     } catch (error) {
       return { computerName, error: toRjobError(error, 'ERR_REMOTE') };
     } finally {
-      if (session !== target) await session.close().catch(() => {});
+      if (session !== target) {
+        const closed = session.close().catch(() => {});
+        closing.add(closed);
+        void closed.then(() => closing.delete(closed));
+      }
     }
   };
 
@@ -228,7 +235,8 @@ export function invokeMany<Target>(
     options.onResult?.(result, index);
     return result;
   };
-  const all = throttled(targets, throttleLimit, runAndReport).then((results) => {
+  const all = throttled(targets, throttleLimit, runAndReport).then(async (results) => {
+    await Promise.all(closing);
     stream.end();
     return results;
   });
