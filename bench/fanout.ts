@@ -345,6 +345,10 @@ export async function benchFanout(): Promise<BenchResult[]> {
     for (const line of table) console.log(line);
     return results;
   } finally {
+    // The local agent that ran the --as-job fan-outs.
+    await run(process.execPath, [CLI, 'agent', 'stop'], {
+      env: { ...process.env, RJOB_STATE_DIR: join(dir, 'state') },
+    }).catch(() => {});
     if (remoteState) await stopRemoteAgent(remoteState);
     await farm?.stopAll();
     await rm(dir, { recursive: true, force: true });
