@@ -4,6 +4,7 @@
  */
 import { benchCli } from './cli.js';
 import { benchCodec } from './codec.js';
+import { benchFanout } from './fanout.js';
 import { printResults } from './harness.js';
 import { benchProcess } from './process.js';
 import { benchRemote } from './remote.js';
@@ -28,6 +29,11 @@ const sections: Record<string, { title: string; run: () => Promise<import('./har
       title:
         'RemoteJob over SSH (OpenSSH sshd fixture; targets: invoke ≤ 1.2× raw exec, bulk ≥ 0.8×, fan-out faster than xargs)',
       run: benchSsh,
+    },
+    fanout: {
+      title:
+        'Fan-out of hostname to N ssh_config hosts at concurrency 32 (goal: rjob ≤ 1.2× raw ssh2 at every N); ratio vs raw ssh2',
+      run: benchFanout,
     },
     ws: {
       title: 'Remoting over wss:// on loopback vs raw ws over TLS; throughput ratio is rate / raw rate',

@@ -114,4 +114,23 @@ describe('the rjob bin', { timeout: 120_000 }, () => {
     expect((await s.rjob('completion', 'bash')).stdout).toContain('complete -o default -F _rjob rjob');
     expect((await s.rjob('completion', 'zsh')).stdout).toContain('#compdef rjob');
   });
+
+  it('help and both completions know the fan-out flags', async () => {
+    await using s = await sandbox();
+    const help = (await s.rjob('invoke', '--help')).stdout;
+    const bash = (await s.rjob('completion', 'bash')).stdout;
+    const zsh = (await s.rjob('completion', 'zsh')).stdout;
+    for (const flag of ['--limit', '--out-dir', '--timeout', '--connect-timeout']) {
+      expect(help, flag).toContain(`${flag} `);
+      expect(
+        bash.split('\n').find((line) => line.includes('invoke)')),
+        flag,
+      ).toContain(`${flag} `);
+      expect(
+        zsh.split('\n').find((line) => line.includes('invoke)')),
+        flag,
+      ).toContain(`'${flag}[`);
+    }
+    expect(help).toContain('@FILE:PATTERN');
+  });
 });

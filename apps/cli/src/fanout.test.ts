@@ -1,6 +1,6 @@
 /**
- * `rjob invoke` to 20 loopback sshd hosts (issue 6): on a terminal it shows how many hosts have
- * answered while the work runs, every host's lines keep their `[host] ` prefix, and it ends with the
+ * `rjob invoke` to 20 loopback sshd hosts (issue 6): on a terminal it shows how many hosts are
+ * done (work ended, or unreachable) while the work runs, every host's lines keep their `[host] ` prefix, and it ends with the
  * per-class summary and the unreachable exit code. Without a terminal the same run shows no
  * progress, only the lines and the summary.
  */
@@ -143,12 +143,12 @@ describe.skipIf(skip !== undefined)('rjob invoke to 20 sshd hosts', { timeout: 2
 
     const tty = await s.pty(argv, '');
     expect(tty.code, tty.stdout).toBe(ExitCode.Unreachable);
-    // The progress line is redrawn as hosts answer: every host that printed counts, the two down
-    // hosts never do.
+    // The progress line is redrawn as hosts finish: the up hosts when their work ends, the two down
+    // hosts when they are given up on.
     const raw = tty.stdout.replace(ESCAPES, '');
-    expect(raw).toContain('0/20 hosts answered');
-    expect(raw).toContain('18/20 hosts answered');
-    expect(raw).not.toContain('19/20 hosts answered');
+    expect(raw).toContain('0/20 hosts done');
+    expect(raw).toContain('20/20 hosts done');
+    expect(raw).not.toContain('21/20 hosts done');
     // What stays on the screen: the progress is gone, no host line was cut by it, summary last.
     const screen = screenLines(tty.stdout.replace(/\r\n/g, '\n'));
     expect(screen.at(-1)).toBe(SUMMARY);
@@ -164,7 +164,7 @@ describe.skipIf(skip !== undefined)('rjob invoke to 20 sshd hosts', { timeout: 2
     const stdout = piped.stdout.split('\n').filter(Boolean);
     expect(stdout.slice().sort()).toEqual(expectedOutput());
     expectHostOrder(stdout);
-    expect(piped.stderr).not.toContain('hosts answered');
+    expect(piped.stderr).not.toContain('hosts done');
     expect(piped.stderr).not.toMatch(/[\r\u001b]/);
     const stderr = piped.stderr.split('\n').filter(Boolean);
     expect(stderr.at(-1)).toBe(SUMMARY);

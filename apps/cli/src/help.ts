@@ -126,11 +126,21 @@ Runs a command on every host (Invoke-Command): each line of output is prefixed w
 summary of succeeded / failed / unreachable hosts goes to stderr at the end.
 
 HOST is 'localhost' (the local agent), an ssh target ([user@]host[:port] or a ~/.ssh/config alias),
-or a ws:// or wss:// URL of an agent's WebSocket listener. @FILE reads hosts from a file, one a line.
+or a ws:// or wss:// URL of an agent's WebSocket listener. @FILE reads an inventory (INI-like:
+[group] sections, [group:children], ranges as web[01:20]; a plain list of hosts, one a line, is
+one); @FILE:PATTERN takes the hosts PATTERN selects there. A PATTERN is groups, hosts and globs
+joined by ':' or ',' ('web:db'), '&G' keeps only hosts also in G, '!H' removes H. ssh_config's
+ProxyCommand and ProxyJump are honoured.
 
 Options:
-  -c, --computer HOSTS comma-separated hosts or @FILE (repeatable)
+  -c, --computer HOSTS comma-separated hosts, @FILE or @FILE:PATTERN (repeatable)
+  -l, --limit PATTERN  only the hosts PATTERN selects among those given (groups of the inventories)
   --throttle N         hosts worked on at once (default 32)
+  --timeout DURATION   end each host's command after DURATION (30, 30s, 500ms, 2m): ERR_JOB_TIMEOUT
+  --connect-timeout DURATION
+                       give up reaching a host after DURATION: ERR_SSH_CONNECT_TIMEOUT
+  --out-dir DIR        each host's output to DIR/HOST.out, its errors to DIR/HOST.err (as pssh -o/-e);
+                       nothing on stdout, the summary still on stderr
   --as-job             run as a job in the local agent, one child job per host; prints the job
   -n, --name NAME      with --as-job: name the job
   -t, --type TYPE      process (default) or thread, as for start
@@ -142,7 +152,7 @@ Options:
 ${COMMON}
 
 Environment: RJOB_REMOTE_AGENT (remote agent command, default 'rjob agent --stdio'),
-RJOB_REMOTE_SOCKET (remote daemon socket, tried first), RJOB_SSH_KNOWN_HOSTS, RJOB_SSH_IDENTITY, RJOB_SSH_STRICT (yes|accept-new|no), RJOB_WS_TOKEN_FILE.
+RJOB_REMOTE_SOCKET (remote daemon socket, tried first; by default ~USER/.local/state/rjob/agent.sock in /home or /root), RJOB_SSH_KNOWN_HOSTS, RJOB_SSH_IDENTITY, RJOB_SSH_STRICT (yes|accept-new|no), RJOB_WS_TOKEN_FILE.
 
 Exit codes: 0 all succeeded, 1 some command failed, 4 some host unreachable (wins over 1).
 
@@ -150,6 +160,8 @@ Examples:
   rjob invoke -c localhost -- 'echo hello from rjob'
   rjob invoke -c web1,web2 -- 'uname -a'
   rjob invoke -c @hosts.txt --throttle 32 -- 'hostname; uptime'
+  rjob invoke -c @inventory.ini:web --limit '!web07' --out-dir results -- 'df -h /'
+  rjob invoke -c @inventory.ini:prod:&db --connect-timeout 5s --timeout 2m -- ./check.sh
   rjob invoke -c web1,web2 --as-job --name sys -- 'uname -a'
   rjob invoke -c web1 --bytes -- 'tar cz /var/log' > logs.tgz
   rjob invoke -c web1,web2 --disconnected -- './long-report.sh'; rjob session receive Session1

@@ -33,6 +33,8 @@ export class TargetResolver {
   #ssh: Transport<unknown> | undefined;
   #ws: Transport<unknown> | undefined;
   #identity: Promise<string | undefined> | undefined;
+  /** `invoke --connect-timeout`: how long reaching an SSH host may take (TCP, key exchange, login). */
+  connectTimeoutMs: number | undefined;
 
   constructor(io: CliIo, paths: StatePaths) {
     this.#io = io;
@@ -80,6 +82,7 @@ export class TargetResolver {
       ...(env.HOME ? { sshConfig: { home: env.HOME } } : {}),
       ...(env.RJOB_SSH_KNOWN_HOSTS ? { userKnownHostsFiles: [this.#abs(env.RJOB_SSH_KNOWN_HOSTS)] } : {}),
       ...(strict ? { strictHostKeyChecking: strict as 'yes' | 'accept-new' | 'no' } : {}),
+      ...(this.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.connectTimeoutMs }),
       // Named, so that a passphrase question says which key it is for.
       ...(privateKey
         ? { identities: [{ key: privateKey, ...(identityFile ? { file: identityFile } : {}) }] }
@@ -96,25 +99,11 @@ export class TargetResolver {
   }
 }
 
-/** `-c a,b,@hosts.txt`: commas split, `@file` reads one target per line (`#` comments allowed). */
+/**
+ * `-c a,b,@hosts.txt,@inventory.ini:web`: commas split, `@FILE[:PATTERN]` reads an inventory or a
+ * plain host list (see inventory.ts).
+ */
 export async function expandComputers(values: readonly string[], io: CliIo): Promise<string[]> {
-  const out: string[] = [];
-  for (const value of values) {
-    for (const part of value.split(',')) {
-      const item = part.trim();
-      if (!item) continue;
-      if (item.startsWith('@')) {
-        const file = resolve(io.cwd, item.slice(1));
-        const text = await readFile(file, 'utf8').catch(() => {
-          throw usageError(`cannot read the host list ${file}`);
-        });
-        for (const line of text.split('\n')) {
-          const host = line.replace(/#.*/, '').trim();
-          if (host) out.push(host);
-        }
-      } else out.push(item);
-    }
-  }
-  if (out.length === 0) throw usageError('no computer given');
-  return out;
+  const { expandHosts } = await import('./inventory.js');
+  return (await expandHosts(values, io)).hosts;
 }

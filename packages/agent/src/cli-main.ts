@@ -7,7 +7,7 @@
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
 import { closeSync, openSync } from 'node:fs';
-import { unlink, writeFile } from 'node:fs/promises';
+import { lstat, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { socketIsLive } from './doors/socket-probe.js';
 import { bridgeStdioToDaemon } from './doors/stdio-bridge.js';
@@ -167,6 +167,7 @@ async function runDaemon(
   } catch (error) {
     logError(stderr, 'restore failed', error);
   }
+  const link = await linkStateDirSocket(stateDir, socketPath);
   const pidFile = join(stateDir, DAEMON_PID_FILE);
   // On a full disk the agent still serves (and says so) rather than not starting at all.
   await writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 }).catch((error) =>
@@ -180,8 +181,36 @@ async function runDaemon(
   stderr.write('rjob-agent: shutting down\n');
   await door.close();
   await server.close();
+  if (link) await unlink(link).catch(() => {});
   await unlink(pidFile).catch(() => {});
   return 0;
+}
+
+/**
+ * A daemon listening in `$XDG_RUNTIME_DIR` links `<stateDir>/agent.sock` to its socket, so the one
+ * path a client can know without asking a shell (`~/.local/state/rjob/agent.sock`, what the SSH
+ * transport tries first) reaches it too. A stale socket or link there is replaced; a live agent's is
+ * left alone. Returns the link made, if any.
+ */
+async function linkStateDirSocket(stateDir: string, socketPath: string): Promise<string | undefined> {
+  const linkPath = join(stateDir, 'agent.sock');
+  if (linkPath === socketPath) return undefined;
+  try {
+    const current = await readlink(linkPath).catch(() => undefined);
+    if (current === socketPath) return linkPath;
+    const existing = await lstat(linkPath).catch(() => undefined);
+    if (existing) {
+      const { socketIsLive } = await import('./doors/unix-door.js');
+      if (!existing.isSymbolicLink() && !existing.isSocket()) return undefined;
+      if (existing.isSocket() && (await socketIsLive(linkPath))) return undefined;
+      await unlink(linkPath);
+    }
+    await symlink(socketPath, linkPath);
+    return linkPath;
+  } catch {
+    // Only a shortcut: the daemon works without it.
+    return undefined;
+  }
 }
 
 /**

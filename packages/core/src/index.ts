@@ -65,9 +65,11 @@ export {
 } from './runtime/host.js';
 export {
   assertFrameSize,
+  DEFAULT_FRAME_BUDGET_BYTES,
   DEFAULT_MAX_FRAME_BYTES,
   encodeFrame,
   FRAME_HEADER_BYTES,
+  FrameBudget,
   FrameDecoder,
   type FramingOptions,
 } from './protocol/framing.js';

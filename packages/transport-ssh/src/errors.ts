@@ -36,6 +36,11 @@ export const SshErrorCode = {
   ChannelFailed: 'ERR_SSH_CHANNEL_FAILED',
   /** Uploading or verifying the agent bundle on a host with node but without rjob failed. */
   DeployFailed: 'ERR_SSH_DEPLOY_FAILED',
+  /**
+   * The host's ssh_config ProxyCommand could not be started, or ended (exit code and stderr in the
+   * message) before the SSH connection was up.
+   */
+  ProxyCommandFailed: 'ERR_SSH_PROXY_COMMAND',
 } as const;
 
 export type SshErrorCodeValue = (typeof SshErrorCode)[keyof typeof SshErrorCode];

@@ -45,6 +45,7 @@ export {
 export {
   DEFAULT_AGENT_COMMAND,
   DEFAULT_MAX_CHANNELS_PER_CONNECTION,
+  defaultRemoteAgentSockets,
   isAgentMissing,
   type SshTransportOptions,
   type SshTransportTarget,

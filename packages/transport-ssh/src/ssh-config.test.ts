@@ -226,3 +226,43 @@ describe('resolveSshConfig', () => {
     ).rejects.toThrow(/cannot read/);
   });
 });
+
+describe('ProxyCommand', () => {
+  const resolveWith = async (text: string, target: string): Promise<SshHostConfig> => {
+    const file = join(dir, `proxy-${Math.random().toString(36).slice(2)}`);
+    await writeFile(file, text);
+    return resolveSshConfig(target, { configFile: file, systemConfigFile: null, home: dir });
+  };
+
+  it('keeps the command as written, with %h %p %r %n and %% expanded', async () => {
+    const host = await resolveWith(
+      'Host gw-*\n  HostName %h.internal\n  User ops\n  Port 2200\n  ProxyCommand ssh -W "%h:%p" bastion -l %r # %n 100%%\n',
+      'gw-1',
+    );
+    expect(host.proxyCommand).toBe('ssh -W "gw-1.internal:2200" bastion -l ops # gw-1 100%');
+    expect(host.proxyJump).toEqual([]);
+  });
+
+  it('takes whichever of ProxyJump and ProxyCommand comes first; none turns it off', async () => {
+    const jumpFirst = await resolveWith('Host a\n  ProxyJump j1\n  ProxyCommand nc %h %p\n', 'a');
+    expect(jumpFirst.proxyJump).toEqual([{ host: 'j1' }]);
+    expect(jumpFirst.proxyCommand).toBeUndefined();
+    const commandFirst = await resolveWith('Host a\n  ProxyCommand nc %h %p\nHost *\n  ProxyJump j1\n', 'a');
+    expect(commandFirst.proxyCommand).toBe('nc a 22');
+    expect(commandFirst.proxyJump).toEqual([]);
+    const none = await resolveWith('Host a\n  ProxyCommand none\nHost *\n  ProxyCommand nc %h %p\n', 'a');
+    expect(none.proxyCommand).toBeUndefined();
+  });
+});
+
+describe('parsed config reuse', () => {
+  it('reads a config file again once it changed', async () => {
+    const file = join(dir, 'changing');
+    const options = { configFile: file, systemConfigFile: null, home: dir };
+    await writeFile(file, 'Host a\n  Port 2201\n');
+    expect((await resolveSshConfig('a', options)).port).toBe(2201);
+    expect((await resolveSshConfig('a', options)).port).toBe(2201);
+    await writeFile(file, 'Host a\n  Port 2202\n  User someone\n');
+    expect((await resolveSshConfig('a', options)).port).toBe(2202);
+  });
+});

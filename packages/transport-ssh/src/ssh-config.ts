@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { homedir, hostname as localHostName, userInfo } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { ErrorCode, RjobError } from '@rjob/core';
@@ -83,6 +83,12 @@ export interface SshHostConfig {
   identityFilesExplicit: boolean;
   /** Jump hosts in order; empty for none. */
   proxyJump: SshTarget[];
+  /**
+   * `ProxyCommand`, with %h, %p, %r, %n and %% expanded: run through `/bin/sh -c`, its stdin and
+   * stdout carry the connection. Undefined for none (or `none`). ssh_config takes whichever of
+   * ProxyJump and ProxyCommand comes first; the other is then ignored, as in OpenSSH.
+   */
+  proxyCommand: string | undefined;
   connectTimeoutSeconds: number | undefined;
   serverAliveIntervalSeconds: number | undefined;
   /** `undefined` when not configured, so the caller can pick the terminal-dependent default. */
@@ -111,6 +117,8 @@ export interface ResolveSshConfigOptions {
 interface Statement {
   keyword: string;
   args: string[];
+  /** The text after the keyword, as written (ProxyCommand is a shell command, quotes and all). */
+  raw: string;
   file: string;
   line: number;
 }
@@ -159,7 +167,13 @@ export function parseSshConfigText(text: string, file = '<ssh_config>'): Stateme
     // "Keyword value", "Keyword=value" and "Keyword = value" are all accepted.
     const m = /^([A-Za-z][A-Za-z0-9]*)\s*(?:=\s*|\s+|$)(.*)$/.exec(raw);
     if (!m) throw configError(file, i + 1, `cannot parse '${raw}'`);
-    out.push({ keyword: m[1]!.toLowerCase(), args: splitWords(m[2]!, file, i + 1), file, line: i + 1 });
+    out.push({
+      keyword: m[1]!.toLowerCase(),
+      args: splitWords(m[2]!, file, i + 1),
+      raw: m[2]!,
+      file,
+      line: i + 1,
+    });
   }
   return out;
 }
@@ -180,6 +194,7 @@ interface Collected {
   port?: number;
   identityFiles: string[];
   proxyJump?: string;
+  proxyCommand?: string;
   connectTimeoutSeconds?: number | null;
   serverAliveIntervalSeconds?: number;
   strictHostKeyChecking?: StrictHostKeyChecking;
@@ -336,11 +351,33 @@ async function globPaths(pattern: string): Promise<string[]> {
 
 const MAX_INCLUDE_DEPTH = 16;
 
+/**
+ * Parsed config files by path, reused while the file's size and mtime stay the same: a fan-out
+ * resolves every host against the same (possibly thousands of lines long) config, and parsing it
+ * once per host made resolving N hosts cost N² lines.
+ */
+const parsedFiles = new Map<string, { mtimeMs: number; size: number; statements: Statement[] }>();
+const PARSED_FILES_KEPT = 64;
+
+async function configStatements(file: string): Promise<Statement[]> {
+  const info = await stat(file);
+  if (info.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+  const cached = parsedFiles.get(file);
+  if (cached && cached.mtimeMs === info.mtimeMs && cached.size === info.size) return cached.statements;
+  const text = await readFile(file, 'utf8');
+  const statements = parseSshConfigText(text, file);
+  if (parsedFiles.size >= PARSED_FILES_KEPT) parsedFiles.delete(parsedFiles.keys().next().value!);
+  // Keyed on what was stat'ed; a write between stat and read shows up as a new mtime next time.
+  parsedFiles.set(file, { mtimeMs: info.mtimeMs, size: info.size, statements });
+  return statements;
+}
+
 async function readConfigFile(ctx: Context, file: string, depth: number, mustExist: boolean): Promise<void> {
-  let text: string;
+  let statements: Statement[];
   try {
-    text = await readFile(file, 'utf8');
+    statements = await configStatements(file);
   } catch (error) {
+    if (RjobError.is(error)) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (!mustExist && (code === 'ENOENT' || code === 'EISDIR')) return;
     throw new RjobError(SshErrorCode.ConfigInvalid, `cannot read ssh config ${file}: ${code}`, {
@@ -348,7 +385,7 @@ async function readConfigFile(ctx: Context, file: string, depth: number, mustExi
     });
   }
   let active = true;
-  for (const st of parseSshConfigText(text, file)) {
+  for (const st of statements) {
     if (st.keyword === 'host') {
       active = hostLineMatches(ctx.alias, st.args);
       continue;
@@ -398,7 +435,11 @@ function applyStatement(ctx: Context, st: Statement): void {
       for (const arg of st.args) if (!v.identityFiles.includes(arg)) v.identityFiles.push(arg);
       break;
     case 'proxyjump':
-      if (first !== undefined) setOnce(v, 'proxyJump', first);
+      // The first of ProxyJump and ProxyCommand wins; the later one is ignored, as in ssh.
+      if (first !== undefined && v.proxyCommand === undefined) setOnce(v, 'proxyJump', first);
+      break;
+    case 'proxycommand':
+      if (st.raw.trim() !== '' && v.proxyJump === undefined) setOnce(v, 'proxyCommand', st.raw.trim());
       break;
     case 'connecttimeout':
       setOnce(v, 'connectTimeoutSeconds', first === 'none' ? null : parseNumber(st, 0, 2 ** 31));
@@ -469,6 +510,10 @@ export async function resolveSshConfig(
     values.proxyJump === undefined || values.proxyJump === 'none'
       ? []
       : values.proxyJump.split(',').map((hop) => parseSshTarget(hop));
+  const proxyCommand =
+    values.proxyCommand === undefined || values.proxyCommand === 'none'
+      ? undefined
+      : expandTokens(values.proxyCommand, tokens, 'ProxyCommand');
   return {
     alias: parsed.host,
     hostName,
@@ -477,6 +522,7 @@ export async function resolveSshConfig(
     identityFiles,
     identityFilesExplicit,
     proxyJump,
+    proxyCommand,
     connectTimeoutSeconds: values.connectTimeoutSeconds ?? undefined,
     serverAliveIntervalSeconds: values.serverAliveIntervalSeconds,
     strictHostKeyChecking: values.strictHostKeyChecking,

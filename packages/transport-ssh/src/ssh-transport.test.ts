@@ -11,7 +11,7 @@ import { invokeMany, JobManager, openSession, RjobError } from '@rjob/core';
 import { acceptOneLink, linkPair, runTransportConformance } from '@rjob/core/testing';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { SshErrorCode } from './errors.js';
-import { type SshTransportOptions, sshTransport } from './ssh-transport.js';
+import { defaultRemoteAgentSockets, type SshTransportOptions, sshTransport } from './ssh-transport.js';
 import { type SshdFixture, startSshd, startSshds, sshdUnavailableReason } from './testing/sshd-fixture.js';
 
 const skip = sshdUnavailableReason();
@@ -754,5 +754,17 @@ describe.skipIf(skip !== undefined)('sshTransport against OpenSSH sshd', () => {
     );
     expect(codes(refused)).toContain(SshErrorCode.NoAgent);
     await until(() => box.connectionPids().length === 0);
+  });
+});
+
+describe('defaultRemoteAgentSockets', () => {
+  it("is the daemon's default socket in the usual home of the remote user", () => {
+    expect(defaultRemoteAgentSockets({ user: 'alice' })).toEqual([
+      '/home/alice/.local/state/rjob/agent.sock',
+    ]);
+    expect(defaultRemoteAgentSockets({ user: 'root' })).toEqual(['/root/.local/state/rjob/agent.sock']);
+    // A user name that is not a plain name is not turned into a path.
+    expect(defaultRemoteAgentSockets({ user: '../etc' })).toEqual([]);
+    expect(defaultRemoteAgentSockets({ user: '..' })).toEqual([]);
   });
 });

@@ -25,6 +25,7 @@ import {
 import { type ConnectSshOptions, connectSsh, type SshConnection } from './connect.js';
 import { deployAgent, shellQuote, withAgentDeploy } from './deploy.js';
 import { SshErrorCode, toSshConnectError } from './errors.js';
+import { startProxyCommand } from './proxy-command.js';
 import { connectThroughJumps } from './proxy-jump.js';
 import type { StrictHostKeyChecking } from './known-hosts.js';
 import {
@@ -36,6 +37,18 @@ import {
 
 /** What the remote side runs by default. */
 export const DEFAULT_AGENT_COMMAND = 'rjob agent --stdio';
+
+/**
+ * Where a remote user's agent daemon listens when it runs with its defaults: `<home>/.local/state/rjob/agent.sock`
+ * (a daemon whose socket is in `$XDG_RUNTIME_DIR` links it there too). The home is not known
+ * before a shell runs, so this is the usual one: `/root` for root, `/home/USER` for everyone else.
+ * Tried first, through sshd's socket forwarding; when nothing answers, the agent command runs.
+ */
+export function defaultRemoteAgentSockets(host: Pick<SshHostConfig, 'user'>): string[] {
+  if (!/^[A-Za-z0-9._][A-Za-z0-9._-]*$/.test(host.user) || /^\.+$/.test(host.user)) return [];
+  const home = host.user === 'root' ? '/root' : `/home/${host.user}`;
+  return [`${home}/.local/state/rjob/agent.sock`];
+}
 /** Channels per SSH connection: below OpenSSH's default MaxSessions (10). */
 export const DEFAULT_MAX_CHANNELS_PER_CONNECTION = 8;
 /** How much of the agent command's stderr is kept for error messages. */
@@ -58,9 +71,14 @@ export interface SshTransportOptions {
    * set, a session first opens a channel straight to that socket through sshd's Unix-socket
    * forwarding (`direct-streamlocal`, on by default in OpenSSH): no process is started for it. If
    * that fails (no daemon running yet, forwarding disabled, another path), the agent command runs
-   * as without this option, and starts the daemon. Default: none (always the agent command).
+   * as without this option, and starts the daemon. `false`: always the agent command.
+   *
+   * Default: with the default agent command, the daemon's default socket in the remote user's home
+   * ({@link defaultRemoteAgentSockets}: `/home/USER/.local/state/rjob/agent.sock`, `/root/...` for
+   * root), so a host whose agent runs is reached without starting Node there; with an
+   * `agentCommand` of the caller's, none (that command may use another state directory).
    */
-  agentSocket?: string | ((host: SshHostConfig) => string | undefined);
+  agentSocket?: string | false | ((host: SshHostConfig) => string | undefined);
   /** How ssh_config is read (files, home, `Match exec`). Default: ~/.ssh/config and /etc/ssh/ssh_config. */
   sshConfig?: ResolveSshConfigOptions;
   /** Overrides ssh_config's StrictHostKeyChecking. Default: the config's, else `ask` (refused without `confirm`). */
@@ -191,15 +209,14 @@ export function sshTransport(options: SshTransportOptions = {}): Transport<SshTr
           ? options.agentCommand(host)
           : (options.agentCommand ?? DEFAULT_AGENT_COMMAND));
       const entry = acquire(host);
-      const socketPath =
-        typeof options.agentSocket === 'function' ? options.agentSocket(host) : options.agentSocket;
+      const socketPaths = agentSocketsFor(host, options);
       let stream: ClientChannel;
       try {
         const { client } = await untilAborted(() => entry.ready, signal);
         const direct =
-          socketPath === undefined
+          socketPaths.length === 0
             ? undefined
-            : await untilAborted(() => openSocketChannel(client, socketPath), signal).catch(
+            : await untilAborted(() => openFirstSocketChannel(client, socketPaths), signal).catch(
                 (error: unknown) => {
                   if (signal?.aborted) throw error;
                   // No daemon listening there (or no forwarding): the agent command starts one.
@@ -258,6 +275,18 @@ export async function openConnection(
   /** A jump host's channel to connect over (ProxyJump); default a TCP connection. */
   sock?: Duplex,
 ): Promise<SshConnection> {
+  if (sock === undefined && host.proxyCommand !== undefined) {
+    const proxy = startProxyCommand(host);
+    try {
+      const connection = await openConnection(host, options, proxy.sock);
+      // The command lives as long as the connection.
+      connection.client.once('close', () => proxy.sock.destroy());
+      return connection;
+    } catch (error) {
+      proxy.sock.destroy();
+      throw (await proxy.failure()) ?? error;
+    }
+  }
   if (sock === undefined && host.proxyJump.length > 0) {
     return connectThroughJumps(host, options, openConnection);
   }
@@ -324,6 +353,45 @@ function exec(client: SshConnection['client'], command: string, host: SshHostCon
     } catch (error) {
       // ssh2 throws synchronously when the connection is already gone.
       reject(toSshConnectError(error, { host: host.hostName, port: host.port }));
+    }
+  });
+}
+
+/** The remote sockets to try before the agent command, per the `agentSocket` option. */
+function agentSocketsFor(host: SshHostConfig, options: SshTransportOptions): string[] {
+  const given = options.agentSocket;
+  if (given === false) return [];
+  if (given === undefined) return options.agentCommand === undefined ? defaultRemoteAgentSockets(host) : [];
+  const path = typeof given === 'function' ? given(host) : given;
+  return path === undefined ? [] : [path];
+}
+
+/**
+ * Opens channels to every path at once; resolves with the first that connects (the others are
+ * closed as they come), or rejects when none does.
+ */
+function openFirstSocketChannel(client: SshConnection['client'], paths: string[]): Promise<ClientChannel> {
+  if (paths.length === 1) return openSocketChannel(client, paths[0]!);
+  return new Promise((resolve, reject) => {
+    let winner: ClientChannel | undefined;
+    let left = paths.length;
+    let lastError: unknown;
+    for (const path of paths) {
+      openSocketChannel(client, path).then(
+        (channel) => {
+          left--;
+          if (winner) channel.close();
+          else {
+            winner = channel;
+            resolve(channel);
+          }
+        },
+        (error: unknown) => {
+          left--;
+          lastError = error;
+          if (left === 0 && !winner) reject(lastError);
+        },
+      );
     }
   });
 }

@@ -17,7 +17,7 @@ _rjob() {
     wait) COMPREPLY=($(compgen -W "--any --timeout --json --session --help" -- "$cur")) ;;
     stop) COMPREPLY=($(compgen -W "--session --help" -- "$cur")) ;;
     remove) COMPREPLY=($(compgen -W "--force --session --help" -- "$cur")) ;;
-    invoke) COMPREPLY=($(compgen -W "--computer --session --throttle --as-job --name --type --eval --no-prefix --bytes --disconnected --help" -- "$cur")) ;;
+    invoke) COMPREPLY=($(compgen -W "--computer --session --limit --throttle --timeout --connect-timeout --out-dir --as-job --name --type --eval --no-prefix --bytes --disconnected --help" -- "$cur")) ;;
     session) COMPREPLY=($(compgen -W "new list connect disconnect receive remove --help" -- "$cur")) ;;
     agent) COMPREPLY=($(compgen -W "start stop status daemon --stdio --help" -- "$cur")) ;;
     completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
@@ -42,7 +42,7 @@ _rjob() {
     wait) _arguments '--any' '--timeout[duration]:duration:' '--json' '--session[session]:session:' ;;
     stop) _arguments '--session[session]:session:' ;;
     remove) _arguments '--force' '--session[session]:session:' ;;
-    invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--throttle[hosts at once]:n:' '--as-job' '--name[job name]:name:' '--no-prefix' '--bytes' '--disconnected' '*:: :_normal' ;;
+    invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--limit[host pattern]:pattern:' '--throttle[hosts at once]:n:' '--timeout[command time limit per host]:duration:' '--connect-timeout[time to reach a host]:duration:' '--out-dir[per-host output files]:dir:_files -/' '--as-job' '--name[job name]:name:' '--no-prefix' '--bytes' '--disconnected' '*:: :_normal' ;;
     session) _values 'session command' new list connect disconnect receive remove ;;
     agent) _values 'agent command' start stop status daemon ;;
     completion) _values 'shell' bash zsh ;;

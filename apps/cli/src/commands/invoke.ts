@@ -2,10 +2,11 @@
  * `rjob invoke` (Invoke-Command): the same work on every host, output prefixed per host, a summary
  * of succeeded / failed / unreachable hosts, and an exit code telling them apart.
  */
-import { closeSync, fstatSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { defineTransport, type FanOutResult, invokeMany, type RemoteRecord, RjobError } from '@rjob/core';
-import { REASON_CHANNEL_FD, type ReportedReason, reasonRecord } from '@rjob/job-process';
-import { bool, parse, positiveInt, str, strs } from '../args.js';
+import type { ReportedReason } from '@rjob/job-process';
+import { bool, durationMs, parse, positiveInt, str, strs } from '../args.js';
 import type { CliContext } from '../context.js';
 import { describeError, isUnreachableCode, oneLine } from '../errors.js';
 import { dataText, jobJson, jobTable, jsonReplacer, printRecord } from '../format.js';
@@ -13,7 +14,7 @@ import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, type ExitCodeValue, usageError } from '../io.js';
 import { selfCommand, selfEnv } from '../local-agent.js';
 import { onJobSession, withContext } from '../run-command.js';
-import { expandComputers } from '../targets.js';
+import { expandHosts, selectHosts } from '../inventory.js';
 import { workRequest } from './jobs.js';
 import { invokeDisconnected } from './session.js';
 
@@ -30,6 +31,10 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     json: { type: 'boolean' },
     bytes: { type: 'boolean' },
     disconnected: { type: 'boolean' },
+    limit: { type: 'string', short: 'l' },
+    'out-dir': { type: 'string' },
+    timeout: { type: 'string' },
+    'connect-timeout': { type: 'string' },
     // Internal, not in the help: what --as-job gives each host's child (see ReasonChannel).
     'reason-fd': { type: 'string' },
   });
@@ -41,6 +46,19 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
   }
   const throttle = str(values.throttle);
   const throttleLimit = throttle === undefined ? undefined : positiveInt(throttle, '--throttle');
+  const limit = str(values.limit);
+  const outDir = str(values['out-dir']);
+  const timeout = str(values.timeout);
+  const timeoutMs = timeout === undefined ? undefined : positiveDuration(timeout, '--timeout');
+  const connectTimeout = str(values['connect-timeout']);
+  const connectTimeoutMs =
+    connectTimeout === undefined ? undefined : positiveDuration(connectTimeout, '--connect-timeout');
+  if (sessionName !== undefined && (limit !== undefined || connectTimeoutMs !== undefined)) {
+    throw usageError('--limit and --connect-timeout are for hosts given with -c, not a session (-s)');
+  }
+  if (outDir !== undefined && (values['as-job'] || values.disconnected || sessionName !== undefined)) {
+    throw usageError('--out-dir is for a fan-out with -c; not with --as-job, --disconnected or -s');
+  }
   const flags = {
     type: str(values.type),
     eval: str(values.eval),
@@ -58,7 +76,12 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     );
   }
   // Remote hosts run the work in their own context: no local cwd is sent.
-  const work = workRequest(flags, io, false);
+  const base = workRequest(flags, io, false);
+  // --timeout travels with the work: the remote agent ends the command (its process group) then.
+  const work =
+    timeoutMs === undefined
+      ? base
+      : { ...base, definition: { ...(base.definition as Record<string, unknown>), timeoutMs } };
   const name = str(values.name);
   if (name !== undefined && !values['as-job']) throw usageError('--name needs --as-job');
   const reasonFd = str(values['reason-fd']);
@@ -67,7 +90,9 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     if (computers.length !== 1 || /[,@]/.test(computers[0]!) || values['as-job']) {
       throw usageError('--reason-fd is for one host given with -c, without --as-job');
     }
-    channel = new ReasonChannel(positiveInt(reasonFd, '--reason-fd'), computers[0]!);
+    // Loaded only here: a plain fan-out does not pay for the process job type's module.
+    const { reasonRecord } = await import('@rjob/job-process');
+    channel = new ReasonChannel(positiveInt(reasonFd, '--reason-fd'), computers[0]!, reasonRecord);
   }
 
   try {
@@ -91,17 +116,28 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
         }
         return ExitCode.Ok;
       }
-      const hosts = await expandComputers(computers, io);
+      const expanded = await expandHosts(computers, io);
+      const hosts =
+        limit === undefined ? expanded.hosts : selectHosts(expanded.hosts, limit, expanded.inventory);
+      if (hosts.length === 0)
+        throw usageError(`--limit ${limit} selects none of the ${expanded.hosts.length} hosts`);
+      if (connectTimeoutMs !== undefined) ctx.targets.connectTimeoutMs = connectTimeoutMs;
       if (values.disconnected) return invokeDisconnected(ctx, io, hosts, work, throttleLimit);
       if (values['as-job']) {
         return asJob(ctx, io, hosts, argv, {
           name,
           json: bool(values.json),
           throttleLimit,
-          work: { type: flags.type, eval: flags.eval, rest },
+          work: { type: flags.type, eval: flags.eval, rest, timeout, connectTimeout },
         });
       }
-      return fanOut(ctx, io, hosts, work, throttleLimit, !values['no-prefix'], channel);
+      return fanOut(ctx, io, hosts, work, {
+        throttleLimit,
+        prefixLines: !values['no-prefix'],
+        outDir: outDir === undefined ? undefined : resolve(io.cwd, outDir),
+        connectTimeoutMs,
+        channel,
+      });
     });
   } catch (error) {
     // Whatever else ends this host's child (its agent not answering, a bug) is still its coded reason.
@@ -110,15 +146,23 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
   }
 }
 
+interface FanOutFlags {
+  throttleLimit: number | undefined;
+  prefixLines: boolean;
+  /** `--out-dir`: each host's lines go to DIR/HOST.out and DIR/HOST.err instead of the terminal. */
+  outDir: string | undefined;
+  connectTimeoutMs: number | undefined;
+  channel: ReasonChannel | undefined;
+}
+
 async function fanOut(
   ctx: CliContext,
   io: CliIo,
   hosts: string[],
   work: ReturnType<typeof workRequest>,
-  throttleLimit: number | undefined,
-  prefixLines: boolean,
-  channel?: ReasonChannel,
+  flags: FanOutFlags,
 ): Promise<number> {
+  const { prefixLines, outDir, channel } = flags;
   // One transport for every kind of host; each target string picks its own underneath.
   const transport = defineTransport<string>({
     name: 'rjob',
@@ -128,19 +172,23 @@ async function fanOut(
     },
   });
   const showProgress = io.stderr.isTTY === true && hosts.length > 1;
-  // invokeMany reports hosts only at the end; a host that printed something has at least answered.
-  const answered = new Set<string>();
+  // Hosts whose work has ended (or that could not be reached): what the progress line counts.
+  let done = 0;
   const progress = (): void => {
-    if (showProgress) io.stderr.write(`\r\u001b[K${answered.size}/${hosts.length} hosts answered`);
+    if (showProgress) io.stderr.write(`\r\u001b[K${done}/${hosts.length} hosts done`);
   };
   const clearProgress = (): void => {
     if (showProgress) io.stderr.write('\r\u001b[K');
   };
+  const files = outDir === undefined ? undefined : new HostFiles(outDir);
   const print = (record: RemoteRecord): void => {
+    if (files) {
+      files.write(record);
+      return;
+    }
     // A failed host's reason is reported once, by the summary.
     if (record.reason) return;
     clearProgress();
-    answered.add(record.computerName);
     printRecord(io, record, prefixLines ? `[${record.computerName}] ` : '');
     progress();
   };
@@ -149,11 +197,90 @@ async function fanOut(
     transport,
     computerName: (host) => (host === 'local' ? 'localhost' : host),
     onRecord: print,
-    ...(throttleLimit === undefined ? {} : { throttleLimit }),
+    onResult: (result) => {
+      done++;
+      files?.finish(result);
+      clearProgress();
+      progress();
+    },
+    ...(flags.throttleLimit === undefined ? {} : { throttleLimit: flags.throttleLimit }),
+    ...(flags.connectTimeoutMs === undefined
+      ? {}
+      : { sessionOptions: { handshakeTimeoutMs: flags.connectTimeoutMs } }),
   });
   const results = await invocation.results;
   clearProgress();
   return summarize(io, results, hosts.length === 1, channel);
+}
+
+/** A duration flag that must be more than zero. */
+function positiveDuration(value: string, flag: string): number {
+  const ms = durationMs(value, flag);
+  if (ms <= 0) throw usageError(`${flag} must be more than zero, not ${value}`);
+  return ms;
+}
+
+/** A host as a file name: path separators and other awkward characters become `_`. */
+export function hostFileName(host: string): string {
+  const safe = host.replace(/[^A-Za-z0-9._@:+=-]/g, '_');
+  return safe === '.' || safe === '..' ? safe.replace(/\./g, '_') : safe;
+}
+
+/**
+ * `--out-dir DIR` (as pssh -o/-e): each host's output and information records go to DIR/HOST.out,
+ * everything else (error, warning, verbose, debug, and why the host failed) to DIR/HOST.err. A
+ * host's files are opened on its first record and closed when it is done, so a fan-out to many
+ * hosts holds at most one pair per running host. Every host gets both files, empty or not.
+ */
+class HostFiles {
+  readonly #dir: string;
+  readonly #open = new Map<string, { out: number; err: number }>();
+
+  constructor(dir: string) {
+    this.#dir = dir;
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (error) {
+      throw new CliError(
+        ExitCode.Usage,
+        'ERR_INVALID_ARGUMENT',
+        `cannot create --out-dir ${dir}: ${(error as Error).message}`,
+      );
+    }
+  }
+
+  #fds(host: string): { out: number; err: number } {
+    let fds = this.#open.get(host);
+    if (!fds) {
+      const base = join(this.#dir, hostFileName(host));
+      fds = { out: openSync(`${base}.out`, 'w'), err: openSync(`${base}.err`, 'w') };
+      this.#open.set(host, fds);
+    }
+    return fds;
+  }
+
+  write(record: RemoteRecord): void {
+    const fds = this.#fds(record.computerName);
+    const sink = (fd: number) => ({
+      isTTY: false,
+      write: (chunk: string | Uint8Array) => {
+        if (typeof chunk === 'string') writeSync(fd, chunk);
+        else writeSync(fd, chunk);
+        return true;
+      },
+    });
+    const fileIo = { ...this.#ioBase, stdout: sink(fds.out), stderr: sink(fds.err) } as unknown as CliIo;
+    printRecord(fileIo, record);
+  }
+
+  readonly #ioBase = { env: { NO_COLOR: '1' } };
+
+  finish(result: FanOutResult): void {
+    const fds = this.#fds(result.computerName);
+    this.#open.delete(result.computerName);
+    closeSync(fds.out);
+    closeSync(fds.err);
+  }
 }
 
 type Outcome = 'succeeded' | 'failed' | 'unreachable';
@@ -213,6 +340,8 @@ interface ChildWork {
   type: string | undefined;
   eval: string | undefined;
   rest: string[] | undefined;
+  timeout: string | undefined;
+  connectTimeout: string | undefined;
 }
 
 /**
@@ -232,10 +361,13 @@ async function asJob(
   options: { name: string | undefined; json: boolean; throttleLimit: number | undefined; work: ChildWork },
 ): Promise<number> {
   const env = selfEnv(io, ctx.paths);
+  const { REASON_CHANNEL_FD } = await import('@rjob/job-process');
   const { work } = options;
   const workArgs = [
     ...(work.type === undefined ? [] : [`--type=${work.type}`]),
     ...(work.eval === undefined ? [] : [`--eval=${work.eval}`]),
+    ...(work.timeout === undefined ? [] : [`--timeout=${work.timeout}`]),
+    ...(work.connectTimeout === undefined ? [] : [`--connect-timeout=${work.connectTimeout}`]),
     ...(work.rest === undefined ? [] : ['--', ...work.rest]),
   ];
   const command = commandText(argv) || (work.eval ?? '');
@@ -291,11 +423,13 @@ function commandText(argv: readonly string[]): string {
 class ReasonChannel {
   readonly #fd: number;
   readonly host: string;
+  readonly #encode: (reason: ReportedReason) => string;
   #done: boolean;
 
-  constructor(fd: number, host: string) {
+  constructor(fd: number, host: string, encode: (reason: ReportedReason) => string) {
     this.#fd = fd;
     this.host = host;
+    this.#encode = encode;
     // Only a pipe handed down by the job type: run by hand, the number may be one of node's own.
     this.#done = !isPipe(fd);
   }
@@ -304,7 +438,7 @@ class ReasonChannel {
     if (this.#done) return false;
     this.#done = true;
     try {
-      writeSync(this.#fd, reasonRecord(reason));
+      writeSync(this.#fd, this.#encode(reason));
       closeSync(this.#fd);
       return true;
     } catch {

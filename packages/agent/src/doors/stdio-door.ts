@@ -26,7 +26,10 @@ export function serveStdio(
 ): Promise<void> {
   const link = channelFromDuplex(
     { readable: options.input ?? process.stdin, writable: options.output ?? process.stdout },
-    options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes },
+    {
+      budget: server.frameBudget,
+      ...(options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes }),
+    },
   );
   return new Promise((resolve) => {
     link.onClose(() => resolve());

@@ -43,6 +43,7 @@ export async function listenUnix(server: AgentServer, options: UnixDoorOptions):
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     const link = channelFromDuplex(socket, {
+      budget: server.frameBudget,
       ...(options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes }),
     });
     server.attach(link).catch((error: unknown) => options.onLinkError?.(error));

@@ -15,6 +15,7 @@ import {
   serverHandshake,
   type TransportChannel,
 } from '@rjob/core';
+import { FrameBudget } from '@rjob/core';
 import { type ProcessJobTypeOptions, processJobType } from '@rjob/job-process';
 import { type ThreadJobOptions, threadJobType } from '@rjob/job-thread';
 import type { RecordSpoolOptions } from '../spool/record-spool.js';
@@ -72,6 +73,11 @@ export interface AgentServerOptions {
   persist?: boolean;
   /** Options of every job's spool when `persist`: `maxBytes` (default 256 MiB), `policy` (default block), .... */
   spool?: Omit<RecordSpoolOptions, 'dir'>;
+  /**
+   * Bytes of partly received frames that all the links of this agent may hold together (see
+   * {@link AgentServer.frameBudget}). Default 64 MiB (core's DEFAULT_FRAME_BUDGET_BYTES).
+   */
+  frameBudgetBytes?: number;
 }
 
 export interface RestoreReport {
@@ -101,8 +107,15 @@ export class AgentServer {
   /** Set while {@link restore} runs: links wait for it, so a resume finds the restored session. */
   #restoring: Promise<unknown> | undefined;
   #closed = false;
+  /**
+   * The cap on bytes of partly received frames shared by every link of this agent: the doors give
+   * it to each connection's frame decoder, and a connection that would pass it is closed with
+   * ERR_FRAME_BUDGET, so many stalled half-sent frames cannot grow the agent without bound.
+   */
+  readonly frameBudget: FrameBudget;
 
   constructor(options: AgentServerOptions) {
+    this.frameBudget = new FrameBudget(options.frameBudgetBytes);
     this.#options = options;
     this.stateDir = options.stateDir;
     this.computerName = options.computerName ?? hostname();

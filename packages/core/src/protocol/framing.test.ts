@@ -1,7 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RjobError } from '../errors.js';
-import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameDecoder } from './framing.js';
+import {
+  DEFAULT_FRAME_BUDGET_BYTES,
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeFrame,
+  FrameBudget,
+  FrameDecoder,
+} from './framing.js';
 
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
@@ -120,5 +126,41 @@ describe('framing', () => {
     const body = new Uint8Array(4096).fill(9);
     const frames = new FrameDecoder({ maxFrameBytes: 4096 }).push(encodeFrame(body, { maxFrameBytes: 4096 }));
     expect(frames).toEqual([body]);
+  });
+});
+
+describe('FrameBudget', () => {
+  it('caps the bytes of incomplete frames across decoders and gives them back', () => {
+    const budget = new FrameBudget(100);
+    const a = new FrameDecoder({ budget });
+    const b = new FrameDecoder({ budget });
+    const header = (n: number) => {
+      const frame = encodeFrame(new Uint8Array(n));
+      return { head: frame.subarray(0, 4 + n / 2), tail: frame.subarray(4 + n / 2) };
+    };
+    const fa = header(120);
+    expect(a.push(fa.head)).toEqual([]);
+    expect(budget.usedBytes).toBe(60);
+    const fb = header(120);
+    // b's half (60 bytes) does not fit next to a's 60: b fails, a is untouched.
+    expectCode(() => b.push(fb.head), 'ERR_FRAME_BUDGET');
+    expect(budget.usedBytes).toBe(60);
+    // Completing a frame never fails, and releases what it held.
+    expect(a.push(fa.tail).map((f) => f.byteLength)).toEqual([120]);
+    expect(budget.usedBytes).toBe(0);
+    expect(budget.peakBytes).toBe(60);
+    // A disposed decoder gives its bytes back too.
+    const c = new FrameDecoder({ budget });
+    c.push(header(40).head);
+    expect(budget.usedBytes).toBe(20);
+    c.dispose();
+    expect(budget.usedBytes).toBe(0);
+    expectCode(() => c.push(new Uint8Array([1])), 'ERR_CHANNEL_CLOSED');
+  });
+
+  it('documents a 64 MiB default and refuses a bad limit', () => {
+    expect(DEFAULT_FRAME_BUDGET_BYTES).toBe(64 * 1024 * 1024);
+    expect(new FrameBudget().limitBytes).toBe(DEFAULT_FRAME_BUDGET_BYTES);
+    expect(() => new FrameBudget(0)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }));
   });
 });

@@ -18,12 +18,68 @@ export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
 /** The length prefix is a uint32, so no body can be larger than this whatever the option says. */
 const ABSOLUTE_MAX_FRAME_BYTES = 0xffff_ffff;
 
+/**
+ * Default budget for bytes of partly received frames, all connections sharing one
+ * {@link FrameBudget} together: 64 MiB, four frames of the default maximum size at once.
+ */
+export const DEFAULT_FRAME_BUDGET_BYTES = 64 * 1024 * 1024;
+
+/**
+ * A cap on the bytes that many decoders together hold for frames they have not yet received in
+ * full. One connection is limited by `maxFrameBytes`; without a shared cap, many connections each
+ * sending most of a large frame and then stalling would grow the receiver without bound. A decoder
+ * that would take the total past `limitBytes` fails with ERR_FRAME_BUDGET (its connection is
+ * closed) and gives back what it held; the others are untouched.
+ */
+export class FrameBudget {
+  readonly limitBytes: number;
+  #used = 0;
+  #peak = 0;
+
+  constructor(limitBytes: number = DEFAULT_FRAME_BUDGET_BYTES) {
+    if (!Number.isSafeInteger(limitBytes) || limitBytes < 1) {
+      throw new RjobError('ERR_INVALID_ARGUMENT', 'A frame budget must be a positive integer of bytes.', {
+        details: { limitBytes },
+      });
+    }
+    this.limitBytes = limitBytes;
+  }
+
+  /** Bytes held now by the decoders sharing this budget. */
+  get usedBytes(): number {
+    return this.#used;
+  }
+
+  /** The most ever held at once. */
+  get peakBytes(): number {
+    return this.#peak;
+  }
+
+  /** Takes `bytes` from the budget; false (and nothing taken) when that would pass the limit. */
+  tryReserve(bytes: number): boolean {
+    if (this.#used + bytes > this.limitBytes) return false;
+    this.#used += bytes;
+    if (this.#used > this.#peak) this.#peak = this.#used;
+    return true;
+  }
+
+  /** Gives back `bytes` taken earlier. */
+  release(bytes: number): void {
+    this.#used = Math.max(0, this.#used - bytes);
+  }
+}
+
 export interface FramingOptions {
   /**
    * Largest frame body accepted or produced, in bytes. Default {@link DEFAULT_MAX_FRAME_BYTES}
    * (16 MiB). Both peers should use the same value; the receiver's is the one enforced.
    */
   maxFrameBytes?: number;
+  /**
+   * Shared cap on bytes held for incomplete frames (decoding only). Default: none beyond
+   * `maxFrameBytes` for this decoder alone.
+   */
+  budget?: FrameBudget;
 }
 
 export function resolveMaxFrameBytes(value: number | undefined): number {
@@ -79,9 +135,13 @@ export class FrameDecoder {
   /** Body length of the frame being assembled, or -1 while its header is incomplete. */
   #expected = -1;
   #failed: RjobError | undefined;
+  readonly #budget: FrameBudget | undefined;
+  /** Bytes taken from the budget: what {@link #buffered} was after the last push. */
+  #reserved = 0;
 
   constructor(options: FramingOptions = {}) {
     this.maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
+    this.#budget = options.budget;
   }
 
   /** Bytes held for an incomplete frame. Never more than `maxFrameBytes + 4`. */
@@ -123,6 +183,8 @@ export class FrameDecoder {
         frames.push(this.#take(this.#expected));
         this.#expected = -1;
       }
+      // Only what stays buffered counts: a chunk that completes its frames never fails here.
+      if (this.#budget) this.#settleBudget(this.#budget);
     } catch (error) {
       this.#fail(error as RjobError);
       throw error;
@@ -147,10 +209,44 @@ export class FrameDecoder {
     }
   }
 
+  /**
+   * Drops whatever is buffered and gives its bytes back to the budget; later calls throw
+   * ERR_CHANNEL_CLOSED. For the owner of a connection that closed for another reason.
+   */
+  dispose(): void {
+    if (this.#failed) return;
+    this.#fail(new RjobError(ProtocolErrorCode.ChannelClosed, 'The frame decoder was disposed.'));
+  }
+
+  #settleBudget(budget: FrameBudget): void {
+    const held = this.#buffered;
+    if (held < this.#reserved) {
+      budget.release(this.#reserved - held);
+      this.#reserved = held;
+    } else if (held > this.#reserved) {
+      if (!budget.tryReserve(held - this.#reserved)) {
+        throw new RjobError(
+          ProtocolErrorCode.FrameBudget,
+          `Incomplete frames would hold more than the ${budget.limitBytes} bytes allowed across all connections.`,
+          {
+            details: {
+              pendingBytes: held,
+              budgetBytes: budget.limitBytes,
+              budgetUsedBytes: budget.usedBytes,
+            },
+          },
+        );
+      }
+      this.#reserved = held;
+    }
+  }
+
   #fail(error: RjobError): void {
     this.#failed = error;
     this.#chunks = [];
     this.#buffered = 0;
+    this.#budget?.release(this.#reserved);
+    this.#reserved = 0;
   }
 
   /** Removes exactly `n` bytes from the front of the pending chunks; `n <= #buffered`. */

@@ -12,6 +12,11 @@ export const ProtocolErrorCode = {
   FrameMalformed: 'ERR_FRAME_MALFORMED',
   /** The byte stream ended in the middle of a frame. */
   FrameTruncated: 'ERR_FRAME_TRUNCATED',
+  /**
+   * Buffering the rest of a partly received frame would take the receiver past its shared budget
+   * for incomplete frames (all connections of an agent together): that connection is closed.
+   */
+  FrameBudget: 'ERR_FRAME_BUDGET',
   /** A frame body is not a valid protocol message: undecodable, wrong types, unknown `type`. */
   MessageInvalid: 'ERR_MESSAGE_INVALID',
   /** A valid message that is not allowed at this point of the conversation. */

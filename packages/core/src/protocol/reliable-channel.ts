@@ -128,6 +128,8 @@ const RESUMABLE_LINK_CODES: ReadonlySet<string> = new Set([
   ProtocolErrorCode.HeartbeatTimeout,
   // A stream cut in the middle of a frame is a network failure, not a bad peer.
   ProtocolErrorCode.FrameTruncated,
+  // The receiver ran short of room for partly received frames: a load condition, not a bad peer.
+  ProtocolErrorCode.FrameBudget,
 ]);
 
 function positiveInt(name: string, value: number | undefined, fallback: number, allowZero = false): number {

@@ -38,6 +38,12 @@ export interface InvokeManyOptions<Target> {
    * the iterable yields nothing. Default: records are queued for the iterable.
    */
   onRecord?: (record: RemoteRecord) => void | Promise<void>;
+  /**
+   * Synchronous mode: called once per target as soon as it is done (its work ended, or it could
+   * not be reached), with its result and its place in `targets`, for progress and per-host
+   * bookkeeping while the others still run. The same results arrive in `results` at the end.
+   */
+  onResult?: (result: FanOutResult, index: number) => void;
   /** See {@link InvokeManyDisconnectedOptions}; `false` is the same as leaving it out. */
   disconnected?: false;
 }
@@ -49,7 +55,7 @@ export interface InvokeManyOptions<Target> {
  * with the session's id and resume secret. Cannot be combined with `asJob` or `onRecord`.
  */
 export interface InvokeManyDisconnectedOptions<Target>
-  extends Omit<InvokeManyOptions<Target>, 'asJob' | 'name' | 'onRecord' | 'disconnected'> {
+  extends Omit<InvokeManyOptions<Target>, 'asJob' | 'name' | 'onRecord' | 'onResult' | 'disconnected'> {
   disconnected: true;
   /**
    * The name of the session opened for a target (`index` is its place in `targets`). Not called
@@ -184,6 +190,9 @@ export function invokeMany<Target>(
 
   const stream = new RecordStream<RemoteRecord>();
   const onRecord = options.onRecord ?? ((record: RemoteRecord) => stream.push(record));
+  // A target's session is closed (a round trip to its agent) while the next target starts: its
+  // result is already known. `results` waits for every close.
+  const closing = new Set<Promise<void>>();
   const runOne = async (target: Target | Session<Target>): Promise<FanOutResult> => {
     const computerName = nameOf(target);
     let session: Session<Target>;
@@ -213,11 +222,21 @@ export function invokeMany<Target>(
     } catch (error) {
       return { computerName, error: toRjobError(error, 'ERR_REMOTE') };
     } finally {
-      if (session !== target) await session.close().catch(() => {});
+      if (session !== target) {
+        const closed = session.close().catch(() => {});
+        closing.add(closed);
+        void closed.then(() => closing.delete(closed));
+      }
     }
   };
 
-  const all = throttled(targets, throttleLimit, runOne).then((results) => {
+  const runAndReport = async (target: Target | Session<Target>, index: number): Promise<FanOutResult> => {
+    const result = await runOne(target);
+    options.onResult?.(result, index);
+    return result;
+  };
+  const all = throttled(targets, throttleLimit, runAndReport).then(async (results) => {
+    await Promise.all(closing);
     stream.end();
     return results;
   });

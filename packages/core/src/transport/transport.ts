@@ -10,6 +10,7 @@ import {
   DEFAULT_MAX_FRAME_BYTES,
   encodeFrame,
   FRAME_HEADER_BYTES,
+  type FrameBudget,
   FrameDecoder,
   resolveMaxFrameBytes,
 } from '../protocol/framing.js';
@@ -218,6 +219,12 @@ export function createChannelController(driver: ChannelDriver): ChannelControlle
 export interface DuplexChannelOptions {
   /** Largest frame body in bytes, both ways. Default 16 MiB. */
   maxFrameBytes?: number;
+  /**
+   * Shared cap on bytes held for partly received frames, across every channel given the same
+   * budget (an agent passes one to all its connections). A channel that would pass it closes with
+   * ERR_FRAME_BUDGET. Default: none beyond this channel's `maxFrameBytes`.
+   */
+  budget?: FrameBudget;
 }
 
 /** A byte stream to frame: a Duplex (socket), or a readable and a writable (child stdio). */
@@ -254,9 +261,11 @@ export function channelFromDuplex(stream: ByteStream, options: DuplexChannelOpti
   const readable = isStream(pair.readable) ? (pair.readable as Readable) : (stream as Duplex);
   const writable = isStream(pair.writable) ? (pair.writable as Writable) : (stream as Duplex);
   const maxFrameBytes = resolveMaxFrameBytes(options.maxFrameBytes);
-  const decoder = new FrameDecoder({ maxFrameBytes });
+  const decoder = new FrameDecoder({ maxFrameBytes, ...(options.budget ? { budget: options.budget } : {}) });
 
   const cleanup = (): void => {
+    // Whatever part of a frame is still held goes back to the shared budget.
+    decoder.dispose();
     readable.off('data', onData);
     readable.off('end', onEnd);
     readable.off('error', onError);
