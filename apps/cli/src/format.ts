@@ -21,20 +21,42 @@ const pwshBool = (value: boolean): string => (value ? 'True' : 'False');
 /** One line per command, so a table row never wraps into the next. */
 const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, '; ');
 
+/**
+ * The State column: a failed process job's exit code or signal in brackets (`Failed (3)`,
+ * `Failed (SIGKILL)`), as a shell user looks for it.
+ */
+export function stateText(job: RemoteJobInfo): string {
+  const reason = job.reason;
+  if (job.state !== 'Failed' || !reason) return job.state;
+  if (reason.exitCode !== undefined) return `${job.state} (${reason.exitCode})`;
+  if (reason.signal !== undefined) return `${job.state} (${reason.signal})`;
+  return job.state;
+}
+
 export function jobRow(job: RemoteJobInfo): string[] {
   return [
     String(job.id),
     job.name,
     job.type,
-    job.state,
+    stateText(job),
     pwshBool(job.hasMoreData),
     job.location,
     oneLine(job.command),
   ];
 }
 
-export function jobTable(jobs: readonly RemoteJobInfo[]): string {
-  return table(JOB_COLUMNS, jobs.map(jobRow));
+/**
+ * The jobs as a table. `columns` (a terminal's width): each line is cut to it, so a long command
+ * ends in `…` instead of wrapping (the Command column is last).
+ */
+export function jobTable(jobs: readonly RemoteJobInfo[], options: { columns?: number } = {}): string {
+  const text = table(JOB_COLUMNS, jobs.map(jobRow));
+  const { columns } = options;
+  if (columns === undefined || columns < 20) return text;
+  return text
+    .split('\n')
+    .map((line) => (line.length > columns ? `${line.slice(0, columns - 1)}…` : line))
+    .join('\n');
 }
 
 export interface SessionRow {
@@ -153,9 +175,11 @@ export function jsonReplacer(_key: string, value: unknown): unknown {
 /** A job for `--json`: its reason as code and message, with the exit code, signal or timeout it names. */
 export function jobJson(job: RemoteJobInfo): unknown {
   const { reason, ...rest } = job;
-  if (!reason) return rest;
+  if (!reason)
+    return job.type === 'BackgroundJob' && job.state === 'Completed' ? { ...rest, exitCode: 0 } : rest;
   return {
     ...rest,
+    ...(reason.exitCode === undefined ? {} : { exitCode: reason.exitCode }),
     reason: {
       message: reason.message,
       code: reason.code,

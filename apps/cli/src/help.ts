@@ -55,16 +55,18 @@ Examples:
 `,
   get: `Usage: rjob get [ID|NAME...] [options]
 
-Lists jobs (Get-Job). Names accept * and ? wildcards.
+Lists jobs (Get-Job). Names accept * and ? wildcards. A failed process job shows its exit code
+in the State column (Failed (3)); on a terminal the table is cut to its width.
 
 Options:
   --children           also list the child jobs of the jobs shown (one per host of a fan-out)
-  --state STATE        only jobs in that state (Running, Completed, Failed, ...)
-  --json               print JSON instead of a table
+  --state STATE        only jobs in that state (Running, Completed, Failed, Stopped, ...)
+  --json               print JSON instead of a table (exitCode for finished process jobs)
 ${COMMON}
 
 Examples:
   rjob get
+  rjob get --state failed
   rjob get sys --children
   rjob get -s s1 --json
 `,

@@ -37,7 +37,7 @@ _rjob() {
   fi
   case $words[2] in
     start) _arguments '--name[job name]:name:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '--bytes' '*:: :_normal' ;;
-    get) _arguments '--children' '--state[state]:state:(Running Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
+    get) _arguments '--children' '--state[state]:state:(NotStarted Running Stopping Disconnected Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
     receive) _arguments '--keep' '--wait' '--ndjson' '--session[session]:session:' ;;
     wait) _arguments '--any' '--timeout[duration]:duration:' '--json' '--session[session]:session:' ;;
     stop) _arguments '--session[session]:session:' ;;

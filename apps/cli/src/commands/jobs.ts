@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import {
   isTerminal,
+  JobState,
   type RemoteJobInfo,
   type RemoteRecord,
   type Session,
@@ -129,6 +130,7 @@ export async function get(argv: readonly string[], io: CliIo): Promise<number> {
     state: { type: 'string' },
   });
   if (values.help) return helpFor('get', io);
+  const state = stateFlag(str(values.state));
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const jobs = await onJobSession(ctx, str(values.session), async (session) => {
       const found = await findJobs(session, positionals);
@@ -138,12 +140,25 @@ export async function get(argv: readonly string[], io: CliIo): Promise<number> {
         childIds.length > 0 ? await session.jobs.get({ ids: childIds, includeChildren: true }) : [];
       return [...found, ...children];
     });
-    const state = str(values.state);
-    const shown = state ? jobs.filter((job) => job.state.toLowerCase() === state.toLowerCase()) : jobs;
+    const shown = state ? jobs.filter((job) => job.state === state) : jobs;
     if (values.json) io.stdout.write(`${JSON.stringify(shown.map(jobJson), jsonReplacer)}\n`);
-    else if (shown.length > 0) io.stdout.write(jobTable(shown));
+    else if (shown.length > 0) io.stdout.write(jobTable(shown, terminalWidth(io)));
     return ExitCode.Ok;
   });
+}
+
+/** `--state` as typed (any case) checked against the job states, or a usage error. */
+export function stateFlag(value: string | undefined, flag = '--state'): JobState | undefined {
+  if (value === undefined) return undefined;
+  const found = Object.values(JobState).find((state) => state.toLowerCase() === value.toLowerCase());
+  if (!found) throw usageError(`${flag} is one of ${Object.values(JobState).join(', ')}, not ${value}`);
+  return found;
+}
+
+/** A table for a terminal is cut to its width; piped output keeps every character. */
+function terminalWidth(io: CliIo): { columns?: number } {
+  const stdout = io.stdout as CliIo['stdout'] & { columns?: number };
+  return stdout.isTTY && typeof stdout.columns === 'number' ? { columns: stdout.columns } : {};
 }
 
 /** Jobs named by ids or names (wildcards allowed); every literal one must exist. No selector: all. */

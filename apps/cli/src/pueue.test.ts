@@ -1,0 +1,55 @@
+/**
+ * rjob issue 17: local jobs that do what pueue users expect, through the real CLI against the
+ * local agent (a daemon the CLI starts in the sandbox's private state directory).
+ */
+import { describe, expect, it } from 'vitest';
+import { ExitCode } from './io.js';
+import { sandbox } from './testing/sandbox.js';
+
+interface JobJson {
+  id: number;
+  name: string;
+  state: string;
+  exitCode?: number;
+  label?: string;
+  command: string;
+}
+
+describe('get', () => {
+  it('shows a finished process job exit code, cuts the table to a terminal and checks --state', async () => {
+    await using s = await sandbox();
+    await s.rjob('start', '--name', 'bad', '--', 'exit 3');
+    await s.rjob('start', '--name', 'good', '--', `true ${'x'.repeat(200)}`);
+    await s.rjob('wait', 'bad', 'good');
+
+    const table = await s.rjob('get');
+    expect(table.stdout).toMatch(/bad\s+BackgroundJob\s+Failed \(3\)\s/);
+    expect(table.stdout).toMatch(/good\s+BackgroundJob\s+Completed\s/);
+    // Piped: every character of the command.
+    expect(table.stdout).toContain('x'.repeat(200));
+
+    const json = JSON.parse((await s.rjob('get', '--json')).stdout) as JobJson[];
+    expect(json.map((job) => [job.name, job.state, job.exitCode])).toEqual([
+      ['bad', 'Failed', 3],
+      ['good', 'Completed', 0],
+    ]);
+
+    const narrow = await s.rjobOnTerminal(80, 'get');
+    expect(narrow.code).toBe(0);
+    const lines = narrow.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(3);
+    for (const line of lines) expect(line.length).toBeLessThanOrEqual(80);
+    expect(lines[2]).toMatch(/good\s+BackgroundJob\s+Completed\s+.*true x+…$/);
+
+    // States in any case; the filter keeps only those jobs.
+    const failed = JSON.parse((await s.rjob('get', '--state', 'failed', '--json')).stdout) as JobJson[];
+    expect(failed.map((job) => job.name)).toEqual(['bad']);
+    expect(await s.rjob('get', '--state', 'Bogus')).toEqual({
+      code: ExitCode.Usage,
+      stdout: '',
+      stderr: expect.stringMatching(
+        /^rjob: --state is one of NotStarted, Running, .*not Bogus.*\(ERR_USAGE\)\n$/,
+      ),
+    });
+  });
+});
