@@ -31,12 +31,13 @@ Other:
 Run 'rjob <command> --help' for a command's options. Exit codes and more: docs/cli.md in the
 rjob package, or https://github.com/rjob/rjob/blob/main/docs/cli.md
 `,
-  start: `Usage: rjob start [options] -- COMMAND...
+  start: `Usage: rjob start [options] [--] COMMAND...
        rjob start --type thread --eval JS [-- ARGS...]
        rjob start --file PROGRAM [-- ARGS...]
 
 Starts a job and prints it. Local jobs run in the local agent (started on first use), so they
-outlive this shell; 'rjob agent stop' ends them.
+outlive this shell; 'rjob agent stop' ends them. The first word that is not one of start's own
+options begins the command, so '--' is needed only before a command that begins with '-'.
 
 Options:
   -n, --name NAME      name the job (names are how later verbs find it)
@@ -48,6 +49,7 @@ Options:
 ${COMMON}
 
 Examples:
+  rjob start sleep 5
   rjob start --name build -- 'sleep 1; echo built'
   rjob start -s s1 --name backup --bytes -- 'tar cz /etc'; rjob receive -s s1 backup --wait > etc.tgz
   rjob start --type thread --eval 'for (let i = 0; i < 3; i++) yield i'

@@ -53,3 +53,23 @@ describe('get', () => {
     });
   });
 });
+
+describe('start', () => {
+  it('takes the command without -- once its own options end; -- still works', async () => {
+    await using s = await sandbox();
+    const plain = await s.rjob('start', '--name', 'plain', 'echo', 'hello', 'world');
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toMatch(/plain\s+BackgroundJob\s+\w+\s+\w+\s+localhost\s+echo hello world\n/);
+    // The command's own options are its, not start's.
+    const own = await s.rjob('start', '-n', 'own', 'ls', '-a', '--', '.');
+    expect(own.stdout).toMatch(/own\s+BackgroundJob\s+.*ls -a -- \.\n/);
+    const dashed = await s.rjob('start', '--name=dashed', '--', 'echo', 'dashed');
+    expect(dashed.stdout).toMatch(/dashed\s+BackgroundJob\s+.*echo dashed\n/);
+    await s.rjob('wait', 'plain', 'own', 'dashed');
+    expect((await s.rjob('receive', 'plain')).stdout).toBe('hello world\n');
+    expect((await s.rjob('receive', 'own')).stdout).toMatch(/^\.\n\.\.\n/);
+    expect((await s.rjob('receive', 'dashed')).stdout).toBe('dashed\n');
+    // A mistyped option of start's own is still an error, not a command.
+    expect((await s.rjob('start', '--nmae', 'x', 'true')).code).toBe(ExitCode.Usage);
+  });
+});

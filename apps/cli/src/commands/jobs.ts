@@ -12,7 +12,7 @@ import {
   type Session,
   type WorkRequest,
 } from '@rjob/core';
-import { bool, durationMs, parse, selectors, str } from '../args.js';
+import { bool, durationMs, parse, parseCommand, selectors, str } from '../args.js';
 import { dataText, formatRecord, jobJson, jobTable, jsonReplacer, recordJson } from '../format.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
@@ -22,7 +22,7 @@ import { onJobSession, withContext } from '../run-command.js';
 const SESSION_OPTION = { session: { type: 'string', short: 's' } } as const;
 
 export async function start(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals, rest } = parse(argv, {
+  const { values, positionals, rest } = parseCommand(argv, {
     ...SESSION_OPTION,
     name: { type: 'string', short: 'n' },
     type: { type: 'string', short: 't' },
