@@ -50,7 +50,15 @@ export function jobRow(job: RemoteJobInfo): string[] {
  * ends in `…` instead of wrapping (the Command column is last).
  */
 export function jobTable(jobs: readonly RemoteJobInfo[], options: { columns?: number } = {}): string {
-  const text = table(JOB_COLUMNS, jobs.map(jobRow));
+  // A Label column only when a job has one (`rjob start --label`), just before Command.
+  const labelled = jobs.some((job) => job.label !== undefined);
+  const headers = labelled ? [...JOB_COLUMNS.slice(0, -1), 'Label', 'Command'] : JOB_COLUMNS;
+  const rows = jobs.map((job) => {
+    const row = jobRow(job);
+    if (labelled) row.splice(row.length - 1, 0, oneLine(job.label ?? ''));
+    return row;
+  });
+  const text = table(headers, rows);
   const { columns } = options;
   if (columns === undefined || columns < 20) return text;
   return text

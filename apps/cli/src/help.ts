@@ -41,6 +41,7 @@ options begins the command, so '--' is needed only before a command that begins 
 
 Options:
   -n, --name NAME      name the job (names are how later verbs find it)
+  -l, --label TEXT     free text shown with the job (get's Label column; get --label filters)
   -t, --type TYPE      process (default: a child process) or thread (a worker thread in the agent)
   -e, --eval JS        the body of an async generator; yielded values become output records
   -f, --file PROGRAM   run a program with the arguments after --, no shell involved
@@ -50,6 +51,7 @@ ${COMMON}
 
 Examples:
   rjob start sleep 5
+  rjob start --label 'nightly backup' -- ./backup.sh
   rjob start --name build -- 'sleep 1; echo built'
   rjob start -s s1 --name backup --bytes -- 'tar cz /etc'; rjob receive -s s1 backup --wait > etc.tgz
   rjob start --type thread --eval 'for (let i = 0; i < 3; i++) yield i'
@@ -63,12 +65,14 @@ in the State column (Failed (3)); on a terminal the table is cut to its width.
 Options:
   --children           also list the child jobs of the jobs shown (one per host of a fan-out)
   --state STATE        only jobs in that state (Running, Completed, Failed, Stopped, ...)
+  -l, --label TEXT     only jobs with that label (* and ? as wildcards)
   --json               print JSON instead of a table (exitCode for finished process jobs)
 ${COMMON}
 
 Examples:
   rjob get
   rjob get --state failed
+  rjob get --label 'nightly*'
   rjob get sys --children
   rjob get -s s1 --json
 `,

@@ -73,3 +73,36 @@ describe('start', () => {
     expect((await s.rjob('start', '--nmae', 'x', 'true')).code).toBe(ExitCode.Usage);
   });
 });
+
+describe('labels', () => {
+  it('shows a job label, filters by it, and keeps it across an agent restart', async () => {
+    await using s = await sandbox();
+    const started = await s.rjob('start', '--label', 'nightly backup', '--name', 'b1', 'true');
+    expect(started.stdout).toMatch(/^Id\s+Name\s+Type\s+State\s+HasMoreData\s+Location\s+Label\s+Command\n/);
+    expect(started.stdout).toMatch(/b1\s+BackgroundJob\s+\w+\s+\w+\s+localhost\s+nightly backup\s+true\n/);
+    await s.rjob('start', '-l', 'deploy', '--name', 'd1', 'true');
+    await s.rjob('start', '--name', 'plain', 'true');
+    await s.rjob('wait');
+
+    const byLabel = async (...filter: string[]): Promise<string[]> =>
+      (JSON.parse((await s.rjob('get', '--json', ...filter)).stdout) as JobJson[]).map((job) => job.name);
+    expect(await byLabel('--label', 'deploy')).toEqual(['d1']);
+    expect(await byLabel('--label', 'nightly*')).toEqual(['b1']);
+    expect(await byLabel('--label', 'nightly')).toEqual([]);
+    const all = JSON.parse((await s.rjob('get', '--json')).stdout) as JobJson[];
+    expect(all.map((job) => [job.name, job.label])).toEqual([
+      ['b1', 'nightly backup'],
+      ['d1', 'deploy'],
+      ['plain', undefined],
+    ]);
+
+    // The agent keeps a job's label with its definition in the job store.
+    expect((await s.rjob('agent', 'stop')).stdout).toContain('agent stopped');
+    expect(await byLabel('--label', 'deploy')).toEqual(['d1']);
+    const table = await s.rjob('get');
+    expect(table.stdout).toMatch(
+      /b1\s+BackgroundJob\s+Completed\s+\w+\s+localhost\s+nightly backup\s+true\n/,
+    );
+    expect(table.stdout).toMatch(/plain\s+BackgroundJob\s+Completed\s+\w+\s+localhost\s+true\n/);
+  });
+});

@@ -25,6 +25,7 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
   const { values, positionals, rest } = parseCommand(argv, {
     ...SESSION_OPTION,
     name: { type: 'string', short: 'n' },
+    label: { type: 'string', short: 'l' },
     type: { type: 'string', short: 't' },
     eval: { type: 'string', short: 'e' },
     file: { type: 'string', short: 'f' },
@@ -58,6 +59,8 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
     if (/^\d+$/.test(name)) throw usageError('a job name cannot be all digits (it would read as an id)');
     request.name = name;
   }
+  const label = str(values.label);
+  if (label !== undefined) request.label = label;
   // One key for this command: a start repeated after a take-over answers with the job it started.
   request.requestKey = randomUUID();
   return withContext(io, str(values['state-dir']), async (ctx) => {
@@ -128,9 +131,11 @@ export async function get(argv: readonly string[], io: CliIo): Promise<number> {
     children: { type: 'boolean' },
     json: { type: 'boolean' },
     state: { type: 'string' },
+    label: { type: 'string', short: 'l' },
   });
   if (values.help) return helpFor('get', io);
   const state = stateFlag(str(values.state));
+  const label = labelMatcher(str(values.label));
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const jobs = await onJobSession(ctx, str(values.session), async (session) => {
       const found = await findJobs(session, positionals);
@@ -140,7 +145,7 @@ export async function get(argv: readonly string[], io: CliIo): Promise<number> {
         childIds.length > 0 ? await session.jobs.get({ ids: childIds, includeChildren: true }) : [];
       return [...found, ...children];
     });
-    const shown = state ? jobs.filter((job) => job.state === state) : jobs;
+    const shown = jobs.filter((job) => (!state || job.state === state) && label(job));
     if (values.json) io.stdout.write(`${JSON.stringify(shown.map(jobJson), jsonReplacer)}\n`);
     else if (shown.length > 0) io.stdout.write(jobTable(shown, terminalWidth(io)));
     return ExitCode.Ok;
@@ -153,6 +158,17 @@ export function stateFlag(value: string | undefined, flag = '--state'): JobState
   const found = Object.values(JobState).find((state) => state.toLowerCase() === value.toLowerCase());
   if (!found) throw usageError(`${flag} is one of ${Object.values(JobState).join(', ')}, not ${value}`);
   return found;
+}
+
+/** `--label TEXT`: jobs whose label is TEXT (`*` and `?` as wildcards); none given: every job. */
+export function labelMatcher(text: string | undefined): (job: RemoteJobInfo) => boolean {
+  if (text === undefined) return () => true;
+  const escaped = text
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
+  const pattern = new RegExp(`^${escaped}$`, 's');
+  return (job) => job.label !== undefined && pattern.test(job.label);
 }
 
 /** A table for a terminal is cut to its width; piped output keeps every character. */

@@ -35,6 +35,7 @@ import {
   type WireSelector,
 } from '@rjob/core';
 import type { StoredJob } from '../store/job-store.js';
+import { type JobWork, rememberWork, storedWork, workOf } from './job-work.js';
 import { type RecordSource, SpooledRecords } from './record-source.js';
 import { restoredJobType } from './restored-job-type.js';
 import { resumeSecretMatches } from './secret.js';
@@ -204,6 +205,8 @@ export class AgentSession {
         });
         nextId = job.id + 1;
         if (job.id >= entry.id) {
+          const work = storedWork(entry.data);
+          if (work) rememberWork(job, work);
           await records.adopt(job, entry);
           break;
         }
@@ -331,7 +334,12 @@ export class AgentSession {
   }
 
   /** A job as it crosses the wire, with hasMoreData from where its records really are. */
-  readonly #info = (job: Job): JobInfo => toJobInfo(job, this.#records.hasMoreData(job));
+  readonly #info = (job: Job): JobInfo => {
+    const info = toJobInfo(job, this.#records.hasMoreData(job));
+    const label = workOf(job)?.label;
+    if (label !== undefined) info.label = label;
+    return info;
+  };
 
   info(): SessionInfo {
     const runningJobs = this.jobs.get().filter((job) => !job.finished).length;
@@ -626,8 +634,12 @@ export class AgentSession {
       request.definition,
       request.name === undefined ? {} : { name: request.name },
     );
+    const work: JobWork = { type: request.type ?? 'process', definition: request.definition };
+    if (request.label !== undefined) work.label = request.label;
+    rememberWork(job, work);
     try {
-      await this.#records.track(job, { type: request.type ?? 'process', definition: request.definition });
+      // The job store keeps this as the job's data: a restarted agent has the label and definition.
+      await this.#records.track(job, work);
     } catch (error) {
       // A job whose records have nowhere to go must not run unseen.
       await this.jobs.remove(job, { force: true }).catch(() => {});

@@ -20,6 +20,8 @@ export interface JobInfo {
   hasMoreData: boolean;
   location: string;
   command: string;
+  /** The user's free text for the job, given at start (`WorkRequest.label`). */
+  label?: string;
   beginTimeMs?: number;
   endTimeMs?: number;
   childIds: number[];
@@ -49,6 +51,8 @@ export interface WorkRequest {
   type?: string;
   definition: unknown;
   name?: string;
+  /** Free text shown with the job (JobInfo.label) and kept with it across agent restarts. */
+  label?: string;
   /**
    * Makes the start idempotent: a `job.start` with a key the agent saw recently for the same job
    * table answers with the job that key started instead of starting another (a request repeated
