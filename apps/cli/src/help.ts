@@ -18,6 +18,7 @@ Jobs (in the local agent, or in a session with -s):
   wait       wait for jobs to finish           rjob wait build --timeout 60
   stop       stop jobs                         rjob stop build
   remove     remove finished jobs              rjob remove build
+  clean      remove every finished job         rjob clean --older-than 1h
 
 Remoting:
   invoke     run a command on hosts            rjob invoke -c web1,web2 -- uptime
@@ -116,17 +117,35 @@ Example:
   rjob stop build
 `,
   remove: `Usage: rjob remove ID|NAME... [--force] [options]
+       rjob remove --state STATE [ID|NAME...] [options]
 
 Removes jobs and their records (Remove-Job). A job still running is refused (exit 6) unless --force,
 which stops it first.
 
 Options:
   --force              stop running jobs, then remove them
+  --state STATE        only the jobs in that state (of those named, or of all without a name)
 ${COMMON}
 
 Examples:
   rjob remove build
   rjob remove 3 --force
+  rjob remove --state Failed
+`,
+  clean: `Usage: rjob clean [--state STATE] [--older-than DURATION] [options]
+
+Removes finished jobs (Completed, Failed, Stopped) and their records; running jobs are never
+touched. Prints the jobs removed.
+
+Options:
+  --state STATE        only finished jobs in that state: Completed, Failed or Stopped
+  --older-than DUR     only jobs that ended at least this long ago (30 = 30 s; also 10m, 2h)
+  --json               print the removed jobs as JSON
+${COMMON}
+
+Examples:
+  rjob clean
+  rjob clean --state Completed --older-than 1h
 `,
   invoke: `Usage: rjob invoke -c HOST[,HOST...] [options] -- COMMAND...
 

@@ -106,3 +106,59 @@ describe('labels', () => {
     expect(table.stdout).toMatch(/plain\s+BackgroundJob\s+Completed\s+\w+\s+localhost\s+true\n/);
   });
 });
+
+describe('clean and remove --state', () => {
+  it('removes finished jobs by state and age, never running ones', async () => {
+    await using s = await sandbox();
+    await s.rjob('start', '-n', 'ok1', 'true');
+    await s.rjob('start', '-n', 'ok2', 'true');
+    await s.rjob('start', '-n', 'bad', 'exit 4');
+    await s.rjob('start', '-n', 'gone', 'sleep 60');
+    await s.rjob('stop', 'gone');
+    await s.rjob('wait', 'ok1', 'ok2', 'bad');
+    await s.rjob('start', '-n', 'busy', 'sleep 60');
+    const names = async (): Promise<string[]> =>
+      (JSON.parse((await s.rjob('get', '--json')).stdout) as JobJson[]).map((job) => job.name);
+
+    expect(await s.rjob('clean', '--state', 'Running')).toMatchObject({
+      code: ExitCode.Usage,
+      stderr: expect.stringMatching(/--state is Completed, Failed or Stopped, not Running \(ERR_USAGE\)/),
+    });
+    expect((await s.rjob('clean', '--older-than', 'soon')).code).toBe(ExitCode.Usage);
+    // Nothing ended an hour ago.
+    expect(await s.rjob('clean', '--older-than', '1h')).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(await names()).toEqual(['ok1', 'ok2', 'bad', 'gone', 'busy']);
+
+    const failed = await s.rjob('clean', '--state', 'failed');
+    expect(failed.stdout).toMatch(/bad\s+BackgroundJob\s+Failed \(4\)/);
+    expect(await names()).toEqual(['ok1', 'ok2', 'gone', 'busy']);
+
+    // remove --state: the jobs in that state, among the ones named or all.
+    expect((await s.rjob('remove', 'ok*', 'gone', '--state', 'Stopped')).code).toBe(0);
+    expect(await names()).toEqual(['ok1', 'ok2', 'busy']);
+    expect((await s.rjob('remove', '--state', 'Running')).code).toBe(ExitCode.Refused);
+
+    const rest = JSON.parse((await s.rjob('clean', '--older-than', '0s', '--json')).stdout) as JobJson[];
+    expect(rest.map((job) => job.name)).toEqual(['ok1', 'ok2']);
+    expect(await names()).toEqual(['busy']);
+    await s.rjob('remove', '--state', 'Running', '--force');
+    expect(await names()).toEqual([]);
+  });
+});
+
+describe('help and completion', () => {
+  it('documents the new verbs and options', async () => {
+    await using s = await sandbox();
+    const clean = await s.rjob('clean', '--help');
+    expect(clean.code).toBe(0);
+    expect(clean.stdout).toMatch(/Usage: rjob clean[\s\S]*--older-than[\s\S]*Examples:/);
+    expect((await s.rjob('remove', '--help')).stdout).toContain('--state STATE');
+    expect((await s.rjob('get', '--help')).stdout).toContain('--label TEXT');
+    expect((await s.rjob('start', '--help')).stdout).toContain('--label TEXT');
+    const bash = (await s.rjob('completion', 'bash')).stdout;
+    expect(bash).toMatch(/compgen -W "start get receive wait stop remove clean /);
+    expect(bash).toMatch(/clean\) COMPREPLY=\(\$\(compgen -W "--state --older-than/);
+    expect(bash).toMatch(/get\) COMPREPLY=.*--label/);
+    expect((await s.rjob('completion', 'zsh')).stdout).toMatch(/clean\) _arguments '--state/);
+  });
+});

@@ -1,7 +1,7 @@
 import { helpFor } from '../help.js';
 import { type CliIo, ExitCode, usageError } from '../io.js';
 
-const VERBS = 'start get receive wait stop remove invoke session enter agent completion';
+const VERBS = 'start get receive wait stop remove clean invoke session enter agent completion';
 
 const BASH = `# rjob bash completion: source <(rjob completion bash)
 _rjob() {
@@ -16,7 +16,8 @@ _rjob() {
     receive) COMPREPLY=($(compgen -W "--keep --wait --ndjson --session --help" -- "$cur")) ;;
     wait) COMPREPLY=($(compgen -W "--any --timeout --json --session --help" -- "$cur")) ;;
     stop) COMPREPLY=($(compgen -W "--session --help" -- "$cur")) ;;
-    remove) COMPREPLY=($(compgen -W "--force --session --help" -- "$cur")) ;;
+    remove) COMPREPLY=($(compgen -W "--force --state --session --help" -- "$cur")) ;;
+    clean) COMPREPLY=($(compgen -W "--state --older-than --json --session --help" -- "$cur")) ;;
     invoke) COMPREPLY=($(compgen -W "--computer --session --throttle --as-job --name --type --eval --no-prefix --bytes --disconnected --help" -- "$cur")) ;;
     session) COMPREPLY=($(compgen -W "new list connect disconnect receive remove --help" -- "$cur")) ;;
     agent) COMPREPLY=($(compgen -W "start stop status daemon --stdio --help" -- "$cur")) ;;
@@ -41,7 +42,8 @@ _rjob() {
     receive) _arguments '--keep' '--wait' '--ndjson' '--session[session]:session:' ;;
     wait) _arguments '--any' '--timeout[duration]:duration:' '--json' '--session[session]:session:' ;;
     stop) _arguments '--session[session]:session:' ;;
-    remove) _arguments '--force' '--session[session]:session:' ;;
+    remove) _arguments '--force' '--state[state]:state:(NotStarted Running Stopping Disconnected Completed Failed Stopped)' '--session[session]:session:' ;;
+    clean) _arguments '--state[state]:state:(Completed Failed Stopped)' '--older-than[duration]:duration:' '--json' '--session[session]:session:' ;;
     invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--throttle[hosts at once]:n:' '--as-job' '--name[job name]:name:' '--no-prefix' '--bytes' '--disconnected' '*:: :_normal' ;;
     session) _values 'session command' new list connect disconnect receive remove ;;
     agent) _values 'agent command' start stop status daemon ;;

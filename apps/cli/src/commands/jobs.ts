@@ -358,12 +358,20 @@ export async function stop(argv: readonly string[], io: CliIo): Promise<number> 
 }
 
 export async function remove(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(argv, { ...SESSION_OPTION, force: { type: 'boolean' } });
+  const { values, positionals } = parse(argv, {
+    ...SESSION_OPTION,
+    force: { type: 'boolean' },
+    state: { type: 'string' },
+  });
   if (values.help) return helpFor('remove', io);
-  requireSelectors(positionals, 'remove');
+  const state = stateFlag(str(values.state));
+  // `--state S` alone: every job in that state; with selectors, those of them in that state.
+  if (state === undefined) requireSelectors(positionals, 'remove');
   return withContext(io, str(values['state-dir']), async (ctx) =>
     onJobSession(ctx, str(values.session), async (session) => {
-      const jobs = await findJobs(session, positionals);
+      const found = await findJobs(session, positionals);
+      const jobs = state === undefined ? found : found.filter((job) => job.state === state);
+      if (jobs.length === 0) return ExitCode.Ok;
       const running = jobs.filter((job) => !isTerminal(job.state));
       if (running.length > 0 && !values.force) {
         throw new CliError(
@@ -376,6 +384,44 @@ export async function remove(argv: readonly string[], io: CliIo): Promise<number
         jobs.map((job) => job.id),
         { force: bool(values.force) },
       );
+      return ExitCode.Ok;
+    }),
+  );
+}
+
+/**
+ * `rjob clean`: removes finished jobs (Completed, Failed, Stopped) and their records, as a task
+ * queue's clean does; `--state` narrows to one finished state, `--older-than` to jobs that ended
+ * at least that long ago. Running jobs are never touched. Prints the jobs removed.
+ */
+export async function clean(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    ...SESSION_OPTION,
+    state: { type: 'string' },
+    'older-than': { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return helpFor('clean', io);
+  if (positionals.length > 0)
+    throw usageError(`unexpected argument ${positionals[0]}; use rjob remove for given jobs`);
+  const state = stateFlag(str(values.state));
+  if (state !== undefined && !isTerminal(state)) {
+    throw usageError(`clean removes finished jobs: --state is Completed, Failed or Stopped, not ${state}`);
+  }
+  const olderThan = str(values['older-than']);
+  const olderThanMs = olderThan === undefined ? undefined : durationMs(olderThan, '--older-than');
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const now = Date.now();
+      const jobs = (await session.jobs.get({})).filter(
+        (job) =>
+          isTerminal(job.state) &&
+          (state === undefined || job.state === state) &&
+          (olderThanMs === undefined || (job.endTimeMs !== undefined && now - job.endTimeMs >= olderThanMs)),
+      );
+      if (jobs.length > 0) await session.jobs.remove(jobs.map((job) => job.id));
+      if (values.json) io.stdout.write(`${JSON.stringify(jobs.map(jobJson), jsonReplacer)}\n`);
+      else if (jobs.length > 0) io.stdout.write(jobTable(jobs, terminalWidth(io)));
       return ExitCode.Ok;
     }),
   );
