@@ -86,12 +86,18 @@ job's reason is printed every time, and the exit code is 1.
 Options:
   -k, --keep           leave the records in the job
   -w, --wait           keep printing as records come, until the jobs finish
+  -F, --follow         as tail -f: everything so far and what comes until the jobs finish,
+                       consuming nothing (--wait --keep)
+  --tail N             only the last N records held now (consumes nothing; with --follow, then
+                       what comes)
+  --timestamps         each line starts with its record's time (ISO 8601, UTC)
   --ndjson             one JSON object per record on stdout
 ${COMMON}
 
 Examples:
   rjob receive build
   rjob receive 2 --keep
+  rjob receive build --tail 20 --follow --timestamps
   rjob receive -s s1 audit --keep --ndjson
 `,
   wait: `Usage: rjob wait ID|NAME... [options]

@@ -2,6 +2,8 @@
  * rjob issue 17: local jobs that do what pueue users expect, through the real CLI against the
  * local agent (a daemon the CLI starts in the sandbox's private state directory).
  */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
 import { sandbox } from './testing/sandbox.js';
@@ -146,6 +148,45 @@ describe('clean and remove --state', () => {
   });
 });
 
+describe('receive --follow, --tail, --timestamps', () => {
+  it('follows without consuming, shows the last records and their times', async () => {
+    await using s = await sandbox();
+    // The job (in the sandbox directory, as the caller's) waits for the test to create `go`.
+    await s.rjob(
+      'start',
+      '-n',
+      'w',
+      'echo one; echo two; while [ ! -e go ]; do sleep 0.05; done; echo three',
+    );
+    const following = s.rjob('receive', 'w', '--follow');
+    await writeFile(join(s.dir, 'go'), '');
+    expect(await following).toEqual({ code: 0, stdout: 'one\ntwo\nthree\n', stderr: '' });
+    // Nothing was consumed.
+    expect((await s.rjob('receive', 'w', '--keep')).stdout).toBe('one\ntwo\nthree\n');
+
+    expect(await s.rjob('receive', 'w', '--tail', '2')).toEqual({
+      code: 0,
+      stdout: 'two\nthree\n',
+      stderr: '',
+    });
+    // A follow after the tail goes on after it: no record twice.
+    expect((await s.rjob('receive', 'w', '--tail', '1', '--follow')).stdout).toBe('three\n');
+    expect((await s.rjob('receive', 'w', '--tail', '0')).code).toBe(ExitCode.Usage);
+
+    const stamped = await s.rjob('receive', 'w', '--keep', '--timestamps');
+    const lines = stamped.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(3);
+    for (const [i, word] of ['one', 'two', 'three'].entries()) {
+      const [time, text] = lines[i]!.split(' ');
+      expect(text).toBe(word);
+      expect(new Date(time!).toISOString()).toBe(time);
+    }
+    // The records are still all there for a consuming receive.
+    expect((await s.rjob('receive', 'w')).stdout).toBe('one\ntwo\nthree\n');
+    expect((await s.rjob('receive', 'w')).stdout).toBe('');
+  });
+});
+
 describe('help and completion', () => {
   it('documents the new verbs and options', async () => {
     await using s = await sandbox();
@@ -159,6 +200,8 @@ describe('help and completion', () => {
     expect(bash).toMatch(/compgen -W "start get receive wait stop remove clean /);
     expect(bash).toMatch(/clean\) COMPREPLY=\(\$\(compgen -W "--state --older-than/);
     expect(bash).toMatch(/get\) COMPREPLY=.*--label/);
+    expect(bash).toMatch(/receive\) COMPREPLY=.*--follow --tail --timestamps/);
+    expect((await s.rjob('receive', '--help')).stdout).toMatch(/--follow[\s\S]*--tail N[\s\S]*--timestamps/);
     expect((await s.rjob('completion', 'zsh')).stdout).toMatch(/clean\) _arguments '--state/);
   });
 });

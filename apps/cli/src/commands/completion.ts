@@ -13,7 +13,7 @@ _rjob() {
   case "$verb" in
     start) COMPREPLY=($(compgen -W "--name --label --type --eval --file --session --json --bytes --help" -- "$cur")) ;;
     get) COMPREPLY=($(compgen -W "--children --state --label --json --session --help" -- "$cur")) ;;
-    receive) COMPREPLY=($(compgen -W "--keep --wait --ndjson --session --help" -- "$cur")) ;;
+    receive) COMPREPLY=($(compgen -W "--keep --wait --follow --tail --timestamps --ndjson --session --help" -- "$cur")) ;;
     wait) COMPREPLY=($(compgen -W "--any --timeout --json --session --help" -- "$cur")) ;;
     stop) COMPREPLY=($(compgen -W "--session --help" -- "$cur")) ;;
     remove) COMPREPLY=($(compgen -W "--force --state --session --help" -- "$cur")) ;;
@@ -39,7 +39,7 @@ _rjob() {
   case $words[2] in
     start) _arguments '--name[job name]:name:' '--label[free text shown with the job]:label:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '--bytes' '*:: :_normal' ;;
     get) _arguments '--children' '--label[only jobs with this label]:label:' '--state[state]:state:(NotStarted Running Stopping Disconnected Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
-    receive) _arguments '--keep' '--wait' '--ndjson' '--session[session]:session:' ;;
+    receive) _arguments '--keep' '--wait' '--follow' '--tail[last N records]:n:' '--timestamps' '--ndjson' '--session[session]:session:' ;;
     wait) _arguments '--any' '--timeout[duration]:duration:' '--json' '--session[session]:session:' ;;
     stop) _arguments '--session[session]:session:' ;;
     remove) _arguments '--force' '--state[state]:state:(NotStarted Running Stopping Disconnected Completed Failed Stopped)' '--session[session]:session:' ;;

@@ -12,7 +12,7 @@ import {
   type Session,
   type WorkRequest,
 } from '@rjob/core';
-import { bool, durationMs, parse, parseCommand, selectors, str } from '../args.js';
+import { bool, durationMs, parse, parseCommand, positiveInt, selectors, str } from '../args.js';
 import { dataText, formatRecord, jobJson, jobTable, jsonReplacer, recordJson } from '../format.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
@@ -204,31 +204,68 @@ export async function receive(argv: readonly string[], io: CliIo): Promise<numbe
     ...SESSION_OPTION,
     keep: { type: 'boolean', short: 'k' },
     wait: { type: 'boolean', short: 'w' },
+    follow: { type: 'boolean', short: 'F' },
+    tail: { type: 'string' },
+    timestamps: { type: 'boolean' },
     ndjson: { type: 'boolean' },
   });
   if (values.help) return helpFor('receive', io);
   requireSelectors(positionals, 'receive');
-  const keep = bool(values.keep);
+  const tailFlag = str(values.tail);
+  const tail = tailFlag === undefined ? undefined : positiveInt(tailFlag, '--tail');
+  // `--follow` is `tail -f`: everything so far and what comes, until the jobs finish, consuming
+  // nothing (`--wait --keep`). `--tail N` reads without consuming as well.
+  const follow = bool(values.follow) || bool(values.wait);
+  const keep = bool(values.keep) || bool(values.follow) || tail !== undefined;
   // Children of the selected jobs (a fan-out's hosts): their records are the parent's output, and
   // each child's location (its host) tells whose line it is, as invoke's `[host] ` prefix does.
   let childIds = new Set<number>();
+  const stamp = (record: RemoteRecord): string =>
+    values.timestamps ? `${new Date(record.timeMs).toISOString()} ` : '';
   const format = (record: RemoteRecord): FormattedRecord | undefined =>
     values.ndjson
       ? { target: 'stdout', chunk: `${recordJson(record)}\n` }
-      : formatRecord(io, record, childIds.has(record.jobId) ? `[${record.location}] ` : '');
+      : formatRecord(
+          io,
+          record,
+          `${stamp(record)}${childIds.has(record.jobId) ? `[${record.location}] ` : ''}`,
+        );
   return withContext(io, str(values['state-dir']), async (ctx) =>
     onJobSession(ctx, str(values.session), async (session) => {
       const jobs = await findJobs(session, positionals);
       const ids = jobs.map((job) => job.id);
       childIds = new Set(jobs.flatMap((job) => job.childIds));
-      const { failedShown, stopped } = await streamRecords(io, session, ids, {
-        keep,
-        follow: bool(values.wait),
-        format,
-      });
-      // Like other Unix tools: a reader that went away (`| head`) ends the command quietly.
-      if (stopped === 'pipe') return ExitCode.BrokenPipe;
-      if (stopped === 'interrupt') return ExitCode.Interrupted;
+      const failedShown = new Set<number>();
+      // `--tail N`: the last N records held now; a follow then goes on after them.
+      const seen = new Map<number, number>();
+      const tailReasons = new Set<number>();
+      if (tail !== undefined) {
+        const held = await session.jobs.receive(ids, { keep: true });
+        for (const record of held) seen.set(record.jobId, Math.max(seen.get(record.jobId) ?? 0, record.seq));
+        for (const record of held.slice(-tail)) {
+          if (record.reason) {
+            failedShown.add(record.jobId);
+            tailReasons.add(record.jobId);
+          }
+          const printed = format(record);
+          if (printed) io[printed.target].write(printed.chunk);
+        }
+      }
+      if (tail === undefined || follow) {
+        const streamed = await streamRecords(io, session, ids, {
+          keep,
+          follow,
+          // A Failed job's reason comes last with every read: shown again unless the tail had it.
+          format: (record) =>
+            (record.reason ? tailReasons.has(record.jobId) : record.seq <= (seen.get(record.jobId) ?? -1))
+              ? undefined
+              : format(record),
+        });
+        for (const id of streamed.failedShown) failedShown.add(id);
+        // Like other Unix tools: a reader that went away (`| head`) ends the command quietly.
+        if (streamed.stopped === 'pipe') return ExitCode.BrokenPipe;
+        if (streamed.stopped === 'interrupt') return ExitCode.Interrupted;
+      }
       const after = await session.jobs.get({ ids, includeChildren: true });
       let failed = false;
       for (const job of after) {
