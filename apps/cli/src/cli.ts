@@ -15,6 +15,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   stop: async () => (await import('./commands/jobs.js')).stop,
   remove: async () => (await import('./commands/jobs.js')).remove,
   clean: async () => (await import('./commands/jobs.js')).clean,
+  restart: async () => (await import('./commands/jobs.js')).restart,
   invoke: async () => (await import('./commands/invoke.js')).invoke,
   session: async () => (await import('./commands/session.js')).session,
   enter: async () => (await import('./commands/enter.js')).enter,

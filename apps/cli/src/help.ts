@@ -19,6 +19,7 @@ Jobs (in the local agent, or in a session with -s):
   stop       stop jobs                         rjob stop build
   remove     remove finished jobs              rjob remove build
   clean      remove every finished job         rjob clean --older-than 1h
+  restart    run finished jobs again           rjob restart --all-failed
 
 Remoting:
   invoke     run a command on hosts            rjob invoke -c web1,web2 -- uptime
@@ -137,6 +138,22 @@ Examples:
   rjob remove build
   rjob remove 3 --force
   rjob remove --state Failed
+`,
+  restart: `Usage: rjob restart ID|NAME... [options]
+       rjob restart --all-failed [options]
+
+Runs finished jobs again, each as a new job with the same command, working directory, environment,
+name and label (the agent keeps a job's definition until it is removed). A job still running is
+refused (exit 6). Prints the new jobs.
+
+Options:
+  --all-failed         restart every Failed job
+  --json               print the new jobs as JSON
+${COMMON}
+
+Examples:
+  rjob restart build
+  rjob restart --all-failed
 `,
   clean: `Usage: rjob clean [--state STATE] [--older-than DURATION] [options]
 

@@ -106,6 +106,9 @@ describe('labels', () => {
       /b1\s+BackgroundJob\s+Completed\s+\w+\s+localhost\s+nightly backup\s+true\n/,
     );
     expect(table.stdout).toMatch(/plain\s+BackgroundJob\s+Completed\s+\w+\s+localhost\s+true\n/);
+    // The restored job's definition came back with it: it can run again, label and all.
+    const again = JSON.parse((await s.rjob('restart', 'd1', '--json')).stdout) as JobJson[];
+    expect(again.map((job) => [job.name, job.label, job.command])).toEqual([['d1', 'deploy', 'true']]);
   });
 });
 
@@ -187,9 +190,37 @@ describe('receive --follow, --tail, --timestamps', () => {
   });
 });
 
+describe('restart', () => {
+  it('runs a finished job again with its command, directory, environment and label', async () => {
+    await using s = await sandbox({ PUEUE_TEST_VAR: 'from-caller' });
+    await s.rjob('start', '-n', 'env', '-l', 'lbl', 'echo "$PUEUE_TEST_VAR $(pwd)"; exit 2');
+    await s.rjob('start', '-n', 'ok', 'true');
+    await s.rjob('start', '-n', 'busy', 'sleep 60');
+    await s.rjob('wait', 'env', 'ok');
+
+    expect((await s.rjob('restart', 'busy')).code).toBe(ExitCode.Refused);
+    expect((await s.rjob('restart')).code).toBe(ExitCode.Usage);
+    const again = JSON.parse((await s.rjob('restart', 'env', '--json')).stdout) as JobJson[];
+    expect(again.map((job) => [job.id, job.name, job.label])).toEqual([[4, 'env', 'lbl']]);
+    await s.rjob('wait', '4');
+    // Run where and with what the first one had: the definition the agent kept.
+    const out = await s.rjob('receive', '4');
+    expect(out.stdout).toBe(`from-caller ${s.dir}\n`);
+    expect(out.code).toBe(ExitCode.JobFailed);
+
+    const failed = JSON.parse((await s.rjob('restart', '--all-failed', '--json')).stdout) as JobJson[];
+    expect(failed.map((job) => [job.id, job.name])).toEqual([
+      [5, 'env'],
+      [6, 'env'],
+    ]);
+    await s.rjob('stop', 'busy');
+  });
+});
+
 describe('help and completion', () => {
   it('documents the new verbs and options', async () => {
     await using s = await sandbox();
+    expect((await s.rjob('restart', '--help')).stdout).toMatch(/Usage: rjob restart[\s\S]*--all-failed/);
     const clean = await s.rjob('clean', '--help');
     expect(clean.code).toBe(0);
     expect(clean.stdout).toMatch(/Usage: rjob clean[\s\S]*--older-than[\s\S]*Examples:/);
@@ -200,6 +231,7 @@ describe('help and completion', () => {
     expect(bash).toMatch(/compgen -W "start get receive wait stop remove clean /);
     expect(bash).toMatch(/clean\) COMPREPLY=\(\$\(compgen -W "--state --older-than/);
     expect(bash).toMatch(/get\) COMPREPLY=.*--label/);
+    expect(bash).toMatch(/restart\) COMPREPLY=.*--all-failed/);
     expect(bash).toMatch(/receive\) COMPREPLY=.*--follow --tail --timestamps/);
     expect((await s.rjob('receive', '--help')).stdout).toMatch(/--follow[\s\S]*--tail N[\s\S]*--timestamps/);
     expect((await s.rjob('completion', 'zsh')).stdout).toMatch(/clean\) _arguments '--state/);

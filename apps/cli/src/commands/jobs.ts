@@ -463,3 +463,37 @@ export async function clean(argv: readonly string[], io: CliIo): Promise<number>
     }),
   );
 }
+
+/**
+ * `rjob restart`: runs finished jobs again, each as a new job with the same command, working
+ * directory, environment, name and label (the agent keeps the definition); `--all-failed` takes
+ * every Failed job. Prints the new jobs.
+ */
+export async function restart(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    ...SESSION_OPTION,
+    'all-failed': { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return helpFor('restart', io);
+  const allFailed = bool(values['all-failed']);
+  if (!allFailed) requireSelectors(positionals, 'restart');
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const found = await findJobs(session, positionals);
+      const jobs = allFailed ? found.filter((job) => job.state === 'Failed') : found;
+      const running = jobs.find((job) => !isTerminal(job.state));
+      if (running) {
+        throw new CliError(
+          ExitCode.Refused,
+          'ERR_JOB_RUNNING',
+          `job ${running.id} (${running.name}) is ${running.state}; restart runs finished jobs again`,
+        );
+      }
+      const started = jobs.length > 0 ? await session.jobs.restart(jobs.map((job) => job.id)) : [];
+      if (values.json) io.stdout.write(`${JSON.stringify(started.map(jobJson), jsonReplacer)}\n`);
+      else if (started.length > 0) io.stdout.write(jobTable(started, terminalWidth(io)));
+      return ExitCode.Ok;
+    }),
+  );
+}

@@ -498,6 +498,8 @@ export class AgentSession {
             return infos.map((info) => ({ ...info, hasMoreData: false }));
           });
       }
+      case 'job.restart':
+        return this.#restart(params);
       case 'job.subscribe':
         return this.#subscribe(params, channel);
       case 'job.ack':
@@ -647,6 +649,40 @@ export class AgentSession {
     }
     this.#watchState(job);
     return job;
+  }
+
+  /** `job.restart`: each finished job's work started again as a new job (see rpc.ts). */
+  async #restart(params: unknown): Promise<JobInfo[]> {
+    const p = objectParams(params, 'job.restart');
+    const jobs = this.#select(wireSelector(p.selector));
+    // Every job is checked before any starts, so a refusal starts nothing.
+    for (const job of jobs) {
+      if (!job.finished) {
+        throw new RjobError(
+          ErrorCode.JobRunning,
+          `Job ${job.id} (${job.name}) is ${job.state}; it can be restarted once finished.`,
+          {
+            details: { id: job.id, state: job.state },
+          },
+        );
+      }
+      if (!workOf(job))
+        throw invalidParams(`Job ${job.id} (${job.name}) cannot be restarted: its definition is not kept.`, {
+          id: job.id,
+        });
+    }
+    const started: JobInfo[] = [];
+    for (const job of jobs) {
+      const work = workOf(job)!;
+      const request = {
+        type: work.type,
+        definition: work.definition,
+        name: job.name,
+        ...(work.label === undefined ? {} : { label: work.label }),
+      };
+      started.push(this.#info(await this.#startWork(request, 'job.restart')));
+    }
+    return started;
   }
 
   #watchState(job: Job): void {

@@ -161,6 +161,11 @@ export class RemoteJobManager {
     return infos.map((info) => this.#revive(info));
   }
 
+  /** Runs finished jobs again as new jobs with the same definition (`job.restart`). */
+  async restart(selector: WireSelector): Promise<RemoteJobInfo[]> {
+    return (await this.#session.request('job.restart', { selector })).map((info) => this.#revive(info));
+  }
+
   #revive(info: JobInfo): RemoteJobInfo {
     return reviveJobInfo(info, this.#session.computerName);
   }

@@ -145,6 +145,13 @@ export interface SessionMethods {
   'job.stop': { params: { selector: WireSelector }; result: JobInfo[] };
   'job.remove': { params: { selector: WireSelector; force?: boolean }; result: JobInfo[] };
   /**
+   * Runs finished jobs again, each as a new job with the same type, definition (command, working
+   * directory, environment), name and label. A job that is not finished is refused
+   * (ERR_JOB_RUNNING); one whose definition the agent does not hold (a group) is refused
+   * (ERR_INVALID_ARGUMENT). Returns the new jobs, in the order of the selected ones.
+   */
+  'job.restart': { params: { selector: WireSelector }; result: JobInfo[] };
+  /**
    * Streams a job's records as `job.record` events tagged with `subscriptionId` (consuming them
    * unless keep), then one `job.end` event. Resolves at once with the job's info. Used by
    * RemoteJob (AsJob) and `receive --wait`. A resumed session keeps its subscriptions.
