@@ -16,6 +16,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   remove: async () => (await import('./commands/jobs.js')).remove,
   clean: async () => (await import('./commands/jobs.js')).clean,
   restart: async () => (await import('./commands/jobs.js')).restart,
+  pause: async () => (await import('./commands/jobs.js')).pause,
+  resume: async () => (await import('./commands/jobs.js')).resume,
   invoke: async () => (await import('./commands/invoke.js')).invoke,
   session: async () => (await import('./commands/session.js')).session,
   enter: async () => (await import('./commands/enter.js')).enter,

@@ -20,6 +20,8 @@ Jobs (in the local agent, or in a session with -s):
   remove     remove finished jobs              rjob remove build
   clean      remove every finished job         rjob clean --older-than 1h
   restart    run finished jobs again           rjob restart --all-failed
+  pause      suspend jobs (SIGSTOP)            rjob pause build
+  resume     let suspended jobs go on          rjob resume build
 
 Remoting:
   invoke     run a command on hosts            rjob invoke -c web1,web2 -- uptime
@@ -138,6 +140,30 @@ Examples:
   rjob remove build
   rjob remove 3 --force
   rjob remove --state Failed
+`,
+  pause: `Usage: rjob pause ID|NAME... [options]
+
+Suspends running process jobs: their whole process group gets SIGSTOP, and the job shows
+Suspended until 'rjob resume'. A suspended job can still be stopped. Prints the jobs.
+
+Options:
+  --json               print the jobs as JSON
+${COMMON}
+
+Example:
+  rjob pause build
+`,
+  resume: `Usage: rjob resume ID|NAME... [options]
+
+Lets suspended jobs go on: their process group gets SIGCONT and they show Running again. Jobs
+that are not Suspended are left as they are. Prints the jobs.
+
+Options:
+  --json               print the jobs as JSON
+${COMMON}
+
+Example:
+  rjob resume build
 `,
   restart: `Usage: rjob restart ID|NAME... [options]
        rjob restart --all-failed [options]

@@ -2,11 +2,11 @@
  * rjob issue 17: local jobs that do what pueue users expect, through the real CLI against the
  * local agent (a daemon the CLI starts in the sandbox's private state directory).
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
-import { sandbox } from './testing/sandbox.js';
+import { type Sandbox, sandbox } from './testing/sandbox.js';
 
 interface JobJson {
   id: number;
@@ -217,6 +217,54 @@ describe('restart', () => {
   });
 });
 
+/** Until the job's process runs (a job is NotStarted for the moment its process is spawned). */
+async function running(s: Sandbox, name: string): Promise<void> {
+  for (;;) {
+    const [job] = JSON.parse((await s.rjob('get', name, '--json')).stdout) as JobJson[];
+    if (job!.state === 'Running') return;
+    expect(job!.state).toBe('NotStarted');
+    await new Promise((resolveLater) => setTimeout(resolveLater, 20));
+  }
+}
+
+describe('pause and resume', () => {
+  it('suspends a process job group, shows it Suspended, lets it go on, and still stops it', async () => {
+    await using s = await sandbox();
+    await s.rjob(
+      'start',
+      '-n',
+      'p',
+      'echo $$ > pid; while [ ! -e done ]; do sleep 0.05; done; echo finished',
+    );
+    await running(s, 'p');
+    // The job's shell: its state letter in /proc (T = stopped by a signal).
+    const procState = async (): Promise<string> => {
+      const pid = (await readFile(join(s.dir, 'pid'), 'utf8').catch(() => '')).trim();
+      if (!pid) return procState();
+      return (await readFile(`/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /s, '')[0]!;
+    };
+    const paused = await s.rjob('pause', 'p');
+    expect(paused.code).toBe(0);
+    expect(paused.stdout).toMatch(/p\s+BackgroundJob\s+Suspended\s/);
+    expect(await procState()).toBe('T');
+    expect((await s.rjob('get', '--state', 'suspended')).stdout).toMatch(/p\s+BackgroundJob\s+Suspended/);
+    // Only a Running job is paused.
+    const again = await s.rjob('pause', 'p');
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/cannot be suspended: it is Suspended/);
+    expect((await s.rjob('resume', 'p')).stdout).toMatch(/p\s+BackgroundJob\s+Running\s/);
+    expect(await procState()).not.toBe('T');
+    await writeFile(join(s.dir, 'done'), '');
+    expect((await s.rjob('wait', 'p')).stdout).toMatch(/Completed/);
+    expect((await s.rjob('receive', 'p')).stdout).toBe('finished\n');
+
+    await s.rjob('start', '-n', 'q', 'sleep 60');
+    await running(s, 'q');
+    expect((await s.rjob('pause', 'q')).code).toBe(0);
+    expect((await s.rjob('stop', 'q')).stdout).toMatch(/q\s+BackgroundJob\s+Stopped/);
+  });
+});
+
 describe('help and completion', () => {
   it('documents the new verbs and options', async () => {
     await using s = await sandbox();
@@ -232,6 +280,11 @@ describe('help and completion', () => {
     expect(bash).toMatch(/clean\) COMPREPLY=\(\$\(compgen -W "--state --older-than/);
     expect(bash).toMatch(/get\) COMPREPLY=.*--label/);
     expect(bash).toMatch(/restart\) COMPREPLY=.*--all-failed/);
+    expect(bash).toMatch(/pause\|resume\) COMPREPLY=/);
+    expect((await s.rjob('pause', '--help')).stdout).toMatch(
+      /Usage: rjob pause[\s\S]*SIGSTOP[\s\S]*Example:/,
+    );
+    expect((await s.rjob('resume', '--help')).stdout).toMatch(/Usage: rjob resume[\s\S]*SIGCONT/);
     expect(bash).toMatch(/receive\) COMPREPLY=.*--follow --tail --timestamps/);
     expect((await s.rjob('receive', '--help')).stdout).toMatch(/--follow[\s\S]*--tail N[\s\S]*--timestamps/);
     expect((await s.rjob('completion', 'zsh')).stdout).toMatch(/clean\) _arguments '--state/);

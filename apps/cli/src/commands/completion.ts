@@ -1,7 +1,8 @@
 import { helpFor } from '../help.js';
 import { type CliIo, ExitCode, usageError } from '../io.js';
 
-const VERBS = 'start get receive wait stop remove clean restart invoke session enter agent completion';
+const VERBS =
+  'start get receive wait stop remove clean restart pause resume invoke session enter agent completion';
 
 const BASH = `# rjob bash completion: source <(rjob completion bash)
 _rjob() {
@@ -17,6 +18,7 @@ _rjob() {
     wait) COMPREPLY=($(compgen -W "--any --timeout --json --session --help" -- "$cur")) ;;
     stop) COMPREPLY=($(compgen -W "--session --help" -- "$cur")) ;;
     remove) COMPREPLY=($(compgen -W "--force --state --session --help" -- "$cur")) ;;
+    pause|resume) COMPREPLY=($(compgen -W "--json --session --help" -- "$cur")) ;;
     restart) COMPREPLY=($(compgen -W "--all-failed --json --session --help" -- "$cur")) ;;
     clean) COMPREPLY=($(compgen -W "--state --older-than --json --session --help" -- "$cur")) ;;
     invoke) COMPREPLY=($(compgen -W "--computer --session --throttle --as-job --name --type --eval --no-prefix --bytes --disconnected --help" -- "$cur")) ;;
@@ -39,11 +41,12 @@ _rjob() {
   fi
   case $words[2] in
     start) _arguments '--name[job name]:name:' '--label[free text shown with the job]:label:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '--bytes' '*:: :_normal' ;;
-    get) _arguments '--children' '--label[only jobs with this label]:label:' '--state[state]:state:(NotStarted Running Stopping Disconnected Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
+    get) _arguments '--children' '--label[only jobs with this label]:label:' '--state[state]:state:(NotStarted Running Stopping Suspended Disconnected Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
     receive) _arguments '--keep' '--wait' '--follow' '--tail[last N records]:n:' '--timestamps' '--ndjson' '--session[session]:session:' ;;
     wait) _arguments '--any' '--timeout[duration]:duration:' '--json' '--session[session]:session:' ;;
     stop) _arguments '--session[session]:session:' ;;
-    remove) _arguments '--force' '--state[state]:state:(NotStarted Running Stopping Disconnected Completed Failed Stopped)' '--session[session]:session:' ;;
+    remove) _arguments '--force' '--state[state]:state:(NotStarted Running Stopping Suspended Disconnected Completed Failed Stopped)' '--session[session]:session:' ;;
+    pause|resume) _arguments '--json' '--session[session]:session:' ;;
     restart) _arguments '--all-failed' '--json' '--session[session]:session:' ;;
     clean) _arguments '--state[state]:state:(Completed Failed Stopped)' '--older-than[duration]:duration:' '--json' '--session[session]:session:' ;;
     invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--throttle[hosts at once]:n:' '--as-job' '--name[job name]:name:' '--no-prefix' '--bytes' '--disconnected' '*:: :_normal' ;;

@@ -497,3 +497,31 @@ export async function restart(argv: readonly string[], io: CliIo): Promise<numbe
     }),
   );
 }
+
+/** `rjob pause` / `rjob resume`: SIGSTOP / SIGCONT to the jobs' process groups. Prints the jobs. */
+export async function pause(argv: readonly string[], io: CliIo): Promise<number> {
+  return suspendOrResume('pause', argv, io);
+}
+
+export async function resume(argv: readonly string[], io: CliIo): Promise<number> {
+  return suspendOrResume('resume', argv, io);
+}
+
+async function suspendOrResume(
+  verb: 'pause' | 'resume',
+  argv: readonly string[],
+  io: CliIo,
+): Promise<number> {
+  const { values, positionals } = parse(argv, { ...SESSION_OPTION, json: { type: 'boolean' } });
+  if (values.help) return helpFor(verb, io);
+  requireSelectors(positionals, verb);
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const ids = (await findJobs(session, positionals)).map((job) => job.id);
+      const jobs = verb === 'pause' ? await session.jobs.suspend(ids) : await session.jobs.resume(ids);
+      if (values.json) io.stdout.write(`${JSON.stringify(jobs.map(jobJson), jsonReplacer)}\n`);
+      else io.stdout.write(jobTable(jobs, terminalWidth(io)));
+      return ExitCode.Ok;
+    }),
+  );
+}

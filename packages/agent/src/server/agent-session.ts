@@ -500,6 +500,14 @@ export class AgentSession {
       }
       case 'job.restart':
         return this.#restart(params);
+      case 'job.suspend': {
+        const p = objectParams(params, method);
+        return this.jobs.suspend(this.#select(wireSelector(p.selector))).map(this.#info);
+      }
+      case 'job.resume': {
+        const p = objectParams(params, method);
+        return this.jobs.continueJobs(this.#select(wireSelector(p.selector))).map(this.#info);
+      }
       case 'job.subscribe':
         return this.#subscribe(params, channel);
       case 'job.ack':

@@ -151,6 +151,10 @@ export interface SessionMethods {
    * (ERR_INVALID_ARGUMENT). Returns the new jobs, in the order of the selected ones.
    */
   'job.restart': { params: { selector: WireSelector }; result: JobInfo[] };
+  /** Suspends running process jobs (SIGSTOP to the process group): they show Suspended. */
+  'job.suspend': { params: { selector: WireSelector }; result: JobInfo[] };
+  /** Lets Suspended jobs go on (SIGCONT): Running again. */
+  'job.resume': { params: { selector: WireSelector }; result: JobInfo[] };
   /**
    * Streams a job's records as `job.record` events tagged with `subscriptionId` (consuming them
    * unless keep), then one `job.end` event. Resolves at once with the job's info. Used by
