@@ -41,6 +41,34 @@ export function parse<const O extends OptionSpec>(
   }
 }
 
+/**
+ * {@link parse} for verbs that run a command (`rjob start`): the first word that is not one of the
+ * verb's own options (or an option's value) starts the command, as if `--` stood before it, so
+ * `rjob start sleep 5` and `rjob start -n b make -j4` need no `--`. An explicit `--` still works.
+ */
+export function parseCommand<const O extends OptionSpec>(
+  argv: readonly string[],
+  options: O,
+): ReturnType<typeof parse<O>> {
+  const all: OptionSpec = { ...COMMON_OPTIONS, ...options };
+  const takesValue = (token: string): boolean => {
+    if (token.startsWith('--')) return !token.includes('=') && all[token.slice(2)]?.type === 'string';
+    // `-n NAME`; `-nNAME` carries its value.
+    if (token.length !== 2) return false;
+    return Object.values(all).some((spec) => spec.short === token[1] && spec.type === 'string');
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const token = argv[i]!;
+    if (token === '--') break;
+    if (token.startsWith('-') && token !== '-') {
+      if (takesValue(token)) i++;
+      continue;
+    }
+    return parse([...argv.slice(0, i), '--', ...argv.slice(i)], options);
+  }
+  return parse(argv, options);
+}
+
 export function str(value: unknown): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }

@@ -21,20 +21,50 @@ const pwshBool = (value: boolean): string => (value ? 'True' : 'False');
 /** One line per command, so a table row never wraps into the next. */
 const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, '; ');
 
+/**
+ * The State column: a failed process job's exit code or signal in brackets (`Failed (3)`,
+ * `Failed (SIGKILL)`), as a shell user looks for it.
+ */
+export function stateText(job: RemoteJobInfo): string {
+  const reason = job.reason;
+  if (job.state !== 'Failed' || !reason) return job.state;
+  if (reason.exitCode !== undefined) return `${job.state} (${reason.exitCode})`;
+  if (reason.signal !== undefined) return `${job.state} (${reason.signal})`;
+  return job.state;
+}
+
 export function jobRow(job: RemoteJobInfo): string[] {
   return [
     String(job.id),
     job.name,
     job.type,
-    job.state,
+    stateText(job),
     pwshBool(job.hasMoreData),
     job.location,
     oneLine(job.command),
   ];
 }
 
-export function jobTable(jobs: readonly RemoteJobInfo[]): string {
-  return table(JOB_COLUMNS, jobs.map(jobRow));
+/**
+ * The jobs as a table. `columns` (a terminal's width): each line is cut to it, so a long command
+ * ends in `…` instead of wrapping (the Command column is last).
+ */
+export function jobTable(jobs: readonly RemoteJobInfo[], options: { columns?: number } = {}): string {
+  // A Label column only when a job has one (`rjob start --label`), just before Command.
+  const labelled = jobs.some((job) => job.label !== undefined);
+  const headers = labelled ? [...JOB_COLUMNS.slice(0, -1), 'Label', 'Command'] : JOB_COLUMNS;
+  const rows = jobs.map((job) => {
+    const row = jobRow(job);
+    if (labelled) row.splice(row.length - 1, 0, oneLine(job.label ?? ''));
+    return row;
+  });
+  const text = table(headers, rows);
+  const { columns } = options;
+  if (columns === undefined || columns < 20) return text;
+  return text
+    .split('\n')
+    .map((line) => (line.length > columns ? `${line.slice(0, columns - 1)}…` : line))
+    .join('\n');
 }
 
 export interface SessionRow {
@@ -153,9 +183,11 @@ export function jsonReplacer(_key: string, value: unknown): unknown {
 /** A job for `--json`: its reason as code and message, with the exit code, signal or timeout it names. */
 export function jobJson(job: RemoteJobInfo): unknown {
   const { reason, ...rest } = job;
-  if (!reason) return rest;
+  if (!reason)
+    return job.type === 'BackgroundJob' && job.state === 'Completed' ? { ...rest, exitCode: 0 } : rest;
   return {
     ...rest,
+    ...(reason.exitCode === undefined ? {} : { exitCode: reason.exitCode }),
     reason: {
       message: reason.message,
       code: reason.code,

@@ -18,6 +18,10 @@ Jobs (in the local agent, or in a session with -s):
   wait       wait for jobs to finish           rjob wait build --timeout 60
   stop       stop jobs                         rjob stop build
   remove     remove finished jobs              rjob remove build
+  clean      remove every finished job         rjob clean --older-than 1h
+  restart    run finished jobs again           rjob restart --all-failed
+  pause      suspend jobs (SIGSTOP)            rjob pause build
+  resume     let suspended jobs go on          rjob resume build
 
 Remoting:
   invoke     run a command on hosts            rjob invoke -c web1,web2 -- uptime
@@ -31,15 +35,17 @@ Other:
 Run 'rjob <command> --help' for a command's options. Exit codes and more: docs/cli.md in the
 rjob package, or https://github.com/rjob/rjob/blob/main/docs/cli.md
 `,
-  start: `Usage: rjob start [options] -- COMMAND...
+  start: `Usage: rjob start [options] [--] COMMAND...
        rjob start --type thread --eval JS [-- ARGS...]
        rjob start --file PROGRAM [-- ARGS...]
 
 Starts a job and prints it. Local jobs run in the local agent (started on first use), so they
-outlive this shell; 'rjob agent stop' ends them.
+outlive this shell; 'rjob agent stop' ends them. The first word that is not one of start's own
+options begins the command, so '--' is needed only before a command that begins with '-'.
 
 Options:
   -n, --name NAME      name the job (names are how later verbs find it)
+  -l, --label TEXT     free text shown with the job (get's Label column; get --label filters)
   -t, --type TYPE      process (default: a child process) or thread (a worker thread in the agent)
   -e, --eval JS        the body of an async generator; yielded values become output records
   -f, --file PROGRAM   run a program with the arguments after --, no shell involved
@@ -48,6 +54,8 @@ Options:
 ${COMMON}
 
 Examples:
+  rjob start sleep 5
+  rjob start --label 'nightly backup' -- ./backup.sh
   rjob start --name build -- 'sleep 1; echo built'
   rjob start -s s1 --name backup --bytes -- 'tar cz /etc'; rjob receive -s s1 backup --wait > etc.tgz
   rjob start --type thread --eval 'for (let i = 0; i < 3; i++) yield i'
@@ -55,16 +63,20 @@ Examples:
 `,
   get: `Usage: rjob get [ID|NAME...] [options]
 
-Lists jobs (Get-Job). Names accept * and ? wildcards.
+Lists jobs (Get-Job). Names accept * and ? wildcards. A failed process job shows its exit code
+in the State column (Failed (3)); on a terminal the table is cut to its width.
 
 Options:
   --children           also list the child jobs of the jobs shown (one per host of a fan-out)
-  --state STATE        only jobs in that state (Running, Completed, Failed, ...)
-  --json               print JSON instead of a table
+  --state STATE        only jobs in that state (Running, Completed, Failed, Stopped, ...)
+  -l, --label TEXT     only jobs with that label (* and ? as wildcards)
+  --json               print JSON instead of a table (exitCode for finished process jobs)
 ${COMMON}
 
 Examples:
   rjob get
+  rjob get --state failed
+  rjob get --label 'nightly*'
   rjob get sys --children
   rjob get -s s1 --json
 `,
@@ -77,12 +89,18 @@ job's reason is printed every time, and the exit code is 1.
 Options:
   -k, --keep           leave the records in the job
   -w, --wait           keep printing as records come, until the jobs finish
+  -F, --follow         as tail -f: everything so far and what comes until the jobs finish,
+                       consuming nothing (--wait --keep)
+  --tail N             only the last N records held now (consumes nothing; with --follow, then
+                       what comes)
+  --timestamps         each line starts with its record's time (ISO 8601, UTC)
   --ndjson             one JSON object per record on stdout
 ${COMMON}
 
 Examples:
   rjob receive build
   rjob receive 2 --keep
+  rjob receive build --tail 20 --follow --timestamps
   rjob receive -s s1 audit --keep --ndjson
 `,
   wait: `Usage: rjob wait ID|NAME... [options]
@@ -108,17 +126,75 @@ Example:
   rjob stop build
 `,
   remove: `Usage: rjob remove ID|NAME... [--force] [options]
+       rjob remove --state STATE [ID|NAME...] [options]
 
 Removes jobs and their records (Remove-Job). A job still running is refused (exit 6) unless --force,
 which stops it first.
 
 Options:
   --force              stop running jobs, then remove them
+  --state STATE        only the jobs in that state (of those named, or of all without a name)
 ${COMMON}
 
 Examples:
   rjob remove build
   rjob remove 3 --force
+  rjob remove --state Failed
+`,
+  pause: `Usage: rjob pause ID|NAME... [options]
+
+Suspends running process jobs: their whole process group gets SIGSTOP, and the job shows
+Suspended until 'rjob resume'. A suspended job can still be stopped. Prints the jobs.
+
+Options:
+  --json               print the jobs as JSON
+${COMMON}
+
+Example:
+  rjob pause build
+`,
+  resume: `Usage: rjob resume ID|NAME... [options]
+
+Lets suspended jobs go on: their process group gets SIGCONT and they show Running again. Jobs
+that are not Suspended are left as they are. Prints the jobs.
+
+Options:
+  --json               print the jobs as JSON
+${COMMON}
+
+Example:
+  rjob resume build
+`,
+  restart: `Usage: rjob restart ID|NAME... [options]
+       rjob restart --all-failed [options]
+
+Runs finished jobs again, each as a new job with the same command, working directory, environment,
+name and label (the agent keeps a job's definition until it is removed). A job still running is
+refused (exit 6). Prints the new jobs.
+
+Options:
+  --all-failed         restart every Failed job
+  --json               print the new jobs as JSON
+${COMMON}
+
+Examples:
+  rjob restart build
+  rjob restart --all-failed
+`,
+  clean: `Usage: rjob clean [--state STATE] [--older-than DURATION] [options]
+
+Removes finished jobs (Completed, Failed, Stopped) and their records; running jobs are never
+touched. Prints the jobs removed.
+
+Options:
+  --state STATE        only finished jobs in that state: Completed, Failed or Stopped
+  --older-than DUR     only jobs that ended at least this long ago (30 = 30 s; also 10m, 2h)
+  --json               print the removed jobs as JSON
+${COMMON}
+
+Examples:
+  rjob clean
+  rjob clean --state Completed --older-than 1h
 `,
   invoke: `Usage: rjob invoke -c HOST[,HOST...] [options] -- COMMAND...
 

@@ -41,6 +41,8 @@ export function superviseChild(
     if (stopping) return;
     stopping = true;
     signalGroup(pgid, 'SIGTERM');
+    // A suspended group takes SIGTERM only once it runs again.
+    signalGroup(pgid, 'SIGCONT');
     killTimer = setTimeout(() => {
       signalGroup(pgid, 'SIGKILL');
       output.drain();
@@ -84,7 +86,13 @@ export function superviseChild(
     return reason ? { state: 'Failed', reason } : undefined;
   }
 
-  return { stop: end, pause: output.pause, resume: output.resume };
+  return {
+    stop: end,
+    pause: output.pause,
+    resume: output.resume,
+    suspend: () => signalGroup(pgid, 'SIGSTOP'),
+    continue: () => signalGroup(pgid, 'SIGCONT'),
+  };
 }
 
 /** Completed for exit code 0, otherwise Failed with the code or the signal in the reason. */

@@ -1,7 +1,8 @@
 import { helpFor } from '../help.js';
 import { type CliIo, ExitCode, usageError } from '../io.js';
 
-const VERBS = 'start get receive wait stop remove invoke session enter agent completion';
+const VERBS =
+  'start get receive wait stop remove clean restart pause resume invoke session enter agent completion';
 
 const BASH = `# rjob bash completion: source <(rjob completion bash)
 _rjob() {
@@ -11,12 +12,15 @@ _rjob() {
     return
   fi
   case "$verb" in
-    start) COMPREPLY=($(compgen -W "--name --type --eval --file --session --json --bytes --help" -- "$cur")) ;;
-    get) COMPREPLY=($(compgen -W "--children --state --json --session --help" -- "$cur")) ;;
-    receive) COMPREPLY=($(compgen -W "--keep --wait --ndjson --session --help" -- "$cur")) ;;
+    start) COMPREPLY=($(compgen -W "--name --label --type --eval --file --session --json --bytes --help" -- "$cur")) ;;
+    get) COMPREPLY=($(compgen -W "--children --state --label --json --session --help" -- "$cur")) ;;
+    receive) COMPREPLY=($(compgen -W "--keep --wait --follow --tail --timestamps --ndjson --session --help" -- "$cur")) ;;
     wait) COMPREPLY=($(compgen -W "--any --timeout --json --session --help" -- "$cur")) ;;
     stop) COMPREPLY=($(compgen -W "--session --help" -- "$cur")) ;;
-    remove) COMPREPLY=($(compgen -W "--force --session --help" -- "$cur")) ;;
+    remove) COMPREPLY=($(compgen -W "--force --state --session --help" -- "$cur")) ;;
+    pause|resume) COMPREPLY=($(compgen -W "--json --session --help" -- "$cur")) ;;
+    restart) COMPREPLY=($(compgen -W "--all-failed --json --session --help" -- "$cur")) ;;
+    clean) COMPREPLY=($(compgen -W "--state --older-than --json --session --help" -- "$cur")) ;;
     invoke) COMPREPLY=($(compgen -W "--computer --session --limit --throttle --timeout --connect-timeout --out-dir --as-job --name --type --eval --no-prefix --bytes --disconnected --help" -- "$cur")) ;;
     session) COMPREPLY=($(compgen -W "new list connect disconnect receive remove --help" -- "$cur")) ;;
     agent) COMPREPLY=($(compgen -W "start stop status daemon --stdio --help" -- "$cur")) ;;
@@ -36,12 +40,15 @@ _rjob() {
     return
   fi
   case $words[2] in
-    start) _arguments '--name[job name]:name:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '--bytes' '*:: :_normal' ;;
-    get) _arguments '--children' '--state[state]:state:(Running Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
-    receive) _arguments '--keep' '--wait' '--ndjson' '--session[session]:session:' ;;
+    start) _arguments '--name[job name]:name:' '--label[free text shown with the job]:label:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '--bytes' '*:: :_normal' ;;
+    get) _arguments '--children' '--label[only jobs with this label]:label:' '--state[state]:state:(NotStarted Running Stopping Suspended Disconnected Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
+    receive) _arguments '--keep' '--wait' '--follow' '--tail[last N records]:n:' '--timestamps' '--ndjson' '--session[session]:session:' ;;
     wait) _arguments '--any' '--timeout[duration]:duration:' '--json' '--session[session]:session:' ;;
     stop) _arguments '--session[session]:session:' ;;
-    remove) _arguments '--force' '--session[session]:session:' ;;
+    remove) _arguments '--force' '--state[state]:state:(NotStarted Running Stopping Suspended Disconnected Completed Failed Stopped)' '--session[session]:session:' ;;
+    pause|resume) _arguments '--json' '--session[session]:session:' ;;
+    restart) _arguments '--all-failed' '--json' '--session[session]:session:' ;;
+    clean) _arguments '--state[state]:state:(Completed Failed Stopped)' '--older-than[duration]:duration:' '--json' '--session[session]:session:' ;;
     invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--limit[host pattern]:pattern:' '--throttle[hosts at once]:n:' '--timeout[command time limit per host]:duration:' '--connect-timeout[time to reach a host]:duration:' '--out-dir[per-host output files]:dir:_files -/' '--as-job' '--name[job name]:name:' '--no-prefix' '--bytes' '--disconnected' '*:: :_normal' ;;
     session) _values 'session command' new list connect disconnect receive remove ;;
     agent) _values 'agent command' start stop status daemon ;;

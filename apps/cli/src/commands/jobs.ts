@@ -6,12 +6,13 @@ import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import {
   isTerminal,
+  JobState,
   type RemoteJobInfo,
   type RemoteRecord,
   type Session,
   type WorkRequest,
 } from '@rjob/core';
-import { bool, durationMs, parse, selectors, str } from '../args.js';
+import { bool, durationMs, parse, parseCommand, positiveInt, selectors, str } from '../args.js';
 import { dataText, formatRecord, jobJson, jobTable, jsonReplacer, recordJson } from '../format.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
@@ -21,9 +22,10 @@ import { onJobSession, withContext } from '../run-command.js';
 const SESSION_OPTION = { session: { type: 'string', short: 's' } } as const;
 
 export async function start(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals, rest } = parse(argv, {
+  const { values, positionals, rest } = parseCommand(argv, {
     ...SESSION_OPTION,
     name: { type: 'string', short: 'n' },
+    label: { type: 'string', short: 'l' },
     type: { type: 'string', short: 't' },
     eval: { type: 'string', short: 'e' },
     file: { type: 'string', short: 'f' },
@@ -57,6 +59,8 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
     if (/^\d+$/.test(name)) throw usageError('a job name cannot be all digits (it would read as an id)');
     request.name = name;
   }
+  const label = str(values.label);
+  if (label !== undefined) request.label = label;
   // One key for this command: a start repeated after a take-over answers with the job it started.
   request.requestKey = randomUUID();
   return withContext(io, str(values['state-dir']), async (ctx) => {
@@ -127,8 +131,11 @@ export async function get(argv: readonly string[], io: CliIo): Promise<number> {
     children: { type: 'boolean' },
     json: { type: 'boolean' },
     state: { type: 'string' },
+    label: { type: 'string', short: 'l' },
   });
   if (values.help) return helpFor('get', io);
+  const state = stateFlag(str(values.state));
+  const label = labelMatcher(str(values.label));
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const jobs = await onJobSession(ctx, str(values.session), async (session) => {
       const found = await findJobs(session, positionals);
@@ -138,12 +145,36 @@ export async function get(argv: readonly string[], io: CliIo): Promise<number> {
         childIds.length > 0 ? await session.jobs.get({ ids: childIds, includeChildren: true }) : [];
       return [...found, ...children];
     });
-    const state = str(values.state);
-    const shown = state ? jobs.filter((job) => job.state.toLowerCase() === state.toLowerCase()) : jobs;
+    const shown = jobs.filter((job) => (!state || job.state === state) && label(job));
     if (values.json) io.stdout.write(`${JSON.stringify(shown.map(jobJson), jsonReplacer)}\n`);
-    else if (shown.length > 0) io.stdout.write(jobTable(shown));
+    else if (shown.length > 0) io.stdout.write(jobTable(shown, terminalWidth(io)));
     return ExitCode.Ok;
   });
+}
+
+/** `--state` as typed (any case) checked against the job states, or a usage error. */
+export function stateFlag(value: string | undefined, flag = '--state'): JobState | undefined {
+  if (value === undefined) return undefined;
+  const found = Object.values(JobState).find((state) => state.toLowerCase() === value.toLowerCase());
+  if (!found) throw usageError(`${flag} is one of ${Object.values(JobState).join(', ')}, not ${value}`);
+  return found;
+}
+
+/** `--label TEXT`: jobs whose label is TEXT (`*` and `?` as wildcards); none given: every job. */
+export function labelMatcher(text: string | undefined): (job: RemoteJobInfo) => boolean {
+  if (text === undefined) return () => true;
+  const escaped = text
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
+  const pattern = new RegExp(`^${escaped}$`, 's');
+  return (job) => job.label !== undefined && pattern.test(job.label);
+}
+
+/** A table for a terminal is cut to its width; piped output keeps every character. */
+function terminalWidth(io: CliIo): { columns?: number } {
+  const stdout = io.stdout as CliIo['stdout'] & { columns?: number };
+  return stdout.isTTY && typeof stdout.columns === 'number' ? { columns: stdout.columns } : {};
 }
 
 /** Jobs named by ids or names (wildcards allowed); every literal one must exist. No selector: all. */
@@ -173,31 +204,68 @@ export async function receive(argv: readonly string[], io: CliIo): Promise<numbe
     ...SESSION_OPTION,
     keep: { type: 'boolean', short: 'k' },
     wait: { type: 'boolean', short: 'w' },
+    follow: { type: 'boolean', short: 'F' },
+    tail: { type: 'string' },
+    timestamps: { type: 'boolean' },
     ndjson: { type: 'boolean' },
   });
   if (values.help) return helpFor('receive', io);
   requireSelectors(positionals, 'receive');
-  const keep = bool(values.keep);
+  const tailFlag = str(values.tail);
+  const tail = tailFlag === undefined ? undefined : positiveInt(tailFlag, '--tail');
+  // `--follow` is `tail -f`: everything so far and what comes, until the jobs finish, consuming
+  // nothing (`--wait --keep`). `--tail N` reads without consuming as well.
+  const follow = bool(values.follow) || bool(values.wait);
+  const keep = bool(values.keep) || bool(values.follow) || tail !== undefined;
   // Children of the selected jobs (a fan-out's hosts): their records are the parent's output, and
   // each child's location (its host) tells whose line it is, as invoke's `[host] ` prefix does.
   let childIds = new Set<number>();
+  const stamp = (record: RemoteRecord): string =>
+    values.timestamps ? `${new Date(record.timeMs).toISOString()} ` : '';
   const format = (record: RemoteRecord): FormattedRecord | undefined =>
     values.ndjson
       ? { target: 'stdout', chunk: `${recordJson(record)}\n` }
-      : formatRecord(io, record, childIds.has(record.jobId) ? `[${record.location}] ` : '');
+      : formatRecord(
+          io,
+          record,
+          `${stamp(record)}${childIds.has(record.jobId) ? `[${record.location}] ` : ''}`,
+        );
   return withContext(io, str(values['state-dir']), async (ctx) =>
     onJobSession(ctx, str(values.session), async (session) => {
       const jobs = await findJobs(session, positionals);
       const ids = jobs.map((job) => job.id);
       childIds = new Set(jobs.flatMap((job) => job.childIds));
-      const { failedShown, stopped } = await streamRecords(io, session, ids, {
-        keep,
-        follow: bool(values.wait),
-        format,
-      });
-      // Like other Unix tools: a reader that went away (`| head`) ends the command quietly.
-      if (stopped === 'pipe') return ExitCode.BrokenPipe;
-      if (stopped === 'interrupt') return ExitCode.Interrupted;
+      const failedShown = new Set<number>();
+      // `--tail N`: the last N records held now; a follow then goes on after them.
+      const seen = new Map<number, number>();
+      const tailReasons = new Set<number>();
+      if (tail !== undefined) {
+        const held = await session.jobs.receive(ids, { keep: true });
+        for (const record of held) seen.set(record.jobId, Math.max(seen.get(record.jobId) ?? 0, record.seq));
+        for (const record of held.slice(-tail)) {
+          if (record.reason) {
+            failedShown.add(record.jobId);
+            tailReasons.add(record.jobId);
+          }
+          const printed = format(record);
+          if (printed) io[printed.target].write(printed.chunk);
+        }
+      }
+      if (tail === undefined || follow) {
+        const streamed = await streamRecords(io, session, ids, {
+          keep,
+          follow,
+          // A Failed job's reason comes last with every read: shown again unless the tail had it.
+          format: (record) =>
+            (record.reason ? tailReasons.has(record.jobId) : record.seq <= (seen.get(record.jobId) ?? -1))
+              ? undefined
+              : format(record),
+        });
+        for (const id of streamed.failedShown) failedShown.add(id);
+        // Like other Unix tools: a reader that went away (`| head`) ends the command quietly.
+        if (streamed.stopped === 'pipe') return ExitCode.BrokenPipe;
+        if (streamed.stopped === 'interrupt') return ExitCode.Interrupted;
+      }
       const after = await session.jobs.get({ ids, includeChildren: true });
       let failed = false;
       for (const job of after) {
@@ -327,12 +395,20 @@ export async function stop(argv: readonly string[], io: CliIo): Promise<number> 
 }
 
 export async function remove(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(argv, { ...SESSION_OPTION, force: { type: 'boolean' } });
+  const { values, positionals } = parse(argv, {
+    ...SESSION_OPTION,
+    force: { type: 'boolean' },
+    state: { type: 'string' },
+  });
   if (values.help) return helpFor('remove', io);
-  requireSelectors(positionals, 'remove');
+  const state = stateFlag(str(values.state));
+  // `--state S` alone: every job in that state; with selectors, those of them in that state.
+  if (state === undefined) requireSelectors(positionals, 'remove');
   return withContext(io, str(values['state-dir']), async (ctx) =>
     onJobSession(ctx, str(values.session), async (session) => {
-      const jobs = await findJobs(session, positionals);
+      const found = await findJobs(session, positionals);
+      const jobs = state === undefined ? found : found.filter((job) => job.state === state);
+      if (jobs.length === 0) return ExitCode.Ok;
       const running = jobs.filter((job) => !isTerminal(job.state));
       if (running.length > 0 && !values.force) {
         throw new CliError(
@@ -345,6 +421,106 @@ export async function remove(argv: readonly string[], io: CliIo): Promise<number
         jobs.map((job) => job.id),
         { force: bool(values.force) },
       );
+      return ExitCode.Ok;
+    }),
+  );
+}
+
+/**
+ * `rjob clean`: removes finished jobs (Completed, Failed, Stopped) and their records, as a task
+ * queue's clean does; `--state` narrows to one finished state, `--older-than` to jobs that ended
+ * at least that long ago. Running jobs are never touched. Prints the jobs removed.
+ */
+export async function clean(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    ...SESSION_OPTION,
+    state: { type: 'string' },
+    'older-than': { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return helpFor('clean', io);
+  if (positionals.length > 0)
+    throw usageError(`unexpected argument ${positionals[0]}; use rjob remove for given jobs`);
+  const state = stateFlag(str(values.state));
+  if (state !== undefined && !isTerminal(state)) {
+    throw usageError(`clean removes finished jobs: --state is Completed, Failed or Stopped, not ${state}`);
+  }
+  const olderThan = str(values['older-than']);
+  const olderThanMs = olderThan === undefined ? undefined : durationMs(olderThan, '--older-than');
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const now = Date.now();
+      const jobs = (await session.jobs.get({})).filter(
+        (job) =>
+          isTerminal(job.state) &&
+          (state === undefined || job.state === state) &&
+          (olderThanMs === undefined || (job.endTimeMs !== undefined && now - job.endTimeMs >= olderThanMs)),
+      );
+      if (jobs.length > 0) await session.jobs.remove(jobs.map((job) => job.id));
+      if (values.json) io.stdout.write(`${JSON.stringify(jobs.map(jobJson), jsonReplacer)}\n`);
+      else if (jobs.length > 0) io.stdout.write(jobTable(jobs, terminalWidth(io)));
+      return ExitCode.Ok;
+    }),
+  );
+}
+
+/**
+ * `rjob restart`: runs finished jobs again, each as a new job with the same command, working
+ * directory, environment, name and label (the agent keeps the definition); `--all-failed` takes
+ * every Failed job. Prints the new jobs.
+ */
+export async function restart(argv: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(argv, {
+    ...SESSION_OPTION,
+    'all-failed': { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  if (values.help) return helpFor('restart', io);
+  const allFailed = bool(values['all-failed']);
+  if (!allFailed) requireSelectors(positionals, 'restart');
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const found = await findJobs(session, positionals);
+      const jobs = allFailed ? found.filter((job) => job.state === 'Failed') : found;
+      const running = jobs.find((job) => !isTerminal(job.state));
+      if (running) {
+        throw new CliError(
+          ExitCode.Refused,
+          'ERR_JOB_RUNNING',
+          `job ${running.id} (${running.name}) is ${running.state}; restart runs finished jobs again`,
+        );
+      }
+      const started = jobs.length > 0 ? await session.jobs.restart(jobs.map((job) => job.id)) : [];
+      if (values.json) io.stdout.write(`${JSON.stringify(started.map(jobJson), jsonReplacer)}\n`);
+      else if (started.length > 0) io.stdout.write(jobTable(started, terminalWidth(io)));
+      return ExitCode.Ok;
+    }),
+  );
+}
+
+/** `rjob pause` / `rjob resume`: SIGSTOP / SIGCONT to the jobs' process groups. Prints the jobs. */
+export async function pause(argv: readonly string[], io: CliIo): Promise<number> {
+  return suspendOrResume('pause', argv, io);
+}
+
+export async function resume(argv: readonly string[], io: CliIo): Promise<number> {
+  return suspendOrResume('resume', argv, io);
+}
+
+async function suspendOrResume(
+  verb: 'pause' | 'resume',
+  argv: readonly string[],
+  io: CliIo,
+): Promise<number> {
+  const { values, positionals } = parse(argv, { ...SESSION_OPTION, json: { type: 'boolean' } });
+  if (values.help) return helpFor(verb, io);
+  requireSelectors(positionals, verb);
+  return withContext(io, str(values['state-dir']), async (ctx) =>
+    onJobSession(ctx, str(values.session), async (session) => {
+      const ids = (await findJobs(session, positionals)).map((job) => job.id);
+      const jobs = verb === 'pause' ? await session.jobs.suspend(ids) : await session.jobs.resume(ids);
+      if (values.json) io.stdout.write(`${JSON.stringify(jobs.map(jobJson), jsonReplacer)}\n`);
+      else io.stdout.write(jobTable(jobs, terminalWidth(io)));
       return ExitCode.Ok;
     }),
   );

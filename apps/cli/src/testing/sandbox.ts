@@ -30,6 +30,11 @@ export interface Sandbox extends AsyncDisposable {
   /** Runs a command in this process, as `rjob ARGV` would. */
   rjob(...argv: string[]): Promise<RunResult>;
   /**
+   * {@link rjob} with stdout made to look like a terminal of `columns` characters (`isTTY` and
+   * `columns` set), for output that adapts to one.
+   */
+  rjobOnTerminal(columns: number, ...argv: string[]): Promise<RunResult>;
+  /**
    * Runs the real bin on a pseudo-terminal (util-linux `script`), typing `input`; the output is
    * everything the terminal showed.
    */
@@ -61,9 +66,10 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
   const dir = await mkdtemp(join(tmpdir(), 'rjob-cli-'));
   const env: NodeJS.ProcessEnv = { ...process.env, RJOB_STATE_DIR: dir, NO_COLOR: '1', ...extraEnv };
   delete env.FORCE_COLOR;
-  const rjob = async (...argv: string[]): Promise<RunResult> => {
+  const rjobWith = async (columns: number | undefined, argv: string[]): Promise<RunResult> => {
     const out = capture();
     const err = capture();
+    if (columns !== undefined) Object.assign(out.stream, { isTTY: true, columns });
     const io: CliIo = {
       stdout: out.stream,
       stderr: err.stream,
@@ -75,6 +81,8 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
     const code = await run(argv, io);
     return runResult(code, out, err);
   };
+  const rjob = (...argv: string[]): Promise<RunResult> => rjobWith(undefined, argv);
+  const rjobOnTerminal = (columns: number, ...argv: string[]): Promise<RunResult> => rjobWith(columns, argv);
   const bin = (
     argv: string[],
     options: { env?: NodeJS.ProcessEnv; input?: string } = {},
@@ -111,6 +119,7 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
     dir,
     env,
     rjob,
+    rjobOnTerminal,
     bin,
     pty,
     async [Symbol.asyncDispose]() {

@@ -35,6 +35,7 @@ import {
   type WireSelector,
 } from '@rjob/core';
 import type { StoredJob } from '../store/job-store.js';
+import { type JobWork, rememberWork, storedWork, workOf } from './job-work.js';
 import { type RecordSource, SpooledRecords } from './record-source.js';
 import { restoredJobType } from './restored-job-type.js';
 import { resumeSecretMatches } from './secret.js';
@@ -204,6 +205,8 @@ export class AgentSession {
         });
         nextId = job.id + 1;
         if (job.id >= entry.id) {
+          const work = storedWork(entry.data);
+          if (work) rememberWork(job, work);
           await records.adopt(job, entry);
           break;
         }
@@ -331,7 +334,12 @@ export class AgentSession {
   }
 
   /** A job as it crosses the wire, with hasMoreData from where its records really are. */
-  readonly #info = (job: Job): JobInfo => toJobInfo(job, this.#records.hasMoreData(job));
+  readonly #info = (job: Job): JobInfo => {
+    const info = toJobInfo(job, this.#records.hasMoreData(job));
+    const label = workOf(job)?.label;
+    if (label !== undefined) info.label = label;
+    return info;
+  };
 
   info(): SessionInfo {
     const runningJobs = this.jobs.get().filter((job) => !job.finished).length;
@@ -490,6 +498,16 @@ export class AgentSession {
             return infos.map((info) => ({ ...info, hasMoreData: false }));
           });
       }
+      case 'job.restart':
+        return this.#restart(params);
+      case 'job.suspend': {
+        const p = objectParams(params, method);
+        return this.jobs.suspend(this.#select(wireSelector(p.selector))).map(this.#info);
+      }
+      case 'job.resume': {
+        const p = objectParams(params, method);
+        return this.jobs.continueJobs(this.#select(wireSelector(p.selector))).map(this.#info);
+      }
       case 'job.subscribe':
         return this.#subscribe(params, channel);
       case 'job.ack':
@@ -626,8 +644,12 @@ export class AgentSession {
       request.definition,
       request.name === undefined ? {} : { name: request.name },
     );
+    const work: JobWork = { type: request.type ?? 'process', definition: request.definition };
+    if (request.label !== undefined) work.label = request.label;
+    rememberWork(job, work);
     try {
-      await this.#records.track(job, { type: request.type ?? 'process', definition: request.definition });
+      // The job store keeps this as the job's data: a restarted agent has the label and definition.
+      await this.#records.track(job, work);
     } catch (error) {
       // A job whose records have nowhere to go must not run unseen.
       await this.jobs.remove(job, { force: true }).catch(() => {});
@@ -635,6 +657,40 @@ export class AgentSession {
     }
     this.#watchState(job);
     return job;
+  }
+
+  /** `job.restart`: each finished job's work started again as a new job (see rpc.ts). */
+  async #restart(params: unknown): Promise<JobInfo[]> {
+    const p = objectParams(params, 'job.restart');
+    const jobs = this.#select(wireSelector(p.selector));
+    // Every job is checked before any starts, so a refusal starts nothing.
+    for (const job of jobs) {
+      if (!job.finished) {
+        throw new RjobError(
+          ErrorCode.JobRunning,
+          `Job ${job.id} (${job.name}) is ${job.state}; it can be restarted once finished.`,
+          {
+            details: { id: job.id, state: job.state },
+          },
+        );
+      }
+      if (!workOf(job))
+        throw invalidParams(`Job ${job.id} (${job.name}) cannot be restarted: its definition is not kept.`, {
+          id: job.id,
+        });
+    }
+    const started: JobInfo[] = [];
+    for (const job of jobs) {
+      const work = workOf(job)!;
+      const request = {
+        type: work.type,
+        definition: work.definition,
+        name: job.name,
+        ...(work.label === undefined ? {} : { label: work.label }),
+      };
+      started.push(this.#info(await this.#startWork(request, 'job.restart')));
+    }
+    return started;
   }
 
   #watchState(job: Job): void {

@@ -146,11 +146,13 @@ export function workRequest(params: unknown, method: string): WorkRequest {
   const type = optionalString(p, 'type', 256);
   const name = optionalString(p, 'name', 256);
   const requestKey = optionalString(p, 'requestKey', 256);
+  const label = optionalString(p, 'label', 1024);
   if (!isPlainObject(p.definition)) throw invalidParams(`${method} needs a definition object.`);
   const request: WorkRequest = { definition: p.definition };
   if (type !== undefined) request.type = type;
   if (name !== undefined) request.name = name;
   if (requestKey !== undefined) request.requestKey = requestKey;
+  if (label !== undefined) request.label = label;
   return request;
 }
 

@@ -378,6 +378,41 @@ export class JobManager {
     return options.any ? done.slice(0, 1) : done;
   }
 
+  /**
+   * Suspends the selected running jobs (their type's `suspend`: a process job's group gets
+   * SIGSTOP); they show Suspended until {@link continueJobs}. Refuses (ERR_INVALID_ARGUMENT,
+   * suspending nothing) a job that is not Running or whose type cannot suspend.
+   */
+  suspend(selector: JobSelector): Job[] {
+    const jobs = this.#select(selector);
+    for (const job of jobs) {
+      const run = this.#leaves.get(job)?.run;
+      if (job.state !== 'Running' || !run?.suspend) {
+        throw new RjobError(
+          ErrorCode.InvalidArgument,
+          `Job ${job.id} (${job.name}) cannot be suspended: it is ${job.state}${run && !run.suspend ? ' and its type does not suspend' : ''}.`,
+          { details: { jobId: job.id, state: job.state } },
+        );
+      }
+    }
+    for (const job of jobs) {
+      this.#leaves.get(job)!.run!.suspend!();
+      job.setState('Suspended');
+    }
+    return jobs;
+  }
+
+  /** Lets suspended jobs go on (SIGCONT); jobs that are not Suspended are left as they are. */
+  continueJobs(selector: JobSelector): Job[] {
+    const jobs = this.#select(selector);
+    for (const job of jobs) {
+      if (job.state !== 'Suspended') continue;
+      this.#leaves.get(job)?.run?.continue?.();
+      job.setState('Running');
+    }
+    return jobs;
+  }
+
   /** Stops the selected jobs and resolves when they have ended. */
   async stop(selector: JobSelector): Promise<Job[]> {
     const jobs = this.#select(selector);

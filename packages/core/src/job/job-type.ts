@@ -59,6 +59,13 @@ export interface JobRun {
   pause?(): void;
   /** Producing may go on. */
   resume?(): void;
+  /**
+   * Suspends the work itself (a process job: SIGSTOP to its process group) until `continue`.
+   * Optional: a type without it cannot be suspended. A stop must also end suspended work.
+   */
+  suspend?(): void;
+  /** Lets suspended work go on (SIGCONT). */
+  continue?(): void;
 }
 
 /** What a plugin author writes. */

@@ -4,6 +4,8 @@ export const JobState = {
   NotStarted: 'NotStarted',
   Running: 'Running',
   Stopping: 'Stopping',
+  /** A process job whose process group was stopped (SIGSTOP) on request, until it is resumed. */
+  Suspended: 'Suspended',
   Disconnected: 'Disconnected',
   Completed: 'Completed',
   Failed: 'Failed',
@@ -20,7 +22,8 @@ export function isTerminal(state: JobState): boolean {
 // Legal moves. Terminal states have none: once a job ends it stays ended.
 const TRANSITIONS: Record<JobState, readonly JobState[]> = {
   NotStarted: ['Running', 'Stopping', 'Stopped', 'Failed'],
-  Running: ['Stopping', 'Disconnected', 'Completed', 'Failed', 'Stopped'],
+  Running: ['Stopping', 'Disconnected', 'Suspended', 'Completed', 'Failed', 'Stopped'],
+  Suspended: ['Running', 'Stopping', 'Completed', 'Failed', 'Stopped'],
   Stopping: ['Stopped', 'Completed', 'Failed'],
   Disconnected: ['Running', 'Stopping', 'Completed', 'Failed', 'Stopped'],
   Completed: [],

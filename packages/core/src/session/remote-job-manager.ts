@@ -163,6 +163,21 @@ export class RemoteJobManager {
     return infos.map((info) => this.#revive(info));
   }
 
+  /** Runs finished jobs again as new jobs with the same definition (`job.restart`). */
+  async restart(selector: WireSelector): Promise<RemoteJobInfo[]> {
+    return (await this.#session.request('job.restart', { selector })).map((info) => this.#revive(info));
+  }
+
+  /** Suspends running process jobs (`job.suspend`: SIGSTOP to each one's process group). */
+  async suspend(selector: WireSelector): Promise<RemoteJobInfo[]> {
+    return (await this.#session.request('job.suspend', { selector })).map((info) => this.#revive(info));
+  }
+
+  /** Lets suspended jobs go on (`job.resume`: SIGCONT). */
+  async resume(selector: WireSelector): Promise<RemoteJobInfo[]> {
+    return (await this.#session.request('job.resume', { selector })).map((info) => this.#revive(info));
+  }
+
   #revive(info: JobInfo): RemoteJobInfo {
     return reviveJobInfo(info, this.#session.computerName);
   }

@@ -20,6 +20,8 @@ export interface JobInfo {
   hasMoreData: boolean;
   location: string;
   command: string;
+  /** The user's free text for the job, given at start (`WorkRequest.label`). */
+  label?: string;
   beginTimeMs?: number;
   endTimeMs?: number;
   childIds: number[];
@@ -49,6 +51,8 @@ export interface WorkRequest {
   type?: string;
   definition: unknown;
   name?: string;
+  /** Free text shown with the job (JobInfo.label) and kept with it across agent restarts. */
+  label?: string;
   /**
    * Makes the start idempotent: a `job.start` with a key the agent saw recently for the same job
    * table answers with the job that key started instead of starting another (a request repeated
@@ -140,6 +144,17 @@ export interface SessionMethods {
   'job.wait': { params: { selector: WireSelector; any?: boolean; timeoutMs?: number }; result: JobInfo[] };
   'job.stop': { params: { selector: WireSelector }; result: JobInfo[] };
   'job.remove': { params: { selector: WireSelector; force?: boolean }; result: JobInfo[] };
+  /**
+   * Runs finished jobs again, each as a new job with the same type, definition (command, working
+   * directory, environment), name and label. A job that is not finished is refused
+   * (ERR_JOB_RUNNING); one whose definition the agent does not hold (a group) is refused
+   * (ERR_INVALID_ARGUMENT). Returns the new jobs, in the order of the selected ones.
+   */
+  'job.restart': { params: { selector: WireSelector }; result: JobInfo[] };
+  /** Suspends running process jobs (SIGSTOP to the process group): they show Suspended. */
+  'job.suspend': { params: { selector: WireSelector }; result: JobInfo[] };
+  /** Lets Suspended jobs go on (SIGCONT): Running again. */
+  'job.resume': { params: { selector: WireSelector }; result: JobInfo[] };
   /**
    * Streams a job's records as `job.record` events tagged with `subscriptionId` (consuming them
    * unless keep), then one `job.end` event. Resolves at once with the job's info. Used by
