@@ -578,6 +578,8 @@ export class JobManager {
     // Whatever a job type reports while a stop is under way, the user asked for Stopped.
     if (job.stopRequested && state === 'Failed') state = 'Stopped';
     if (state === 'Completed' && job.state === 'NotStarted') job.setState('Running');
+    // A type that could not carry the stop out (a remote job whose session is out of reach) says
+    // why; the job is Stopped and keeps that reason.
     job.setState(state, outcome.state === 'Failed' ? outcome.reason : undefined);
   }
 

@@ -295,12 +295,17 @@ export class Session<Target = unknown> {
   }
 
   /**
-   * Calls a method on the agent. While the session is Disconnected the request waits (it is sent
-   * when the session resumes, automatically or by {@link connect}); an error response rejects with
-   * the revived RjobError; Broken or Closed rejects with ERR_SESSION_BROKEN / ERR_SESSION_CLOSED.
+   * Calls a method on the agent. While the session is reconnecting the request waits (it is sent
+   * when the session resumes); a session that is Disconnected with nothing reconnecting it (after
+   * {@link disconnect}, or once the reconnect window ran out) refuses a new request at once with
+   * ERR_SESSION_DISCONNECTED: call {@link connect} first. Requests made before a disconnect() are
+   * answered after the next connect(); those still waiting when the reconnect window runs out fail
+   * with ERR_SESSION_DISCONNECTED. An error response rejects with the
+   * revived RjobError; Broken or Closed rejects with ERR_SESSION_BROKEN / ERR_SESSION_CLOSED.
    */
   request<M extends SessionMethod>(method: M, ...args: Params<M>): Promise<MethodResult<M>> {
     if (this.#state === 'Closed' || this.#state === 'Broken') return Promise.reject(this.#endedError());
+    if (this.#idle()) return Promise.reject(this.#disconnectedError());
     const id = this.#nextRequestId++;
     const params = args[0];
     return new Promise<MethodResult<M>>((resolve, reject) => {
@@ -674,8 +679,12 @@ export class Session<Target = unknown> {
       this.#reconnect = undefined;
       this.#reconnecting = undefined;
       if (controller.signal.aborted || this.#state !== 'Disconnected') return;
-      // The window is over: tell listeners, the state stays Disconnected for a later connect().
-      if (gaveUp) this.#emit('Disconnected', 'Disconnected');
+      // The window is over: what waited for the reconnect fails now (ERR_SESSION_DISCONNECTED),
+      // listeners are told, and the state stays Disconnected for a later connect().
+      if (gaveUp) {
+        this.#failPending(this.#disconnectedError());
+        this.#emit('Disconnected', 'Disconnected');
+      }
       // Lost again between the loop's last look and now: go on trying.
       else if (!this.#leaving && !this.#closing) this.#startReconnect();
     });
@@ -850,6 +859,37 @@ export class Session<Target = unknown> {
         // A listener's bug must not wedge the session.
       }
     }
+  }
+
+  /** Disconnected after an open, with no reconnect running or linking: nothing will send a request. */
+  #idle(): boolean {
+    return (
+      this.#state === 'Disconnected' &&
+      this.#openedCount > 0 &&
+      this.#reconnecting === undefined &&
+      this.#linking === undefined
+    );
+  }
+
+  #disconnectedError(): RjobError {
+    return new RjobError(
+      SessionErrorCode.SessionDisconnected,
+      `Session ${this.#name} is Disconnected; connect it first.`,
+      {
+        ...(this.#reason ? { cause: this.#reason } : {}),
+        details: { sessionId: this.#sessionId, computerName: this.computerName },
+      },
+    );
+  }
+
+  /**
+   * Requests still waiting when nothing will reconnect. One already sent may yet run on the agent
+   * if the session is resumed later; its answer then finds nobody waiting.
+   */
+  #failPending(error: RjobError): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(error);
   }
 
   #endedError(): RjobError {
