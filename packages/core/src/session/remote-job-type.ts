@@ -229,15 +229,17 @@ function startingStop(session: Session<any>, signal: AbortSignal) {
   failed.catch(() => {});
   const onAbort = (): void => {
     if (session.state !== 'Disconnected') return;
-    session.connect().catch((error: unknown) =>
-      fail?.(
-        new RjobError(
-          SessionErrorCode.SessionDisconnected,
-          `Stopped while starting: session ${session.name} on ${session.computerName} could not be reached.`,
-          { cause: error, details: { computerName: session.computerName } },
+    session
+      .connect()
+      .catch((error: unknown) =>
+        fail?.(
+          new RjobError(
+            SessionErrorCode.SessionDisconnected,
+            `Stopped while starting: session ${session.name} on ${session.computerName} could not be reached.`,
+            { cause: error, details: { computerName: session.computerName } },
+          ),
         ),
-      ),
-    );
+      );
   };
   if (signal.aborted) onAbort();
   else signal.addEventListener('abort', onAbort, { once: true });
