@@ -282,7 +282,7 @@ describe('invoke --disconnected', () => {
     // The unreachable host is one coded line and exit 4; the reachable one still got its session.
     expect(out.code).toBe(ExitCode.Unreachable);
     expect(out.stderr).toMatch(/^rjob: 127\.0\.0\.1:1: .+\(ERR_SSH_CONNECT_REFUSED\)\n$/);
-    expect(out.stdout).toMatch(/Session1\s+unix\s+\S+\s+Disconnected/);
+    expect(out.stdout).toMatch(/Session1\s+unix\s+\S+\s+\S+\s+Disconnected/);
     expect(out.stdout).not.toContain('127.0.0.1:1');
 
     const list = await s.rjob('session', 'list');
