@@ -334,3 +334,25 @@ describe('send', () => {
     });
   });
 });
+
+describe('help and completion', () => {
+  it('know group, send and the new start options', async () => {
+    await using s = await sandbox();
+    const start = (await s.rjob('start', '--help')).stdout;
+    expect(start).toMatch(/--after ID\[,ID\.\.\.\][\s\S]*--group NAME[\s\S]*--stdin-open/);
+    expect((await s.rjob('group', '--help')).stdout).toMatch(
+      /Usage: rjob group[\s\S]*add NAME --parallel N[\s\S]*Examples:/,
+    );
+    expect((await s.rjob('send', '--help')).stdout).toMatch(/Usage: rjob send[\s\S]*--stdin[\s\S]*--eof/);
+    expect((await s.rjob('--help')).stdout).toMatch(/group .*\n\s+send /);
+    const bash = (await s.rjob('completion', 'bash')).stdout;
+    expect(bash).toMatch(/compgen -W "start .*group send /);
+    expect(bash).toMatch(/start\) COMPREPLY=.*--after --group --stdin-open/);
+    expect(bash).toMatch(/group\) COMPREPLY=\(\$\(compgen -W "list add set remove --parallel/);
+    expect(bash).toMatch(/send\) COMPREPLY=\(\$\(compgen -W "--stdin --eof/);
+    const zsh = (await s.rjob('completion', 'zsh')).stdout;
+    expect(zsh).toMatch(/start\) _arguments .*'--after\[.*'--group\[.*'--stdin-open'/);
+    expect(zsh).toMatch(/group\) _arguments '1:group command:\(list add set remove\)'/);
+    expect(zsh).toMatch(/send\) _arguments '--stdin' '--eof'/);
+  });
+});
