@@ -250,6 +250,35 @@ describe('groups', () => {
     expect((await states(s)).b).toBe('Completed');
   });
 
+  it('a paused job still holds its slot; restart runs a job again in its group', async () => {
+    await using s = await sandbox();
+    await s.rjob('group', 'add', 'g', '--parallel', '1');
+    await s.rjob('start', '-g', 'g', '-n', 'a', '--', until('go'));
+    await s.rjob('start', '-g', 'g', '-n', 'b', 'echo b');
+    expect((await s.rjob('pause', 'a')).stdout).toMatch(/a\s+BackgroundJob\s+Suspended\s/);
+    expect(await states(s)).toEqual({ a: 'Suspended', b: 'NotStarted' });
+    expect((await s.rjob('resume', 'a')).code).toBe(0);
+    await s.rjob('start', '-n', 'touch', 'touch', 'go');
+    await s.rjob('wait', 'a', 'b');
+    expect(await states(s)).toMatchObject({ a: 'Completed', b: 'Completed' });
+
+    // The restarted `a` runs in g again: it holds the slot, so the restarted `b` waits for it.
+    await s.rjob('start', '-n', 'untouch', 'rm', 'go');
+    await s.rjob('wait', 'untouch');
+    const again = JSON.parse((await s.rjob('restart', 'a', 'b', '--json')).stdout) as JobJson[];
+    expect(again.map((job) => [job.name, job.group])).toEqual([
+      ['a', 'g'],
+      ['b', 'g'],
+    ]);
+    const [newA, newB] = again;
+    const byId = async (id: number) =>
+      (JSON.parse((await s.rjob('get', String(id), '--json')).stdout) as JobJson[])[0]!;
+    expect((await byId(newB!.id)).state).toBe('NotStarted');
+    await s.rjob('start', '-n', 'touch2', 'touch', 'go');
+    await s.rjob('wait', String(newA!.id), String(newB!.id));
+    expect((await byId(newB!.id)).state).toBe('Completed');
+  });
+
   it('stops a waiting job without starting it; the next one takes the slot', async () => {
     await using s = await sandbox();
     await s.rjob('group', 'add', 'g', '--parallel', '1');

@@ -741,6 +741,8 @@ export class AgentSession {
         definition: work.definition,
         name: job.name,
         ...(work.label === undefined ? {} : { label: work.label }),
+        // Again in its group (its dependencies were met or failed once; they are not waited for).
+        ...(work.group === undefined ? {} : { group: work.group }),
       };
       started.push(this.#info(await this.#startWork(request, 'job.restart')));
     }
