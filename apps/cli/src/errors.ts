@@ -5,7 +5,20 @@ import { CliError, ExitCode, type ExitCodeValue } from './io.js';
 const DISK_FULL = 'ERR_DISK_FULL';
 
 /** Codes that mean "the thing named does not exist". */
-const NOT_FOUND = new Set<string>([ErrorCode.JobNotFound, 'ERR_SESSION_NOT_FOUND', 'ERR_UNKNOWN_SESSION']);
+const NOT_FOUND = new Set<string>([
+  ErrorCode.JobNotFound,
+  'ERR_SESSION_NOT_FOUND',
+  'ERR_UNKNOWN_SESSION',
+  'ERR_GROUP_NOT_FOUND',
+]);
+
+/** Codes that mean "refused by the state of the job (or group)". */
+const REFUSED = new Set<string>([
+  ErrorCode.JobRunning,
+  ErrorCode.JobNotRunning,
+  ErrorCode.StdinClosed,
+  'ERR_GROUP_IN_USE',
+]);
 
 /** Codes that mean "could not get there": the host, its port, its key or the login. */
 export function isUnreachableCode(code: string): boolean {
@@ -32,7 +45,7 @@ export function describeError(error: unknown): { exitCode: ExitCodeValue; line: 
   if (NOT_FOUND.has(code)) exitCode = ExitCode.NotFound;
   else if (isUnreachableCode(code)) exitCode = ExitCode.Unreachable;
   else if (code === ErrorCode.InvalidArgument || code === ErrorCode.UnknownJobType) exitCode = ExitCode.Usage;
-  else if (code === ErrorCode.JobRunning) exitCode = ExitCode.Refused;
+  else if (REFUSED.has(code)) exitCode = ExitCode.Refused;
   else if (code === DISK_FULL) exitCode = ExitCode.DiskFull;
   return { exitCode, line: `${message} (${code})` };
 }

@@ -37,6 +37,10 @@ export const ErrorCode = {
   AgentUnreachable: 'ERR_AGENT_UNREACHABLE',
   /** The manager was closed; it takes no new work. */
   ManagerClosed: 'ERR_MANAGER_CLOSED',
+  /** The verb needs a running job (`send` to a job that has not started or has finished). */
+  JobNotRunning: 'ERR_JOB_NOT_RUNNING',
+  /** The job takes no input: it was started without an open stdin, or its stdin was closed. */
+  StdinClosed: 'ERR_STDIN_CLOSED',
   // Protocol and remoting codes are listed in docs/protocol.md and live beside the protocol code.
 } as const;
 

@@ -139,6 +139,7 @@ export {
 export type {
   GroupChildRequest,
   GroupRequest,
+  JobGroupInfo,
   JobInfo,
   MethodParams,
   MethodResult,

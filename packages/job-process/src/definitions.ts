@@ -44,6 +44,13 @@ export interface NativeProcessOptions {
    * record per line would cost more than the bytes. stderr is always lines.
    */
   stdout?: 'lines' | 'bytes';
+  /**
+   * Keep the child's stdin open as a pipe that the job's owner writes to (`JobRun.write`, the
+   * agent's `job.send`, `rjob send`) until it closes it (`JobRun.endInput`) or the job ends. With
+   * `input`, that is written first and the pipe stays open. Default false: stdin is not connected
+   * (the child reads end of file at once), so a job nobody writes to never waits for input.
+   */
+  stdinOpen?: boolean;
 }
 
 /** A command line run by a shell: `shell -c command`. */

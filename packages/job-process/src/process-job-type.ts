@@ -89,7 +89,12 @@ export function processJobType(options: ProcessJobTypeOptions = {}): JobType<Pro
     context: JobContext,
   ): JobRun | Promise<JobRun> {
     const input = definition.input;
-    const stdio: Array<'ignore' | 'pipe'> = [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'];
+    const stdinOpen = definition.stdinOpen === true;
+    const stdio: Array<'ignore' | 'pipe'> = [
+      input === undefined && !stdinOpen ? 'ignore' : 'pipe',
+      'pipe',
+      'pipe',
+    ];
     // The reason channel is one more pipe, at the descriptor the child is told about.
     if (definition.reasonChannel === true) stdio[REASON_CHANNEL_FD] = 'pipe';
     const child = spawn(file, args, spawnOptions(definition, stdio));
@@ -101,9 +106,14 @@ export function processJobType(options: ProcessJobTypeOptions = {}): JobType<Pro
     watchdog.register(child.pid);
     // Late errors (a failed kill) are no reason to crash the owner; the exit tells what happened.
     child.on('error', () => {});
-    if (input !== undefined) writeInput(child, input);
+    if (stdinOpen) child.stdin!.on('error', () => {});
+    if (input !== undefined) {
+      if (stdinOpen) child.stdin!.write(input);
+      else writeInput(child, input);
+    }
     context.running();
     return superviseChild(child, context, watchdog, {
+      ...(stdinOpen ? { stdin: child.stdin! } : {}),
       stopGraceMs: definition.stopGraceMs ?? DEFAULT_STOP_GRACE_MS,
       timeoutMs: definition.timeoutMs,
       maxLineChars,

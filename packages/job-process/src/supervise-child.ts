@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { ErrorCode, type JobContext, type JobOutcome, type JobRun, RjobError } from '@rjob/core';
 import { pipeOutput, signalGroup } from './child-output.js';
 import type { GroupWatchdog } from './group-watchdog.js';
@@ -14,6 +15,8 @@ export interface SuperviseOptions {
    * ERR_JOB_EXIT_CODE when it exits with a non-zero code. Read once the pipes have closed.
    */
   reportedReason?: () => RjobError | undefined;
+  /** The child's stdin, kept open for the owner to write to (a definition's `stdinOpen`). */
+  stdin?: Writable;
 }
 
 /**
@@ -92,6 +95,27 @@ export function superviseChild(
     resume: output.resume,
     suspend: () => signalGroup(pgid, 'SIGSTOP'),
     continue: () => signalGroup(pgid, 'SIGCONT'),
+    ...(options.stdin ? openInput(options.stdin, pgid) : {}),
+  };
+}
+
+/** `write` and `endInput` over a child's stdin pipe (see ProcessCommonOptions.stdinOpen). */
+function openInput(stdin: Writable, pgid: number): Pick<JobRun, 'write' | 'endInput'> {
+  const closed = (): RjobError =>
+    new RjobError(ErrorCode.StdinClosed, `The stdin of process ${pgid} is closed.`, {
+      details: { pid: pgid },
+    });
+  return {
+    write: (data) =>
+      new Promise<void>((resolve, reject) => {
+        if (stdin.writableEnded || stdin.destroyed) return reject(closed());
+        // Resolves once the bytes are in the pipe (or queued behind it): a writer awaiting each
+        // write goes no faster than the child reads.
+        stdin.write(data, (error) => (error ? reject(closed()) : resolve()));
+      }),
+    endInput: () => {
+      if (!stdin.writableEnded) stdin.end();
+    },
   };
 }
 

@@ -5,6 +5,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { homedir, hostname, userInfo } from 'node:os';
+import { join } from 'node:path';
 import {
   type JobType,
   ProtocolErrorCode,
@@ -21,6 +22,7 @@ import { type ThreadJobOptions, threadJobType } from '@rjob/job-thread';
 import type { RecordSpoolOptions } from '../spool/record-spool.js';
 import { JobStore } from '../store/job-store.js';
 import { AgentSession, type AgentSessionInit } from './agent-session.js';
+import { JobQueue } from './job-queue.js';
 import { MemoryRecords, SpooledRecords } from './record-source.js';
 import { hashResumeSecret, newResumeSecret } from './secret.js';
 import { sessionProcessJobType, sharedJobType } from './session-job-types.js';
@@ -104,6 +106,8 @@ export class AgentServer {
   readonly #processType: JobType;
   readonly #idleTimeoutMs: number;
   readonly #store: Promise<JobStore> | undefined;
+  /** Waiting jobs and job groups (`rjob start --after/--group`, `rjob group`), for every session. */
+  readonly #queue: JobQueue;
   /** Set while {@link restore} runs: links wait for it, so a resume finds the restored session. */
   #restoring: Promise<unknown> | undefined;
   #closed = false;
@@ -122,6 +126,9 @@ export class AgentServer {
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#threadType = threadJobType(options.thread);
     this.#processType = processJobType(options.process);
+    this.#queue = new JobQueue(
+      (options.persist ?? true) ? { file: join(options.stateDir, 'groups.json') } : {},
+    );
     if (options.persist ?? true) {
       this.#store = JobStore.open({ dir: options.stateDir });
       // Reported by the first open that needs it; do not crash the agent in the meantime.
@@ -223,6 +230,8 @@ export class AgentServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Jobs waiting for their turn stay waiting for the next agent; none starts while others stop.
+    this.#queue.close();
     await Promise.allSettled(
       [...this.#sessions.values()].map((session) =>
         session.end('Agent shutting down.', { keepStored: true }),
@@ -300,6 +309,7 @@ export class AgentServer {
       ...(init.restored ? { restored: init.restored } : {}),
       ...(init.kind ? { kind: init.kind } : {}),
       ...(init.host ? { host: init.host } : {}),
+      queue: this.#queue,
       records: (manager, sessionId) =>
         store
           ? new SpooledRecords({ manager, store, sessionId, ...(spool ? { spool } : {}) })
