@@ -37,7 +37,8 @@ function median(samples: number[]): number {
 }
 
 export async function benchReceive(): Promise<BenchResult[]> {
-  if (!existsSync(BIN)) throw new Error(`bench receive measures the built CLI (${BIN}): run npm run build first`);
+  if (!existsSync(BIN))
+    throw new Error(`bench receive measures the built CLI (${BIN}): run npm run build first`);
   const dir = await mkdtemp(join(tmpdir(), 'rjob-bench-receive-'));
   const env = { PATH: process.env.PATH, HOME: dir, RJOB_STATE_DIR: join(dir, 'state') };
   const node = process.execPath;

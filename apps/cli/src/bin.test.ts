@@ -63,7 +63,9 @@ describe('the rjob bin', { timeout: 120_000 }, () => {
     expect((await s.bin(['session', 'disconnect', 'bg'])).stdout).toMatch(
       /bg\s+unix\s+localhost\s+\S+\s+Disconnected/,
     );
-    expect((await s.bin(['session', 'connect', 'bg'])).stdout).toMatch(/bg\s+unix\s+localhost\s+\S+\s+Opened/);
+    expect((await s.bin(['session', 'connect', 'bg'])).stdout).toMatch(
+      /bg\s+unix\s+localhost\s+\S+\s+Opened/,
+    );
 
     // The session's job is handed to a job in the local agent, which outlives this command.
     const handed = await s.bin(['session', 'receive', 'bg', '--out-target', 'job']);
