@@ -22,6 +22,7 @@ import type { RecordSpoolOptions } from '../spool/record-spool.js';
 import { JobStore } from '../store/job-store.js';
 import { AgentSession, type AgentSessionInit } from './agent-session.js';
 import { MemoryRecords, SpooledRecords } from './record-source.js';
+import { type AgentTransport, targetRemoteJobType } from './remote-jobs.js';
 import { hashResumeSecret, newResumeSecret } from './secret.js';
 import { sessionProcessJobType, sharedJobType } from './session-job-types.js';
 
@@ -78,6 +79,17 @@ export interface AgentServerOptions {
    * {@link AgentServer.frameBudget}). Default 64 MiB (core's DEFAULT_FRAME_BUDGET_BYTES).
    */
   frameBudgetBytes?: number;
+  /**
+   * Job types of plugins, offered to every session besides thread and process (by name and
+   * aliases, as `job.start`'s `type`). The agent disposes them when it closes.
+   */
+  jobTypes?: readonly JobType[];
+  /**
+   * Transport plugins: with any, sessions also take `RemoteJob` jobs (alias `remote`) whose
+   * definition names a target as text and the work to run there (see RemoteTargetDefinition); the
+   * first transport that accepts the target reaches it. What `rjob invoke --as-job` uses.
+   */
+  transports?: readonly AgentTransport[];
 }
 
 export interface RestoreReport {
@@ -102,6 +114,8 @@ export class AgentServer {
   readonly #sessions = new Map<string, AgentSession>();
   readonly #threadType: JobType;
   readonly #processType: JobType;
+  /** Plugins' job types, and RemoteJob when transports were given. */
+  readonly #extraTypes: JobType[];
   readonly #idleTimeoutMs: number;
   readonly #store: Promise<JobStore> | undefined;
   /** Set while {@link restore} runs: links wait for it, so a resume finds the restored session. */
@@ -122,6 +136,10 @@ export class AgentServer {
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#threadType = threadJobType(options.thread);
     this.#processType = processJobType(options.process);
+    this.#extraTypes = [
+      ...(options.jobTypes ?? []),
+      ...(options.transports?.length ? [targetRemoteJobType(options.transports)] : []),
+    ];
     if (options.persist ?? true) {
       this.#store = JobStore.open({ dir: options.stateDir });
       // Reported by the first open that needs it; do not crash the agent in the meantime.
@@ -228,7 +246,9 @@ export class AgentServer {
         session.end('Agent shutting down.', { keepStored: true }),
       ),
     );
-    await Promise.allSettled([this.#threadType.dispose?.(), this.#processType.dispose?.()]);
+    await Promise.allSettled(
+      [this.#threadType, this.#processType, ...this.#extraTypes].map((type) => type.dispose?.()),
+    );
     // Let writes already under way land, so the state directory is consistent (and removable).
     await (await this.#store?.catch(() => undefined))?.idle();
   }
@@ -331,7 +351,11 @@ export class AgentServer {
           ? { maxBufferedBytes: SPOOLED_MAX_BUFFERED_BYTES }
           : {}
         : { maxBufferedBytes: this.#options.maxBufferedBytes }),
-      jobTypes: (context) => [thread, sessionProcessJobType(this.#processType, context)],
+      jobTypes: (context) => [
+        thread,
+        sessionProcessJobType(this.#processType, context),
+        ...this.#extraTypes.map(sharedJobType),
+      ],
       onEnded: (ended) => {
         if (this.#sessions.get(ended.id) === ended) this.#sessions.delete(ended.id);
       },
