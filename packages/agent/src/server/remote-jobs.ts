@@ -93,11 +93,16 @@ function checkDefinition(definition: unknown): RemoteTargetDefinition {
   return d as unknown as RemoteTargetDefinition;
 }
 
-/** The reason of a target's failure names it (`web1: connection refused`), keeping code and fields. */
+/**
+ * The reason of a target's failure names it and is one line (`web1: connection refused`, an SSH
+ * client's several lines joined), keeping its code and fields.
+ */
 function namedReason(computerName: string, error: unknown): RjobError {
   const reason = toRjobError(error, ErrorCode.JobStartFailed);
-  if (reason.message.startsWith(`${computerName}: `)) return reason;
-  return new RjobError(reason.code, `${computerName}: ${reason.message}`, {
+  const text = reason.message.replace(/\s*\n\s*/g, ' ').trim();
+  const message = text.startsWith(`${computerName}: `) ? text : `${computerName}: ${text}`;
+  if (message === reason.message) return reason;
+  return new RjobError(reason.code, message, {
     cause: reason.cause,
     details: { ...reason.details, computerName },
     ...(reason.exitCode === undefined ? {} : { exitCode: reason.exitCode }),
