@@ -2,10 +2,10 @@
  * `rjob invoke --as-job` run by the local agent itself (one RemoteJob per host, no CLI process per
  * host), through the real bin and in-process CLI, against OpenSSH sshd on loopback: hosts as
  * ssh_config aliases and as `user@host:port`, values kept as values, stop / remove --force leaving
- * nothing on the remote host, several fan-outs started at once by different CLI processes, and the
- * agent killed during a fan-out.
+ * nothing on the remote host, several fan-outs started at once by different CLI processes, the
+ * agent killed during a fan-out; and Ctrl-C of a plain (foreground) invoke.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,7 +15,7 @@ import { type SshdFixture, sshdUnavailableReason, startSshd } from '@rjob/transp
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
 import { alive, stopDaemonIn } from './testing/daemon.js';
-import { sandbox } from './testing/sandbox.js';
+import { BIN, sandbox } from './testing/sandbox.js';
 
 const skip = sshdUnavailableReason();
 const TSX = fileURLToPath(import.meta.resolve('tsx'));
@@ -223,5 +223,34 @@ describe.skipIf(skip !== undefined)('invoke --as-job in the local agent, over ss
     const waited = await s.rjob('wait', 'k');
     expect(waited.code).toBe(ExitCode.Ok);
     expect(waited.stdout).toMatch(/k\s+RemoteJob\s+Failed/);
+  });
+
+  it('Ctrl-C on a foreground invoke stops the remote commands and prints the summary', async () => {
+    await using s = await sandbox(env());
+    const child = spawn(process.execPath, [BIN, 'invoke', '-c', 'server01,server02', '--', 'echo begun; sleep 7315'], {
+      cwd: s.dir,
+      env: s.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    try {
+      await untilRemote('sleep 7315', 2);
+      child.kill('SIGINT');
+      expect(await exited).toBe(ExitCode.Interrupted);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    expect(stdout.split('\n').filter(Boolean).sort()).toEqual(['[server01] begun', '[server02] begun']);
+    const lines = stderr.split('\n').filter(Boolean);
+    expect(lines.filter((line) => line.includes('(ERR_INTERRUPTED)')).sort()).toEqual([
+      expect.stringMatching(/^\[server01\] INTERRUPTED: /),
+      expect.stringMatching(/^\[server02\] INTERRUPTED: /),
+    ]);
+    expect(lines.at(-1)).toBe('rjob: 2 hosts: 0 succeeded, 0 failed, 0 unreachable, 2 interrupted');
+    expect(remotePids('sleep 7315')).toEqual([]);
   });
 });

@@ -172,7 +172,12 @@ async function fanOut(
     progress();
   };
   progress();
+  // Ctrl-C (or SIGTERM) of this command stops the remote commands (their sessions are closed),
+  // then the summary says which hosts were interrupted. A second Ctrl-C ends the CLI at once.
+  const interrupt = new AbortController();
+  const offInterrupt = onInterrupt(io, () => interrupt.abort());
   const invocation = invokeMany(undefined, hosts, work, {
+    signal: interrupt.signal,
     transport,
     computerName: (host) => (host === 'local' ? 'localhost' : host),
     onRecord: print,
@@ -187,9 +192,10 @@ async function fanOut(
       ? {}
       : { sessionOptions: { handshakeTimeoutMs: flags.connectTimeoutMs } }),
   });
-  const results = await invocation.results;
+  const results = await invocation.results.finally(offInterrupt);
   clearProgress();
-  return summarize(io, results, hosts.length === 1);
+  const code = summarize(io, results, hosts.length === 1);
+  return interrupt.signal.aborted ? ExitCode.Interrupted : code;
 }
 
 /** A duration flag that must be more than zero. */
@@ -262,17 +268,37 @@ class HostFiles {
   }
 }
 
-type Outcome = 'succeeded' | 'failed' | 'unreachable';
+/** Calls `stop` on the first SIGINT or SIGTERM of this process (not for commands run in-process). */
+function onInterrupt(io: CliIo, stop: () => void): () => void {
+  if (io.stdout !== process.stdout) return () => {};
+  const handler = (): void => {
+    off();
+    stop();
+  };
+  const off = (): void => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return off;
+}
+
+type Outcome = 'succeeded' | 'failed' | 'unreachable' | 'interrupted';
 
 function classify(result: FanOutResult): Outcome {
-  if (result.error)
-    return RjobError.is(result.error) && !isUnreachableCode(result.error.code) ? 'failed' : 'unreachable';
+  const error = result.error;
+  if (error) {
+    if (!RjobError.is(error)) return 'unreachable';
+    if (error.code === 'ERR_INTERRUPTED') return 'interrupted';
+    return isUnreachableCode(error.code) ? 'unreachable' : 'failed';
+  }
   return result.info?.state === 'Completed' ? 'succeeded' : 'failed';
 }
 
 /** Prints why each host did not succeed, then the summary; the exit code ranks unreachable first. */
 function summarize(io: CliIo, results: readonly FanOutResult[], single: boolean): ExitCodeValue {
-  const counts: Record<Outcome, number> = { succeeded: 0, failed: 0, unreachable: 0 };
+  const counts: Record<Outcome, number> = { succeeded: 0, failed: 0, unreachable: 0, interrupted: 0 };
   for (const result of results) {
     const outcome = classify(result);
     counts[outcome]++;
@@ -286,12 +312,12 @@ function summarize(io: CliIo, results: readonly FanOutResult[], single: boolean)
     io.stderr.write(
       single
         ? `rjob: ${result.computerName}: ${message} (${code})\n`
-        : `[${result.computerName}] ${outcome === 'unreachable' ? 'UNREACHABLE' : 'FAILED'}: ${message} (${code})\n`,
+        : `[${result.computerName}] ${outcome.toUpperCase()}: ${message} (${code})\n`,
     );
   }
   if (!single) {
     io.stderr.write(
-      `rjob: ${results.length} hosts: ${counts.succeeded} succeeded, ${counts.failed} failed, ${counts.unreachable} unreachable\n`,
+      `rjob: ${results.length} hosts: ${counts.succeeded} succeeded, ${counts.failed} failed, ${counts.unreachable} unreachable${counts.interrupted > 0 ? `, ${counts.interrupted} interrupted` : ''}\n`,
     );
   }
   if (counts.unreachable > 0) return ExitCode.Unreachable;

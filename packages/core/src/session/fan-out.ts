@@ -46,6 +46,12 @@ export interface InvokeManyOptions<Target> {
   onResult?: (result: FanOutResult, index: number) => void;
   /** See {@link InvokeManyDisconnectedOptions}; `false` is the same as leaving it out. */
   disconnected?: false;
+  /**
+   * Synchronous mode: ends the fan-out early (Ctrl-C). Targets not started yet are not reached;
+   * the sessions opened for running ones are closed, which stops their work on the agents. Those
+   * targets' results carry ERR_INTERRUPTED.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -195,6 +201,14 @@ export function invokeMany<Target>(
   const closing = new Set<Promise<void>>();
   const runOne = async (target: Target | Session<Target>): Promise<FanOutResult> => {
     const computerName = nameOf(target);
+    const { signal } = options;
+    const interrupted = (): FanOutResult => ({
+      computerName,
+      error: new RjobError('ERR_INTERRUPTED', 'Interrupted: the work was stopped.', {
+        details: { computerName },
+      }),
+    });
+    if (signal?.aborted) return interrupted();
     let session: Session<Target>;
     try {
       session =
@@ -216,13 +230,20 @@ export function invokeMany<Target>(
       });
       return { computerName, error: reason };
     }
+    // Closing the session opened here stops its work on the agent (a given session is the caller's).
+    const owned = session !== target;
+    const onAbort = (): void => void session.close().catch(() => {});
+    if (owned) signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      if (owned && signal?.aborted) return interrupted();
       const info = await session.invoke(work, { onRecord }).result;
-      return { computerName, info };
+      return owned && signal?.aborted && info.state !== 'Completed' ? interrupted() : { computerName, info };
     } catch (error) {
+      if (owned && signal?.aborted) return interrupted();
       return { computerName, error: toRjobError(error, 'ERR_REMOTE') };
     } finally {
-      if (session !== target) {
+      signal?.removeEventListener('abort', onAbort);
+      if (owned) {
         const closed = session.close().catch(() => {});
         closing.add(closed);
         void closed.then(() => closing.delete(closed));
