@@ -82,48 +82,46 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
   const name = str(values.name);
   if (name !== undefined && !values['as-job']) throw usageError('--name needs --as-job');
   return withContext(io, str(values['state-dir']), async (ctx) => {
-      if (sessionName !== undefined) {
-        if (values['as-job']) {
-          const info = await onJobSession(ctx, sessionName, (session) =>
-            session.jobs.start({ ...work, ...(name ? { name } : {}) }),
-          );
-          io.stdout.write(
-            values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]),
-          );
-          return ExitCode.Ok;
-        }
-        const session = await ctx.namedSession(sessionName);
-        const invocation = session.invoke(work, { onRecord: (record) => printRecord(io, record) });
-        const info = await invocation.result;
-        if (info.state === 'Failed') {
-          io.stderr.write(`rjob: ${session.computerName}: ${dataText(info.reason)}\n`);
-          return ExitCode.JobFailed;
-        }
+    if (sessionName !== undefined) {
+      if (values['as-job']) {
+        const info = await onJobSession(ctx, sessionName, (session) =>
+          session.jobs.start({ ...work, ...(name ? { name } : {}) }),
+        );
+        io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
         return ExitCode.Ok;
       }
-      const expanded = await expandHosts(computers, io);
-      const hosts =
-        limit === undefined ? expanded.hosts : selectHosts(expanded.hosts, limit, expanded.inventory);
-      if (hosts.length === 0)
-        throw usageError(`--limit ${limit} selects none of the ${expanded.hosts.length} hosts`);
-      if (connectTimeoutMs !== undefined) ctx.targets.connectTimeoutMs = connectTimeoutMs;
-      if (values.disconnected) return invokeDisconnected(ctx, io, hosts, work, throttleLimit);
-      if (values['as-job']) {
-        return asJob(ctx, io, hosts, work, {
-          name,
-          json: bool(values.json),
-          throttleLimit,
-          connectTimeoutMs,
-          command: commandText(argv) || (flags.eval ?? ''),
-        });
+      const session = await ctx.namedSession(sessionName);
+      const invocation = session.invoke(work, { onRecord: (record) => printRecord(io, record) });
+      const info = await invocation.result;
+      if (info.state === 'Failed') {
+        io.stderr.write(`rjob: ${session.computerName}: ${dataText(info.reason)}\n`);
+        return ExitCode.JobFailed;
       }
-      return fanOut(ctx, io, hosts, work, {
+      return ExitCode.Ok;
+    }
+    const expanded = await expandHosts(computers, io);
+    const hosts =
+      limit === undefined ? expanded.hosts : selectHosts(expanded.hosts, limit, expanded.inventory);
+    if (hosts.length === 0)
+      throw usageError(`--limit ${limit} selects none of the ${expanded.hosts.length} hosts`);
+    if (connectTimeoutMs !== undefined) ctx.targets.connectTimeoutMs = connectTimeoutMs;
+    if (values.disconnected) return invokeDisconnected(ctx, io, hosts, work, throttleLimit);
+    if (values['as-job']) {
+      return asJob(ctx, io, hosts, work, {
+        name,
+        json: bool(values.json),
         throttleLimit,
-        prefixLines: !values['no-prefix'],
-        outDir: outDir === undefined ? undefined : resolve(io.cwd, outDir),
         connectTimeoutMs,
+        command: commandText(argv) || (flags.eval ?? ''),
       });
+    }
+    return fanOut(ctx, io, hosts, work, {
+      throttleLimit,
+      prefixLines: !values['no-prefix'],
+      outDir: outDir === undefined ? undefined : resolve(io.cwd, outDir),
+      connectTimeoutMs,
     });
+  });
 }
 
 interface FanOutFlags {

@@ -75,8 +75,7 @@ function checkDefinition(definition: unknown): RemoteTargetDefinition {
   };
   if (!isPlainObject(definition)) return bad('to be an object');
   const d = definition as Record<string, unknown>;
-  if (typeof d.target !== 'string' || d.target.length === 0 || d.target.length > 4096)
-    bad('a target (text)');
+  if (typeof d.target !== 'string' || d.target.length === 0 || d.target.length > 4096) bad('a target (text)');
   if (!isPlainObject(d.work)) bad('work (an object)');
   if (d.computerName !== undefined && typeof d.computerName !== 'string') bad('computerName as text');
   if (
@@ -188,7 +187,9 @@ export function targetRemoteJobType(transports: readonly AgentTransport[]): JobT
         finished = true;
         void closeSession(own).then(() =>
           context.finish(
-            outcome.state === 'Failed' ? { state: 'Failed', reason: namedReason(computerName, outcome.reason) } : outcome,
+            outcome.state === 'Failed'
+              ? { state: 'Failed', reason: namedReason(computerName, outcome.reason) }
+              : outcome,
           ),
         );
       };
