@@ -199,6 +199,15 @@ export function invokeMany<Target>(
   // A target's session is closed (a round trip to its agent) while the next target starts: its
   // result is already known. `results` waits for every close.
   const closing = new Set<Promise<void>>();
+  // The sessions opened here for running targets: an abort closes them (one listener for all).
+  const running = new Set<Session<Target>>();
+  options.signal?.addEventListener(
+    'abort',
+    () => {
+      for (const session of running) void session.close().catch(() => {});
+    },
+    { once: true },
+  );
   const runOne = async (target: Target | Session<Target>): Promise<FanOutResult> => {
     const computerName = nameOf(target);
     const { signal } = options;
@@ -232,8 +241,7 @@ export function invokeMany<Target>(
     }
     // Closing the session opened here stops its work on the agent (a given session is the caller's).
     const owned = session !== target;
-    const onAbort = (): void => void session.close().catch(() => {});
-    if (owned) signal?.addEventListener('abort', onAbort, { once: true });
+    if (owned) running.add(session);
     try {
       if (owned && signal?.aborted) return interrupted();
       const info = await session.invoke(work, { onRecord }).result;
@@ -242,7 +250,7 @@ export function invokeMany<Target>(
       if (owned && signal?.aborted) return interrupted();
       return { computerName, error: toRjobError(error, 'ERR_REMOTE') };
     } finally {
-      signal?.removeEventListener('abort', onAbort);
+      running.delete(session);
       if (owned) {
         const closed = session.close().catch(() => {});
         closing.add(closed);
