@@ -7,6 +7,7 @@
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
 import { closeSync, openSync } from 'node:fs';
+import type { AgentServerOptions } from './server/agent-server.js';
 import { lstat, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { socketIsLive } from './doors/socket-probe.js';
@@ -26,6 +27,14 @@ export interface MainOptions {
   selfCommand?: string[];
   /** Where messages for the user go. Default `process.stderr`. */
   stderr?: NodeJS.WritableStream;
+  /**
+   * Plugins of the daemon (`daemon` only): job types and transports (see AgentServerOptions),
+   * made when the daemon starts. The `rjob` CLI gives its transports, so the daemon runs
+   * `invoke --as-job` itself.
+   */
+  plugins?: () =>
+    | Pick<AgentServerOptions, 'jobTypes' | 'transports'>
+    | Promise<Pick<AgentServerOptions, 'jobTypes' | 'transports'>>;
 }
 
 interface ParsedArgs {
@@ -96,7 +105,7 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
   try {
     switch (parsed.mode) {
       case 'daemon':
-        return await runDaemon(stateDir, socketPath, stderr);
+        return await runDaemon(stateDir, socketPath, stderr, options.plugins);
       case 'serve-stdio': {
         const [{ AgentServer }, { serveStdio }] = await Promise.all([
           import('./server/agent-server.js'),
@@ -128,6 +137,7 @@ async function runDaemon(
   stateDir: string,
   socketPath: string,
   output: NodeJS.WritableStream,
+  plugins: MainOptions['plugins'],
 ): Promise<number> {
   const [{ AgentServer }, { listenUnix }, { setIncidentSink }] = await Promise.all([
     import('./server/agent-server.js'),
@@ -140,7 +150,7 @@ async function runDaemon(
   stderr.write(`rjob-agent: ${DAEMON_START_LINE}${process.pid}, state ${stateDir})\n`);
   setIncidentSink((line) => stderr.write(`rjob-agent: ${line}\n`));
   keepRunningOnStrayErrors(stderr);
-  const server = new AgentServer({ stateDir });
+  const server = new AgentServer({ stateDir, ...(await plugins?.()) });
   let door: Awaited<ReturnType<typeof listenUnix>>;
   try {
     // Claim the socket first: a second daemon must not load (and rewrite) the first one's store.

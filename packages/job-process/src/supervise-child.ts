@@ -10,11 +10,6 @@ export interface SuperviseOptions {
   maxLineChars: number;
   /** stdout as Buffer chunks, not lines (a definition's `stdout: 'bytes'`). */
   stdoutBytes?: boolean;
-  /**
-   * The reason the child reported for itself (its reason channel), used instead of
-   * ERR_JOB_EXIT_CODE when it exits with a non-zero code. Read once the pipes have closed.
-   */
-  reportedReason?: () => RjobError | undefined;
   /** The child's stdin, kept open for the owner to write to (a definition's `stdinOpen`). */
   stdin?: Writable;
 }
@@ -78,16 +73,9 @@ export function superviseChild(
         ? timeoutOutcome(options.timeoutMs!)
         : stopping
           ? { state: 'Stopped' }
-          : (reported(code) ?? exitOutcome(code, signal)),
+          : exitOutcome(code, signal),
     );
   });
-
-  /** A failure the child described itself: only for its own non-zero exit, never a signal. */
-  function reported(code: number | null): JobOutcome | undefined {
-    if (code === null || code === 0 || !options.reportedReason) return undefined;
-    const reason = options.reportedReason();
-    return reason ? { state: 'Failed', reason } : undefined;
-  }
 
   return {
     stop: end,

@@ -24,6 +24,7 @@ import { JobStore } from '../store/job-store.js';
 import { AgentSession, type AgentSessionInit } from './agent-session.js';
 import { JobQueue } from './job-queue.js';
 import { MemoryRecords, SpooledRecords } from './record-source.js';
+import { type AgentTransport, targetRemoteJobType } from './remote-jobs.js';
 import { hashResumeSecret, newResumeSecret } from './secret.js';
 import { sessionProcessJobType, sharedJobType } from './session-job-types.js';
 
@@ -80,6 +81,17 @@ export interface AgentServerOptions {
    * {@link AgentServer.frameBudget}). Default 64 MiB (core's DEFAULT_FRAME_BUDGET_BYTES).
    */
   frameBudgetBytes?: number;
+  /**
+   * Job types of plugins, offered to every session besides thread and process (by name and
+   * aliases, as `job.start`'s `type`). The agent disposes them when it closes.
+   */
+  jobTypes?: readonly JobType[];
+  /**
+   * Transport plugins: with any, sessions also take `RemoteJob` jobs (alias `remote`) whose
+   * definition names a target as text and the work to run there (see RemoteTargetDefinition); the
+   * first transport that accepts the target reaches it. What `rjob invoke --as-job` uses.
+   */
+  transports?: readonly AgentTransport[];
 }
 
 export interface RestoreReport {
@@ -104,6 +116,8 @@ export class AgentServer {
   readonly #sessions = new Map<string, AgentSession>();
   readonly #threadType: JobType;
   readonly #processType: JobType;
+  /** Plugins' job types, and RemoteJob when transports were given. */
+  readonly #extraTypes: JobType[];
   readonly #idleTimeoutMs: number;
   readonly #store: Promise<JobStore> | undefined;
   /** Waiting jobs and job groups (`rjob start --after/--group`, `rjob group`), for every session. */
@@ -129,6 +143,10 @@ export class AgentServer {
     this.#queue = new JobQueue(
       (options.persist ?? true) ? { file: join(options.stateDir, 'groups.json') } : {},
     );
+    this.#extraTypes = [
+      ...(options.jobTypes ?? []),
+      ...(options.transports?.length ? [targetRemoteJobType(options.transports)] : []),
+    ];
     if (options.persist ?? true) {
       this.#store = JobStore.open({ dir: options.stateDir });
       // Reported by the first open that needs it; do not crash the agent in the meantime.
@@ -237,7 +255,9 @@ export class AgentServer {
         session.end('Agent shutting down.', { keepStored: true }),
       ),
     );
-    await Promise.allSettled([this.#threadType.dispose?.(), this.#processType.dispose?.()]);
+    await Promise.allSettled(
+      [this.#threadType, this.#processType, ...this.#extraTypes].map((type) => type.dispose?.()),
+    );
     // Let writes already under way land, so the state directory is consistent (and removable).
     await (await this.#store?.catch(() => undefined))?.idle();
   }
@@ -341,7 +361,11 @@ export class AgentServer {
           ? { maxBufferedBytes: SPOOLED_MAX_BUFFERED_BYTES }
           : {}
         : { maxBufferedBytes: this.#options.maxBufferedBytes }),
-      jobTypes: (context) => [thread, sessionProcessJobType(this.#processType, context)],
+      jobTypes: (context) => [
+        thread,
+        sessionProcessJobType(this.#processType, context),
+        ...this.#extraTypes.map(sharedJobType),
+      ],
       onEnded: (ended) => {
         if (this.#sessions.get(ended.id) === ended) this.#sessions.delete(ended.id);
       },
