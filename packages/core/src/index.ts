@@ -177,6 +177,7 @@ export {
   type Invocation,
   type InvokeOptions,
   openSession,
+  type CloseOptions,
   type ReceiveSessionOptions,
   type RemoteRecord,
   reviveError,

@@ -239,6 +239,26 @@ export function clientHandshake(
       ...(options.token === undefined ? {} : { token: options.token }),
       ...(options.software === undefined ? {} : { software: options.software }),
     });
+    // Offering one version, the client knows the session request it will send: it goes right
+    // after `hello` (one round trip less). Servers read handshake messages in order and queue
+    // what arrives early (docs/protocol.md, section 4).
+    const sessionRequest = (): Message =>
+      options.resume
+        ? {
+            type: 'resume',
+            sessionId: options.resume.sessionId,
+            resumeSecret: options.resume.resumeSecret,
+            lastSeq: takeover ? 0 : options.channel.receivedSeq,
+            // Epoch 0 is left out, so that a session never taken over resumes as it always did.
+            ...(takeover
+              ? { takeover: true }
+              : options.channel.epoch > 0
+                ? { epoch: options.channel.epoch }
+                : {}),
+          }
+        : { type: 'open', ...(options.host ? { host: true } : {}) };
+    const pipelined = versions.length === 1;
+    if (pipelined) reader.send(sessionRequest());
     const welcome = expectType(await reader.next(), 'welcome');
     if (!versions.includes(welcome.version)) {
       throw new RjobError(
@@ -251,14 +271,7 @@ export function clientHandshake(
     }
     if (options.resume) {
       const channel = options.channel;
-      reader.send({
-        type: 'resume',
-        sessionId: options.resume.sessionId,
-        resumeSecret: options.resume.resumeSecret,
-        lastSeq: takeover ? 0 : channel.receivedSeq,
-        // Epoch 0 is left out, so that a session never taken over resumes as it always did.
-        ...(takeover ? { takeover: true } : channel.epoch > 0 ? { epoch: channel.epoch } : {}),
-      });
+      if (!pipelined) reader.send(sessionRequest());
       const resumed = expectType(await reader.next(true), 'resumed');
       if (resumed.sessionId !== options.resume.sessionId) {
         throw new RjobError(ProtocolErrorCode.ProtocolViolation, 'Server resumed another session.');
@@ -283,7 +296,7 @@ export function clientHandshake(
       channel.attach(link, resumed.lastSeq);
       return { version: welcome.version, sessionId: resumed.sessionId, resumed: true };
     }
-    reader.send({ type: 'open', ...(options.host ? { host: true } : {}) });
+    if (!pipelined) reader.send(sessionRequest());
     const opened = expectType(await reader.next(true), 'opened');
     reader.release();
     options.channel.attach(link, 0);
