@@ -101,6 +101,12 @@ class HandshakeReader {
   constructor(
     readonly link: TransportChannel,
     timeoutMs: number,
+    /**
+     * Types that end this side's reading even when they arrive before anyone asked for them: a
+     * pipelined `open` gets `welcome` and `opened` back to back, and what follows `opened` (the
+     * peer's first ack and credit) must stay on the link for the channel.
+     */
+    lastTypes: readonly Message['type'][] = [],
   ) {
     this.#offMessage = link.onMessage((frame) => {
       if (this.#failure) return;
@@ -120,6 +126,7 @@ class HandshakeReader {
         waiter.resolve(message);
       } else {
         this.#queue.push(message);
+        if (lastTypes.includes(message.type)) this.#offMessage();
       }
     });
     this.#offClose = link.onClose((reason) => this.#setFailure(reason));
@@ -230,7 +237,10 @@ export function clientHandshake(
     link.close(error);
     return Promise.reject(error);
   }
-  const reader = new HandshakeReader(link, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  const reader = new HandshakeReader(link, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, [
+    'opened',
+    'resumed',
+  ]);
   const versions = [...(options.versions ?? SUPPORTED_PROTOCOL_VERSIONS)];
   return run(reader, async () => {
     reader.send({
