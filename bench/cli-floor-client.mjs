@@ -5,13 +5,14 @@
 const net = process.getBuiltinModule('node:net');
 const v8 = process.getBuiltinModule('node:v8');
 
+/** @param {object} message */
 const frame = (message) => {
   const body = v8.serialize(message);
   const header = Buffer.alloc(4);
   header.writeUInt32BE(body.length);
   return Buffer.concat([header, body]);
 };
-const socket = net.createConnection(process.argv[2]);
+const socket = net.createConnection(/** @type {string} */ (process.argv[2]));
 socket.write(Buffer.concat([frame({ type: 'hello', versions: [1] }), frame({ type: 'open', host: true })]));
 let pending = Buffer.alloc(0);
 socket.on('data', (chunk) => {
