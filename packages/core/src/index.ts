@@ -178,6 +178,7 @@ export {
   type Invocation,
   type InvokeOptions,
   openSession,
+  type CloseOptions,
   type ReceiveSessionOptions,
   type RemoteRecord,
   reviveError,

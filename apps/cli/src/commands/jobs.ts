@@ -2,7 +2,6 @@
  * The job verbs (Start-Job, Get-Job, Receive-Job, Wait-Job, Stop-Job, Remove-Job). Local jobs live
  * in the local agent's `local` session; with `-s NAME` they live in that session's agent.
  */
-import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import {
   isTerminal,
@@ -73,7 +72,8 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
     definition.stdinOpen = true;
   }
   // One key for this command: a start repeated after a take-over answers with the job it started.
-  request.requestKey = randomUUID();
+  // node:crypto fetched here, not imported: the other verbs of this module start without it.
+  request.requestKey = process.getBuiltinModule('node:crypto').randomUUID();
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const info = await onJobSession(ctx, sessionName, (session) => session.jobs.start(request));
     io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));

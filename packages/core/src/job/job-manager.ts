@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID } from '../util/lazy-builtins.js';
 import { ErrorCode, RjobError, toRjobError } from '../errors.js';
 import { Job } from './job.js';
 import type { JobContext, JobOutcome, JobRun, JobType } from './job-type.js';

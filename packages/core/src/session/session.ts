@@ -4,7 +4,7 @@
  * requests, responses and record events survive link cuts; when a link dies it goes Disconnected
  * and resumes on a new link by itself for a while, then waits for {@link Session.connect}.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID } from '../util/lazy-builtins.js';
 import { decodeRecordEntries } from '../codec/record-entries.js';
 import { deserializeError, RjobError, type SerializedError } from '../errors.js';
 import type { Job } from '../job/job.js';
@@ -162,6 +162,16 @@ export interface SubscribeOptions {
    * receiver that writes records somewhere acknowledges what it wrote). Default `auto`.
    */
   ack?: 'auto' | 'manual';
+}
+
+export interface CloseOptions {
+  /**
+   * Wait for the agent to confirm that the session ended (its jobs stopped and removed). Default
+   * true. False, once every request was answered: the protocol's `close` message is sent and the
+   * call returns without a round trip; the agent ends the session when it reads it (a CLI command
+   * about to exit). With requests still in flight, the call waits as with true.
+   */
+  wait?: boolean;
 }
 
 export interface ReceiveSessionOptions {
@@ -538,11 +548,14 @@ export class Session<Target = unknown> {
    * Remove-PSSession: ends the session on the agent (its jobs are stopped and removed). A session
    * that is not Opened is only closed here; the agent expires it when it has been idle long enough.
    */
-  async close(): Promise<void> {
+  async close(options: CloseOptions = {}): Promise<void> {
     if (this.#state === 'Closed' || this.#state === 'Broken') return;
     this.#cancelReconnect();
     this.#closing = true;
-    if (this.#state === 'Opened') {
+    // Without waiting, and with every request answered (nothing the agent could still be working
+    // on for us), the channel's `close` message alone ends the session on the agent.
+    const answered = options.wait === false && this.#pending.size === 0;
+    if (this.#state === 'Opened' && !answered) {
       try {
         await this.request('session.close');
       } catch {
