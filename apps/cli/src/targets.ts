@@ -4,7 +4,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
-import { defineTransport, ErrorCode, RjobError, type Transport, unixSocketTransport } from '@rjob/core';
+import {
+  defineTransport,
+  ErrorCode,
+  type JobType,
+  RjobError,
+  type Transport,
+  unixSocketTransport,
+} from '@rjob/core';
 import type { CliIo } from './io.js';
 import { usageError } from './io.js';
 import { ensureAgent } from './local-agent.js';
@@ -83,6 +90,26 @@ export class TargetResolver {
   }
 
   async #sshTransport(): Promise<Transport<unknown>> {
+    const [{ sshTransport }, options] = await Promise.all([
+      import('@rjob/transport-ssh'),
+      this.#sshOptions(),
+    ]);
+    return sshTransport(options) as Transport<unknown>;
+  }
+
+  /**
+   * Plain SSH exec with the same host keys, identities and prompts as the SSH transport: for hosts
+   * without node, where only shell commands can run (`invoke`'s agentless fallback).
+   */
+  async sshExecJobType(): Promise<JobType<{ target: unknown; command: string }>> {
+    const [{ sshExecJobType }, options] = await Promise.all([
+      import('@rjob/transport-ssh'),
+      this.#sshOptions(),
+    ]);
+    return sshExecJobType(options) as unknown as JobType<{ target: unknown; command: string }>;
+  }
+
+  async #sshOptions(): Promise<import('@rjob/transport-ssh').SshTransportOptions> {
     const env = this.#io.env;
     const strict = env.RJOB_SSH_STRICT;
     if (strict !== undefined && !['yes', 'accept-new', 'no'].includes(strict)) {
@@ -91,12 +118,9 @@ export class TargetResolver {
     const identityFile = env.RJOB_SSH_IDENTITY ? this.#abs(env.RJOB_SSH_IDENTITY) : undefined;
     this.#identity ??= identityFile ? readFile(identityFile, 'utf8') : Promise.resolve(undefined);
     const privateKey = await this.#identity;
-    const [{ sshTransport }, { terminalPrompter }] = await Promise.all([
-      import('@rjob/transport-ssh'),
-      import('./terminal-prompt.js'),
-    ]);
+    const { terminalPrompter } = await import('./terminal-prompt.js');
     const prompter = terminalPrompter(this.#io);
-    return sshTransport({
+    return {
       ...(env.RJOB_REMOTE_AGENT ? { agentCommand: env.RJOB_REMOTE_AGENT } : {}),
       // A running daemon reached through its socket, no relay process (see sshTransport's agentSocket).
       ...(env.RJOB_REMOTE_SOCKET ? { agentSocket: env.RJOB_REMOTE_SOCKET } : {}),
@@ -112,7 +136,7 @@ export class TargetResolver {
       // and encrypted keys, passwords and keyboard-interactive are not tried.
       ...(prompter ? { prompter } : {}),
       agent: env.SSH_AUTH_SOCK ?? false,
-    }) as Transport<unknown>;
+    };
   }
 
   #abs(path: string): string {

@@ -4,7 +4,14 @@
  */
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { defineTransport, type FanOutResult, invokeMany, type RemoteRecord, RjobError } from '@rjob/core';
+import {
+  defineTransport,
+  type FanOutResult,
+  invokeMany,
+  JobManager,
+  type RemoteRecord,
+  RjobError,
+} from '@rjob/core';
 import { bool, durationMs, parse, positiveInt, str, strs } from '../args.js';
 import type { CliContext } from '../context.js';
 import { isUnreachableCode, oneLine } from '../errors.js';
@@ -190,10 +197,72 @@ async function fanOut(
       ? {}
       : { sessionOptions: { handshakeTimeoutMs: flags.connectTimeoutMs } }),
   });
-  const results = await invocation.results.finally(offInterrupt);
+  let results = await invocation.results;
+  // Hosts without node (the agent could be neither found nor deployed) still run a shell command,
+  // by plain SSH exec, as `ssh HOST CMD` would.
+  if (!interrupt.signal.aborted) {
+    results = await agentlessFallback(ctx, io, results, work, print, interrupt.signal);
+  }
+  offInterrupt();
   clearProgress();
   const code = summarize(io, results, hosts.length === 1);
   return interrupt.signal.aborted ? ExitCode.Interrupted : code;
+}
+
+/** ERR_SSH_NO_AGENT from a host where a shell command can still run by plain exec. */
+function noAgentButExec(error: unknown): boolean {
+  for (let e = error; e instanceof Error; e = (e as Error).cause) {
+    if (RjobError.is(e) && e.code === 'ERR_SSH_NO_AGENT' && e.details?.plainExec === true) return true;
+  }
+  return false;
+}
+
+/**
+ * `invoke -c HOST -- CMD` on hosts without node: the same command by plain SSH exec, one notice
+ * line per host on stderr, output prefixed as any host's. Work that is not a bare shell command
+ * (JavaScript, `--bytes`) keeps its ERR_SSH_NO_AGENT.
+ */
+async function agentlessFallback(
+  ctx: CliContext,
+  io: CliIo,
+  results: FanOutResult[],
+  work: ReturnType<typeof workRequest>,
+  print: (record: RemoteRecord) => void,
+  signal: AbortSignal,
+): Promise<FanOutResult[]> {
+  const hosts = results.filter((result) => noAgentButExec(result.error)).map((r) => r.computerName);
+  if (hosts.length === 0) return results;
+  const { plainShellCommand } = await import('@rjob/transport-ssh');
+  const command = plainShellCommand(work);
+  if (command === undefined) return results;
+  const type = await ctx.targets.sshExecJobType();
+  const jobs = new JobManager({ types: [type] });
+  const stop = (): void => void jobs.close().catch(() => {});
+  signal.addEventListener('abort', stop, { once: true });
+  try {
+    const redone = new Map<string, FanOutResult>();
+    await Promise.all(
+      hosts.map(async (host) => {
+        io.stderr.write(`rjob: ${host}: no node there, so no agent; running the command by plain SSH exec\n`);
+        const resolved = await ctx.targets.resolve(host);
+        const job = await jobs.start(type, { target: resolved.target, command }, { name: host });
+        for await (const record of jobs.receiveStream(job)) {
+          print({ ...record, computerName: host, location: host } as RemoteRecord);
+        }
+        redone.set(host, {
+          computerName: host,
+          // What the summary reads: the state, and the exit code's reason when it failed.
+          info: { ...job.toJSON(), state: job.state, reason: job.reason, computerName: host } as NonNullable<
+            FanOutResult['info']
+          >,
+        });
+      }),
+    );
+    return results.map((result) => redone.get(result.computerName) ?? result);
+  } finally {
+    signal.removeEventListener('abort', stop);
+    await jobs.close().catch(() => {});
+  }
 }
 
 /** A duration flag that must be more than zero. */
