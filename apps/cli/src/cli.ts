@@ -58,7 +58,7 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
     return first === undefined ? ExitCode.Usage : ExitCode.Ok;
   }
   if (first === '--version' || first === '-V') {
-    io.stdout.write(`${await version()}\n`);
+    io.stdout.write(`${await (await import('./version.js')).cliVersion()}\n`);
     return ExitCode.Ok;
   }
   const verb = ALIASES[first.toLowerCase()] ?? first;
@@ -77,17 +77,4 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
     if (io.env.RJOB_DEBUG && error instanceof Error && error.stack) io.stderr.write(`${error.stack}\n`);
     return exitCode;
   }
-}
-
-async function version(): Promise<string> {
-  const { readFile } = await import('node:fs/promises');
-  // This package's package.json: one level up from src/ and dist/, two from the bundle (dist/bundle).
-  for (const path of ['../package.json', '../../package.json']) {
-    const pkg = await readFile(new URL(path, import.meta.url), 'utf8').then(
-      (text) => JSON.parse(text) as { name?: string; version?: string },
-      () => undefined,
-    );
-    if (pkg?.name === 'rjob' && pkg.version) return pkg.version;
-  }
-  return 'unknown';
 }

@@ -36,15 +36,36 @@ export class CliContext {
    */
   async localSession(): Promise<Session<unknown>> {
     const { transport, target } = await this.targets.resolve('localhost');
-    const session = await openSession(transport, target, {
-      name: LOCAL_SESSION_NAME,
-      computerName: 'localhost',
-      autoReconnect: false,
-      host: true,
-    });
+    const open = () =>
+      openSession(transport, target, {
+        name: LOCAL_SESSION_NAME,
+        computerName: 'localhost',
+        autoReconnect: false,
+        host: true,
+      });
+    let session = await open();
+    if (!(await this.#sameVersion(session))) {
+      // An agent another rjob version started (an upgrade while it ran). Idle, it is restarted at
+      // once, its finished jobs restored by the new one; busy, it goes on, and the user is told.
+      const { idleAgent, restartOutdatedAgent } = await import('./local-agent.js');
+      if (await idleAgent(session)) {
+        await session.close({ wait: false }).catch(() => {});
+        await restartOutdatedAgent(this.paths, this.io, session.agentSoftware);
+        session = await open();
+      } else {
+        this.io.stderr.write(
+          `rjob: the local agent runs ${session.agentSoftware ?? 'an older rjob'}, this is ${await (await import('./version.js')).agentSoftware()}; it is restarted once no job runs (rjob agent stop ends it now) (ERR_AGENT_VERSION)\n`,
+        );
+      }
+    }
     this.#attached.push(session);
     this.#own.add(session);
     return session;
+  }
+
+  async #sameVersion(session: Session<unknown>): Promise<boolean> {
+    const { agentSoftware } = await import('./version.js');
+    return session.agentSoftware === (await agentSoftware());
   }
 
   async storedSession(name: string): Promise<StoredSession> {

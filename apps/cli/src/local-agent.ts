@@ -127,3 +127,23 @@ export async function stopAgent(paths: StatePaths): Promise<boolean> {
   }
   return true;
 }
+
+/** No local job is waiting, running, stopping, paused or Disconnected: a restart loses nothing. */
+export async function idleAgent(host: import('@rjob/core').Session<unknown>): Promise<boolean> {
+  const jobs = await host.jobs.get();
+  return jobs.every((job) => job.state === 'Completed' || job.state === 'Failed' || job.state === 'Stopped');
+}
+
+/** Stops an idle agent of another rjob version and starts this one's, saying so in one line. */
+export async function restartOutdatedAgent(
+  paths: StatePaths,
+  io: CliIo,
+  was: string | undefined,
+): Promise<void> {
+  await stopAgent(paths);
+  await ensureAgent(paths, io);
+  const { agentSoftware } = await import('./version.js');
+  io.stderr.write(
+    `rjob: restarted the local agent (it ran ${was ?? 'an older rjob'}, this is ${await agentSoftware()}; no job was running)\n`,
+  );
+}

@@ -33,8 +33,8 @@ export interface MainOptions {
    * `invoke --as-job` itself.
    */
   plugins?: () =>
-    | Pick<AgentServerOptions, 'jobTypes' | 'transports'>
-    | Promise<Pick<AgentServerOptions, 'jobTypes' | 'transports'>>;
+    | Pick<AgentServerOptions, 'jobTypes' | 'transports' | 'software'>
+    | Promise<Pick<AgentServerOptions, 'jobTypes' | 'transports' | 'software'>>;
 }
 
 interface ParsedArgs {

@@ -45,7 +45,12 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
                 socketIndex >= 0
                   ? rest[socketIndex + 1]
                   : rest.find((a) => a.startsWith('--socket='))?.slice('--socket='.length);
-              return { transports: cliTransports({ ...paths, socketPath: socketFlag ?? paths.socketPath }) };
+              const { agentSoftware } = await import('../version.js');
+              return {
+                transports: cliTransports({ ...paths, socketPath: socketFlag ?? paths.socketPath }),
+                // Which rjob started it: a later rjob of another version notices (context.ts).
+                software: await agentSoftware(),
+              };
             },
           }
         : {}),

@@ -44,6 +44,8 @@ export interface ClientHandshakeResult {
   /** Present when a session was opened (the secret to keep for resuming it). */
   resumeSecret?: string;
   resumed: boolean;
+  /** What the server calls its software (`welcome.software`), e.g. `rjob/1.2.0`. */
+  software?: string;
 }
 
 export interface ServerHandshakeOptions extends HandshakeCommon {
@@ -304,7 +306,12 @@ export function clientHandshake(
       }
       reader.release();
       channel.attach(link, resumed.lastSeq);
-      return { version: welcome.version, sessionId: resumed.sessionId, resumed: true };
+      return {
+        version: welcome.version,
+        sessionId: resumed.sessionId,
+        resumed: true,
+        ...(welcome.software === undefined ? {} : { software: welcome.software }),
+      };
     }
     if (!pipelined) reader.send(sessionRequest());
     const opened = expectType(await reader.next(true), 'opened');
@@ -315,6 +322,7 @@ export function clientHandshake(
       sessionId: opened.sessionId,
       resumeSecret: opened.resumeSecret,
       resumed: false,
+      ...(welcome.software === undefined ? {} : { software: welcome.software }),
     };
   });
 }

@@ -241,6 +241,7 @@ export class Session<Target = unknown> {
   #linking: Promise<void> | undefined;
   /** Counts successful opens and resumes, so a reconnect loop notices a fresh loss. */
   #openedCount = 0;
+  #agentSoftware: string | undefined;
 
   /** @internal Use {@link openSession} or {@link connectSession}. */
   constructor(
@@ -266,6 +267,11 @@ export class Session<Target = unknown> {
 
   get name(): string {
     return this.#name;
+  }
+
+  /** What the agent called its software in the last handshake (e.g. `rjob/1.2.0`), if it said. */
+  get agentSoftware(): string | undefined {
+    return this.#agentSoftware;
   }
   get state(): SessionState {
     return this.#state;
@@ -625,6 +631,7 @@ export class Session<Target = unknown> {
       throw isFatalConnectError(error) ? error : connectFailed(error, this.computerName);
     }
     this.#sessionId = result.sessionId;
+    this.#agentSoftware = result.software;
     if (result.resumeSecret !== undefined) this.#resumeSecret = result.resumeSecret;
     this.#leaving = false;
     if (signal?.aborted || this.#closing) {
