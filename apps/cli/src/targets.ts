@@ -136,6 +136,9 @@ export class TargetResolver {
       // and encrypted keys, passwords and keyboard-interactive are not tried.
       ...(prompter ? { prompter } : {}),
       agent: env.SSH_AUTH_SOCK ?? false,
+      // The first use of a host with node but no rjob copies the agent there: said in one line.
+      onDeploy: ({ host, file }) =>
+        this.#io.stderr.write(`rjob: ${host.alias}: installed the rjob agent as ${file}\n`),
     };
   }
 

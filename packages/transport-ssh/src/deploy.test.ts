@@ -207,9 +207,19 @@ describe.skipIf(skip !== undefined)('agent deployment against OpenSSH sshd', () 
     });
     // A copy left by an earlier run would hide the upload this test is about.
     await rm(file, { force: true });
+    // A bundle an older rjob deployed: cleaned once this one is in place.
+    const uid = Number(execFileSync('id', ['-u', USER]).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', USER]).toString().trim());
+    execFileSync('install', ['-d', '-m', '700', '-o', String(uid), '-g', String(gid), cacheDir, rjobDir]);
+    const older = join(rjobDir, 'agent-0.0.0-0123456789abcdef.mjs');
+    await writeFile(older, 'process.exit(3);\n');
+    await chown(older, uid, gid);
+    homeLeftovers.push({ file: older, dirs: [] });
+    const deploys: string[] = [];
     const stateDir = await stateDirFor(USER);
     const options: SshTransportOptions = {
       ...(await clientOptions('box1', box)),
+      onDeploy: ({ host, file: deployedTo }) => deploys.push(`${host.alias} ${deployedTo}`),
       // Nothing by this name exists there: the host "has node but not rjob".
       agentCommand: 'rjob-agent-not-installed --stdio',
       // TMPDIR in the state dir: the job watchdog's registry goes away with it.
@@ -244,6 +254,9 @@ describe.skipIf(skip !== undefined)('agent deployment against OpenSSH sshd', () 
       await session.close();
     }
 
+    // Said once, for the upload; the older bundle is gone.
+    expect(deploys).toEqual([`box1 ${file}`]);
+    expect(existsSync(older)).toBe(false);
     // The file is in the user's cache, owned by them, private, and byte for byte the bundle.
     const deployed = await readFile(file);
     expect(createHash('sha256').update(deployed).digest('hex')).toBe(bundle.sha256);
@@ -269,6 +282,8 @@ describe.skipIf(skip !== undefined)('agent deployment against OpenSSH sshd', () 
     }
     const after = await stat(file);
     expect([after.ino, after.mtimeMs]).toEqual([fileInfo.ino, fileInfo.mtimeMs]);
+    // Nothing uploaded, nothing said.
+    expect(deploys).toHaveLength(1);
   });
 
   it('a corrupted copy in the cache is replaced, never run', async () => {

@@ -7,7 +7,8 @@
  *   there (computed by the remote node, so no `sha256sum` is needed).
  * - A missing or different file is uploaded through an exec channel (`cat > tmp`), its sha256 is
  *   checked remotely, and only then is it renamed into place, so a half-written or corrupted file
- *   is never run. The directory is created 0700: other users must not swap the file.
+ *   is never run. The directory is created 0700: other users must not swap the file. Bundles of
+ *   other versions in it are removed then; `onDeploy` tells the caller an upload happened.
  * - {@link withAgentDeploy} makes this invisible to the session client: the link it returns
  *   forwards to the exec'd agent; if that closes with ERR_SSH_NO_AGENT before saying anything, the
  *   frames sent so far are replayed to the deployed agent.
@@ -177,6 +178,9 @@ export async function deployAgent(client: Client, host: SshHostConfig): Promise<
     'chmod 700 "$d"',
     `t=${file}.$$.tmp`,
     `{ cat > "$t" && node -e ${shellQuote(VERIFY_FILE_JS)} "$t" ${bundle.sha256} && mv -f "$t" ${file}; } || { s=$?; rm -f "$t"; exit $s; }`,
+    // Older bundles go: a running agent has its code loaded already, and a client of another
+    // version uploads its own again.
+    `for o in "$d"/agent-*.mjs; do [ "$o" = ${file} ] || rm -f "$o"; done`,
   ].join(' && ');
   const result = await run(client, upload, host, bundle.bytes);
   if (result.exitCode !== 0) {

@@ -125,6 +125,11 @@ export interface SshTransportOptions {
   deploy?: 'auto' | 'never';
   /** The command that runs a deployed bundle. Default `node '<file>' --stdio`. */
   deployedAgentCommand?: (file: string, host: SshHostConfig) => string;
+  /**
+   * Called when the agent bundle was copied to a host (not when a verified copy was already
+   * there): the CLI says so in one line.
+   */
+  onDeploy?: (event: { host: SshHostConfig; file: string }) => void;
   /** Question queue and unlocked keys; `sshTransport` makes one per transport. */
   authShared?: SshAuthShared;
 }
@@ -245,7 +250,8 @@ export function sshTransport(options: SshTransportOptions = {}): Transport<SshTr
         const again = acquire(host);
         try {
           const { client } = await again.ready;
-          const { file } = await deployAgent(client, host);
+          const { file, uploaded } = await deployAgent(client, host);
+          if (uploaded) options.onDeploy?.({ host, file });
           const run = (options.deployedAgentCommand ?? defaultDeployedAgentCommand)(file, host);
           const channel = await exec(client, run, host);
           deployed.set(hostKey, run);
