@@ -32,7 +32,7 @@ export function describeError(error: unknown): { exitCode: ExitCodeValue; line: 
   if (NOT_FOUND.has(code)) exitCode = ExitCode.NotFound;
   else if (isUnreachableCode(code)) exitCode = ExitCode.Unreachable;
   else if (code === ErrorCode.InvalidArgument || code === ErrorCode.UnknownJobType) exitCode = ExitCode.Usage;
-  else if (code === ErrorCode.JobRunning) exitCode = ExitCode.Refused;
+  else if (code === ErrorCode.JobRunning || code === 'ERR_AGENT_RUNNING') exitCode = ExitCode.Refused;
   else if (code === DISK_FULL) exitCode = ExitCode.DiskFull;
   return { exitCode, line: `${message} (${code})` };
 }

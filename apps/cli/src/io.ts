@@ -35,7 +35,10 @@ export const ExitCode = {
   Unreachable: 4,
   /** `wait --timeout` ran out before the jobs finished. */
   Timeout: 5,
-  /** The job is in a state the verb refuses (remove of a running job without --force). */
+  /**
+   * The job is in a state the verb refuses (remove of a running job without --force), or another
+   * agent already serves the state directory (ERR_AGENT_RUNNING).
+   */
   Refused: 6,
   /** The disk holding the state directory is full (ERR_DISK_FULL). */
   DiskFull: 7,

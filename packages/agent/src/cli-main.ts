@@ -7,10 +7,11 @@
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
 import { closeSync, openSync } from 'node:fs';
-import { lstat, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
+import { lstat, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { socketIsLive } from './doors/socket-probe.js';
 import { bridgeStdioToDaemon } from './doors/stdio-bridge.js';
+import { ServerErrorCode } from './server/server-errors.js';
 import { defaultSocketPath, ensureStateDir, resolveStateDir } from './state-dir.js';
 
 // Only the bridge's modules are loaded up front: `--stdio`, which sshd runs for every session, does
@@ -120,9 +121,13 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
     }
   } catch (error) {
     logError(stderr, 'failed', error);
-    return 1;
+    // As the rjob CLI's "refused": another agent already serves this state directory.
+    return (error as { code?: unknown })?.code === ServerErrorCode.AgentRunning ? EXIT_AGENT_RUNNING : 1;
   }
 }
+
+/** Exit code of a daemon refused because another agent holds the state directory (ERR_AGENT_RUNNING). */
+export const EXIT_AGENT_RUNNING = 6;
 
 async function runDaemon(
   stateDir: string,
@@ -143,7 +148,9 @@ async function runDaemon(
   const server = new AgentServer({ stateDir });
   let door: Awaited<ReturnType<typeof listenUnix>>;
   try {
-    // Claim the socket first: a second daemon must not load (and rewrite) the first one's store.
+    // The state directory's lock first (ERR_AGENT_RUNNING when another agent holds it), then the
+    // socket: a second daemon must not load (and rewrite) the first one's store.
+    await server.ready();
     door = await listenUnix(server, {
       socketPath,
       onLinkError: (error) => {
@@ -168,11 +175,7 @@ async function runDaemon(
     logError(stderr, 'restore failed', error);
   }
   const link = await linkStateDirSocket(stateDir, socketPath);
-  const pidFile = join(stateDir, DAEMON_PID_FILE);
-  // On a full disk the agent still serves (and says so) rather than not starting at all.
-  await writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 }).catch((error) =>
-    logError(stderr, `cannot write ${pidFile}`, error),
-  );
+  const pidFile = await writePidFile(stateDir, (error) => logError(stderr, 'cannot write agent.pid', error));
   stderr.write(`rjob-agent: pid ${process.pid} listening on ${socketPath}\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
@@ -180,10 +183,31 @@ async function runDaemon(
   });
   stderr.write('rjob-agent: shutting down\n');
   await door.close();
+  // Before the lock goes with the server: a next agent's pid file is never the one removed.
+  await pidFile.remove();
   await server.close();
   if (link) await unlink(link).catch(() => {});
-  await unlink(pidFile).catch(() => {});
   return 0;
+}
+
+/**
+ * Writes this process's pid to the state directory's `agent.pid` (for `rjob agent stop` and
+ * scripts) once it holds the directory's lock. On a full disk the agent still serves (and
+ * `onError` says so) rather than not starting at all. `remove()` deletes the file if it still
+ * holds this pid; call it before releasing the lock.
+ */
+export async function writePidFile(
+  stateDir: string,
+  onError: (error: unknown) => void = () => {},
+): Promise<{ remove(): Promise<void> }> {
+  const file = join(stateDir, DAEMON_PID_FILE);
+  const mine = `${process.pid}\n`;
+  await writeFile(file, mine, { mode: 0o600 }).catch(onError);
+  return {
+    async remove() {
+      if ((await readFile(file, 'utf8').catch(() => undefined)) === mine) await unlink(file).catch(() => {});
+    },
+  };
 }
 
 /**

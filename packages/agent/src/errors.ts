@@ -26,6 +26,11 @@ export const AgentErrorCode = {
   DiskFull: 'ERR_DISK_FULL',
   /** The state directory exists but is not a directory we own. */
   StateDirInsecure: 'ERR_STATE_DIR_INSECURE',
+  /**
+   * The state directory's lock is stale, but a start that was removing it died half way: the
+   * message names the two files to remove.
+   */
+  StateLockStuck: 'ERR_STATE_LOCK_STUCK',
 } as const;
 
 export type AgentErrorCodeValue = (typeof AgentErrorCode)[keyof typeof AgentErrorCode];

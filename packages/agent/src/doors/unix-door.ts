@@ -19,6 +19,12 @@ export interface UnixDoorOptions {
   socketPath: string;
   /** Largest frame body in bytes. Default 16 MiB. */
   maxFrameBytes?: number;
+  /**
+   * The identity of every link of this door, instead of the one the server's `authenticate` gives
+   * (reaching the 0600 socket proves being its owner). For an agent whose `authenticate` is for
+   * another door's tokens. Default: the server decides.
+   */
+  identity?: string;
   /** Called with each link that fails its handshake (for logs). Default: ignored. */
   onLinkError?(error: unknown): void;
 }
@@ -46,7 +52,9 @@ export async function listenUnix(server: AgentServer, options: UnixDoorOptions):
       budget: server.frameBudget,
       ...(options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes }),
     });
-    server.attach(link).catch((error: unknown) => options.onLinkError?.(error));
+    server
+      .attach(link, options.identity === undefined ? {} : { identity: options.identity })
+      .catch((error: unknown) => options.onLinkError?.(error));
   });
   await new Promise<void>((resolve, reject) => {
     listener.once('error', (error: NodeJS.ErrnoException) => {

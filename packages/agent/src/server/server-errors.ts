@@ -11,7 +11,7 @@ export const ServerErrorCode = {
   FileWrite: 'ERR_FILE_WRITE',
   /** A bug in the agent: the request failed with an uncoded error. The agent keeps running. */
   Internal: 'ERR_AGENT_INTERNAL',
-  /** Another agent already listens on the socket. */
+  /** Another agent already listens on the socket, or holds the state directory's lock. */
   AgentRunning: 'ERR_AGENT_RUNNING',
   /** The socket's directory is not private to this user. */
   SocketDirInsecure: 'ERR_SOCKET_DIR_INSECURE',
