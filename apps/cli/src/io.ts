@@ -3,6 +3,7 @@
  * in-process with their own streams, environment and directory.
  */
 import type { Session } from '@rjob/core';
+import { CliErrorCode } from './error-codes.js';
 
 export interface CliIo {
   stdout: NodeJS.WritableStream & { isTTY?: boolean };
@@ -66,7 +67,7 @@ export class CliError extends Error {
 }
 
 export function usageError(message: string): CliError {
-  return new CliError(ExitCode.Usage, 'ERR_USAGE', message);
+  return new CliError(ExitCode.Usage, CliErrorCode.Usage, message);
 }
 
 export function defaultIo(): CliIo {

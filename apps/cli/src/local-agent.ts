@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { DAEMON_LOG_FILE, DAEMON_PID_FILE, ensureStateDir, socketIsLive } from '@rjob/agent/cli';
 import { CliError, type CliIo, ExitCode } from './io.js';
 import type { StatePaths } from './state.js';
+import { CliErrorCode } from './error-codes.js';
+import { ErrorCode } from '@rjob/core/errors';
 
 /** How long a freshly spawned daemon gets to answer on its socket. */
 const DAEMON_START_TIMEOUT_MS = 15_000;
@@ -52,7 +54,7 @@ export async function ensureAgent(paths: StatePaths, io: CliIo): Promise<void> {
   }
   throw new CliError(
     ExitCode.Unreachable,
-    'ERR_AGENT_UNREACHABLE',
+    ErrorCode.AgentUnreachable,
     `the local agent did not start on ${paths.socketPath}; see ${join(paths.stateDir, DAEMON_LOG_FILE)}`,
   );
 }
@@ -106,7 +108,7 @@ export async function stopAgent(paths: StatePaths): Promise<boolean> {
     if (live) {
       throw new CliError(
         ExitCode.Internal,
-        'ERR_AGENT_UNKNOWN_PID',
+        CliErrorCode.AgentUnknownPid,
         `an agent answers on ${paths.socketPath} but its pid file is missing`,
       );
     }

@@ -11,12 +11,14 @@ import { lstat, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/p
 import { join } from 'node:path';
 import { socketIsLive } from './doors/socket-probe.js';
 import { bridgeStdioToDaemon } from './doors/stdio-bridge.js';
-import { ServerErrorCode } from './server/server-errors.js';
+import { AgentErrorCode } from './error-codes.js';
 import { defaultSocketPath, ensureStateDir, resolveStateDir } from './state-dir.js';
 
 // Only the bridge's modules are loaded up front: `--stdio`, which sshd runs for every session, does
 // not pay for loading the server. The daemon and `--no-daemon` import it when they start.
 export { defaultSocketPath, ensureStateDir, resolveStateDir, socketIsLive };
+// The agent's code table has no dependencies: the CLI names codes through it at no start-up cost.
+export { AgentErrorCode } from './error-codes.js';
 
 export interface MainOptions {
   /**
@@ -122,7 +124,7 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
   } catch (error) {
     logError(stderr, 'failed', error);
     // As the rjob CLI's "refused": another agent already serves this state directory.
-    return (error as { code?: unknown })?.code === ServerErrorCode.AgentRunning ? EXIT_AGENT_RUNNING : 1;
+    return (error as { code?: unknown })?.code === AgentErrorCode.AgentRunning ? EXIT_AGENT_RUNNING : 1;
   }
 }
 
@@ -134,10 +136,11 @@ async function runDaemon(
   socketPath: string,
   output: NodeJS.WritableStream,
 ): Promise<number> {
-  const [{ AgentServer }, { listenUnix }, { setIncidentSink }] = await Promise.all([
+  const [{ AgentServer }, { listenUnix }, { setIncidentSink }, { ProtocolErrorCode }] = await Promise.all([
     import('./server/agent-server.js'),
     import('./doors/unix-door.js'),
     import('./incidents.js'),
+    import('@rjob/core'),
   ]);
   // The daemon's log (agent.log) gets a timestamp on every line, and every incident (damaged
   // state dropped, a full disk) as a line of its own.
@@ -155,7 +158,7 @@ async function runDaemon(
       socketPath,
       onLinkError: (error) => {
         // A peer that hangs up during the handshake (a liveness probe, a dead client) is not news.
-        if ((error as { code?: unknown })?.code !== 'ERR_LINK_CLOSED')
+        if ((error as { code?: unknown })?.code !== ProtocolErrorCode.LinkClosed)
           logError(stderr, 'link refused', error);
       },
     });

@@ -30,6 +30,7 @@ export {
 } from './server/agent-server.js';
 export type { AgentSession } from './server/agent-session.js';
 export { hashResumeSecret, newResumeSecret, resumeSecretMatches } from './server/secret.js';
+/** @deprecated Use AgentErrorCode (and core's SessionErrorCode, ProtocolErrorCode). */
 export { ServerErrorCode } from './server/server-errors.js';
 export {
   DEFAULT_SEGMENT_BYTES,

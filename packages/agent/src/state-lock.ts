@@ -13,7 +13,6 @@ import { link, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RjobError } from '@rjob/core';
 import { AgentErrorCode } from './errors.js';
-import { ServerErrorCode } from './server/server-errors.js';
 import { STATE_LOCK_FILE } from './state-dir.js';
 
 /** How long a start waits for another process that is removing the same stale lock. */
@@ -58,7 +57,7 @@ export async function lockStateDir(stateDir: string): Promise<StateDirLock> {
     const holder = parseHolder(held);
     if (holder && isAlive(holder)) {
       throw new RjobError(
-        ServerErrorCode.AgentRunning,
+        AgentErrorCode.AgentRunning,
         `An agent (pid ${holder.pid}) already serves the state directory ${stateDir}. Use it (rjob agent status), stop it (rjob agent stop) before starting another, or give this one its own --state-dir.`,
         { details: { pid: holder.pid, stateDir, lockFile: file } },
       );

@@ -37,6 +37,12 @@ export const ErrorCode = {
   AgentUnreachable: 'ERR_AGENT_UNREACHABLE',
   /** The manager was closed; it takes no new work. */
   ManagerClosed: 'ERR_MANAGER_CLOSED',
+  /** A job failed with a reason that carries no code of its own (what a summary reports then). */
+  JobFailed: 'ERR_JOB_FAILED',
+  /** An error from the remote side that carried no code (its name is in `details.name`). */
+  Remote: 'ERR_REMOTE',
+  /** A remote job (RemoteJob) failed on its host; the host's reason is the cause. */
+  RemoteJobFailed: 'ERR_REMOTE_JOB_FAILED',
   // Protocol and remoting codes are listed in docs/protocol.md and live beside the protocol code.
 } as const;
 

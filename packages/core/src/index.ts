@@ -193,5 +193,6 @@ export {
   isPermanentConnectError,
   SessionErrorCode,
   type SessionErrorCodeValue,
+  UNREACHABLE_CODES,
 } from './session/session-errors.js';
 export { unixSocketTransport } from './transport/unix-transport.js';

@@ -12,6 +12,7 @@ import { RjobError } from '@rjob/core';
 import { createWsAuth, listenWs, type WsAuth, WsErrorCode } from '@rjob/transport-ws';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import type { StatePaths } from '../state.js';
+import { ProtocolErrorCode } from '@rjob/core';
 
 export interface ListenFlags {
   listen: string;
@@ -79,7 +80,7 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
   }
   const server = new AgentServer({ stateDir, authenticate: auth.authenticate });
   const onLinkError = (error: unknown): void => {
-    if ((error as { code?: unknown })?.code === 'ERR_LINK_CLOSED') return;
+    if ((error as { code?: unknown })?.code === ProtocolErrorCode.LinkClosed) return;
     const code = (error as { code?: unknown })?.code;
     const message = error instanceof Error ? error.message : String(error);
     io.stderr.write(`rjob agent: link refused: ${typeof code === 'string' ? `${code}: ` : ''}${message}\n`);

@@ -14,6 +14,7 @@ import { dataText, printRecord } from '../format.js';
 import { helpFor } from '../help.js';
 import { type CliIo, ExitCode, usageError } from '../io.js';
 import { withContext } from '../run-command.js';
+import { ProtocolErrorCode } from '@rjob/core';
 
 const VERBS = new Set(['start', 'get', 'receive', 'wait', 'stop', 'remove', 'help']);
 
@@ -141,7 +142,7 @@ async function receiveToFile(
     for (const record of written.other) printRecord(io, record);
   } catch (error) {
     // An agent older than job.receiveToFile: the capture way still works with it.
-    if (RjobError.hasCode(error, 'ERR_UNKNOWN_METHOD')) return false;
+    if (RjobError.hasCode(error, ProtocolErrorCode.UnknownMethod)) return false;
     io.stderr.write(`rjob: ${describeError(error).line}\n`);
   }
   return true;

@@ -17,6 +17,8 @@ import { onJobSession, withContext } from '../run-command.js';
 import { expandHosts, selectHosts } from '../inventory.js';
 import { workRequest } from './jobs.js';
 import { invokeDisconnected } from './session.js';
+import { CliErrorCode } from '../error-codes.js';
+import { ErrorCode } from '@rjob/core';
 
 export async function invoke(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals, rest } = parse(argv, {
@@ -243,7 +245,7 @@ class HostFiles {
     } catch (error) {
       throw new CliError(
         ExitCode.Usage,
-        'ERR_INVALID_ARGUMENT',
+        ErrorCode.InvalidArgument,
         `cannot create --out-dir ${dir}: ${(error as Error).message}`,
       );
     }
@@ -307,7 +309,7 @@ function summarize(
     counts[outcome]++;
     if (outcome === 'succeeded') continue;
     const reason = result.error ?? result.info?.reason;
-    const code = RjobError.is(reason) ? reason.code : 'ERR_JOB_FAILED';
+    const code = RjobError.is(reason) ? reason.code : ErrorCode.JobFailed;
     const message = oneLine(
       reason ? dataText(reason).replace(/ \(ERR_[A-Z_]+\)$/, '') : String(result.info?.state),
     );
@@ -467,7 +469,8 @@ function codedFields(reason: RjobError): Omit<ReportedReason, 'code' | 'message'
 
 /** An error that ended the command, as the host's reason: its code, its message naming the host. */
 function reasonOf(host: string, error: unknown): ReportedReason {
-  const code = error instanceof CliError ? error.code : RjobError.is(error) ? error.code : 'ERR_INTERNAL';
+  const code =
+    error instanceof CliError ? error.code : RjobError.is(error) ? error.code : CliErrorCode.Internal;
   const message = oneLine(error instanceof Error ? error.message : String(error));
   return {
     ...(RjobError.is(error) ? codedFields(error) : {}),

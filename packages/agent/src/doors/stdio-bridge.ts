@@ -7,7 +7,7 @@
 import { fstatSync } from 'node:fs';
 import { createConnection, Socket as NetSocket, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { ServerErrorCode } from '../server/server-errors.js';
+import { AgentErrorCode } from '../error-codes.js';
 
 export interface BridgeOptions {
   /** The agent daemon's socket. */
@@ -43,7 +43,7 @@ export async function bridgeStdioToDaemon(options: BridgeOptions): Promise<void>
       // Loaded on this failure only: the bridge itself does without the core library.
       const { RjobError } = await import('@rjob/core');
       throw new RjobError(
-        ServerErrorCode.AgentRunning,
+        AgentErrorCode.AgentRunning,
         `The agent daemon did not start on ${options.socketPath}.`,
         {
           details: { socketPath: options.socketPath },

@@ -8,7 +8,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { channelFromDuplex, RjobError } from '@rjob/core';
 import type { AgentServer } from '../server/agent-server.js';
-import { ServerErrorCode } from '../server/server-errors.js';
+import { AgentErrorCode } from '../error-codes.js';
 import { socketIsLive } from './socket-probe.js';
 
 export { defaultSocketPath } from '../state-dir.js';
@@ -60,7 +60,7 @@ export async function listenUnix(server: AgentServer, options: UnixDoorOptions):
     listener.once('error', (error: NodeJS.ErrnoException) => {
       reject(
         error.code === 'EADDRINUSE'
-          ? new RjobError(ServerErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
+          ? new RjobError(AgentErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
               details: { socketPath },
             })
           : error,
@@ -94,7 +94,7 @@ async function preparePrivateDir(dir: string): Promise<void> {
   const uid = process.getuid?.();
   if (!info.isDirectory() || (uid !== undefined && info.uid !== uid) || (info.mode & 0o077) !== 0) {
     throw new RjobError(
-      ServerErrorCode.SocketDirInsecure,
+      AgentErrorCode.SocketDirInsecure,
       `The socket directory ${dir} must be a directory owned by this user with mode 0700.`,
       { details: { dir, mode: (info.mode & 0o777).toString(8), uid: info.uid } },
     );
@@ -105,12 +105,12 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
   const info = await stat(socketPath).catch(() => undefined);
   if (!info) return;
   if (!info.isSocket()) {
-    throw new RjobError(ServerErrorCode.AgentRunning, `${socketPath} exists and is not a socket.`, {
+    throw new RjobError(AgentErrorCode.AgentRunning, `${socketPath} exists and is not a socket.`, {
       details: { socketPath },
     });
   }
   if (await socketIsLive(socketPath)) {
-    throw new RjobError(ServerErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
+    throw new RjobError(AgentErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
       details: { socketPath },
     });
   }

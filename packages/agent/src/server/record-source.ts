@@ -25,6 +25,7 @@ import {
   type RecordSpoolOptions,
   type SpoolBatch,
 } from '../spool/record-spool.js';
+import { AgentErrorCode } from '../error-codes.js';
 import { type SpooledJob, spoolJob } from '../spool/spooled-job.js';
 import type { JobStore, StoredJob } from '../store/job-store.js';
 
@@ -468,7 +469,7 @@ export class SpooledRecords implements RecordSource {
             }
           }
         } catch (error) {
-          if (!RjobError.hasCode(error, 'ERR_SPOOL_CLOSED')) throw error;
+          if (!RjobError.hasCode(error, AgentErrorCode.SpoolClosed)) throw error;
           return;
         } finally {
           // The listener stays: a cancel after the end (records sent, not yet acknowledged) must

@@ -155,7 +155,7 @@ export function invokeMany<Target>(
   if (needsTransport && !options.transport) {
     throw toRjobError(
       new Error('invokeMany needs a transport for targets that are not open sessions.'),
-      'ERR_INVALID_ARGUMENT',
+      ErrorCode.InvalidArgument,
     );
   }
 
@@ -163,7 +163,7 @@ export function invokeMany<Target>(
     return invokeDisconnected(targets, work, options, throttleLimit, nameOf);
   }
   if (options.asJob) {
-    if (!jobManager) throw toRjobError(new Error('asJob needs a jobManager.'), 'ERR_INVALID_ARGUMENT');
+    if (!jobManager) throw toRjobError(new Error('asJob needs a jobManager.'), ErrorCode.InvalidArgument);
     const type = remoteJobType();
     return jobManager.startGroup({
       ...(options.name === undefined ? {} : { name: options.name }),
@@ -220,7 +220,7 @@ export function invokeMany<Target>(
       const info = await session.invoke(work, { onRecord }).result;
       return { computerName, info };
     } catch (error) {
-      return { computerName, error: toRjobError(error, 'ERR_REMOTE') };
+      return { computerName, error: toRjobError(error, ErrorCode.Remote) };
     } finally {
       if (session !== target) {
         const closed = session.close().catch(() => {});
@@ -329,7 +329,7 @@ async function invokeDisconnected<Target>(
         throw error;
       }
     } catch (error) {
-      return { computerName, target, error: toRjobError(error, 'ERR_REMOTE') };
+      return { computerName, target, error: toRjobError(error, ErrorCode.Remote) };
     }
   };
   return throttled(targets, throttleLimit, runOne);

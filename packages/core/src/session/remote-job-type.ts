@@ -66,7 +66,7 @@ function outcomeOf(jobs: RemoteJobInfo[], computerName: string): JobOutcome {
       state: 'Failed',
       reason:
         failed.reason ??
-        new RjobError('ERR_REMOTE_JOB_FAILED', `Remote job ${failed.id} failed on ${computerName}.`),
+        new RjobError(ErrorCode.RemoteJobFailed, `Remote job ${failed.id} failed on ${computerName}.`),
     };
   }
   if (jobs.some((job) => job.state === 'Stopped')) return { state: 'Stopped' };
