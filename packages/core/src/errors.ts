@@ -3,6 +3,8 @@
  * `code` (and on `exitCode`, `signal`, `timedOut` for failed jobs), never on message text.
  */
 
+import { serializeError as serializeAnyError } from './runtime/serialize-error.js';
+
 /** Stable error codes. Adding a code is a minor change; renaming or removing one is breaking. */
 export const ErrorCode = {
   /** An argument is missing or malformed. */
@@ -107,22 +109,12 @@ export interface SerializedError {
   cause?: SerializedError;
 }
 
-/** Turns any thrown value into a {@link SerializedError}. Causes are kept to a depth of 8. */
-export function serializeError(error: unknown, depth = 0): SerializedError {
-  if (!(error instanceof Error) && !RjobError.is(error)) {
-    return { name: 'Error', message: typeof error === 'string' ? error : safeString(error) };
-  }
-  const e = error as Error & Partial<RjobError> & { code?: unknown };
-  const out: SerializedError = { name: e.name, message: e.message };
-  if (typeof e.code === 'string') out.code = e.code;
-  if (e.stack) out.stack = e.stack;
-  if (typeof e.exitCode === 'number') out.exitCode = e.exitCode;
-  if (typeof e.signal === 'string') out.signal = e.signal;
-  if (typeof e.timedOut === 'boolean') out.timedOut = e.timedOut;
-  if (e.details) out.details = e.details;
-  if (e.cause !== undefined && depth < 8) out.cause = serializeError(e.cause, depth + 1);
-  return out;
-}
+/**
+ * Turns any thrown value into a {@link SerializedError}, `exitCode`, `signal`, `timedOut` and
+ * `details` included. Causes are kept to a depth of 8. (runtime/serialize-error.js: the JS-work
+ * runtime, which cannot import TypeScript, uses the same function.)
+ */
+export const serializeError: (error: unknown, depth?: number) => SerializedError = serializeAnyError;
 
 /** Revives a {@link SerializedError}: an {@link RjobError} when it carries a code. */
 export function deserializeError(data: SerializedError): Error {
