@@ -1,4 +1,10 @@
-export { createWsAuth, DEFAULT_TOKEN_FILE, type WsAuth, type WsAuthOptions } from './auth.js';
+export {
+  createWsAuth,
+  DEFAULT_TOKEN_FILE,
+  readOrCreateToken,
+  type WsAuth,
+  type WsAuthOptions,
+} from './auth.js';
 export { WS_UNREACHABLE_CODES, WsErrorCode, type WsErrorCodeValue } from './errors.js';
 export {
   type AttachTarget,

@@ -3,13 +3,12 @@
  * clients (listenWs) and, as the daemon does, local commands on its Unix socket, until
  * SIGTERM/SIGINT. Refused (ERR_AGENT_RUNNING) while another agent (the daemon) holds the directory.
  */
-import { chmod, readFile, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import { AgentServer, ensureStateDir, listenUnix, writePidFile } from '@rjob/agent';
 import { RjobError } from '@rjob/core';
-import { createWsAuth, listenWs, type WsAuth, WsErrorCode } from '@rjob/transport-ws';
+import { createWsAuth, listenWs, readOrCreateToken, type WsAuth, WsErrorCode } from '@rjob/transport-ws';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import type { StatePaths } from '../state.js';
 import { ProtocolErrorCode } from '@rjob/core';
@@ -148,17 +147,4 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
   await pidFile.remove();
   await server.close();
   return ExitCode.Ok;
-}
-
-/** The token in FILE, or a new one written there (0600) on first start. */
-async function readOrCreateToken(file: string): Promise<string> {
-  const existing = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return undefined;
-    throw error;
-  });
-  if (existing !== undefined) return existing.trim();
-  const token = randomBytes(32).toString('base64url');
-  await writeFile(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
-  await chmod(file, 0o600);
-  return token;
 }
