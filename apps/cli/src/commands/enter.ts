@@ -5,7 +5,7 @@
  */
 import { createInterface } from 'node:readline';
 import { PassThrough } from 'node:stream';
-import { openSession, RjobError, type Session } from '@rjob/core';
+import { openSession, type Session } from '@rjob/core';
 import { parse, selectors, str } from '../args.js';
 import { run } from '../cli.js';
 import type { CliContext } from '../context.js';
@@ -14,7 +14,6 @@ import { dataText, printRecord } from '../format.js';
 import { helpFor } from '../help.js';
 import { type CliIo, ExitCode, usageError } from '../io.js';
 import { withContext } from '../run-command.js';
-import { ProtocolErrorCode } from '@rjob/core';
 
 const VERBS = new Set(['start', 'get', 'receive', 'wait', 'stop', 'remove', 'help']);
 
@@ -141,8 +140,6 @@ async function receiveToFile(
     });
     for (const record of written.other) printRecord(io, record);
   } catch (error) {
-    // An agent older than job.receiveToFile: the capture way still works with it.
-    if (RjobError.hasCode(error, ProtocolErrorCode.UnknownMethod)) return false;
     io.stderr.write(`rjob: ${describeError(error).line}\n`);
   }
   return true;
