@@ -6,9 +6,9 @@
  * - `--stdio --no-daemon`: serve one link over stdio in this process (sessions end with it).
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
-import { closeSync, openSync } from 'node:fs';
 import { lstat, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DAEMON_LOG_FILE, spawnDaemon, waitForSocket } from './doors/daemon-start.js';
 import { socketIsLive } from './doors/socket-probe.js';
 import { bridgeStdioToDaemon } from './doors/stdio-bridge.js';
 import { AgentErrorCode } from './error-codes.js';
@@ -16,7 +16,15 @@ import { defaultSocketPath, ensureStateDir, resolveStateDir } from './state-dir.
 
 // Only the bridge's modules are loaded up front: `--stdio`, which sshd runs for every session, does
 // not pay for loading the server. The daemon and `--no-daemon` import it when they start.
-export { defaultSocketPath, ensureStateDir, resolveStateDir, socketIsLive };
+export {
+  DAEMON_LOG_FILE,
+  defaultSocketPath,
+  ensureStateDir,
+  resolveStateDir,
+  socketIsLive,
+  spawnDaemon,
+  waitForSocket,
+};
 // The agent's code table has no dependencies: the CLI names codes through it at no start-up cost.
 export { AgentErrorCode } from './error-codes.js';
 
@@ -41,8 +49,6 @@ const USAGE = `usage: rjob-agent daemon [--socket PATH] [--state-dir DIR]
        rjob-agent --stdio [--no-daemon] [--socket PATH] [--state-dir DIR]
 `;
 
-/** Log file of a daemon started by the bridge, inside the state directory. */
-export const DAEMON_LOG_FILE = 'agent.log';
 /** Pid of the running daemon, inside the state directory; its process group has the same id. */
 export const DAEMON_PID_FILE = 'agent.pid';
 /**
@@ -116,7 +122,19 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
         const selfCommand = options.selfCommand ?? [process.argv[1]!];
         await bridgeStdioToDaemon({
           socketPath,
-          startDaemon: () => startDaemon(selfCommand, stateDir, socketPath),
+          startDaemon: () =>
+            spawnDaemon({
+              args: [
+                ...process.execArgv,
+                ...selfCommand,
+                'daemon',
+                '--state-dir',
+                stateDir,
+                '--socket',
+                socketPath,
+              ],
+              stateDir,
+            }),
         });
         return 0;
       }
@@ -237,26 +255,6 @@ async function linkStateDirSocket(stateDir: string, socketPath: string): Promise
   } catch {
     // Only a shortcut: the daemon works without it.
     return undefined;
-  }
-}
-
-/**
- * Starts `<self> daemon` detached, in its own process group (so the SSH session's hangup does not
- * reach it), with output appended to the state directory's log.
- */
-function startDaemon(selfCommand: string[], stateDir: string, socketPath: string): void {
-  const log = openSync(join(stateDir, DAEMON_LOG_FILE), 'a', 0o600);
-  try {
-    // Fetched here, not imported: only a daemon start needs child_process (a quicker CLI start).
-    const { spawn } = process.getBuiltinModule('node:child_process');
-    const child = spawn(
-      process.execPath,
-      [...process.execArgv, ...selfCommand, 'daemon', '--state-dir', stateDir, '--socket', socketPath],
-      { detached: true, stdio: ['ignore', log, log], env: process.env },
-    );
-    child.unref();
-  } finally {
-    closeSync(log);
   }
 }
 
