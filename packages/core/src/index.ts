@@ -33,6 +33,8 @@ export {
   type StartGroupOptions,
   type StartOptions,
   type WaitOptions,
+  leavesOf,
+  reasonRecord,
 } from './job/job-manager.js';
 export {
   defineJobType,
