@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
-import { alive } from './testing/daemon.js';
+import { alive, waitForLine } from './testing/daemon.js';
 import { BIN, sandbox } from './testing/sandbox.js';
 
 const children: ChildProcess[] = [];
@@ -27,23 +27,6 @@ async function pidIn(stateDir: string): Promise<number> {
 
 async function until(condition: () => boolean | Promise<boolean>): Promise<void> {
   while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, 20));
-}
-
-/** Resolves with the first stderr line matching `pattern` (or rejects when the child exits). */
-function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    const onData = (chunk: Buffer): void => {
-      buffered += chunk.toString('utf8');
-      const match = pattern.exec(buffered);
-      if (match) {
-        child.stderr!.off('data', onData);
-        resolve(match);
-      }
-    };
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`exited with ${code}: ${buffered}`)));
-  });
 }
 
 describe('one agent per state directory', { timeout: 120_000 }, () => {
