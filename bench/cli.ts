@@ -2,6 +2,12 @@
  * `rjob` start-up: the BUILT command line (apps/cli/bin/rjob.js running dist/bundle) against
  * `node -e 0`, samples interleaved in the same run, with a running local agent in a temporary state
  * directory. Ratios are of medians. Target (issue 15): `rjob get` ≤ 1.3× `node -e 0`.
+ *
+ * With `rjob get` runs a third series, the floor: cli-floor-client.mjs, a Node program that lists
+ * the jobs with the fewest round trips protocol v1 allows and no rjob module (node start, one
+ * connection, hello+open, then the request). `rjob get` is shown against it too, so what is left
+ * above what any Node client must pay is visible (docs/decisions.md, "CLI start-up: where the time
+ * goes").
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -13,6 +19,7 @@ import type { BenchResult } from './harness.js';
 
 const BIN = fileURLToPath(new URL('../apps/cli/bin/rjob.js', import.meta.url));
 const BUNDLE = fileURLToPath(new URL('../apps/cli/dist/bundle/rjob.mjs', import.meta.url));
+const FLOOR = fileURLToPath(new URL('./cli-floor-client.mjs', import.meta.url));
 const SAMPLES = 30;
 
 function timed(args: string[], env: NodeJS.ProcessEnv): number {
@@ -48,14 +55,28 @@ export async function benchCli(): Promise<BenchResult[]> {
     for (const [label, args] of cases) {
       const raw: number[] = [];
       const cli: number[] = [];
+      const floor: number[] = [];
+      const withFloor = args[0] === 'get';
       for (let i = 0; i < 3; i++) timed([BIN, ...args], env); // warm the page cache
       for (let i = 0; i < SAMPLES; i++) {
         raw.push(timed(['-e', '0'], env));
+        if (withFloor) floor.push(timed([FLOOR, join(dir, 'state', 'agent.sock')], env));
         cli.push(timed([BIN, ...args], env));
       }
       const base = stats(`node -e 0 (interleaved with ${label})`, raw);
       const result = stats(label, cli);
-      results.push(base, { ...result, baseline: 'node -e 0', ratio: result.medianMs / base.medianMs });
+      results.push(base);
+      if (withFloor) {
+        const least = stats('floor: node, one connection, hello+open, job.get (cli-floor-client.mjs)', floor);
+        results.push({ ...least, baseline: 'node -e 0', ratio: least.medianMs / base.medianMs });
+        results.push({
+          ...result,
+          name: `${label} (against the floor)`,
+          baseline: 'the floor',
+          ratio: result.medianMs / least.medianMs,
+        });
+      }
+      results.push({ ...result, baseline: 'node -e 0', ratio: result.medianMs / base.medianMs });
     }
     return results;
   } finally {

@@ -7,9 +7,10 @@
  * - `xargs -P 32` with OpenSSH;
  * - `rjob invoke` with the BUILT CLI (apps/cli/dist; run `npm run build` first), default settings:
  *   it reaches the remote user's running agent through its default socket, no Node start per host;
- * - `rjob invoke --as-job` and `rjob wait` (N ≤ 100: each host's child is a CLI process).
+ * - `rjob invoke --as-job` and `rjob wait`, run by the local agent daemon.
  *
- * Prints times, ratios and the controller's peak RSS (per 100 hosts). Needs root (the sshd
+ * Prints times, ratios, the controller's peak RSS (per 100 hosts) and the local agent's peak RSS
+ * (VmHWM: the most the daemon that ran the --as-job fan-outs ever held, up to that N). Needs root (the sshd
  * fixture); skips otherwise, saying so.
  */
 import { execFile, spawn } from 'node:child_process';
@@ -288,6 +289,13 @@ export async function benchFanout(): Promise<BenchResult[]> {
       await run(process.execPath, [CLI, 'remove', name], { env: baseEnv });
       return { ms };
     };
+    /** The local agent's peak RSS so far, in KiB (0 when it is not running). */
+    const localAgentPeakKiB = async (): Promise<number> => {
+      const pid = Number((await readFile(join(stateDir, 'agent.pid'), 'utf8').catch(() => '')).trim());
+      if (!pid) return 0;
+      const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+      return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
+    };
 
     const table: string[] = [];
     for (const n of SIZES) {
@@ -299,7 +307,7 @@ export async function benchFanout(): Promise<BenchResult[]> {
         samples.raw!.push(await rawRun(n));
         samples.xargs!.push(await xargsRun(n));
         samples.rjob!.push(await rjobRun(n));
-        if (n <= 100) samples.asJob!.push(await asJobRun(n));
+        samples.asJob!.push(await asJobRun(n));
       }
       const ms = (key: string) => median(samples[key]!.map((t) => t.ms));
       const raw = ms('raw');
@@ -331,13 +339,20 @@ export async function benchFanout(): Promise<BenchResult[]> {
         'rjob',
         `[peak RSS ${(rssKiB / 1024).toFixed(0)} MiB, CPU ${cpu.toFixed(0)} ms, remote agents' CPU ${agentCpu.toFixed(0)} ms]`,
       );
-      push('rjob invoke --as-job + wait', 'asJob');
+      const agentPeakKiB = samples.asJob!.length ? await localAgentPeakKiB() : 0;
+      push(
+        'rjob invoke --as-job + wait',
+        'asJob',
+        samples.asJob!.length
+          ? `[${(ms('asJob') / ms('rjob')).toFixed(2)}× rjob invoke; local agent peak RSS ${(agentPeakKiB / 1024).toFixed(0)} MiB]`
+          : '',
+      );
       table.push(
-        `| ${String(n).padStart(5)} | ${raw.toFixed(0).padStart(7)} | ${ms('xargs').toFixed(0).padStart(7)} | ${ms('rjob').toFixed(0).padStart(7)} | ${(ms('rjob') / raw).toFixed(2).padStart(6)}× | ${(ms('rjob') / ms('xargs')).toFixed(2).padStart(6)}× | ${samples.asJob!.length ? `${ms('asJob').toFixed(0)}` : '-'} | ${(rssKiB / 1024).toFixed(0)} MiB (${(rssKiB / 1024 / (n / 100)).toFixed(1)} MiB/100 hosts) |`,
+        `| ${String(n).padStart(5)} | ${raw.toFixed(0).padStart(7)} | ${ms('xargs').toFixed(0).padStart(7)} | ${ms('rjob').toFixed(0).padStart(7)} | ${(ms('rjob') / raw).toFixed(2).padStart(6)}× | ${(ms('rjob') / ms('xargs')).toFixed(2).padStart(6)}× | ${samples.asJob!.length ? `${ms('asJob').toFixed(0)} (${(ms('asJob') / ms('rjob')).toFixed(2)}×, agent ${(agentPeakKiB / 1024).toFixed(0)} MiB)` : '-'} | ${(rssKiB / 1024).toFixed(0)} MiB (${(rssKiB / 1024 / (n / 100)).toFixed(1)} MiB/100 hosts) |`,
       );
     }
     console.log(
-      '\n| N     | raw ms  | xargs ms | rjob ms | rjob/raw | rjob/xargs | as-job ms | rjob peak RSS |',
+      '\n| N     | raw ms  | xargs ms | rjob ms | rjob/raw | rjob/xargs | as-job ms (÷ rjob, agent peak RSS) | rjob peak RSS |',
     );
     console.log(
       '|-------|---------|----------|---------|----------|------------|-----------|---------------|',

@@ -7,6 +7,7 @@ import { benchCodec } from './codec.js';
 import { benchFanout } from './fanout.js';
 import { printResults } from './harness.js';
 import { benchProcess } from './process.js';
+import { benchReceive } from './receive.js';
 import { benchRemote } from './remote.js';
 import { benchSsh } from './ssh.js';
 import { benchThread } from './thread.js';
@@ -21,6 +22,11 @@ const sections: Record<string, { title: string; run: () => Promise<import('./har
     codec: { title: 'Value codec (decision: docs/decisions.md)', run: benchCodec },
     thread: { title: 'ThreadJob (targets: warm start < 1 ms; ≥ 500k records/s)', run: benchThread },
     process: { title: 'BackgroundJob (target: within 1.2× of raw spawn)', run: benchProcess },
+    receive: {
+      title:
+        'Local receive: the built CLI consuming a finished job into /dev/null vs the raw pipe (RJOB_BENCH_RECEIVE_BIN for another build)',
+      run: benchReceive,
+    },
     remote: {
       title: 'Remoting over the local agent (Unix socket); throughput ratio is rate / raw rate',
       run: benchRemote,

@@ -60,8 +60,12 @@ describe('the rjob bin', { timeout: 120_000 }, () => {
     const loop = 'for i in $(seq 20); do sleep 0.1; echo "Output $i"; done';
     const started = await s.bin(['invoke', '-s', 'bg', '--as-job', '--name', 'loop', '--', loop]);
     expect(started.code).toBe(0);
-    expect((await s.bin(['session', 'disconnect', 'bg'])).stdout).toMatch(/bg\s+unix\s+\S+\s+Disconnected/);
-    expect((await s.bin(['session', 'connect', 'bg'])).stdout).toMatch(/bg\s+unix\s+\S+\s+Opened/);
+    expect((await s.bin(['session', 'disconnect', 'bg'])).stdout).toMatch(
+      /bg\s+unix\s+localhost\s+\S+\s+Disconnected/,
+    );
+    expect((await s.bin(['session', 'connect', 'bg'])).stdout).toMatch(
+      /bg\s+unix\s+localhost\s+\S+\s+Opened/,
+    );
 
     // The session's job is handed to a job in the local agent, which outlives this command.
     const handed = await s.bin(['session', 'receive', 'bg', '--out-target', 'job']);

@@ -98,8 +98,8 @@ describe('local jobs (S1)', () => {
 describe("invoke --as-job: each child fails with its host's coded reason", () => {
   it('a refused host is ERR_SSH_CONNECT_REFUSED, a remote exit 3 is ERR_JOB_EXIT_CODE 3, remote output sets nothing', async () => {
     await using s = await sandbox();
-    // What the per-host CLI writes on its reason channel, imitated by the remote command on its
-    // stdout, its stderr and its descriptor 3 (not open there).
+    // A coded reason written by the remote command on its stdout, its stderr and its descriptor 3
+    // (not open there): none of it can pass for the host's reason.
     const forged = '{"code":"ERR_FORGED","message":"localhost: forged by the remote command","exitCode":99}';
     const command = `echo out; echo '${forged}'; echo '${forged}' >&2; { echo '${forged}' >&3; } 2>/dev/null; exit 3`;
     // Nothing listens on port 1: the connection is refused without any sshd.
@@ -144,13 +144,6 @@ describe("invoke --as-job: each child fails with its host's coded reason", () =>
       expect.stringMatching(/^\[127\.0\.0\.1:1\] FAILED: 127\.0\.0\.1:1: .+ \(ERR_SSH_CONNECT_REFUSED\)$/),
     ]);
     expect(received.stderr).not.toMatch(/FAILED: .*ERR_FORGED/);
-  });
-
-  it('--reason-fd is only for one host', async () => {
-    await using s = await sandbox();
-    const out = await s.rjob('invoke', '-c', 'a,b', '--reason-fd=3', '--', 'true');
-    expect(out.code).toBe(ExitCode.Usage);
-    expect(out.stderr).toMatch(/--reason-fd .*\(ERR_USAGE\)\n$/);
   });
 });
 
@@ -282,7 +275,7 @@ describe('invoke --disconnected', () => {
     // The unreachable host is one coded line and exit 4; the reachable one still got its session.
     expect(out.code).toBe(ExitCode.Unreachable);
     expect(out.stderr).toMatch(/^rjob: 127\.0\.0\.1:1: .+\(ERR_SSH_CONNECT_REFUSED\)\n$/);
-    expect(out.stdout).toMatch(/Session1\s+unix\s+\S+\s+Disconnected/);
+    expect(out.stdout).toMatch(/Session1\s+unix\s+\S+\s+\S+\s+Disconnected/);
     expect(out.stdout).not.toContain('127.0.0.1:1');
 
     const list = await s.rjob('session', 'list');

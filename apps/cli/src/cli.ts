@@ -18,6 +18,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   restart: async () => (await import('./commands/jobs.js')).restart,
   pause: async () => (await import('./commands/jobs.js')).pause,
   resume: async () => (await import('./commands/jobs.js')).resume,
+  group: async () => (await import('./commands/queue.js')).group,
+  send: async () => (await import('./commands/queue.js')).send,
   invoke: async () => (await import('./commands/invoke.js')).invoke,
   session: async () => (await import('./commands/session.js')).session,
   enter: async () => (await import('./commands/enter.js')).enter,

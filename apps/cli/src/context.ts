@@ -105,7 +105,11 @@ export class CliContext {
   async dispose(): Promise<void> {
     const sessions = this.#attached.splice(0);
     await Promise.allSettled(
-      sessions.map((session) => (this.#own.has(session) ? session.close() : session.disconnect())),
+      sessions.map((session) =>
+        // Our own host sessions: the command is done with every request, no answer is needed to
+        // end them (the jobs are the host's), so no round trip before the command exits.
+        this.#own.has(session) ? session.close({ wait: false }) : session.disconnect(),
+      ),
     );
   }
 }

@@ -11,10 +11,17 @@ const NOT_FOUND = new Set<string>([
   ErrorCode.JobNotFound,
   ProtocolErrorCode.SessionNotFound,
   CliErrorCode.UnknownSession,
+  AgentErrorCode.GroupNotFound,
 ]);
 
-/** Codes that mean "refused": by the job's state, or because another agent serves the directory. */
-const REFUSED = new Set<string>([ErrorCode.JobRunning, AgentErrorCode.AgentRunning]);
+/** Codes that mean "refused": by the state of the job (or group), or another agent serves the directory. */
+const REFUSED = new Set<string>([
+  ErrorCode.JobRunning,
+  ErrorCode.JobNotRunning,
+  ErrorCode.StdinClosed,
+  AgentErrorCode.GroupInUse,
+  AgentErrorCode.AgentRunning,
+]);
 
 /**
  * Codes that mean "could not get there": the host, its port, its key or the login. Each package's

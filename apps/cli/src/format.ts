@@ -14,7 +14,19 @@ export function table(headers: readonly string[], rows: ReadonlyArray<readonly s
 }
 
 export const JOB_COLUMNS = ['Id', 'Name', 'Type', 'State', 'HasMoreData', 'Location', 'Command'] as const;
-export const SESSION_COLUMNS = ['Id', 'Name', 'Transport', 'ComputerName', 'State', 'Availability'] as const;
+/**
+ * ComputerName is the target as the user gave it (alias, user@host:port, URL), so that sessions to
+ * hosts that call themselves the same stay apart; RemoteHost is what the agent there calls itself.
+ */
+export const SESSION_COLUMNS = [
+  'Id',
+  'Name',
+  'Transport',
+  'ComputerName',
+  'RemoteHost',
+  'State',
+  'Availability',
+] as const;
 
 const pwshBool = (value: boolean): string => (value ? 'True' : 'False');
 
@@ -72,6 +84,8 @@ export interface SessionRow {
   name: string;
   transport: string;
   computerName: string;
+  /** The agent's own name for its host; empty when it could not be asked. */
+  remoteHost: string;
   state: SessionInfo['state'] | 'Unknown';
   availability: SessionInfo['availability'] | 'Unknown';
 }
@@ -79,7 +93,15 @@ export interface SessionRow {
 export function sessionTable(rows: readonly SessionRow[]): string {
   return table(
     SESSION_COLUMNS,
-    rows.map((r) => [String(r.id), r.name, r.transport, r.computerName, r.state, r.availability]),
+    rows.map((r) => [
+      String(r.id),
+      r.name,
+      r.transport,
+      r.computerName,
+      r.remoteHost || '-',
+      r.state,
+      r.availability,
+    ]),
   );
 }
 

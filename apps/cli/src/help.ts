@@ -22,6 +22,8 @@ Jobs (in the local agent, or in a session with -s):
   restart    run finished jobs again           rjob restart --all-failed
   pause      suspend jobs (SIGSTOP)            rjob pause build
   resume     let suspended jobs go on          rjob resume build
+  group      job groups with a parallel limit  rjob group add build --parallel 2
+  send       write to a running job's stdin    rjob send 3 yes
 
 Remoting:
   invoke     run a command on hosts            rjob invoke -c web1,web2 -- uptime
@@ -50,11 +52,19 @@ Options:
   -e, --eval JS        the body of an async generator; yielded values become output records
   -f, --file PROGRAM   run a program with the arguments after --, no shell involved
   --bytes              keep stdout as raw bytes, not lines; receive writes them out unchanged
+  -a, --after ID[,ID...]  wait in NotStarted until those jobs Completed (ids or names); if one
+                       Failed or was Stopped, the job fails with ERR_DEPENDENCY_FAILED
+  -g, --group NAME     run in a job group (rjob group add): at most its --parallel jobs run at
+                       once, the others wait in NotStarted, in order
+  --stdin-open         keep the job's stdin open for 'rjob send' (else it reads end of file)
   --json               print the job as JSON
 ${COMMON}
 
 Examples:
   rjob start sleep 5
+  rjob start --after build,test -- ./deploy.sh
+  rjob start --group downloads -- 'curl -sO https://example.com/big.iso'
+  rjob start --stdin-open --name py -- python3 -i
   rjob start --label 'nightly backup' -- ./backup.sh
   rjob start --name build -- 'sleep 1; echo built'
   rjob start -s s1 --name backup --bytes -- 'tar cz /etc'; rjob receive -s s1 backup --wait > etc.tgz
@@ -164,6 +174,50 @@ ${COMMON}
 
 Example:
   rjob resume build
+`,
+  group: `Usage: rjob group [list] [options]
+       rjob group add NAME --parallel N
+       rjob group set NAME --parallel N
+       rjob group remove NAME
+
+Job groups of the agent (pueue's groups): 'rjob start --group NAME' runs a process job in one, and
+at most N of a group's jobs run at once; the others wait in NotStarted and start in the order they
+were started as running ones finish. Jobs without --group are in 'default', which is unlimited.
+Groups and their limits are kept in the state directory, so they survive an agent restart.
+'set' changes a limit (a higher one lets waiting jobs go at once); 'remove' refuses a group that
+still has running or waiting jobs (ERR_GROUP_IN_USE, exit 6). An unknown group is
+ERR_GROUP_NOT_FOUND (exit 3).
+
+Options:
+  -p, --parallel N     how many of the group's jobs run at once
+  --json               print the groups as JSON
+${COMMON}
+
+Examples:
+  rjob group add downloads --parallel 2
+  rjob group list
+  rjob group set downloads --parallel 4
+  rjob group remove downloads
+`,
+  send: `Usage: rjob send ID|NAME TEXT... [options]
+       rjob send ID|NAME --stdin [--eof]
+       rjob send ID|NAME --eof
+
+Writes to the stdin of a running job started with --stdin-open: TEXT and a newline, or (--stdin)
+everything this command reads from its own stdin until end of file. --eof closes the job's stdin
+afterwards (alone: only closes it), so the job reads end of file. A job without an open stdin is
+ERR_STDIN_CLOSED, one not running ERR_JOB_NOT_RUNNING (both exit 6).
+
+Options:
+  --stdin              send this command's stdin until end of file
+  --eof                close the job's stdin afterwards
+  -n, --no-newline     send TEXT without the newline
+${COMMON}
+
+Examples:
+  rjob send py 'print(6 * 7)'
+  cat data.csv | rjob send sorter --stdin --eof
+  rjob send sorter --eof
 `,
   restart: `Usage: rjob restart ID|NAME... [options]
        rjob restart --all-failed [options]

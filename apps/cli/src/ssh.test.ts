@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type SshdFixture, sshdUnavailableReason, startSshd } from '@rjob/transport-ssh/testing';
@@ -78,7 +78,7 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
     await using s = await sandbox(env());
     const created = await s.rjob('session', 'new', 'server01', '--name', 's1');
     expect(created.stderr).toBe('');
-    expect(created.stdout).toMatch(/1\s+s1\s+ssh\s+\S+\s+Opened\s+Available/);
+    expect(created.stdout).toMatch(/1\s+s1\s+ssh\s+server01\s+\S+\s+Opened\s+Available/);
     const started = await s.rjob(
       'start',
       '-s',
@@ -99,7 +99,10 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
     expect(await s.rjob('receive', '-s', 's1', 'audit', '--keep')).toEqual(first);
     // The job is not in the local agent.
     expect((await s.rjob('get', 'audit')).code).toBe(ExitCode.NotFound);
-    expect((await s.rjob('session', 'list')).stdout).toMatch(/s1\s+ssh\s+\S+\s+Disconnected/);
+    // ComputerName is the alias as given; RemoteHost what the host calls itself.
+    expect((await s.rjob('session', 'list')).stdout).toMatch(
+      new RegExp(`s1\\s+ssh\\s+server01\\s+${hostname().replace(/\./g, '\\.')}\\s+Disconnected`),
+    );
     expect((await s.rjob('session', 'remove', 's1')).code).toBe(0);
     expect((await s.rjob('get', '-s', 's1')).code).toBe(ExitCode.NotFound);
   });

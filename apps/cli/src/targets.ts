@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
-import { type Transport, unixSocketTransport } from '@rjob/core';
+import { defineTransport, ErrorCode, RjobError, type Transport, unixSocketTransport } from '@rjob/core';
 import type { CliIo } from './io.js';
 import { usageError } from './io.js';
 import { ensureAgent } from './local-agent.js';
@@ -32,6 +32,7 @@ export class TargetResolver {
   readonly #paths: StatePaths;
   #ssh: Transport<unknown> | undefined;
   #ws: Transport<unknown> | undefined;
+  #local: Transport<unknown> | undefined;
   #identity: Promise<string | undefined> | undefined;
   /** `invoke --connect-timeout`: how long reaching an SSH host may take (TCP, key exchange, login). */
   connectTimeoutMs: number | undefined;
@@ -43,12 +44,8 @@ export class TargetResolver {
 
   async resolve(spec: string): Promise<ResolvedTarget> {
     if (spec === 'localhost' || spec === 'local') {
-      await ensureAgent(this.#paths, this.#io);
-      return {
-        transport: unixSocketTransport as Transport<unknown>,
-        target: this.#paths.socketPath,
-        computerName: 'localhost',
-      };
+      this.#local ??= this.#localTransport();
+      return { transport: this.#local, target: this.#paths.socketPath, computerName: 'localhost' };
     }
     if (/^wss?:\/\//i.test(spec)) {
       const { wsTransport } = await import('@rjob/transport-ws');
@@ -59,6 +56,30 @@ export class TargetResolver {
     }
     this.#ssh ??= await this.#sshTransport();
     return { transport: this.#ssh, target: spec, computerName: spec };
+  }
+
+  /**
+   * The local agent's socket, started when nothing answers there. No probe before the connection
+   * (a probe is a connection of its own, on every command): the first connect that finds no agent
+   * starts one (ensureAgent) and connects again. Only the first: a later reconnect of a session
+   * never starts an agent that went away, as before.
+   */
+  #localTransport(): Transport<unknown> {
+    let first = true;
+    return defineTransport<unknown>({
+      name: unixSocketTransport.name,
+      connect: async (target, options) => {
+        const once = first;
+        first = false;
+        try {
+          return await unixSocketTransport.connect(target as string, options);
+        } catch (error) {
+          if (!once || !RjobError.hasCode(error, ErrorCode.AgentUnreachable)) throw error;
+        }
+        await ensureAgent(this.#paths, this.#io);
+        return unixSocketTransport.connect(target as string, options);
+      },
+    });
   }
 
   async #sshTransport(): Promise<Transport<unknown>> {

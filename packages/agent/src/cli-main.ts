@@ -6,6 +6,7 @@
  * - `--stdio --no-daemon`: serve one link over stdio in this process (sessions end with it).
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
+import type { AgentServerOptions } from './server/agent-server.js';
 import { lstat, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DAEMON_LOG_FILE, spawnDaemon, waitForSocket } from './doors/daemon-start.js';
@@ -37,6 +38,14 @@ export interface MainOptions {
   selfCommand?: string[];
   /** Where messages for the user go. Default `process.stderr`. */
   stderr?: NodeJS.WritableStream;
+  /**
+   * Plugins of the daemon (`daemon` only): job types and transports (see AgentServerOptions),
+   * made when the daemon starts. The `rjob` CLI gives its transports, so the daemon runs
+   * `invoke --as-job` itself.
+   */
+  plugins?: () =>
+    | Pick<AgentServerOptions, 'jobTypes' | 'transports'>
+    | Promise<Pick<AgentServerOptions, 'jobTypes' | 'transports'>>;
 }
 
 interface ParsedArgs {
@@ -105,7 +114,7 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
   try {
     switch (parsed.mode) {
       case 'daemon':
-        return await runDaemon(stateDir, socketPath, stderr);
+        return await runDaemon(stateDir, socketPath, stderr, options.plugins);
       case 'serve-stdio': {
         const [{ AgentServer }, { serveStdio }] = await Promise.all([
           import('./server/agent-server.js'),
@@ -153,6 +162,7 @@ async function runDaemon(
   stateDir: string,
   socketPath: string,
   output: NodeJS.WritableStream,
+  plugins: MainOptions['plugins'],
 ): Promise<number> {
   const [{ AgentServer }, { listenUnix }, { setIncidentSink }, { ProtocolErrorCode }] = await Promise.all([
     import('./server/agent-server.js'),
@@ -166,7 +176,7 @@ async function runDaemon(
   stderr.write(`rjob-agent: ${DAEMON_START_LINE}${process.pid}, state ${stateDir})\n`);
   setIncidentSink((line) => stderr.write(`rjob-agent: ${line}\n`));
   keepRunningOnStrayErrors(stderr);
-  const server = new AgentServer({ stateDir });
+  const server = new AgentServer({ stateDir, ...(await plugins?.()) });
   let door: Awaited<ReturnType<typeof listenUnix>>;
   try {
     // The state directory's lock first (ERR_AGENT_RUNNING when another agent holds it), then the

@@ -27,6 +27,12 @@ export const AgentErrorCode = {
   DiskFull: 'ERR_DISK_FULL',
   /** The state directory exists but is not a directory we own. */
   StateDirInsecure: 'ERR_STATE_DIR_INSECURE',
+  /** A job started `--after` other jobs did not run: one of them Failed or was Stopped. */
+  DependencyFailed: 'ERR_DEPENDENCY_FAILED',
+  /** No job group of that name (`rjob group list` shows them). */
+  GroupNotFound: 'ERR_GROUP_NOT_FOUND',
+  /** The group still has running or waiting jobs (`group remove`). */
+  GroupInUse: 'ERR_GROUP_IN_USE',
   /**
    * The state directory's lock is stale, but a start that was removing it died half way: the
    * message names the two files to remove.

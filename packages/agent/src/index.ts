@@ -29,6 +29,12 @@ export {
   type RestoreReport,
 } from './server/agent-server.js';
 export type { AgentSession } from './server/agent-session.js';
+export {
+  type AgentTransport,
+  type RemoteTargetDefinition,
+  type RemoteTargetSettings,
+  targetRemoteJobType,
+} from './server/remote-jobs.js';
 export { hashResumeSecret, newResumeSecret, resumeSecretMatches } from './server/secret.js';
 /** @deprecated Use AgentErrorCode (and core's SessionErrorCode, ProtocolErrorCode). */
 export { ServerErrorCode } from './server/server-errors.js';

@@ -45,6 +45,10 @@ export const ErrorCode = {
   Remote: 'ERR_REMOTE',
   /** A remote job (RemoteJob) failed on its host; the host's reason is the cause. */
   RemoteJobFailed: 'ERR_REMOTE_JOB_FAILED',
+  /** The verb needs a running job (`send` to a job that has not started or has finished). */
+  JobNotRunning: 'ERR_JOB_NOT_RUNNING',
+  /** The job takes no input: it was started without an open stdin, or its stdin was closed. */
+  StdinClosed: 'ERR_STDIN_CLOSED',
   // Protocol and remoting codes are listed in docs/protocol.md and live beside the protocol code.
 } as const;
 

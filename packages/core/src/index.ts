@@ -141,6 +141,7 @@ export {
 export type {
   GroupChildRequest,
   GroupRequest,
+  JobGroupInfo,
   JobInfo,
   MethodParams,
   MethodResult,
@@ -179,6 +180,7 @@ export {
   type Invocation,
   type InvokeOptions,
   openSession,
+  type CloseOptions,
   type ReceiveSessionOptions,
   type RemoteRecord,
   reviveError,

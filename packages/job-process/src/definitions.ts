@@ -28,22 +28,19 @@ export interface ProcessCommonOptions {
 /** What commands run natively (a shell command line or an executable) may also carry. */
 export interface NativeProcessOptions {
   /**
-   * Give the child a reason channel: a pipe on file descriptor 3 (`REASON_CHANNEL_FD`) on which it
-   * may write its own failure reason, one line of JSON as `reasonRecord()` makes
-   * (`{"code":"ERR_…","message":"…","exitCode":…}`). When the child then exits with a non-zero
-   * code, the job fails with the last well-formed record it wrote instead of ERR_JOB_EXIT_CODE; a
-   * zero exit, a signal, a stop or a timeout ignore it. Only the child itself and what it hands
-   * the descriptor to can write there, never its stdout or stderr. Like those, the pipe keeps the
-   * job running while a process holds it open. Default false.
-   */
-  reasonChannel?: boolean;
-  /**
    * How stdout becomes records. `lines` (default): decoded as UTF-8 and split into one string
    * record per line. `bytes`: every chunk read from the pipe becomes one Buffer record, exactly as
    * the child wrote it, for binary output (an archive, an image) and for bulk copies, where a
    * record per line would cost more than the bytes. stderr is always lines.
    */
   stdout?: 'lines' | 'bytes';
+  /**
+   * Keep the child's stdin open as a pipe that the job's owner writes to (`JobRun.write`, the
+   * agent's `job.send`, `rjob send`) until it closes it (`JobRun.endInput`) or the job ends. With
+   * `input`, that is written first and the pipe stays open. Default false: stdin is not connected
+   * (the child reads end of file at once), so a job nobody writes to never waits for input.
+   */
+  stdinOpen?: boolean;
 }
 
 /** A command line run by a shell: `shell -c command`. */

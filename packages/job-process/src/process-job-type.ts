@@ -1,5 +1,4 @@
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
-import type { Readable } from 'node:stream';
 import {
   DEFAULT_STOP_GRACE_MS,
   defineJobType,
@@ -14,7 +13,6 @@ import type { NativeProcessOptions, ProcessCommonOptions, ProcessJobDefinition }
 import { GroupWatchdog } from './group-watchdog.js';
 import { DEFAULT_MAX_LINE_CHARS } from './line-splitter.js';
 import { startNodeChild } from './node-child.js';
-import { REASON_CHANNEL_FD, readReasonChannel } from './reason-channel.js';
 import { superviseChild } from './supervise-child.js';
 
 export interface ProcessJobTypeOptions {
@@ -89,26 +87,29 @@ export function processJobType(options: ProcessJobTypeOptions = {}): JobType<Pro
     context: JobContext,
   ): JobRun | Promise<JobRun> {
     const input = definition.input;
-    const stdio: Array<'ignore' | 'pipe'> = [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'];
-    // The reason channel is one more pipe, at the descriptor the child is told about.
-    if (definition.reasonChannel === true) stdio[REASON_CHANNEL_FD] = 'pipe';
+    const stdinOpen = definition.stdinOpen === true;
+    const stdio: Array<'ignore' | 'pipe'> = [
+      input === undefined && !stdinOpen ? 'ignore' : 'pipe',
+      'pipe',
+      'pipe',
+    ];
     const child = spawn(file, args, spawnOptions(definition, stdio));
     if (child.pid === undefined) return failedToStart(child, file);
-    const channel =
-      definition.reasonChannel === true
-        ? readReasonChannel(child.stdio[REASON_CHANNEL_FD] as Readable)
-        : undefined;
     watchdog.register(child.pid);
     // Late errors (a failed kill) are no reason to crash the owner; the exit tells what happened.
     child.on('error', () => {});
-    if (input !== undefined) writeInput(child, input);
+    if (stdinOpen) child.stdin!.on('error', () => {});
+    if (input !== undefined) {
+      if (stdinOpen) child.stdin!.write(input);
+      else writeInput(child, input);
+    }
     context.running();
     return superviseChild(child, context, watchdog, {
+      ...(stdinOpen ? { stdin: child.stdin! } : {}),
       stopGraceMs: definition.stopGraceMs ?? DEFAULT_STOP_GRACE_MS,
       timeoutMs: definition.timeoutMs,
       maxLineChars,
       stdoutBytes: definition.stdout === 'bytes',
-      ...(channel ? { reportedReason: channel.reason } : {}),
     });
   }
 }

@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { ErrorCode, type JobContext, type JobOutcome, type JobRun, RjobError } from '@rjob/core';
 import { pipeOutput, signalGroup } from './child-output.js';
 import type { GroupWatchdog } from './group-watchdog.js';
@@ -9,11 +10,8 @@ export interface SuperviseOptions {
   maxLineChars: number;
   /** stdout as Buffer chunks, not lines (a definition's `stdout: 'bytes'`). */
   stdoutBytes?: boolean;
-  /**
-   * The reason the child reported for itself (its reason channel), used instead of
-   * ERR_JOB_EXIT_CODE when it exits with a non-zero code. Read once the pipes have closed.
-   */
-  reportedReason?: () => RjobError | undefined;
+  /** The child's stdin, kept open for the owner to write to (a definition's `stdinOpen`). */
+  stdin?: Writable;
 }
 
 /**
@@ -75,16 +73,9 @@ export function superviseChild(
         ? timeoutOutcome(options.timeoutMs!)
         : stopping
           ? { state: 'Stopped' }
-          : (reported(code) ?? exitOutcome(code, signal)),
+          : exitOutcome(code, signal),
     );
   });
-
-  /** A failure the child described itself: only for its own non-zero exit, never a signal. */
-  function reported(code: number | null): JobOutcome | undefined {
-    if (code === null || code === 0 || !options.reportedReason) return undefined;
-    const reason = options.reportedReason();
-    return reason ? { state: 'Failed', reason } : undefined;
-  }
 
   return {
     stop: end,
@@ -92,6 +83,27 @@ export function superviseChild(
     resume: output.resume,
     suspend: () => signalGroup(pgid, 'SIGSTOP'),
     continue: () => signalGroup(pgid, 'SIGCONT'),
+    ...(options.stdin ? openInput(options.stdin, pgid) : {}),
+  };
+}
+
+/** `write` and `endInput` over a child's stdin pipe (see ProcessCommonOptions.stdinOpen). */
+function openInput(stdin: Writable, pgid: number): Pick<JobRun, 'write' | 'endInput'> {
+  const closed = (): RjobError =>
+    new RjobError(ErrorCode.StdinClosed, `The stdin of process ${pgid} is closed.`, {
+      details: { pid: pgid },
+    });
+  return {
+    write: (data) =>
+      new Promise<void>((resolve, reject) => {
+        if (stdin.writableEnded || stdin.destroyed) return reject(closed());
+        // Resolves once the bytes are in the pipe (or queued behind it): a writer awaiting each
+        // write goes no faster than the child reads.
+        stdin.write(data, (error) => (error ? reject(closed()) : resolve()));
+      }),
+    endInput: () => {
+      if (!stdin.writableEnded) stdin.end();
+    },
   };
 }
 

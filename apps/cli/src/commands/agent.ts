@@ -35,6 +35,21 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
     return agentMain([...rest, '--state-dir', paths.stateDir, ...extra], {
       selfCommand: [process.argv[1]!, 'agent'],
       stderr: io.stderr,
+      // The daemon runs `invoke --as-job` itself, through the transports this CLI knows (loaded
+      // on the first job that needs them). The `--stdio` bridge needs none of it.
+      ...(sub === 'daemon'
+        ? {
+            plugins: async () => {
+              const { cliTransports } = await import('../agent-transports.js');
+              const socketIndex = rest.indexOf('--socket');
+              const socketFlag =
+                socketIndex >= 0
+                  ? rest[socketIndex + 1]
+                  : rest.find((a) => a.startsWith('--socket='))?.slice('--socket='.length);
+              return { transports: cliTransports({ ...paths, socketPath: socketFlag ?? paths.socketPath }) };
+            },
+          }
+        : {}),
     });
   }
   if (more.length > 0) throw usageError(`unexpected argument ${more[0]}`);

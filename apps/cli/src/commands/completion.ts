@@ -2,7 +2,7 @@ import { helpFor } from '../help.js';
 import { type CliIo, ExitCode, usageError } from '../io.js';
 
 const VERBS =
-  'start get receive wait stop remove clean restart pause resume invoke session enter agent completion';
+  'start get receive wait stop remove clean restart pause resume group send invoke session enter agent completion';
 
 const BASH = `# rjob bash completion: source <(rjob completion bash)
 _rjob() {
@@ -12,7 +12,7 @@ _rjob() {
     return
   fi
   case "$verb" in
-    start) COMPREPLY=($(compgen -W "--name --label --type --eval --file --session --json --bytes --help" -- "$cur")) ;;
+    start) COMPREPLY=($(compgen -W "--name --label --type --eval --file --session --json --bytes --after --group --stdin-open --help" -- "$cur")) ;;
     get) COMPREPLY=($(compgen -W "--children --state --label --json --session --help" -- "$cur")) ;;
     receive) COMPREPLY=($(compgen -W "--keep --wait --follow --tail --timestamps --ndjson --session --help" -- "$cur")) ;;
     wait) COMPREPLY=($(compgen -W "--any --timeout --json --session --help" -- "$cur")) ;;
@@ -21,6 +21,8 @@ _rjob() {
     pause|resume) COMPREPLY=($(compgen -W "--json --session --help" -- "$cur")) ;;
     restart) COMPREPLY=($(compgen -W "--all-failed --json --session --help" -- "$cur")) ;;
     clean) COMPREPLY=($(compgen -W "--state --older-than --json --session --help" -- "$cur")) ;;
+    group) COMPREPLY=($(compgen -W "list add set remove --parallel --json --session --help" -- "$cur")) ;;
+    send) COMPREPLY=($(compgen -W "--stdin --eof --no-newline --session --help" -- "$cur")) ;;
     invoke) COMPREPLY=($(compgen -W "--computer --session --limit --throttle --timeout --connect-timeout --out-dir --as-job --name --type --eval --no-prefix --bytes --disconnected --help" -- "$cur")) ;;
     session) COMPREPLY=($(compgen -W "new list connect disconnect receive remove --help" -- "$cur")) ;;
     agent) COMPREPLY=($(compgen -W "start stop status daemon --stdio --help" -- "$cur")) ;;
@@ -40,7 +42,7 @@ _rjob() {
     return
   fi
   case $words[2] in
-    start) _arguments '--name[job name]:name:' '--label[free text shown with the job]:label:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '--bytes' '*:: :_normal' ;;
+    start) _arguments '--name[job name]:name:' '--label[free text shown with the job]:label:' '--type[job type]:type:(process thread)' '--eval[JavaScript]:code:' '--file[program]:file:_files' '--session[session]:session:' '--json' '--bytes' '--after[jobs to wait for]:ids:' '--group[job group]:group:' '--stdin-open' '*:: :_normal' ;;
     get) _arguments '--children' '--label[only jobs with this label]:label:' '--state[state]:state:(NotStarted Running Stopping Suspended Disconnected Completed Failed Stopped)' '--json' '--session[session]:session:' ;;
     receive) _arguments '--keep' '--wait' '--follow' '--tail[last N records]:n:' '--timestamps' '--ndjson' '--session[session]:session:' ;;
     wait) _arguments '--any' '--timeout[duration]:duration:' '--json' '--session[session]:session:' ;;
@@ -49,6 +51,8 @@ _rjob() {
     pause|resume) _arguments '--json' '--session[session]:session:' ;;
     restart) _arguments '--all-failed' '--json' '--session[session]:session:' ;;
     clean) _arguments '--state[state]:state:(Completed Failed Stopped)' '--older-than[duration]:duration:' '--json' '--session[session]:session:' ;;
+    group) _arguments '1:group command:(list add set remove)' '--parallel[jobs at once]:n:' '--json' '--session[session]:session:' '*:name:' ;;
+    send) _arguments '--stdin' '--eof' '--no-newline' '--session[session]:session:' '*:text:' ;;
     invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--limit[host pattern]:pattern:' '--throttle[hosts at once]:n:' '--timeout[command time limit per host]:duration:' '--connect-timeout[time to reach a host]:duration:' '--out-dir[per-host output files]:dir:_files -/' '--as-job' '--name[job name]:name:' '--no-prefix' '--bytes' '--disconnected' '*:: :_normal' ;;
     session) _values 'session command' new list connect disconnect receive remove ;;
     agent) _values 'agent command' start stop status daemon ;;

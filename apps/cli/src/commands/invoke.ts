@@ -2,23 +2,21 @@
  * `rjob invoke` (Invoke-Command): the same work on every host, output prefixed per host, a summary
  * of succeeded / failed / unreachable hosts, and an exit code telling them apart.
  */
-import { closeSync, fstatSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { defineTransport, type FanOutResult, invokeMany, type RemoteRecord, RjobError } from '@rjob/core';
-import type { ReportedReason } from '@rjob/job-process';
 import { bool, durationMs, parse, positiveInt, str, strs } from '../args.js';
 import type { CliContext } from '../context.js';
-import { describeError, isUnreachableCode, oneLine } from '../errors.js';
+import { isUnreachableCode, oneLine } from '../errors.js';
 import { dataText, jobJson, jobTable, jsonReplacer, printRecord } from '../format.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, type ExitCodeValue, usageError } from '../io.js';
-import { selfCommand, selfEnv } from '../local-agent.js';
+import { remoteSettings } from '../agent-transports.js';
 import { onJobSession, withContext } from '../run-command.js';
 import { expandHosts, selectHosts } from '../inventory.js';
 import { workRequest } from './jobs.js';
 import { invokeDisconnected } from './session.js';
-import { CliErrorCode } from '../error-codes.js';
-import { ErrorCode } from '@rjob/core';
+import { ErrorCode, SessionErrorCode } from '@rjob/core';
 
 export async function invoke(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals, rest } = parse(argv, {
@@ -37,8 +35,6 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     'out-dir': { type: 'string' },
     timeout: { type: 'string' },
     'connect-timeout': { type: 'string' },
-    // Internal, not in the help: what --as-job gives each host's child (see ReasonChannel).
-    'reason-fd': { type: 'string' },
   });
   if (values.help) return helpFor('invoke', io);
   const computers = strs(values.computer);
@@ -86,66 +82,47 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
       : { ...base, definition: { ...(base.definition as Record<string, unknown>), timeoutMs } };
   const name = str(values.name);
   if (name !== undefined && !values['as-job']) throw usageError('--name needs --as-job');
-  const reasonFd = str(values['reason-fd']);
-  let channel: ReasonChannel | undefined;
-  if (reasonFd !== undefined) {
-    if (computers.length !== 1 || /[,@]/.test(computers[0]!) || values['as-job']) {
-      throw usageError('--reason-fd is for one host given with -c, without --as-job');
-    }
-    // Loaded only here: a plain fan-out does not pay for the process job type's module.
-    const { reasonRecord } = await import('@rjob/job-process');
-    channel = new ReasonChannel(positiveInt(reasonFd, '--reason-fd'), computers[0]!, reasonRecord);
-  }
-
-  try {
-    return await withContext(io, str(values['state-dir']), async (ctx) => {
-      if (sessionName !== undefined) {
-        if (values['as-job']) {
-          const info = await onJobSession(ctx, sessionName, (session) =>
-            session.jobs.start({ ...work, ...(name ? { name } : {}) }),
-          );
-          io.stdout.write(
-            values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]),
-          );
-          return ExitCode.Ok;
-        }
-        const session = await ctx.namedSession(sessionName);
-        const invocation = session.invoke(work, { onRecord: (record) => printRecord(io, record) });
-        const info = await invocation.result;
-        if (info.state === 'Failed') {
-          io.stderr.write(`rjob: ${session.computerName}: ${dataText(info.reason)}\n`);
-          return ExitCode.JobFailed;
-        }
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    if (sessionName !== undefined) {
+      if (values['as-job']) {
+        const info = await onJobSession(ctx, sessionName, (session) =>
+          session.jobs.start({ ...work, ...(name ? { name } : {}) }),
+        );
+        io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
         return ExitCode.Ok;
       }
-      const expanded = await expandHosts(computers, io);
-      const hosts =
-        limit === undefined ? expanded.hosts : selectHosts(expanded.hosts, limit, expanded.inventory);
-      if (hosts.length === 0)
-        throw usageError(`--limit ${limit} selects none of the ${expanded.hosts.length} hosts`);
-      if (connectTimeoutMs !== undefined) ctx.targets.connectTimeoutMs = connectTimeoutMs;
-      if (values.disconnected) return invokeDisconnected(ctx, io, hosts, work, throttleLimit);
-      if (values['as-job']) {
-        return asJob(ctx, io, hosts, argv, {
-          name,
-          json: bool(values.json),
-          throttleLimit,
-          work: { type: flags.type, eval: flags.eval, rest, timeout, connectTimeout },
-        });
+      const session = await ctx.namedSession(sessionName);
+      const invocation = session.invoke(work, { onRecord: (record) => printRecord(io, record) });
+      const info = await invocation.result;
+      if (info.state === 'Failed') {
+        io.stderr.write(`rjob: ${session.computerName}: ${dataText(info.reason)}\n`);
+        return ExitCode.JobFailed;
       }
-      return fanOut(ctx, io, hosts, work, {
+      return ExitCode.Ok;
+    }
+    const expanded = await expandHosts(computers, io);
+    const hosts =
+      limit === undefined ? expanded.hosts : selectHosts(expanded.hosts, limit, expanded.inventory);
+    if (hosts.length === 0)
+      throw usageError(`--limit ${limit} selects none of the ${expanded.hosts.length} hosts`);
+    if (connectTimeoutMs !== undefined) ctx.targets.connectTimeoutMs = connectTimeoutMs;
+    if (values.disconnected) return invokeDisconnected(ctx, io, hosts, work, throttleLimit);
+    if (values['as-job']) {
+      return asJob(ctx, io, hosts, work, {
+        name,
+        json: bool(values.json),
         throttleLimit,
-        prefixLines: !values['no-prefix'],
-        outDir: outDir === undefined ? undefined : resolve(io.cwd, outDir),
         connectTimeoutMs,
-        channel,
+        command: commandText(argv) || (flags.eval ?? ''),
       });
+    }
+    return fanOut(ctx, io, hosts, work, {
+      throttleLimit,
+      prefixLines: !values['no-prefix'],
+      outDir: outDir === undefined ? undefined : resolve(io.cwd, outDir),
+      connectTimeoutMs,
     });
-  } catch (error) {
-    // Whatever else ends this host's child (its agent not answering, a bug) is still its coded reason.
-    if (channel?.report(reasonOf(channel.host, error))) return describeError(error).exitCode;
-    throw error;
-  }
+  });
 }
 
 interface FanOutFlags {
@@ -154,7 +131,6 @@ interface FanOutFlags {
   /** `--out-dir`: each host's lines go to DIR/HOST.out and DIR/HOST.err instead of the terminal. */
   outDir: string | undefined;
   connectTimeoutMs: number | undefined;
-  channel: ReasonChannel | undefined;
 }
 
 async function fanOut(
@@ -164,7 +140,7 @@ async function fanOut(
   work: ReturnType<typeof workRequest>,
   flags: FanOutFlags,
 ): Promise<number> {
-  const { prefixLines, outDir, channel } = flags;
+  const { prefixLines, outDir } = flags;
   // One transport for every kind of host; each target string picks its own underneath.
   const transport = defineTransport<string>({
     name: 'rjob',
@@ -195,7 +171,12 @@ async function fanOut(
     progress();
   };
   progress();
+  // Ctrl-C (or SIGTERM) of this command stops the remote commands (their sessions are closed),
+  // then the summary says which hosts were interrupted. A second Ctrl-C ends the CLI at once.
+  const interrupt = new AbortController();
+  const offInterrupt = onInterrupt(io, () => interrupt.abort());
   const invocation = invokeMany(undefined, hosts, work, {
+    signal: interrupt.signal,
     transport,
     computerName: (host) => (host === 'local' ? 'localhost' : host),
     onRecord: print,
@@ -210,9 +191,10 @@ async function fanOut(
       ? {}
       : { sessionOptions: { handshakeTimeoutMs: flags.connectTimeoutMs } }),
   });
-  const results = await invocation.results;
+  const results = await invocation.results.finally(offInterrupt);
   clearProgress();
-  return summarize(io, results, hosts.length === 1, channel);
+  const code = summarize(io, results, hosts.length === 1);
+  return interrupt.signal.aborted ? ExitCode.Interrupted : code;
 }
 
 /** A duration flag that must be more than zero. */
@@ -285,25 +267,37 @@ class HostFiles {
   }
 }
 
-type Outcome = 'succeeded' | 'failed' | 'unreachable';
+/** Calls `stop` on the first SIGINT or SIGTERM of this process (not for commands run in-process). */
+function onInterrupt(io: CliIo, stop: () => void): () => void {
+  if (io.stdout !== process.stdout) return () => {};
+  const handler = (): void => {
+    off();
+    stop();
+  };
+  const off = (): void => {
+    process.off('SIGINT', handler);
+    process.off('SIGTERM', handler);
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return off;
+}
+
+type Outcome = 'succeeded' | 'failed' | 'unreachable' | 'interrupted';
 
 function classify(result: FanOutResult): Outcome {
-  if (result.error)
-    return RjobError.is(result.error) && !isUnreachableCode(result.error.code) ? 'failed' : 'unreachable';
+  const error = result.error;
+  if (error) {
+    if (!RjobError.is(error)) return 'unreachable';
+    if (error.code === SessionErrorCode.Interrupted) return 'interrupted';
+    return isUnreachableCode(error.code) ? 'unreachable' : 'failed';
+  }
   return result.info?.state === 'Completed' ? 'succeeded' : 'failed';
 }
 
-/**
- * Prints why each host did not succeed, then the summary; the exit code ranks unreachable first.
- * With a reason channel (one host, as an --as-job child) the reason goes there instead of stderr.
- */
-function summarize(
-  io: CliIo,
-  results: readonly FanOutResult[],
-  single: boolean,
-  channel?: ReasonChannel,
-): ExitCodeValue {
-  const counts: Record<Outcome, number> = { succeeded: 0, failed: 0, unreachable: 0 };
+/** Prints why each host did not succeed, then the summary; the exit code ranks unreachable first. */
+function summarize(io: CliIo, results: readonly FanOutResult[], single: boolean): ExitCodeValue {
+  const counts: Record<Outcome, number> = { succeeded: 0, failed: 0, unreachable: 0, interrupted: 0 };
   for (const result of results) {
     const outcome = classify(result);
     counts[outcome]++;
@@ -313,23 +307,16 @@ function summarize(
     const message = oneLine(
       reason ? dataText(reason).replace(/ \(ERR_[A-Z_]+\)$/, '') : String(result.info?.state),
     );
-    const reported = channel?.report({
-      ...(RjobError.is(reason) ? codedFields(reason) : {}),
-      code,
-      message: `${result.computerName}: ${message}`,
-      details: { ...(RjobError.is(reason) ? reason.details : {}), computerName: result.computerName },
-    });
-    if (reported) continue;
     // One host: the classic one-line error; several: a line each, the summary says how many.
     io.stderr.write(
       single
         ? `rjob: ${result.computerName}: ${message} (${code})\n`
-        : `[${result.computerName}] ${outcome === 'unreachable' ? 'UNREACHABLE' : 'FAILED'}: ${message} (${code})\n`,
+        : `[${result.computerName}] ${outcome.toUpperCase()}: ${message} (${code})\n`,
     );
   }
   if (!single) {
     io.stderr.write(
-      `rjob: ${results.length} hosts: ${counts.succeeded} succeeded, ${counts.failed} failed, ${counts.unreachable} unreachable\n`,
+      `rjob: ${results.length} hosts: ${counts.succeeded} succeeded, ${counts.failed} failed, ${counts.unreachable} unreachable${counts.interrupted > 0 ? `, ${counts.interrupted} interrupted` : ''}\n`,
     );
   }
   if (counts.unreachable > 0) return ExitCode.Unreachable;
@@ -337,42 +324,30 @@ function summarize(
   return ExitCode.Ok;
 }
 
-/** What each per-host child of an --as-job fan-out runs besides the host: the same work. */
-interface ChildWork {
-  type: string | undefined;
-  eval: string | undefined;
-  rest: string[] | undefined;
-  timeout: string | undefined;
-  connectTimeout: string | undefined;
-}
-
 /**
- * `--as-job`: the fan-out must outlive this process, so it runs inside the local agent as a parent
- * job (Type RemoteJob, Location the hosts) with one child job per host (Location that host). Each
- * child is this same CLI invoking the work on its one host with `--no-prefix`: its lines are the
- * host's own, its records carry the child's location (so `receive` can prefix them), and when the
- * host fails it writes the host's coded reason on its reason channel and exits non-zero, so that
- * child fails with that reason (ERR_SSH_CONNECT_REFUSED, ERR_JOB_EXIT_CODE with the remote exit
- * code, ...) and the parent fails with ERR_CHILD_JOB_FAILED.
+ * `--as-job`: the fan-out must outlive this process, so the local agent runs it: one request
+ * (`job.startGroup`) makes a parent job (Type RemoteJob, Location the hosts) with one RemoteJob
+ * child per host (Location that host), and the agent reaches each host itself through the
+ * transports this CLI gave it (see agent-transports.ts), at most `--throttle` at once. Records keep
+ * their values (a thread job's objects and Dates stay objects and Dates); a host that fails fails
+ * its child with its own coded reason (ERR_SSH_CONNECT_REFUSED, ERR_JOB_EXIT_CODE with the exit
+ * code, ...), and the parent with ERR_CHILD_JOB_FAILED. `rjob stop` stops the remote commands.
  */
 async function asJob(
   ctx: CliContext,
   io: CliIo,
   hosts: string[],
-  argv: readonly string[],
-  options: { name: string | undefined; json: boolean; throttleLimit: number | undefined; work: ChildWork },
+  work: ReturnType<typeof workRequest>,
+  options: {
+    name: string | undefined;
+    json: boolean;
+    throttleLimit: number | undefined;
+    connectTimeoutMs: number | undefined;
+    command: string;
+  },
 ): Promise<number> {
-  const env = selfEnv(io, ctx.paths);
-  const { REASON_CHANNEL_FD } = await import('@rjob/job-process');
-  const { work } = options;
-  const workArgs = [
-    ...(work.type === undefined ? [] : [`--type=${work.type}`]),
-    ...(work.eval === undefined ? [] : [`--eval=${work.eval}`]),
-    ...(work.timeout === undefined ? [] : [`--timeout=${work.timeout}`]),
-    ...(work.connectTimeout === undefined ? [] : [`--connect-timeout=${work.connectTimeout}`]),
-    ...(work.rest === undefined ? [] : ['--', ...work.rest]),
-  ];
-  const command = commandText(argv) || (work.eval ?? '');
+  const { command } = options;
+  const settings = remoteSettings(io);
   const info = await onJobSession(ctx, undefined, (session) =>
     session.jobs.startGroup({
       ...(options.name ? { name: options.name } : {}),
@@ -380,31 +355,23 @@ async function asJob(
       command,
       location: hosts.join(','),
       ...(options.throttleLimit === undefined ? {} : { throttleLimit: options.throttleLimit }),
-      children: hosts.map((host) => ({
-        type: 'process',
-        name: host,
-        location: host,
-        typeName: 'RemoteJob',
-        // The host's part of the user's command, not the CLI line that carries it there.
-        command,
-        definition: {
-          file: process.execPath,
-          // `--computer=HOST` in one word: a host is never read as a flag.
-          args: [
-            ...selfCommand(io),
-            'invoke',
-            `--computer=${host}`,
-            '--no-prefix',
-            `--reason-fd=${REASON_CHANNEL_FD}`,
-            ...workArgs,
-          ],
-          cwd: io.cwd,
-          env,
-          // The host's coded reason (refused, host key, login, timeout, the remote exit code)
-          // becomes this child's reason, through a pipe the host's output cannot reach.
-          reasonChannel: true,
-        },
-      })),
+      children: hosts.map((host) => {
+        const computerName = host === 'local' ? 'localhost' : host;
+        return {
+          type: 'RemoteJob',
+          name: host,
+          location: computerName,
+          command,
+          definition: {
+            target: host,
+            computerName,
+            work,
+            command,
+            ...settings,
+            ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
+          },
+        };
+      }),
     }),
   );
   io.stdout.write(options.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
@@ -414,68 +381,4 @@ async function asJob(
 function commandText(argv: readonly string[]): string {
   const end = argv.indexOf('--');
   return end >= 0 ? argv.slice(end + 1).join(' ') : '';
-}
-
-/**
- * The channel on which an --as-job child tells the agent why its host failed (`--reason-fd`, the
- * process job type's reason channel): one JSON record on a descriptor only this process writes,
- * so nothing the host prints, on stdout or stderr, can pass for it. Reported once; false when the
- * descriptor cannot be written, and the caller then says it on stderr as usual.
- */
-class ReasonChannel {
-  readonly #fd: number;
-  readonly host: string;
-  readonly #encode: (reason: ReportedReason) => string;
-  #done: boolean;
-
-  constructor(fd: number, host: string, encode: (reason: ReportedReason) => string) {
-    this.#fd = fd;
-    this.host = host;
-    this.#encode = encode;
-    // Only a pipe handed down by the job type: run by hand, the number may be one of node's own.
-    this.#done = !isPipe(fd);
-  }
-
-  report(reason: ReportedReason): boolean {
-    if (this.#done) return false;
-    this.#done = true;
-    try {
-      writeSync(this.#fd, this.#encode(reason));
-      closeSync(this.#fd);
-      return true;
-    } catch {
-      return false;
-    }
-  }
-}
-
-function isPipe(fd: number): boolean {
-  try {
-    const stat = fstatSync(fd);
-    return stat.isFIFO() || stat.isSocket();
-  } catch {
-    return false;
-  }
-}
-
-/** A failed host's reason keeps the remote job's exit code, signal or timeout. */
-function codedFields(reason: RjobError): Omit<ReportedReason, 'code' | 'message'> {
-  return {
-    ...(reason.exitCode === undefined ? {} : { exitCode: reason.exitCode }),
-    ...(reason.signal === undefined ? {} : { signal: reason.signal }),
-    ...(reason.timedOut === undefined ? {} : { timedOut: reason.timedOut }),
-  };
-}
-
-/** An error that ended the command, as the host's reason: its code, its message naming the host. */
-function reasonOf(host: string, error: unknown): ReportedReason {
-  const code =
-    error instanceof CliError ? error.code : RjobError.is(error) ? error.code : CliErrorCode.Internal;
-  const message = oneLine(error instanceof Error ? error.message : String(error));
-  return {
-    ...(RjobError.is(error) ? codedFields(error) : {}),
-    code,
-    message: `${host}: ${message}`,
-    details: { ...(RjobError.is(error) ? error.details : {}), computerName: host },
-  };
 }

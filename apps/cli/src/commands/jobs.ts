@@ -2,7 +2,6 @@
  * The job verbs (Start-Job, Get-Job, Receive-Job, Wait-Job, Stop-Job, Remove-Job). Local jobs live
  * in the local agent's `local` session; with `-s NAME` they live in that session's agent.
  */
-import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import {
   isTerminal,
@@ -12,7 +11,7 @@ import {
   type Session,
   type WorkRequest,
 } from '@rjob/core';
-import { bool, durationMs, parse, parseCommand, positiveInt, selectors, str } from '../args.js';
+import { bool, durationMs, parse, parseCommand, positiveInt, selectors, str, strs } from '../args.js';
 import { dataText, formatRecord, jobJson, jobTable, jsonReplacer, recordJson } from '../format.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
@@ -34,6 +33,9 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
     computer: { type: 'string', short: 'c' },
     json: { type: 'boolean' },
     bytes: { type: 'boolean' },
+    after: { type: 'string', short: 'a', multiple: true },
+    group: { type: 'string', short: 'g' },
+    'stdin-open': { type: 'boolean' },
   });
   if (values.help) return helpFor('start', io);
   if (str(values.computer) !== undefined) {
@@ -63,13 +65,38 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
   }
   const label = str(values.label);
   if (label !== undefined) request.label = label;
+  Object.assign(request, queueFlags(strs(values.after), str(values.group)));
+  if (bool(values['stdin-open'])) {
+    const definition = request.definition as Record<string, unknown>;
+    if (!('command' in definition) && !('file' in definition)) {
+      throw usageError('--stdin-open is for commands and programs (-- COMMAND or --file), not JavaScript');
+    }
+    definition.stdinOpen = true;
+  }
   // One key for this command: a start repeated after a take-over answers with the job it started.
-  request.requestKey = randomUUID();
+  // node:crypto fetched here, not imported: the other verbs of this module start without it.
+  request.requestKey = process.getBuiltinModule('node:crypto').randomUUID();
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const info = await onJobSession(ctx, sessionName, (session) => session.jobs.start(request));
     io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
     return ExitCode.Ok;
   });
+}
+
+/** `--after ID[,ID…]` (repeatable) and `--group NAME` as a WorkRequest has them. */
+function queueFlags(after: string[], group: string | undefined): Pick<WorkRequest, 'after' | 'group'> {
+  const out: Pick<WorkRequest, 'after' | 'group'> = {};
+  if (after.length > 0) {
+    const items = after.flatMap((each) => each.split(',')).map((each) => each.trim());
+    if (items.some((each) => each === ''))
+      throw usageError('--after takes job ids or names separated by commas');
+    out.after = selectors(items);
+  }
+  if (group !== undefined) {
+    if (group === '') throw usageError('--group needs a group name');
+    out.group = group;
+  }
+  return out;
 }
 
 /** The caller's environment as a job gets it: every variable that is set. */

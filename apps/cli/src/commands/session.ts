@@ -202,7 +202,8 @@ function row(
     id,
     name: stored.name,
     transport: transportName(stored.target),
-    computerName: info?.computerName ?? stored.target,
+    computerName: stored.target,
+    remoteHost: info?.computerName ?? '',
     state: info?.state ?? 'Unknown',
     availability: info?.availability ?? 'Unknown',
   };

@@ -5,6 +5,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { homedir, hostname, userInfo } from 'node:os';
+import { join } from 'node:path';
 import {
   type JobType,
   ProtocolErrorCode,
@@ -22,7 +23,9 @@ import type { RecordSpoolOptions } from '../spool/record-spool.js';
 import { lockStateDir, type StateDirLock } from '../state-lock.js';
 import { JobStore } from '../store/job-store.js';
 import { AgentSession, type AgentSessionInit } from './agent-session.js';
+import { JobQueue } from './job-queue.js';
 import { MemoryRecords, SpooledRecords } from './record-source.js';
+import { type AgentTransport, targetRemoteJobType } from './remote-jobs.js';
 import { hashResumeSecret, newResumeSecret } from './secret.js';
 import { sessionProcessJobType, sharedJobType } from './session-job-types.js';
 
@@ -81,6 +84,17 @@ export interface AgentServerOptions {
    * {@link AgentServer.frameBudget}). Default 64 MiB (core's DEFAULT_FRAME_BUDGET_BYTES).
    */
   frameBudgetBytes?: number;
+  /**
+   * Job types of plugins, offered to every session besides thread and process (by name and
+   * aliases, as `job.start`'s `type`). The agent disposes them when it closes.
+   */
+  jobTypes?: readonly JobType[];
+  /**
+   * Transport plugins: with any, sessions also take `RemoteJob` jobs (alias `remote`) whose
+   * definition names a target as text and the work to run there (see RemoteTargetDefinition); the
+   * first transport that accepts the target reaches it. What `rjob invoke --as-job` uses.
+   */
+  transports?: readonly AgentTransport[];
 }
 
 export interface RestoreReport {
@@ -113,9 +127,13 @@ export class AgentServer {
   readonly #sessions = new Map<string, AgentSession>();
   readonly #threadType: JobType;
   readonly #processType: JobType;
+  /** Plugins' job types, and RemoteJob when transports were given. */
+  readonly #extraTypes: JobType[];
   readonly #idleTimeoutMs: number;
   readonly #store: Promise<JobStore> | undefined;
   readonly #lock: Promise<StateDirLock> | undefined;
+  /** Waiting jobs and job groups (`rjob start --after/--group`, `rjob group`), for every session. */
+  readonly #queue: JobQueue;
   /** Set while {@link restore} runs: links wait for it, so a resume finds the restored session. */
   #restoring: Promise<unknown> | undefined;
   #closed = false;
@@ -134,6 +152,13 @@ export class AgentServer {
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     this.#threadType = threadJobType(options.thread);
     this.#processType = processJobType(options.process);
+    this.#queue = new JobQueue(
+      (options.persist ?? true) ? { file: join(options.stateDir, 'groups.json') } : {},
+    );
+    this.#extraTypes = [
+      ...(options.jobTypes ?? []),
+      ...(options.transports?.length ? [targetRemoteJobType(options.transports)] : []),
+    ];
     if (options.persist ?? true) {
       // The store is opened only under the lock: a second agent never loads (or rewrites) it.
       this.#lock = lockStateDir(options.stateDir);
@@ -249,12 +274,16 @@ export class AgentServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Jobs waiting for their turn stay waiting for the next agent; none starts while others stop.
+    this.#queue.close();
     await Promise.allSettled(
       [...this.#sessions.values()].map((session) =>
         session.end('Agent shutting down.', { keepStored: true }),
       ),
     );
-    await Promise.allSettled([this.#threadType.dispose?.(), this.#processType.dispose?.()]);
+    await Promise.allSettled(
+      [this.#threadType, this.#processType, ...this.#extraTypes].map((type) => type.dispose?.()),
+    );
     // Let writes already under way land, so the state directory is consistent (and removable).
     await (await this.#store?.catch(() => undefined))?.idle();
     await (await this.#lock?.catch(() => undefined))?.release();
@@ -327,6 +356,7 @@ export class AgentServer {
       ...(init.restored ? { restored: init.restored } : {}),
       ...(init.kind ? { kind: init.kind } : {}),
       ...(init.host ? { host: init.host } : {}),
+      queue: this.#queue,
       records: (manager, sessionId) =>
         store
           ? new SpooledRecords({ manager, store, sessionId, ...(spool ? { spool } : {}) })
@@ -358,7 +388,11 @@ export class AgentServer {
           ? { maxBufferedBytes: SPOOLED_MAX_BUFFERED_BYTES }
           : {}
         : { maxBufferedBytes: this.#options.maxBufferedBytes }),
-      jobTypes: (context) => [thread, sessionProcessJobType(this.#processType, context)],
+      jobTypes: (context) => [
+        thread,
+        sessionProcessJobType(this.#processType, context),
+        ...this.#extraTypes.map(sharedJobType),
+      ],
       onEnded: (ended) => {
         if (this.#sessions.get(ended.id) === ended) this.#sessions.delete(ended.id);
       },

@@ -37,7 +37,9 @@ import {
 } from '@rjob/core';
 import { AgentErrorCode } from '../error-codes.js';
 import type { StoredJob } from '../store/job-store.js';
+import { groupCall, JobQueue } from './job-queue.js';
 import { type JobWork, rememberWork, storedWork, workOf } from './job-work.js';
+import { queuedStart, sendInput } from './queued-start.js';
 import { type RecordSource, SpooledRecords } from './record-source.js';
 import { restoredJobType } from './restored-job-type.js';
 import { resumeSecretMatches } from './secret.js';
@@ -93,6 +95,8 @@ export interface AgentSessionInit {
   kind?: 'session' | 'host' | 'view';
   /** With kind `view`: the host whose jobs it works on. */
   host?: AgentSession;
+  /** The agent's queue of waiting jobs and its job groups (default: one of the session's own). */
+  queue?: JobQueue;
 }
 
 interface Subscription {
@@ -140,6 +144,7 @@ export class AgentSession {
   readonly #newChannel: () => ReliableChannel;
   #channel: ReliableChannel;
   readonly #records: RecordSource;
+  readonly #queue: JobQueue;
   readonly #subscriptions = new Map<string, Subscription>();
   readonly #onEnded: (session: AgentSession) => void;
   readonly #saved: (session: AgentSession) => void;
@@ -167,6 +172,7 @@ export class AgentSession {
     this.#onEnded = init.onEnded;
     this.#saved = init.saved ?? (() => {});
     this.kind = init.kind ?? 'session';
+    this.#queue = init.queue ?? (init.host ? init.host.#queue : new JobQueue());
     if (this.kind === 'view') {
       if (!init.host) throw new TypeError('A view session needs its host.');
       this.jobs = init.host.jobs;
@@ -198,6 +204,22 @@ export class AgentSession {
         nextId = await this.#restoreGroup(entry, children as StoredJob[], nextId, records);
         continue;
       }
+      const work = storedWork(entry.data);
+      if (work?.waiting) {
+        // It never ran: back in the queue, under its id and instance id.
+        nextId = await this.#skipTo(entry, nextId);
+        await queuedStart({
+          jobs: this.jobs,
+          queue: this.#queue,
+          records,
+          work,
+          name: entry.name,
+          stored: entry,
+          watch: (job) => this.#watchState(job),
+        });
+        nextId = entry.id + 1;
+        continue;
+      }
       for (;;) {
         const job = await this.jobs.start(restoredJobType(entry), entry, {
           name: entry.name,
@@ -214,6 +236,7 @@ export class AgentSession {
         await this.jobs.remove(job, { force: true });
       }
     }
+    this.#queue.pump();
     // Expiry counts from when a client was last seen, before the restart.
     const idleLeftMs = Math.max(0, this.lastSeenAtMs + this.idleTimeoutMs - Date.now());
     this.#armIdleTimer(idleLeftMs);
@@ -231,12 +254,7 @@ export class AgentSession {
     nextId: number,
     records: SpooledRecords,
   ): Promise<number> {
-    let next = nextId;
-    while (next < entry.id) {
-      const placeholder = await this.jobs.start(restoredJobType(entry), entry);
-      next = placeholder.id + 1;
-      await this.jobs.remove(placeholder, { force: true });
-    }
+    await this.#skipTo(entry, nextId);
     const parent = this.jobs.startGroup({
       name: entry.name,
       type: entry.type,
@@ -255,6 +273,17 @@ export class AgentSession {
       parent.children.map((job, i) => ({ job, stored: stored[i]! })),
     );
     return Math.max(parent.id, ...parent.children.map((child) => child.id)) + 1;
+  }
+
+  /** Placeholders take the ids below `entry`'s (those of removed jobs). Returns the next free id. */
+  async #skipTo(entry: StoredJob, nextId: number): Promise<number> {
+    let next = nextId;
+    while (next < entry.id) {
+      const placeholder = await this.jobs.start(restoredJobType(entry), entry);
+      next = placeholder.id + 1;
+      await this.jobs.remove(placeholder, { force: true });
+    }
+    return next;
   }
 
   /** The session's current channel: what a resume attaches the new link to. */
@@ -337,8 +366,10 @@ export class AgentSession {
   /** A job as it crosses the wire, with hasMoreData from where its records really are. */
   readonly #info = (job: Job): JobInfo => {
     const info = toJobInfo(job, this.#records.hasMoreData(job));
-    const label = workOf(job)?.label;
-    if (label !== undefined) info.label = label;
+    const work = workOf(job);
+    if (work?.label !== undefined) info.label = work.label;
+    if (work?.after !== undefined) info.after = work.after;
+    if (work?.group !== undefined) info.group = work.group;
     return info;
   };
 
@@ -509,6 +540,13 @@ export class AgentSession {
         const p = objectParams(params, method);
         return this.jobs.continueJobs(this.#select(wireSelector(p.selector))).map(this.#info);
       }
+      case 'job.send':
+        return sendInput(this.jobs, params, (selector) => this.#select(selector)).then(this.#info);
+      case 'group.list':
+      case 'group.add':
+      case 'group.set':
+      case 'group.remove':
+        return groupCall(this.#queue, method, params);
       case 'job.subscribe':
         return this.#subscribe(params, channel);
       case 'job.ack':
@@ -640,13 +678,29 @@ export class AgentSession {
 
   async #startWork(params: unknown, method: string): Promise<Job> {
     const request = workRequest(params, method);
+    const work: JobWork = { type: request.type ?? 'process', definition: request.definition };
+    if (request.label !== undefined) work.label = request.label;
+    if (request.after !== undefined || request.group !== undefined) {
+      // Checked before anything starts: an unknown job or group refuses the start.
+      if (request.after !== undefined) work.after = this.#select(request.after).map((job) => job.id);
+      if (request.group !== undefined) {
+        this.#queue.checkGroup(request.group);
+        work.group = request.group;
+      }
+      return queuedStart({
+        jobs: this.jobs,
+        queue: this.#queue,
+        records: this.#records,
+        work,
+        ...(request.name === undefined ? {} : { name: request.name }),
+        watch: (job) => this.#watchState(job),
+      });
+    }
     const job = await this.jobs.start(
       request.type ?? 'process',
       request.definition,
       request.name === undefined ? {} : { name: request.name },
     );
-    const work: JobWork = { type: request.type ?? 'process', definition: request.definition };
-    if (request.label !== undefined) work.label = request.label;
     rememberWork(job, work);
     try {
       // The job store keeps this as the job's data: a restarted agent has the label and definition.
@@ -688,6 +742,8 @@ export class AgentSession {
         definition: work.definition,
         name: job.name,
         ...(work.label === undefined ? {} : { label: work.label }),
+        // Again in its group (its dependencies were met or failed once; they are not waited for).
+        ...(work.group === undefined ? {} : { group: work.group }),
       };
       started.push(this.#info(await this.#startWork(request, 'job.restart')));
     }

@@ -61,6 +61,20 @@ it('shares one job table between host sessions used at once; closing one leaves 
   expect(await c.list()).toEqual([]);
 });
 
+it('ends a host session closed without waiting (close message only) on the agent; the jobs stay', async () => {
+  const a = await hostSession();
+  await a.jobs.start({ definition: { command: 'echo kept' }, name: 'kept' });
+  const id = a.sessionId!;
+  expect(server.session(id)?.state).toBe('Opened');
+  await a.close({ wait: false });
+  expect(a.state).toBe('Closed');
+  // No answer was awaited: the agent ends the session when it reads the `close` message.
+  await expect.poll(() => server.session(id)).toBeUndefined();
+  const b = await hostSession();
+  await b.jobs.wait('kept');
+  expect((await b.jobs.receive('kept')).map((record) => record.data)).toEqual(['kept']);
+});
+
 it('answers a repeated start with the same requestKey with the job it started, once', async () => {
   const session = await hostSession();
   const work = { definition: { command: 'echo once' }, name: 'keyed', requestKey: 'k-1' };

@@ -11,6 +11,15 @@ export interface JobWork {
   definition: unknown;
   /** The user's free text for the job (`rjob start --label`). */
   label?: string;
+  /** The ids of the jobs it waits for (`rjob start --after`). */
+  after?: number[];
+  /** Its job group (`rjob start --group`); absent: the unlimited default group. */
+  group?: string;
+  /**
+   * True while the job waits for its turn (JobQueue): it never ran, so an agent restart puts it
+   * back in the queue whatever state the old agent left it in.
+   */
+  waiting?: boolean;
 }
 
 const works = new WeakMap<Job, JobWork>();
@@ -29,5 +38,10 @@ export function storedWork(data: unknown): JobWork | undefined {
   if (!isPlainObject(data.definition)) return undefined;
   const work: JobWork = { type: data.type, definition: data.definition };
   if (typeof data.label === 'string') work.label = data.label;
+  if (Array.isArray(data.after) && data.after.every((id) => Number.isSafeInteger(id))) {
+    work.after = data.after as number[];
+  }
+  if (typeof data.group === 'string') work.group = data.group;
+  if (data.waiting === true) work.waiting = true;
   return work;
 }

@@ -153,8 +153,24 @@ export function workRequest(params: unknown, method: string): WorkRequest {
   if (name !== undefined) request.name = name;
   if (requestKey !== undefined) request.requestKey = requestKey;
   if (label !== undefined) request.label = label;
+  const group = optionalString(p, 'group', 64);
+  if (group !== undefined) request.group = group;
+  if (p.after !== undefined) {
+    if (
+      !Array.isArray(p.after) ||
+      p.after.length === 0 ||
+      p.after.length > MAX_AFTER ||
+      !p.after.every(isSelectorItem)
+    ) {
+      throw invalidParams(`${method}: after must list 1 to ${MAX_AFTER} job ids or names.`);
+    }
+    request.after = p.after;
+  }
   return request;
 }
+
+/** The most jobs one job may wait for. */
+const MAX_AFTER = 1000;
 
 /** As many children as one group may have: far above any fan-out, far below what hurts the agent. */
 const MAX_GROUP_CHILDREN = 10_000;

@@ -18,7 +18,7 @@
  * Everything else is the record with short keys through `encodeValue`; coded errors go through
  * `serializeError`, because v8 keeps an Error's message and stack but drops its `code`.
  */
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../util/lazy-builtins.js';
 import { deserializeError, RjobError, type SerializedError, serializeError } from '../errors.js';
 import type { JobRecord, StreamName } from '../job/records.js';
 import { isStreamName } from '../job/records.js';

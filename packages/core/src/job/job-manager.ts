@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID } from '../util/lazy-builtins.js';
 import { ErrorCode, RjobError, toRjobError } from '../errors.js';
 import { Job } from './job.js';
 import type { JobContext, JobOutcome, JobRun, JobType } from './job-type.js';
@@ -25,6 +25,8 @@ export interface StartOptions {
   command?: string;
   /** Default: the manager's location. */
   location?: string;
+  /** Default: a new random UUID. (An agent gives a job it puts back after a restart its own.) */
+  instanceId?: string;
 }
 
 export interface ChildSpec<Definition = unknown> {
@@ -413,6 +415,37 @@ export class JobManager {
     return jobs;
   }
 
+  /**
+   * Writes to one running job's input (its type's `write`: a process job's stdin pipe); with
+   * `end`, closes the input afterwards (or only closes it, without data). Refuses a job that is
+   * not running (ERR_JOB_NOT_RUNNING) or takes no input (ERR_STDIN_CLOSED).
+   */
+  async writeInput(
+    selector: number | string | Job,
+    data: string | Uint8Array | undefined,
+    options: { end?: boolean } = {},
+  ): Promise<Job> {
+    const job = this.job(selector);
+    const run = this.#leaves.get(job)?.run;
+    if (job.state !== 'Running' && job.state !== 'Suspended' && job.state !== 'Disconnected') {
+      throw new RjobError(
+        ErrorCode.JobNotRunning,
+        `Job ${job.id} (${job.name}) is ${job.state}; only a running job takes input.`,
+        { details: { jobId: job.id, state: job.state } },
+      );
+    }
+    if (!run?.write) {
+      throw new RjobError(
+        ErrorCode.StdinClosed,
+        `Job ${job.id} (${job.name}) takes no input: start it with an open stdin (stdinOpen) to send to it.`,
+        { details: { jobId: job.id } },
+      );
+    }
+    if (data !== undefined && data.length > 0) await run.write(data);
+    if (options.end) run.endInput?.();
+    return job;
+  }
+
   /** Stops the selected jobs and resolves when they have ended. */
   async stop(selector: JobSelector): Promise<Job[]> {
     const jobs = this.#select(selector);
@@ -492,7 +525,7 @@ export class JobManager {
     const id = this.#nextId++;
     const init = {
       id,
-      instanceId: randomUUID(),
+      instanceId: options.instanceId ?? randomUUID(),
       name: options.name ?? `Job${id}`,
       type: typeName ?? type.name,
       command: options.command ?? type.describe(definition),
@@ -578,6 +611,8 @@ export class JobManager {
     // Whatever a job type reports while a stop is under way, the user asked for Stopped.
     if (job.stopRequested && state === 'Failed') state = 'Stopped';
     if (state === 'Completed' && job.state === 'NotStarted') job.setState('Running');
+    // A type that could not carry the stop out (a remote job whose session is out of reach) says
+    // why; the job is Stopped and keeps that reason.
     job.setState(state, outcome.state === 'Failed' ? outcome.reason : undefined);
   }
 

@@ -66,6 +66,14 @@ export interface JobRun {
   suspend?(): void;
   /** Lets suspended work go on (SIGCONT). */
   continue?(): void;
+  /**
+   * Writes to the work's input (a process job started with `stdinOpen`: its stdin pipe). Resolves
+   * once the bytes were handed on; rejects ERR_STDIN_CLOSED when the input is closed. Optional: a
+   * run without it takes no input.
+   */
+  write?(data: string | Uint8Array): Promise<void>;
+  /** Closes the work's input: the work reads end of file. */
+  endInput?(): void;
 }
 
 /** What a plugin author writes. */

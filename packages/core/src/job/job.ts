@@ -104,7 +104,9 @@ export class Job {
     if (state === 'Running' && !this.#beginTime) this.#beginTime = new Date();
     if (isTerminal(state)) {
       this.#endTime = new Date();
-      if (state === 'Failed') this.#reason = reason;
+      // A Stopped job keeps a reason only when its stop could not be carried out everywhere (a
+      // remote job whose session could not be reached).
+      if (state === 'Failed' || state === 'Stopped') this.#reason = reason;
     }
     const change: JobStateChange = { job: this, previous, state };
     if (this.#reason) change.reason = this.#reason;

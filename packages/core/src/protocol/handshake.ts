@@ -101,6 +101,12 @@ class HandshakeReader {
   constructor(
     readonly link: TransportChannel,
     timeoutMs: number,
+    /**
+     * Types that end this side's reading even when they arrive before anyone asked for them: a
+     * pipelined `open` gets `welcome` and `opened` back to back, and what follows `opened` (the
+     * peer's first ack and credit) must stay on the link for the channel.
+     */
+    lastTypes: readonly Message['type'][] = [],
   ) {
     this.#offMessage = link.onMessage((frame) => {
       if (this.#failure) return;
@@ -120,6 +126,7 @@ class HandshakeReader {
         waiter.resolve(message);
       } else {
         this.#queue.push(message);
+        if (lastTypes.includes(message.type)) this.#offMessage();
       }
     });
     this.#offClose = link.onClose((reason) => this.#setFailure(reason));
@@ -230,7 +237,10 @@ export function clientHandshake(
     link.close(error);
     return Promise.reject(error);
   }
-  const reader = new HandshakeReader(link, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  const reader = new HandshakeReader(link, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, [
+    'opened',
+    'resumed',
+  ]);
   const versions = [...(options.versions ?? SUPPORTED_PROTOCOL_VERSIONS)];
   return run(reader, async () => {
     reader.send({
@@ -239,6 +249,26 @@ export function clientHandshake(
       ...(options.token === undefined ? {} : { token: options.token }),
       ...(options.software === undefined ? {} : { software: options.software }),
     });
+    // Offering one version, the client knows the session request it will send: it goes right
+    // after `hello` (one round trip less). Servers read handshake messages in order and queue
+    // what arrives early (docs/protocol.md, section 4).
+    const sessionRequest = (): Message =>
+      options.resume
+        ? {
+            type: 'resume',
+            sessionId: options.resume.sessionId,
+            resumeSecret: options.resume.resumeSecret,
+            lastSeq: takeover ? 0 : options.channel.receivedSeq,
+            // Epoch 0 is left out, so that a session never taken over resumes as it always did.
+            ...(takeover
+              ? { takeover: true }
+              : options.channel.epoch > 0
+                ? { epoch: options.channel.epoch }
+                : {}),
+          }
+        : { type: 'open', ...(options.host ? { host: true } : {}) };
+    const pipelined = versions.length === 1;
+    if (pipelined) reader.send(sessionRequest());
     const welcome = expectType(await reader.next(), 'welcome');
     if (!versions.includes(welcome.version)) {
       throw new RjobError(
@@ -251,14 +281,7 @@ export function clientHandshake(
     }
     if (options.resume) {
       const channel = options.channel;
-      reader.send({
-        type: 'resume',
-        sessionId: options.resume.sessionId,
-        resumeSecret: options.resume.resumeSecret,
-        lastSeq: takeover ? 0 : channel.receivedSeq,
-        // Epoch 0 is left out, so that a session never taken over resumes as it always did.
-        ...(takeover ? { takeover: true } : channel.epoch > 0 ? { epoch: channel.epoch } : {}),
-      });
+      if (!pipelined) reader.send(sessionRequest());
       const resumed = expectType(await reader.next(true), 'resumed');
       if (resumed.sessionId !== options.resume.sessionId) {
         throw new RjobError(ProtocolErrorCode.ProtocolViolation, 'Server resumed another session.');
@@ -283,7 +306,7 @@ export function clientHandshake(
       channel.attach(link, resumed.lastSeq);
       return { version: welcome.version, sessionId: resumed.sessionId, resumed: true };
     }
-    reader.send({ type: 'open', ...(options.host ? { host: true } : {}) });
+    if (!pipelined) reader.send(sessionRequest());
     const opened = expectType(await reader.next(true), 'opened');
     reader.release();
     options.channel.attach(link, 0);

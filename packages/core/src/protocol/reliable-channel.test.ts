@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { RjobError } from '../errors.js';
 import { createMemoryLink, type MemoryLink } from '../testing/memory-transport.js';
 import { clientHandshake, serverHandshake } from './handshake.js';
-import { encodeMessage, type SequencedMessage } from './messages.js';
+import { decodeMessage, encodeMessage, type SequencedMessage } from './messages.js';
 import { ReliableChannel, type ReliableChannelOptions } from './reliable-channel.js';
 
 const quiet: ReliableChannelOptions = { pingIntervalMs: 0, heartbeatTimeoutMs: 0 };
@@ -312,6 +312,34 @@ describe('handshake', () => {
     await vi.advanceTimersByTimeAsync(2000);
     expect(await outcome).toMatchObject({ code: 'ERR_HANDSHAKE_TIMEOUT' });
     expect(link.closed).toBe(true);
+  });
+
+  it('sends open right after hello, and attaches when welcome, opened, ack and credit come at once', async () => {
+    const link = createMemoryLink();
+    const seen: string[] = [];
+    link.b.onMessage((frame) => {
+      const message = decodeMessage(frame);
+      seen.push(message.type);
+      if (message.type !== 'open') return;
+      // Both arrived before the server said anything: the client did not wait for `welcome`.
+      expect(seen).toEqual(['hello', 'open']);
+      for (const answer of [
+        { type: 'welcome', version: 1 },
+        { type: 'opened', sessionId: 's1', resumeSecret: 'secret' },
+        { type: 'ack', seq: 0 },
+        { type: 'credit', seq: 1024, bytes: 1 << 20 },
+        { type: 'event', seq: 1, name: 'hi' },
+      ] as const) {
+        link.b.send(encodeMessage(answer));
+      }
+    });
+    const client = new ReliableChannel(quiet);
+    const result = await clientHandshake(link.a, { channel: client });
+    expect(result).toEqual({ version: 1, sessionId: 's1', resumeSecret: 'secret', resumed: false });
+    const got = collect(client);
+    await until(() => got.length === 1);
+    expect(got[0]).toMatchObject({ type: 'event', name: 'hi' });
+    expect(client.state).toBe('attached');
   });
 
   it('rejects a message out of turn with ERR_PROTOCOL_VIOLATION', async () => {

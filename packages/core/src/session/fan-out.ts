@@ -46,6 +46,12 @@ export interface InvokeManyOptions<Target> {
   onResult?: (result: FanOutResult, index: number) => void;
   /** See {@link InvokeManyDisconnectedOptions}; `false` is the same as leaving it out. */
   disconnected?: false;
+  /**
+   * Synchronous mode: ends the fan-out early (Ctrl-C). Targets not started yet are not reached;
+   * the sessions opened for running ones are closed, which stops their work on the agents. Those
+   * targets' results carry ERR_INTERRUPTED.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -193,8 +199,25 @@ export function invokeMany<Target>(
   // A target's session is closed (a round trip to its agent) while the next target starts: its
   // result is already known. `results` waits for every close.
   const closing = new Set<Promise<void>>();
+  // The sessions opened here for running targets: an abort closes them (one listener for all).
+  const running = new Set<Session<Target>>();
+  options.signal?.addEventListener(
+    'abort',
+    () => {
+      for (const session of running) void session.close().catch(() => {});
+    },
+    { once: true },
+  );
   const runOne = async (target: Target | Session<Target>): Promise<FanOutResult> => {
     const computerName = nameOf(target);
+    const { signal } = options;
+    const interrupted = (): FanOutResult => ({
+      computerName,
+      error: new RjobError(SessionErrorCode.Interrupted, 'Interrupted: the work was stopped.', {
+        details: { computerName },
+      }),
+    });
+    if (signal?.aborted) return interrupted();
     let session: Session<Target>;
     try {
       session =
@@ -216,13 +239,19 @@ export function invokeMany<Target>(
       });
       return { computerName, error: reason };
     }
+    // Closing the session opened here stops its work on the agent (a given session is the caller's).
+    const owned = session !== target;
+    if (owned) running.add(session);
     try {
+      if (owned && signal?.aborted) return interrupted();
       const info = await session.invoke(work, { onRecord }).result;
-      return { computerName, info };
+      return owned && signal?.aborted && info.state !== 'Completed' ? interrupted() : { computerName, info };
     } catch (error) {
+      if (owned && signal?.aborted) return interrupted();
       return { computerName, error: toRjobError(error, ErrorCode.Remote) };
     } finally {
-      if (session !== target) {
+      running.delete(session);
+      if (owned) {
         const closed = session.close().catch(() => {});
         closing.add(closed);
         void closed.then(() => closing.delete(closed));

@@ -10,6 +10,7 @@ import { defineJobType, type JobContext, type JobOutcome, type JobType } from '.
 import { describeWork } from '../runtime/host.js';
 import type { Transport } from '../transport/transport.js';
 import type { RemoteJobInfo } from './remote-job-manager.js';
+import { SessionErrorCode } from './session-errors.js';
 import type { WireSelector, WorkRequest } from './rpc.js';
 import { openSession, type Session, type SessionOptions, type Subscription } from './session.js';
 
@@ -106,10 +107,14 @@ async function startRemoteJob(definition: RemoteJobDefinition, context: JobConte
     );
   }
   const s = session;
+  const starting = startingStop(s, context.signal);
   let remoteId: WireSelector;
   try {
-    remoteId = definition.work ? (await s.jobs.start(definition.work)).id : definition.remoteJob!;
+    remoteId = definition.work
+      ? (await starting.race(s.jobs.start(definition.work))).id
+      : definition.remoteJob!;
   } catch (error) {
+    starting.done();
     if (owned) void s.close().catch(() => {});
     throw error;
   }
@@ -157,13 +162,15 @@ async function startRemoteJob(definition: RemoteJobDefinition, context: JobConte
     definition.keep === undefined ? {} : { keep: definition.keep },
   );
   try {
-    await subscription.jobs;
+    await starting.race(subscription.jobs);
   } catch (error) {
+    void subscription.cancel().catch(() => {});
     offState();
     ended = true;
     if (owned) void s.close().catch(() => {});
     throw error;
   }
+  starting.done();
   context.running();
   if (s.state === 'Disconnected') context.disconnected?.();
 
@@ -173,6 +180,24 @@ async function startRemoteJob(definition: RemoteJobDefinition, context: JobConte
       if (s.state === 'Closed' || s.state === 'Broken') {
         end({ state: 'Stopped' });
         return;
+      }
+      if (s.state !== 'Opened') {
+        // A Disconnected session is connected once for the stop (bounded by the transport's
+        // connect and the handshake timeouts). When that fails the local job ends all the same,
+        // Failed with a coded reason: the remote work could not be reached to be stopped.
+        try {
+          await s.connect();
+        } catch (error) {
+          end({
+            state: 'Failed',
+            reason: new RjobError(
+              SessionErrorCode.SessionDisconnected,
+              `Not stopped remotely: session ${s.name} on ${s.computerName} could not be reached, so its job ${String(remoteId)} may still run there.`,
+              { cause: error, details: { computerName: s.computerName, remoteJob: remoteId } },
+            ),
+          });
+          return;
+        }
       }
       try {
         // The agent answers with job.end (Stopped) on the subscription, which ends the local job.
@@ -187,6 +212,44 @@ async function startRemoteJob(definition: RemoteJobDefinition, context: JobConte
     resume(): void {
       paused = false;
       wake();
+    },
+  };
+}
+
+/**
+ * A stop asked for while the job is still starting on a Disconnected session: the start's requests
+ * wait for a connect that may never come, so the session is connected once (bounded by the
+ * transport's connect and the handshake timeouts). When that fails the start fails with a coded
+ * reason (ERR_SESSION_DISCONNECTED) instead of waiting.
+ */
+function startingStop(session: Session<any>, signal: AbortSignal) {
+  let fail: ((error: RjobError) => void) | undefined;
+  const failed = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
+  failed.catch(() => {});
+  const onAbort = (): void => {
+    if (session.state !== 'Disconnected') return;
+    session
+      .connect()
+      .catch((error: unknown) =>
+        fail?.(
+          new RjobError(
+            SessionErrorCode.SessionDisconnected,
+            `Stopped while starting: session ${session.name} on ${session.computerName} could not be reached.`,
+            { cause: error, details: { computerName: session.computerName } },
+          ),
+        ),
+      );
+  };
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  return {
+    race<T>(promise: Promise<T>): Promise<T> {
+      return Promise.race([promise, failed]);
+    },
+    done(): void {
+      signal.removeEventListener('abort', onAbort);
     },
   };
 }

@@ -22,6 +22,10 @@ export interface JobInfo {
   command: string;
   /** The user's free text for the job, given at start (`WorkRequest.label`). */
   label?: string;
+  /** The jobs it waits for (`WorkRequest.after`), by id. */
+  after?: number[];
+  /** Its job group, when it was started in one (`WorkRequest.group`). */
+  group?: string;
   beginTimeMs?: number;
   endTimeMs?: number;
   childIds: number[];
@@ -54,6 +58,17 @@ export interface WorkRequest {
   /** Free text shown with the job (JobInfo.label) and kept with it across agent restarts. */
   label?: string;
   /**
+   * Jobs (ids or names of the same job table) this one waits for: it stays NotStarted until every
+   * one Completed, and fails with ERR_DEPENDENCY_FAILED when one Failed or was Stopped. An unknown
+   * one refuses the start (ERR_JOB_NOT_FOUND).
+   */
+  after?: Array<number | string>;
+  /**
+   * The agent's job group the job runs in (`group.add`): it waits in NotStarted while the group's
+   * `parallel` jobs run. An unknown group refuses the start (ERR_GROUP_NOT_FOUND).
+   */
+  group?: string;
+  /**
    * Makes the start idempotent: a `job.start` with a key the agent saw recently for the same job
    * table answers with the job that key started instead of starting another (a request repeated
    * after its answer was lost). Any unique string, e.g. a UUID per user action.
@@ -69,6 +84,15 @@ export interface GroupChildRequest extends WorkRequest {
   typeName?: string;
   /** The child's Command column. Default: its job type's description of the definition. */
   command?: string;
+}
+
+/** A job group of the agent (`rjob group list`). */
+export interface JobGroupInfo {
+  name: string;
+  /** How many of its jobs may run at once; `null` for the unlimited `default` group. */
+  parallel: number | null;
+  running: number;
+  waiting: number;
 }
 
 /** A parent job with one child per entry (a fan-out), as JobManager.startGroup takes it. */
@@ -151,6 +175,23 @@ export interface SessionMethods {
    * (ERR_INVALID_ARGUMENT). Returns the new jobs, in the order of the selected ones.
    */
   'job.restart': { params: { selector: WireSelector }; result: JobInfo[] };
+  /**
+   * Writes `data` to one running job's stdin (a process job started with `stdinOpen`); with
+   * `end`, closes its stdin afterwards. Resolves once the bytes are in the pipe. Refuses a job
+   * that is not running (ERR_JOB_NOT_RUNNING) or has no open stdin (ERR_STDIN_CLOSED).
+   */
+  'job.send': {
+    params: { selector: WireSelector; data?: string | Uint8Array; end?: boolean };
+    result: JobInfo;
+  };
+  /** The agent's job groups, the unlimited `default` first. */
+  'group.list': { params: undefined; result: JobGroupInfo[] };
+  /** Adds a group whose jobs run at most `parallel` at once (ERR_INVALID_ARGUMENT if it exists). */
+  'group.add': { params: { name: string; parallel: number }; result: JobGroupInfo };
+  /** Changes a group's limit; waiting jobs start at once if the new limit lets them. */
+  'group.set': { params: { name: string; parallel: number }; result: JobGroupInfo };
+  /** Removes a group without running or waiting jobs (else ERR_GROUP_IN_USE). */
+  'group.remove': { params: { name: string }; result: JobGroupInfo };
   /** Suspends running process jobs (SIGSTOP to the process group): they show Suspended. */
   'job.suspend': { params: { selector: WireSelector }; result: JobInfo[] };
   /** Lets Suspended jobs go on (SIGCONT): Running again. */

@@ -14,6 +14,13 @@ export const SessionErrorCode = {
   SessionClosed: 'ERR_SESSION_CLOSED',
   /** The verb needs an Opened session. */
   SessionNotOpened: 'ERR_SESSION_NOT_OPENED',
+  /** A fan-out was stopped (its signal aborted) before this target's work finished. */
+  Interrupted: 'ERR_INTERRUPTED',
+  /**
+   * The session is Disconnected and nothing is reconnecting it (the client disconnected on purpose,
+   * or the reconnect window ran out): a request is refused at once instead of waiting.
+   */
+  SessionDisconnected: 'ERR_SESSION_DISCONNECTED',
 } as const;
 
 export type SessionErrorCodeValue = (typeof SessionErrorCode)[keyof typeof SessionErrorCode];

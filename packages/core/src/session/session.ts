@@ -4,7 +4,7 @@
  * requests, responses and record events survive link cuts; when a link dies it goes Disconnected
  * and resumes on a new link by itself for a while, then waits for {@link Session.connect}.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID } from '../util/lazy-builtins.js';
 import { decodeRecordEntries } from '../codec/record-entries.js';
 import { deserializeError, ErrorCode, RjobError, type SerializedError } from '../errors.js';
 import type { Job } from '../job/job.js';
@@ -164,6 +164,16 @@ export interface SubscribeOptions {
   ack?: 'auto' | 'manual';
 }
 
+export interface CloseOptions {
+  /**
+   * Wait for the agent to confirm that the session ended (its jobs stopped and removed). Default
+   * true. False, once every request was answered: the protocol's `close` message is sent and the
+   * call returns without a round trip; the agent ends the session when it reads it (a CLI command
+   * about to exit). With requests still in flight, the call waits as with true.
+   */
+  wait?: boolean;
+}
+
 export interface ReceiveSessionOptions {
   /**
    * `job`: running remote jobs become local RemoteJobs in `jobManager` (Receive-PSSession
@@ -295,12 +305,17 @@ export class Session<Target = unknown> {
   }
 
   /**
-   * Calls a method on the agent. While the session is Disconnected the request waits (it is sent
-   * when the session resumes, automatically or by {@link connect}); an error response rejects with
-   * the revived RjobError; Broken or Closed rejects with ERR_SESSION_BROKEN / ERR_SESSION_CLOSED.
+   * Calls a method on the agent. While the session is reconnecting the request waits (it is sent
+   * when the session resumes); a session that is Disconnected with nothing reconnecting it (after
+   * {@link disconnect}, or once the reconnect window ran out) refuses a new request at once with
+   * ERR_SESSION_DISCONNECTED: call {@link connect} first. Requests made before a disconnect() are
+   * answered after the next connect(); those still waiting when the reconnect window runs out fail
+   * with ERR_SESSION_DISCONNECTED. An error response rejects with the
+   * revived RjobError; Broken or Closed rejects with ERR_SESSION_BROKEN / ERR_SESSION_CLOSED.
    */
   request<M extends SessionMethod>(method: M, ...args: Params<M>): Promise<MethodResult<M>> {
     if (this.#state === 'Closed' || this.#state === 'Broken') return Promise.reject(this.#endedError());
+    if (this.#idle()) return Promise.reject(this.#disconnectedError());
     const id = this.#nextRequestId++;
     const params = args[0];
     return new Promise<MethodResult<M>>((resolve, reject) => {
@@ -533,11 +548,14 @@ export class Session<Target = unknown> {
    * Remove-PSSession: ends the session on the agent (its jobs are stopped and removed). A session
    * that is not Opened is only closed here; the agent expires it when it has been idle long enough.
    */
-  async close(): Promise<void> {
+  async close(options: CloseOptions = {}): Promise<void> {
     if (this.#state === 'Closed' || this.#state === 'Broken') return;
     this.#cancelReconnect();
     this.#closing = true;
-    if (this.#state === 'Opened') {
+    // Without waiting, and with every request answered (nothing the agent could still be working
+    // on for us), the channel's `close` message alone ends the session on the agent.
+    const answered = options.wait === false && this.#pending.size === 0;
+    if (this.#state === 'Opened' && !answered) {
       try {
         await this.request('session.close');
       } catch {
@@ -674,8 +692,12 @@ export class Session<Target = unknown> {
       this.#reconnect = undefined;
       this.#reconnecting = undefined;
       if (controller.signal.aborted || this.#state !== 'Disconnected') return;
-      // The window is over: tell listeners, the state stays Disconnected for a later connect().
-      if (gaveUp) this.#emit('Disconnected', 'Disconnected');
+      // The window is over: what waited for the reconnect fails now (ERR_SESSION_DISCONNECTED),
+      // listeners are told, and the state stays Disconnected for a later connect().
+      if (gaveUp) {
+        this.#failPending(this.#disconnectedError());
+        this.#emit('Disconnected', 'Disconnected');
+      }
       // Lost again between the loop's last look and now: go on trying.
       else if (!this.#leaving && !this.#closing) this.#startReconnect();
     });
@@ -850,6 +872,37 @@ export class Session<Target = unknown> {
         // A listener's bug must not wedge the session.
       }
     }
+  }
+
+  /** Disconnected after an open, with no reconnect running or linking: nothing will send a request. */
+  #idle(): boolean {
+    return (
+      this.#state === 'Disconnected' &&
+      this.#openedCount > 0 &&
+      this.#reconnecting === undefined &&
+      this.#linking === undefined
+    );
+  }
+
+  #disconnectedError(): RjobError {
+    return new RjobError(
+      SessionErrorCode.SessionDisconnected,
+      `Session ${this.#name} is Disconnected; connect it first.`,
+      {
+        ...(this.#reason ? { cause: this.#reason } : {}),
+        details: { sessionId: this.#sessionId, computerName: this.computerName },
+      },
+    );
+  }
+
+  /**
+   * Requests still waiting when nothing will reconnect. One already sent may yet run on the agent
+   * if the session is resumed later; its answer then finds nobody waiting.
+   */
+  #failPending(error: RjobError): void {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p.reject(error);
   }
 
   #endedError(): RjobError {

@@ -1,0 +1,91 @@
+/**
+ * The agent side of `rjob start --after/--group` and `rjob send`, kept out of AgentSession: a job
+ * that waits for its turn in the agent's {@link JobQueue}, and input written to a running job.
+ */
+import { rm } from 'node:fs/promises';
+import { ErrorCode, type Job, type JobManager, type JobType, RjobError, type WireSelector } from '@rjob/core';
+import type { StoredJob } from '../store/job-store.js';
+import type { JobQueue } from './job-queue.js';
+import { type JobWork, rememberWork } from './job-work.js';
+import { type RecordSource, SpooledRecords } from './record-source.js';
+import { invalidParams, objectParams, optionalBoolean, wireSelector } from './wire.js';
+
+export interface QueuedStart {
+  jobs: JobManager;
+  queue: JobQueue;
+  records: RecordSource;
+  /** What to run, with `after` (job ids) and `group` set. */
+  work: JobWork;
+  name?: string;
+  /** A waiting job put back after an agent restart: it keeps its instance id and its store entry. */
+  stored?: StoredJob;
+  /** Called with the started job (AgentSession's state events). */
+  watch?: (job: Job) => void;
+}
+
+/** Starts a job that waits in NotStarted until the queue lets it run. */
+export async function queuedStart(init: QueuedStart): Promise<Job> {
+  const { jobs, queue, records, work, stored } = init;
+  const inner = findType(jobs, work.type);
+  // A dependency that is gone was removed after it Completed (one removed earlier was stopped
+  // first, which failed this job): it is met.
+  const deps = (work.after ?? []).flatMap((id) => jobs.get({ ids: [id] }));
+  const job = await jobs.start(queue.waitingType(inner, work, deps, jobs), work.definition, {
+    ...(init.name === undefined ? {} : { name: init.name }),
+    ...(stored ? { instanceId: stored.instanceId } : {}),
+  });
+  rememberWork(job, work);
+  try {
+    if (stored && records instanceof SpooledRecords) {
+      // It wrote nothing; its old spool (sealed if the old agent stopped it) makes way for a new one.
+      if (stored.spoolDir !== undefined) await rm(stored.spoolDir, { recursive: true, force: true });
+    }
+    // The job store keeps the work as the job's data: what it waits for survives a restart.
+    await records.track(job, work);
+  } catch (error) {
+    await jobs.remove(job, { force: true }).catch(() => {});
+    throw error;
+  }
+  init.watch?.(job);
+  return job;
+}
+
+function findType(jobs: JobManager, name: string): JobType {
+  const key = name.toLowerCase();
+  const type = jobs.types.find(
+    (each) => each.name.toLowerCase() === key || each.aliases?.some((alias) => alias.toLowerCase() === key),
+  );
+  if (!type) {
+    throw new RjobError(ErrorCode.UnknownJobType, `No job type named "${name}".`, {
+      details: { type: name },
+    });
+  }
+  return type;
+}
+
+/** The most bytes one `job.send` carries (a client sends more in several). */
+const MAX_SEND_BYTES = 4 * 1024 * 1024;
+
+/** `job.send`: writes to one running job's stdin (see rpc.ts). */
+export async function sendInput(
+  jobs: JobManager,
+  params: unknown,
+  select: (selector: WireSelector) => Job[],
+): Promise<Job> {
+  const p = objectParams(params, 'job.send');
+  const selected = select(wireSelector(p.selector));
+  if (selected.length !== 1) {
+    throw invalidParams(`job.send writes to one job; ${selected.length} match.`, {
+      jobIds: selected.map((job) => job.id),
+    });
+  }
+  const data = p.data;
+  if (data !== undefined && typeof data !== 'string' && !(data instanceof Uint8Array)) {
+    throw invalidParams('job.send: data must be a string or bytes.');
+  }
+  if (data !== undefined && data.length > MAX_SEND_BYTES) {
+    throw invalidParams(`job.send: at most ${MAX_SEND_BYTES} bytes at once.`);
+  }
+  const end = optionalBoolean(p, 'end');
+  return jobs.writeInput(selected[0]!, data, end === undefined ? {} : { end });
+}

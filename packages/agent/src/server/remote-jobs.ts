@@ -1,0 +1,215 @@
+/**
+ * RemoteJobs run by the agent itself (`rjob invoke --as-job`): a job whose definition names a
+ * target as text (an ssh_config alias, `user@host:port`, a `wss://` URL, ...) and the work to run
+ * there. The agent reaches the target through a transport plugin (see {@link AgentTransport}),
+ * opens a session for the job alone, mirrors the remote job with core's RemoteJob type (values
+ * keep structured-clone fidelity; `stop` stops the remote work) and closes the session when the
+ * job ends. No process per target: every target is a few objects in the agent.
+ */
+import {
+  ErrorCode,
+  defineJobType,
+  type JobContext,
+  type JobOutcome,
+  type JobRun,
+  type JobType,
+  openSession,
+  RjobError,
+  remoteJobType,
+  type Session,
+  toRjobError,
+  type Transport,
+  type WorkRequest,
+} from '@rjob/core';
+import { isPlainObject } from './wire.js';
+
+/** How long closing a job's own session may take before the job ends without waiting for it. */
+const CLOSE_WAIT_MS = 5_000;
+
+/** What the client gives along with a target: how its own transports would reach it. */
+export interface RemoteTargetSettings {
+  /** The client's environment (only what matters for reaching hosts: `RJOB_*`, `HOME`, `SSH_AUTH_SOCK`). */
+  env: Record<string, string>;
+  /** The client's working directory (relative key and known_hosts paths resolve against it). */
+  cwd: string | undefined;
+  /** How long reaching the target may take (TCP, key exchange, login), in ms. */
+  connectTimeoutMs: number | undefined;
+}
+
+/** A transport plugin of the agent: reaches the targets it accepts, loading itself on first use. */
+export interface AgentTransport {
+  /** Shown in messages (`ssh`, `ws`, `unix`). */
+  readonly name: string;
+  /** True when this transport reaches `target` (as the user wrote it). The first that accepts wins. */
+  accepts(target: string): boolean;
+  /**
+   * The transport to use for `target` and the target in its own form. Called for each job; cache
+   * what is costly to build (a connection pool) by `settings`.
+   */
+  resolve(
+    target: string,
+    settings: RemoteTargetSettings,
+  ): Promise<{ transport: Transport<any>; target: unknown; computerName?: string }>;
+}
+
+/** `job.start` / `job.startGroup` definition of a `RemoteJob` in the agent (plain data, stored as is). */
+export interface RemoteTargetDefinition {
+  /** Where to run the work, as the user wrote it. */
+  target: string;
+  /** The work to start there (`job.start`'s request). */
+  work: WorkRequest;
+  /** The name the job's records and reasons carry. Default: the target. */
+  computerName?: string;
+  /** See {@link RemoteTargetSettings.connectTimeoutMs}; also the session handshake's timeout. */
+  connectTimeoutMs?: number;
+  /** See {@link RemoteTargetSettings}. Default: none. */
+  env?: Record<string, string>;
+  cwd?: string;
+  /** The Command column. Default: described from `work`. */
+  command?: string;
+}
+
+function checkDefinition(definition: unknown): RemoteTargetDefinition {
+  const bad = (what: string): never => {
+    throw new RjobError(ErrorCode.InvalidArgument, `A RemoteJob definition needs ${what}.`);
+  };
+  if (!isPlainObject(definition)) return bad('to be an object');
+  const d = definition as Record<string, unknown>;
+  if (typeof d.target !== 'string' || d.target.length === 0 || d.target.length > 4096) bad('a target (text)');
+  if (!isPlainObject(d.work)) bad('work (an object)');
+  if (d.computerName !== undefined && typeof d.computerName !== 'string') bad('computerName as text');
+  if (
+    d.connectTimeoutMs !== undefined &&
+    (typeof d.connectTimeoutMs !== 'number' || !(d.connectTimeoutMs > 0))
+  )
+    bad('connectTimeoutMs above zero');
+  if (
+    d.env !== undefined &&
+    (!isPlainObject(d.env) || !Object.values(d.env).every((value) => typeof value === 'string'))
+  )
+    bad('env mapping names to text');
+  if (d.cwd !== undefined && typeof d.cwd !== 'string') bad('cwd as text');
+  return d as unknown as RemoteTargetDefinition;
+}
+
+/**
+ * The reason of a target's failure names it and is one line (`web1: connection refused`, an SSH
+ * client's several lines joined), keeping its code and fields.
+ */
+function namedReason(computerName: string, error: unknown): RjobError {
+  const reason = toRjobError(error, ErrorCode.JobStartFailed);
+  const text = reason.message.replace(/\s*\n\s*/g, ' ').trim();
+  const message = text.startsWith(`${computerName}: `) ? text : `${computerName}: ${text}`;
+  if (message === reason.message) return reason;
+  return new RjobError(reason.code, message, {
+    cause: reason.cause,
+    details: { ...reason.details, computerName },
+    ...(reason.exitCode === undefined ? {} : { exitCode: reason.exitCode }),
+    ...(reason.signal === undefined ? {} : { signal: reason.signal }),
+    ...(reason.timedOut === undefined ? {} : { timedOut: reason.timedOut }),
+  });
+}
+
+/** Closes a job's own session, waiting a bounded time for the agent to confirm. */
+async function closeSession(session: Session<any>): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    session.close().catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, CLOSE_WAIT_MS);
+      timer.unref?.();
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
+/**
+ * The `RemoteJob` type (alias `remote`) of an agent with transport plugins. Each job opens its own
+ * session on its target, runs the work there, and closes the session once it ended (stopped,
+ * failed or done), so nothing stays on the remote host.
+ */
+export function targetRemoteJobType(transports: readonly AgentTransport[]): JobType<RemoteTargetDefinition> {
+  const mirror = remoteJobType();
+  return defineJobType<RemoteTargetDefinition>({
+    name: 'RemoteJob',
+    aliases: ['remote'],
+    describe: (definition) =>
+      definition?.command ?? mirror.describe({ ...(definition?.work ? { work: definition.work } : {}) }),
+    async start(raw, context): Promise<JobRun> {
+      const definition = checkDefinition(raw);
+      const computerName = definition.computerName ?? definition.target;
+      const plugin = transports.find((transport) => transport.accepts(definition.target));
+      if (!plugin) {
+        throw new RjobError(
+          ErrorCode.InvalidArgument,
+          `${computerName}: no transport of this agent reaches ${definition.target}.`,
+          { details: { computerName } },
+        );
+      }
+      const settings: RemoteTargetSettings = {
+        env: definition.env ?? {},
+        cwd: definition.cwd,
+        connectTimeoutMs: definition.connectTimeoutMs,
+      };
+      let session: Session<any> | undefined;
+      const stopped = (): JobRun => {
+        context.finish({ state: 'Stopped' });
+        return { stop() {} };
+      };
+      try {
+        const resolved = await plugin.resolve(definition.target, settings);
+        if (context.signal.aborted) return stopped();
+        // Reaching the host can take long (a timeout, a slow login): a stop does not wait for it.
+        const opening = openSession(resolved.transport, resolved.target, {
+          computerName,
+          ...(definition.connectTimeoutMs === undefined
+            ? {}
+            : { handshakeTimeoutMs: definition.connectTimeoutMs }),
+        });
+        const aborted = new Promise<undefined>((resolve) => {
+          if (context.signal.aborted) resolve(undefined);
+          context.signal.addEventListener('abort', () => resolve(undefined), { once: true });
+        });
+        session = await Promise.race([opening, aborted]);
+        if (!session) {
+          void opening.then(closeSession, () => {});
+          return stopped();
+        }
+      } catch (error) {
+        throw namedReason(computerName, error);
+      }
+      const own = session;
+      // The session closes before the job says it ended: once `rjob stop` or `wait` returns,
+      // the remote host holds nothing of it any more.
+      let finished = false;
+      const finish = (outcome: JobOutcome): void => {
+        if (finished) return;
+        finished = true;
+        void closeSession(own).then(() =>
+          context.finish(
+            outcome.state === 'Failed'
+              ? { state: 'Failed', reason: namedReason(computerName, outcome.reason) }
+              : outcome,
+          ),
+        );
+      };
+      const inner: JobContext = {
+        jobId: context.jobId,
+        instanceId: context.instanceId,
+        name: context.name,
+        signal: context.signal,
+        running: () => context.running(),
+        emit: (stream, data, sizeBytes) => context.emit(stream, data, sizeBytes),
+        finish,
+        disconnected: () => context.disconnected?.(),
+        reconnected: () => context.reconnected?.(),
+      };
+      try {
+        return await mirror.start({ session: own, work: definition.work }, inner);
+      } catch (error) {
+        await closeSession(own);
+        throw namedReason(computerName, error);
+      }
+    },
+  });
+}
