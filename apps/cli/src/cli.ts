@@ -41,14 +41,6 @@ const ALIASES: Record<string, string> = {
   ls: 'get',
 };
 
-export function registerCommand(name: string, load: () => Promise<Command>): void {
-  COMMANDS[name] = load;
-}
-
-export function commandNames(): string[] {
-  return Object.keys(COMMANDS);
-}
-
 /** Runs one command line; resolves with the exit code. Errors become one line on stderr. */
 export async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const [first, ...rest] = argv;

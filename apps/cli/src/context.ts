@@ -6,12 +6,18 @@ import { connectSession, openSession, RjobError, type Session } from '@rjob/core
 import { CliError, type CliIo, ExitCode } from './io.js';
 import { SessionStore, type StatePaths, type StoredSession, statePaths } from './state.js';
 import { TargetResolver } from './targets.js';
+import { CliErrorCode } from './error-codes.js';
+import { ProtocolErrorCode } from '@rjob/core';
 
 /** Name of the session in the local agent through which a command works on the local jobs. */
 export const LOCAL_SESSION_NAME = 'local';
 
 /** The agent no longer knows these credentials (wiped state, expired session): open a new one. */
-const STALE_CREDENTIAL_CODES = new Set(['ERR_SESSION_NOT_FOUND', 'ERR_UNAUTHORIZED', 'ERR_RESUME_FAILED']);
+const STALE_CREDENTIAL_CODES = new Set<string>([
+  ProtocolErrorCode.SessionNotFound,
+  ProtocolErrorCode.Unauthorized,
+  ProtocolErrorCode.ResumeFailed,
+]);
 
 export class CliContext {
   readonly io: CliIo;
@@ -70,7 +76,8 @@ export class CliContext {
 
   async storedSession(name: string): Promise<StoredSession> {
     const stored = await this.store.find(name);
-    if (!stored) throw new CliError(ExitCode.NotFound, 'ERR_UNKNOWN_SESSION', `no session named ${name}`);
+    if (!stored)
+      throw new CliError(ExitCode.NotFound, CliErrorCode.UnknownSession, `no session named ${name}`);
     return stored;
   }
 
@@ -92,7 +99,7 @@ export class CliContext {
       if (RjobError.is(error) && STALE_CREDENTIAL_CODES.has(error.code)) {
         throw new CliError(
           ExitCode.NotFound,
-          'ERR_SESSION_NOT_FOUND',
+          ProtocolErrorCode.SessionNotFound,
           `session ${name} no longer exists on ${stored.target} (remove it with: rjob session remove ${name})`,
         );
       }

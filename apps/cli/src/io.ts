@@ -3,6 +3,7 @@
  * in-process with their own streams, environment and directory.
  */
 import type { Session } from '@rjob/core';
+import { CliErrorCode } from './error-codes.js';
 
 export interface CliIo {
   stdout: NodeJS.WritableStream & { isTTY?: boolean };
@@ -35,7 +36,10 @@ export const ExitCode = {
   Unreachable: 4,
   /** `wait --timeout` ran out before the jobs finished. */
   Timeout: 5,
-  /** The job is in a state the verb refuses (remove of a running job without --force). */
+  /**
+   * The job is in a state the verb refuses (remove of a running job without --force), or another
+   * agent already serves the state directory (ERR_AGENT_RUNNING).
+   */
   Refused: 6,
   /** The disk holding the state directory is full (ERR_DISK_FULL). */
   DiskFull: 7,
@@ -63,7 +67,7 @@ export class CliError extends Error {
 }
 
 export function usageError(message: string): CliError {
-  return new CliError(ExitCode.Usage, 'ERR_USAGE', message);
+  return new CliError(ExitCode.Usage, CliErrorCode.Usage, message);
 }
 
 export function defaultIo(): CliIo {
@@ -81,10 +85,4 @@ export function useColor(io: CliIo, stream: CliIo['stdout']): boolean {
   if (io.env.NO_COLOR !== undefined && io.env.NO_COLOR !== '') return false;
   if (io.env.FORCE_COLOR !== undefined && io.env.FORCE_COLOR !== '0') return true;
   return stream.isTTY === true && io.env.TERM !== 'dumb';
-}
-
-export function write(stream: NodeJS.WritableStream, text: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    stream.write(text, (error) => (error ? reject(error) : resolve()));
-  });
 }

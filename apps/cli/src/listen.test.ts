@@ -1,29 +1,13 @@
 /**
  * `rjob agent --listen`: the real bin serving WebSocket clients, and the real bin invoking on it.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
+import { waitForLine } from './testing/daemon.js';
 import { BIN, sandbox } from './testing/sandbox.js';
-
-/** Resolves with the first stderr line matching `pattern` (or rejects when the child exits). */
-function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    let buffered = '';
-    const onData = (chunk: Buffer): void => {
-      buffered += chunk.toString('utf8');
-      const match = pattern.exec(buffered);
-      if (match) {
-        child.stderr!.off('data', onData);
-        resolve(match);
-      }
-    };
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`listener exited with ${code}: ${buffered}`)));
-  });
-}
 
 describe('rjob agent --listen', { timeout: 120_000 }, () => {
   it('serves wss:// with a pinned self-signed certificate and a generated token file', async () => {

@@ -3,13 +3,21 @@
  * the CLI process that started them. The CLI starts it on first use, as the agent's `--stdio`
  * bridge does, and talks to it over its Unix socket.
  */
-import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 // The agent's light entry (node built-ins only), not the whole agent: `rjob get` starts quickly.
-import { DAEMON_LOG_FILE, DAEMON_PID_FILE, ensureStateDir, socketIsLive } from '@rjob/agent/cli';
+import {
+  DAEMON_LOG_FILE,
+  DAEMON_PID_FILE,
+  ensureStateDir,
+  socketIsLive,
+  spawnDaemon,
+  waitForSocket,
+} from '@rjob/agent/cli';
 import { CliError, type CliIo, ExitCode } from './io.js';
 import type { StatePaths } from './state.js';
+import { CliErrorCode } from './error-codes.js';
+import { ErrorCode } from '@rjob/core/errors';
 
 /** How long a freshly spawned daemon gets to answer on its socket. */
 const DAEMON_START_TIMEOUT_MS = 15_000;
@@ -44,37 +52,28 @@ export function selfEnv(io: CliIo, paths: StatePaths): Record<string, string> {
 export async function ensureAgent(paths: StatePaths, io: CliIo): Promise<void> {
   if (await socketIsLive(paths.socketPath)) return;
   await ensureStateDir(paths.stateDir);
-  startDaemon(paths, io);
-  const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (await socketIsLive(paths.socketPath)) return;
-    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
-  }
+  // Detached into its own process group; racing starts are harmless (one daemon takes the state
+  // directory's lock, the others exit, and every command reaches the one that won).
+  spawnDaemon({
+    args: [
+      ...selfCommand(io),
+      'agent',
+      'daemon',
+      '--state-dir',
+      paths.stateDir,
+      '--socket',
+      paths.socketPath,
+    ],
+    stateDir: paths.stateDir,
+    env: io.env,
+    cwd: paths.stateDir,
+  });
+  if (await waitForSocket(paths.socketPath, DAEMON_START_TIMEOUT_MS)) return;
   throw new CliError(
     ExitCode.Unreachable,
-    'ERR_AGENT_UNREACHABLE',
+    ErrorCode.AgentUnreachable,
     `the local agent did not start on ${paths.socketPath}; see ${join(paths.stateDir, DAEMON_LOG_FILE)}`,
   );
-}
-
-/**
- * `rjob agent daemon`, detached into its own process group so a terminal's Ctrl-C or hangup does
- * not reach it; two racing starts are harmless, the second daemon finds the socket taken and exits.
- */
-function startDaemon(paths: StatePaths, io: CliIo): void {
-  const log = openSync(join(paths.stateDir, DAEMON_LOG_FILE), 'a', 0o600);
-  try {
-    // Fetched here, not imported: only a daemon start needs child_process (a quicker CLI start).
-    const { spawn } = process.getBuiltinModule('node:child_process');
-    const child = spawn(
-      process.execPath,
-      [...selfCommand(io), 'agent', 'daemon', '--state-dir', paths.stateDir, '--socket', paths.socketPath],
-      { detached: true, stdio: ['ignore', log, log], env: io.env, cwd: paths.stateDir },
-    );
-    child.unref();
-  } finally {
-    closeSync(log);
-  }
 }
 
 export async function daemonPid(paths: StatePaths): Promise<number | undefined> {
@@ -106,7 +105,7 @@ export async function stopAgent(paths: StatePaths): Promise<boolean> {
     if (live) {
       throw new CliError(
         ExitCode.Internal,
-        'ERR_AGENT_UNKNOWN_PID',
+        CliErrorCode.AgentUnknownPid,
         `an agent answers on ${paths.socketPath} but its pid file is missing`,
       );
     }

@@ -1,11 +1,12 @@
 import { RjobError, type Session } from '@rjob/core';
 import { CliContext } from './context.js';
 import type { CliIo } from './io.js';
+import { ProtocolErrorCode } from '@rjob/core';
 
 /** Another `rjob` invocation took the session over (the CLI holds a session only while it works). */
-const TAKEN_OVER = 'ERR_SESSION_TAKEN_OVER';
-const CHANNEL_CLOSED = 'ERR_CHANNEL_CLOSED';
-const LINK_CLOSED = 'ERR_LINK_CLOSED';
+const TAKEN_OVER = ProtocolErrorCode.SessionTakenOver;
+const CHANNEL_CLOSED = ProtocolErrorCode.ChannelClosed;
+const LINK_CLOSED = ProtocolErrorCode.LinkClosed;
 /** Pause before taking a session back, so the short command that took it can finish. */
 const RETAKE_DELAY_MS = 300;
 

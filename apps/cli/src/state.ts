@@ -8,6 +8,8 @@ import { join } from 'node:path';
 // The agent's light entry: `rjob agent --stdio` loads this file and must stay quick to start.
 import { defaultSocketPath, ensureStateDir, resolveStateDir } from '@rjob/agent/cli';
 import { CliError, type CliIo, ExitCode } from './io.js';
+import { CliErrorCode } from './error-codes.js';
+import { AgentErrorCode } from '@rjob/agent/cli';
 
 /** A lock older than this was left by a command that died holding it. */
 const STALE_LOCK_MS = 10_000;
@@ -80,7 +82,7 @@ export class SessionStore {
     if (!Array.isArray(sessions) || !sessions.every(isStoredSession)) {
       throw new CliError(
         ExitCode.Internal,
-        'ERR_STATE_DAMAGED',
+        AgentErrorCode.StateDamaged,
         `${this.#file} is damaged and cannot be read; move it away to start afresh (the sessions it named stay on their agents)`,
       );
     }
@@ -124,7 +126,11 @@ export class SessionStore {
         continue;
       }
       if (Date.now() > deadline) {
-        throw new CliError(ExitCode.Internal, 'ERR_STATE_LOCKED', `${path} is held by another rjob command`);
+        throw new CliError(
+          ExitCode.Internal,
+          CliErrorCode.StateLocked,
+          `${path} is held by another rjob command`,
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, delayMs));
     }

@@ -6,17 +6,28 @@
  * - `--stdio --no-daemon`: serve one link over stdio in this process (sessions end with it).
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
-import { closeSync, openSync } from 'node:fs';
 import type { AgentServerOptions } from './server/agent-server.js';
-import { lstat, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
+import { lstat, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DAEMON_LOG_FILE, spawnDaemon, waitForSocket } from './doors/daemon-start.js';
 import { socketIsLive } from './doors/socket-probe.js';
 import { bridgeStdioToDaemon } from './doors/stdio-bridge.js';
+import { AgentErrorCode } from './error-codes.js';
 import { defaultSocketPath, ensureStateDir, resolveStateDir } from './state-dir.js';
 
 // Only the bridge's modules are loaded up front: `--stdio`, which sshd runs for every session, does
 // not pay for loading the server. The daemon and `--no-daemon` import it when they start.
-export { defaultSocketPath, ensureStateDir, resolveStateDir, socketIsLive };
+export {
+  DAEMON_LOG_FILE,
+  defaultSocketPath,
+  ensureStateDir,
+  resolveStateDir,
+  socketIsLive,
+  spawnDaemon,
+  waitForSocket,
+};
+// The agent's code table has no dependencies: the CLI names codes through it at no start-up cost.
+export { AgentErrorCode } from './error-codes.js';
 
 export interface MainOptions {
   /**
@@ -47,8 +58,6 @@ const USAGE = `usage: rjob-agent daemon [--socket PATH] [--state-dir DIR]
        rjob-agent --stdio [--no-daemon] [--socket PATH] [--state-dir DIR]
 `;
 
-/** Log file of a daemon started by the bridge, inside the state directory. */
-export const DAEMON_LOG_FILE = 'agent.log';
 /** Pid of the running daemon, inside the state directory; its process group has the same id. */
 export const DAEMON_PID_FILE = 'agent.pid';
 /**
@@ -122,16 +131,32 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
         const selfCommand = options.selfCommand ?? [process.argv[1]!];
         await bridgeStdioToDaemon({
           socketPath,
-          startDaemon: () => startDaemon(selfCommand, stateDir, socketPath),
+          startDaemon: () =>
+            spawnDaemon({
+              args: [
+                ...process.execArgv,
+                ...selfCommand,
+                'daemon',
+                '--state-dir',
+                stateDir,
+                '--socket',
+                socketPath,
+              ],
+              stateDir,
+            }),
         });
         return 0;
       }
     }
   } catch (error) {
     logError(stderr, 'failed', error);
-    return 1;
+    // As the rjob CLI's "refused": another agent already serves this state directory.
+    return (error as { code?: unknown })?.code === AgentErrorCode.AgentRunning ? EXIT_AGENT_RUNNING : 1;
   }
 }
+
+/** Exit code of a daemon refused because another agent holds the state directory (ERR_AGENT_RUNNING). */
+export const EXIT_AGENT_RUNNING = 6;
 
 async function runDaemon(
   stateDir: string,
@@ -139,10 +164,11 @@ async function runDaemon(
   output: NodeJS.WritableStream,
   plugins: MainOptions['plugins'],
 ): Promise<number> {
-  const [{ AgentServer }, { listenUnix }, { setIncidentSink }] = await Promise.all([
+  const [{ AgentServer }, { listenUnix }, { setIncidentSink }, { ProtocolErrorCode }] = await Promise.all([
     import('./server/agent-server.js'),
     import('./doors/unix-door.js'),
     import('./incidents.js'),
+    import('@rjob/core'),
   ]);
   // The daemon's log (agent.log) gets a timestamp on every line, and every incident (damaged
   // state dropped, a full disk) as a line of its own.
@@ -153,12 +179,14 @@ async function runDaemon(
   const server = new AgentServer({ stateDir, ...(await plugins?.()) });
   let door: Awaited<ReturnType<typeof listenUnix>>;
   try {
-    // Claim the socket first: a second daemon must not load (and rewrite) the first one's store.
+    // The state directory's lock first (ERR_AGENT_RUNNING when another agent holds it), then the
+    // socket: a second daemon must not load (and rewrite) the first one's store.
+    await server.ready();
     door = await listenUnix(server, {
       socketPath,
       onLinkError: (error) => {
         // A peer that hangs up during the handshake (a liveness probe, a dead client) is not news.
-        if ((error as { code?: unknown })?.code !== 'ERR_LINK_CLOSED')
+        if ((error as { code?: unknown })?.code !== ProtocolErrorCode.LinkClosed)
           logError(stderr, 'link refused', error);
       },
     });
@@ -178,11 +206,7 @@ async function runDaemon(
     logError(stderr, 'restore failed', error);
   }
   const link = await linkStateDirSocket(stateDir, socketPath);
-  const pidFile = join(stateDir, DAEMON_PID_FILE);
-  // On a full disk the agent still serves (and says so) rather than not starting at all.
-  await writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 }).catch((error) =>
-    logError(stderr, `cannot write ${pidFile}`, error),
-  );
+  const pidFile = await writePidFile(stateDir, (error) => logError(stderr, 'cannot write agent.pid', error));
   stderr.write(`rjob-agent: pid ${process.pid} listening on ${socketPath}\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
@@ -190,10 +214,31 @@ async function runDaemon(
   });
   stderr.write('rjob-agent: shutting down\n');
   await door.close();
+  // Before the lock goes with the server: a next agent's pid file is never the one removed.
+  await pidFile.remove();
   await server.close();
   if (link) await unlink(link).catch(() => {});
-  await unlink(pidFile).catch(() => {});
   return 0;
+}
+
+/**
+ * Writes this process's pid to the state directory's `agent.pid` (for `rjob agent stop` and
+ * scripts) once it holds the directory's lock. On a full disk the agent still serves (and
+ * `onError` says so) rather than not starting at all. `remove()` deletes the file if it still
+ * holds this pid; call it before releasing the lock.
+ */
+export async function writePidFile(
+  stateDir: string,
+  onError: (error: unknown) => void = () => {},
+): Promise<{ remove(): Promise<void> }> {
+  const file = join(stateDir, DAEMON_PID_FILE);
+  const mine = `${process.pid}\n`;
+  await writeFile(file, mine, { mode: 0o600 }).catch(onError);
+  return {
+    async remove() {
+      if ((await readFile(file, 'utf8').catch(() => undefined)) === mine) await unlink(file).catch(() => {});
+    },
+  };
 }
 
 /**
@@ -220,26 +265,6 @@ async function linkStateDirSocket(stateDir: string, socketPath: string): Promise
   } catch {
     // Only a shortcut: the daemon works without it.
     return undefined;
-  }
-}
-
-/**
- * Starts `<self> daemon` detached, in its own process group (so the SSH session's hangup does not
- * reach it), with output appended to the state directory's log.
- */
-function startDaemon(selfCommand: string[], stateDir: string, socketPath: string): void {
-  const log = openSync(join(stateDir, DAEMON_LOG_FILE), 'a', 0o600);
-  try {
-    // Fetched here, not imported: only a daemon start needs child_process (a quicker CLI start).
-    const { spawn } = process.getBuiltinModule('node:child_process');
-    const child = spawn(
-      process.execPath,
-      [...process.execArgv, ...selfCommand, 'daemon', '--state-dir', stateDir, '--socket', socketPath],
-      { detached: true, stdio: ['ignore', log, log], env: process.env },
-    );
-    child.unref();
-  } finally {
-    closeSync(log);
   }
 }
 

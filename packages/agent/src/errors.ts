@@ -1,40 +1,8 @@
-/**
- * Error codes the agent adds to @rjob/core's. Every error the agent raises is an `RjobError` from
- * core carrying one of these codes (or one of core's), so programs branch on `code`.
- */
+/** Helpers for the agent's errors; the codes are in error-codes.ts. */
 import { RjobError } from '@rjob/core';
 
-export const AgentErrorCode = {
-  /** The agent died (or was restarted) while the job was running; its results may be incomplete. */
-  AgentRestarted: 'ERR_AGENT_RESTARTED',
-  /** The spool was closed; it takes no appends and serves no reads. */
-  SpoolClosed: 'ERR_SPOOL_CLOSED',
-  /** The spool was sealed (its job finished); it takes no more appends. */
-  SpoolSealed: 'ERR_SPOOL_SEALED',
-  /** A spool segment holds bytes that are not a valid entry where a complete one was expected. */
-  SpoolCorrupt: 'ERR_SPOOL_CORRUPT',
-  /** Reading or writing a spool's files failed (disk full, I/O error); the spool takes no more work. */
-  SpoolIo: 'ERR_SPOOL_IO',
-  /** A persisted job or session file cannot be decoded. */
-  StoreCorrupt: 'ERR_STORE_CORRUPT',
-  /**
-   * A file of the agent's state (a job or session file, a spool's records or meta) was damaged on
-   * disk: the damaged item was dropped (and reported), everything else was kept.
-   */
-  StateDamaged: 'ERR_STATE_DAMAGED',
-  /** The disk (or the user's quota) holding the agent's state is full (ENOSPC, EDQUOT). */
-  DiskFull: 'ERR_DISK_FULL',
-  /** The state directory exists but is not a directory we own. */
-  StateDirInsecure: 'ERR_STATE_DIR_INSECURE',
-  /** A job started `--after` other jobs did not run: one of them Failed or was Stopped. */
-  DependencyFailed: 'ERR_DEPENDENCY_FAILED',
-  /** No job group of that name (`rjob group list` shows them). */
-  GroupNotFound: 'ERR_GROUP_NOT_FOUND',
-  /** The group still has running or waiting jobs (`group remove`). */
-  GroupInUse: 'ERR_GROUP_IN_USE',
-} as const;
-
-export type AgentErrorCodeValue = (typeof AgentErrorCode)[keyof typeof AgentErrorCode];
+export { AgentErrorCode, type AgentErrorCodeValue } from './error-codes.js';
+import { AgentErrorCode } from './error-codes.js';
 
 /** The reason given to jobs that were unfinished when the agent died. */
 export function agentRestartedError(): RjobError {

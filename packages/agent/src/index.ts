@@ -1,4 +1,11 @@
-export { DAEMON_LOG_FILE, DAEMON_PID_FILE, type MainOptions, main, parseAgentArgs } from './cli-main.js';
+export {
+  DAEMON_LOG_FILE,
+  DAEMON_PID_FILE,
+  type MainOptions,
+  main,
+  parseAgentArgs,
+  writePidFile,
+} from './cli-main.js';
 export {
   type BridgeOptions,
   bridgeStdioToDaemon,
@@ -16,6 +23,7 @@ export { AgentErrorCode, type AgentErrorCodeValue, agentRestartedError } from '.
 export {
   AgentServer,
   type AgentServerOptions,
+  type AttachOptions,
   type AttachResult,
   DEFAULT_IDLE_TIMEOUT_MS,
   type RestoreReport,
@@ -28,6 +36,7 @@ export {
   targetRemoteJobType,
 } from './server/remote-jobs.js';
 export { hashResumeSecret, newResumeSecret, resumeSecretMatches } from './server/secret.js';
+/** @deprecated Use AgentErrorCode (and core's SessionErrorCode, ProtocolErrorCode). */
 export { ServerErrorCode } from './server/server-errors.js';
 export {
   DEFAULT_SEGMENT_BYTES,

@@ -5,6 +5,12 @@ import { isAbsolute, join } from 'node:path';
 // Only Node's own modules here: the `--stdio` bridge (cli-main.ts) loads this and little else.
 
 /**
+ * The state directory's lock (state-lock.ts), held by the agent that serves it: its first line is
+ * that agent's pid. (`agent.pid` holds the pid alone, for `rjob agent stop` and scripts.)
+ */
+export const STATE_LOCK_FILE = 'agent.lock';
+
+/**
  * Where the agent keeps its state (sessions, job tables, spools): `$RJOB_STATE_DIR`, else
  * `$XDG_STATE_HOME/rjob`, else `~/.local/state/rjob`. The home directory comes from
  * `os.homedir()`, which honours `$HOME`, so tests can sandbox it. A relative `XDG_STATE_HOME` is

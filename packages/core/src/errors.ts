@@ -3,6 +3,8 @@
  * `code` (and on `exitCode`, `signal`, `timedOut` for failed jobs), never on message text.
  */
 
+import { serializeError as serializeAnyError } from './runtime/serialize-error.js';
+
 /** Stable error codes. Adding a code is a minor change; renaming or removing one is breaking. */
 export const ErrorCode = {
   /** An argument is missing or malformed. */
@@ -37,6 +39,12 @@ export const ErrorCode = {
   AgentUnreachable: 'ERR_AGENT_UNREACHABLE',
   /** The manager was closed; it takes no new work. */
   ManagerClosed: 'ERR_MANAGER_CLOSED',
+  /** A job failed with a reason that carries no code of its own (what a summary reports then). */
+  JobFailed: 'ERR_JOB_FAILED',
+  /** An error from the remote side that carried no code (its name is in `details.name`). */
+  Remote: 'ERR_REMOTE',
+  /** A remote job (RemoteJob) failed on its host; the host's reason is the cause. */
+  RemoteJobFailed: 'ERR_REMOTE_JOB_FAILED',
   /** The verb needs a running job (`send` to a job that has not started or has finished). */
   JobNotRunning: 'ERR_JOB_NOT_RUNNING',
   /** The job takes no input: it was started without an open stdin, or its stdin was closed. */
@@ -105,22 +113,12 @@ export interface SerializedError {
   cause?: SerializedError;
 }
 
-/** Turns any thrown value into a {@link SerializedError}. Causes are kept to a depth of 8. */
-export function serializeError(error: unknown, depth = 0): SerializedError {
-  if (!(error instanceof Error) && !RjobError.is(error)) {
-    return { name: 'Error', message: typeof error === 'string' ? error : safeString(error) };
-  }
-  const e = error as Error & Partial<RjobError> & { code?: unknown };
-  const out: SerializedError = { name: e.name, message: e.message };
-  if (typeof e.code === 'string') out.code = e.code;
-  if (e.stack) out.stack = e.stack;
-  if (typeof e.exitCode === 'number') out.exitCode = e.exitCode;
-  if (typeof e.signal === 'string') out.signal = e.signal;
-  if (typeof e.timedOut === 'boolean') out.timedOut = e.timedOut;
-  if (e.details) out.details = e.details;
-  if (e.cause !== undefined && depth < 8) out.cause = serializeError(e.cause, depth + 1);
-  return out;
-}
+/**
+ * Turns any thrown value into a {@link SerializedError}, `exitCode`, `signal`, `timedOut` and
+ * `details` included. Causes are kept to a depth of 8. (runtime/serialize-error.js: the JS-work
+ * runtime, which cannot import TypeScript, uses the same function.)
+ */
+export const serializeError: (error: unknown, depth?: number) => SerializedError = serializeAnyError;
 
 /** Revives a {@link SerializedError}: an {@link RjobError} when it carries a code. */
 export function deserializeError(data: SerializedError): Error {

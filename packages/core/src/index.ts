@@ -33,6 +33,8 @@ export {
   type StartGroupOptions,
   type StartOptions,
   type WaitOptions,
+  leavesOf,
+  reasonRecord,
 } from './job/job-manager.js';
 export {
   defineJobType,
@@ -195,5 +197,6 @@ export {
   isPermanentConnectError,
   SessionErrorCode,
   type SessionErrorCodeValue,
+  UNREACHABLE_CODES,
 } from './session/session-errors.js';
 export { unixSocketTransport } from './transport/unix-transport.js';

@@ -316,6 +316,7 @@ export class ThreadPool {
 
   private deathReason(pw: PooledWorker, exitCode: number): RjobError {
     const error = pw.lastError as (Error & { code?: string }) | undefined;
+    // Node's own code for a worker past its heap limit (not one of rjob's).
     if (error?.code === 'ERR_WORKER_OUT_OF_MEMORY') {
       const limit = pw.maxOldGenerationSizeMb;
       return new RjobError(

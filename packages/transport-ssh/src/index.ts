@@ -8,7 +8,7 @@ export {
   type SshPromptRequest,
 } from './auth.js';
 export { type ConnectSshOptions, connectSsh, execOnce, type SshConnection } from './connect.js';
-export { SshErrorCode, type SshErrorCodeValue, toSshConnectError } from './errors.js';
+export { SSH_UNREACHABLE_CODES, SshErrorCode, type SshErrorCodeValue, toSshConnectError } from './errors.js';
 export { matchPatternList, type PatternListMatch, wildcardMatch } from './host-patterns.js';
 export {
   type CheckHostKeyOptions,

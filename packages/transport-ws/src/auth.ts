@@ -81,7 +81,11 @@ export async function createWsAuth(options: WsAuthOptions): Promise<WsAuth> {
   };
 }
 
-async function readOrCreateToken(file: string): Promise<string> {
+/**
+ * The token in `file`, or a new one (32 random bytes, base64url) written there with mode 0600 on
+ * first use. Two starts racing on a missing file agree on the one written first.
+ */
+export async function readOrCreateToken(file: string): Promise<string> {
   const existing = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined;
     throw error;

@@ -1,5 +1,11 @@
-export { createWsAuth, DEFAULT_TOKEN_FILE, type WsAuth, type WsAuthOptions } from './auth.js';
-export { WsErrorCode, type WsErrorCodeValue } from './errors.js';
+export {
+  createWsAuth,
+  DEFAULT_TOKEN_FILE,
+  readOrCreateToken,
+  type WsAuth,
+  type WsAuthOptions,
+} from './auth.js';
+export { WS_UNREACHABLE_CODES, WsErrorCode, type WsErrorCodeValue } from './errors.js';
 export {
   type AttachTarget,
   DEFAULT_FAILURE_DELAY_MS,

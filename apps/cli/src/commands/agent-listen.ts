@@ -1,16 +1,17 @@
 /**
- * `rjob agent --listen URL`: an agent in the foreground serving WebSocket clients (listenWs), with
- * its state in the state directory as the daemon keeps it, until SIGTERM/SIGINT.
+ * `rjob agent --listen URL`: the state directory's agent in the foreground, serving WebSocket
+ * clients (listenWs) and, as the daemon does, local commands on its Unix socket, until
+ * SIGTERM/SIGINT. Refused (ERR_AGENT_RUNNING) while another agent (the daemon) holds the directory.
  */
-import { chmod, readFile, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { resolve } from 'node:path';
-import { AgentServer, ensureStateDir } from '@rjob/agent';
+import { AgentServer, ensureStateDir, listenUnix, writePidFile } from '@rjob/agent';
 import { RjobError } from '@rjob/core';
-import { createWsAuth, listenWs, type WsAuth, WsErrorCode } from '@rjob/transport-ws';
+import { createWsAuth, listenWs, readOrCreateToken, type WsAuth, WsErrorCode } from '@rjob/transport-ws';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import type { StatePaths } from '../state.js';
+import { ProtocolErrorCode } from '@rjob/core';
 
 export interface ListenFlags {
   listen: string;
@@ -77,21 +78,24 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
     });
   }
   const server = new AgentServer({ stateDir, authenticate: auth.authenticate });
+  const onLinkError = (error: unknown): void => {
+    if ((error as { code?: unknown })?.code === ProtocolErrorCode.LinkClosed) return;
+    const code = (error as { code?: unknown })?.code;
+    const message = error instanceof Error ? error.message : String(error);
+    io.stderr.write(`rjob agent: link refused: ${typeof code === 'string' ? `${code}: ` : ''}${message}\n`);
+  };
   let door: Awaited<ReturnType<typeof listenWs>>;
+  let local: Awaited<ReturnType<typeof listenUnix>>;
   try {
+    // The state directory's lock first: with a daemon running, this agent is refused before it
+    // loads (or listens for) anything.
+    await server.ready();
     door = await listenWs(server, {
       listen: flags.listen,
       auth,
       insecure: flags.insecure,
       ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
-      onLinkError: (error) => {
-        if ((error as { code?: unknown })?.code === 'ERR_LINK_CLOSED') return;
-        const code = (error as { code?: unknown })?.code;
-        const message = error instanceof Error ? error.message : String(error);
-        io.stderr.write(
-          `rjob agent: link refused: ${typeof code === 'string' ? `${code}: ` : ''}${message}\n`,
-        );
-      },
+      onLinkError,
     });
   } catch (error) {
     await server.close();
@@ -105,6 +109,19 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
     throw error;
   }
   try {
+    // Local commands (`rjob start`, `rjob get`) reach this agent as they would the daemon.
+    // Reaching the 0600 socket is the authentication there, as with the daemon; tokens are the WebSocket door's.
+    local = await listenUnix(server, {
+      socketPath: paths.socketPath,
+      identity: userInfo().username,
+      onLinkError,
+    });
+  } catch (error) {
+    await door.close();
+    await server.close();
+    throw error;
+  }
+  try {
     const restored = await server.restore();
     if (restored.sessions > 0) {
       io.stderr.write(`rjob agent: restored ${restored.sessions} sessions, ${restored.jobs} jobs\n`);
@@ -114,26 +131,20 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
       `rjob agent: restore failed: ${error instanceof Error ? error.message : String(error)}\n`,
     );
   }
+  // `rjob agent status` and `rjob agent stop` find this agent as they find the daemon.
+  const pidFile = await writePidFile(stateDir, (error) =>
+    io.stderr.write(
+      `rjob agent: cannot write agent.pid: ${error instanceof Error ? error.message : String(error)}\n`,
+    ),
+  );
   io.stderr.write(`rjob agent: listening on ${door.pinnedUrl} (token file ${tokenFile})\n`);
   await new Promise<void>((done) => {
     process.once('SIGTERM', done);
     process.once('SIGINT', done);
   });
   io.stderr.write('rjob agent: shutting down\n');
-  await door.close();
+  await Promise.all([door.close(), local.close()]);
+  await pidFile.remove();
   await server.close();
   return ExitCode.Ok;
-}
-
-/** The token in FILE, or a new one written there (0600) on first start. */
-async function readOrCreateToken(file: string): Promise<string> {
-  const existing = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return undefined;
-    throw error;
-  });
-  if (existing !== undefined) return existing.trim();
-  const token = randomBytes(32).toString('base64url');
-  await writeFile(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
-  await chmod(file, 0o600);
-  return token;
 }

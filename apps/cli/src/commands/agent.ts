@@ -2,6 +2,7 @@
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import { statePaths } from '../state.js';
+import { CliErrorCode } from '../error-codes.js';
 
 // Imports are light up front: sshd runs `rjob agent --stdio` for every session, and it needs only
 // the agent's bridge (`@rjob/agent/cli`). The other verbs load what they use.
@@ -87,6 +88,6 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
       return ExitCode.NotFound;
     }
     default:
-      throw new CliError(ExitCode.Usage, 'ERR_USAGE', `unknown agent command ${sub}`);
+      throw new CliError(ExitCode.Usage, CliErrorCode.Usage, `unknown agent command ${sub}`);
   }
 }

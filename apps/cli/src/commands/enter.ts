@@ -5,7 +5,7 @@
  */
 import { createInterface } from 'node:readline';
 import { PassThrough } from 'node:stream';
-import { openSession, RjobError, type Session } from '@rjob/core';
+import { openSession, type Session } from '@rjob/core';
 import { parse, selectors, str } from '../args.js';
 import { run } from '../cli.js';
 import type { CliContext } from '../context.js';
@@ -140,8 +140,6 @@ async function receiveToFile(
     });
     for (const record of written.other) printRecord(io, record);
   } catch (error) {
-    // An agent older than job.receiveToFile: the capture way still works with it.
-    if (RjobError.hasCode(error, 'ERR_UNKNOWN_METHOD')) return false;
     io.stderr.write(`rjob: ${describeError(error).line}\n`);
   }
   return true;

@@ -23,6 +23,7 @@ import { onJobSession, withContext } from '../run-command.js';
 import { expandHosts, selectHosts } from '../inventory.js';
 import { workRequest } from './jobs.js';
 import { invokeDisconnected } from './session.js';
+import { ErrorCode, SessionErrorCode } from '@rjob/core';
 
 export async function invoke(argv: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals, rest } = parse(argv, {
@@ -295,7 +296,7 @@ class HostFiles {
     } catch (error) {
       throw new CliError(
         ExitCode.Usage,
-        'ERR_INVALID_ARGUMENT',
+        ErrorCode.InvalidArgument,
         `cannot create --out-dir ${dir}: ${(error as Error).message}`,
       );
     }
@@ -357,7 +358,7 @@ function classify(result: FanOutResult): Outcome {
   const error = result.error;
   if (error) {
     if (!RjobError.is(error)) return 'unreachable';
-    if (error.code === 'ERR_INTERRUPTED') return 'interrupted';
+    if (error.code === SessionErrorCode.Interrupted) return 'interrupted';
     return isUnreachableCode(error.code) ? 'unreachable' : 'failed';
   }
   return result.info?.state === 'Completed' ? 'succeeded' : 'failed';
@@ -371,7 +372,7 @@ function summarize(io: CliIo, results: readonly FanOutResult[], single: boolean)
     counts[outcome]++;
     if (outcome === 'succeeded') continue;
     const reason = result.error ?? result.info?.reason;
-    const code = RjobError.is(reason) ? reason.code : 'ERR_JOB_FAILED';
+    const code = RjobError.is(reason) ? reason.code : ErrorCode.JobFailed;
     const message = oneLine(
       reason ? dataText(reason).replace(/ \(ERR_[A-Z_]+\)$/, '') : String(result.info?.state),
     );

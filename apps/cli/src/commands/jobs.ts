@@ -17,6 +17,8 @@ import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import { type FormattedRecord, RecordWriter } from '../record-writer.js';
 import { onJobSession, withContext } from '../run-command.js';
+import { CliErrorCode } from '../error-codes.js';
+import { ErrorCode } from '@rjob/core';
 
 const SESSION_OPTION = { session: { type: 'string', short: 's' } } as const;
 
@@ -212,7 +214,7 @@ async function findJobs(session: Session<unknown>, positionals: readonly string[
     const filter = typeof selector === 'number' ? { ids: [selector] } : { names: [selector] };
     const jobs = await session.jobs.get({ ...filter, includeChildren: true });
     if (jobs.length === 0 && !(typeof selector === 'string' && /[*?]/.test(selector))) {
-      throw new CliError(ExitCode.NotFound, 'ERR_JOB_NOT_FOUND', `no job ${selector}${where(session)}`);
+      throw new CliError(ExitCode.NotFound, ErrorCode.JobNotFound, `no job ${selector}${where(session)}`);
     }
     for (const job of jobs) out.set(job.id, job);
   }
@@ -397,7 +399,7 @@ export async function wait(argv: readonly string[], io: CliIo): Promise<number> 
       if (done.length === 0 && !jobs.every((job) => isTerminal(job.state))) {
         throw new CliError(
           ExitCode.Timeout,
-          'ERR_TIMEOUT',
+          CliErrorCode.Timeout,
           `timed out after ${/^[\d.]+$/.test(timeout!) ? `${timeout}s` : timeout} waiting for job${ids.length > 1 ? 's' : ''} ${ids.join(', ')}`,
         );
       }
@@ -440,7 +442,7 @@ export async function remove(argv: readonly string[], io: CliIo): Promise<number
       if (running.length > 0 && !values.force) {
         throw new CliError(
           ExitCode.Refused,
-          'ERR_JOB_RUNNING',
+          ErrorCode.JobRunning,
           `job ${running[0]!.id} (${running[0]!.name}) is ${running[0]!.state}; stop it first or use --force`,
         );
       }
@@ -513,7 +515,7 @@ export async function restart(argv: readonly string[], io: CliIo): Promise<numbe
       if (running) {
         throw new CliError(
           ExitCode.Refused,
-          'ERR_JOB_RUNNING',
+          ErrorCode.JobRunning,
           `job ${running.id} (${running.name}) is ${running.state}; restart runs finished jobs again`,
         );
       }

@@ -33,6 +33,7 @@ import { selfCommand, selfEnv } from '../local-agent.js';
 import { onJobSession, withContext } from '../run-command.js';
 import type { StoredSession } from '../state.js';
 import { expandComputers, type ResolvedTarget } from '../targets.js';
+import { ProtocolErrorCode } from '@rjob/core';
 
 export async function session(argv: readonly string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = argv;
@@ -421,7 +422,7 @@ async function removeCmd(argv: readonly string[], io: CliIo): Promise<number> {
       await s.close();
     } catch (error) {
       // Already gone on its agent: forgetting the handle is all that is left to do.
-      if (!(error instanceof CliError && error.code === 'ERR_SESSION_NOT_FOUND')) throw error;
+      if (!(error instanceof CliError && error.code === ProtocolErrorCode.SessionNotFound)) throw error;
     }
     await ctx.store.delete(name);
     return ExitCode.Ok;

@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -21,4 +22,21 @@ export async function stopDaemonIn(stateDir: string): Promise<void> {
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 500 && alive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 20));
   if (alive(pid)) process.kill(-pid, 'SIGKILL');
+}
+
+/** Resolves with the first stderr match of `pattern` (or rejects when the child exits first). */
+export function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const onData = (chunk: Buffer): void => {
+      buffered += chunk.toString('utf8');
+      const match = pattern.exec(buffered);
+      if (match) {
+        child.stderr!.off('data', onData);
+        resolve(match);
+      }
+    };
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`exited with ${code}: ${buffered}`)));
+  });
 }

@@ -7,7 +7,8 @@
 import { fstatSync } from 'node:fs';
 import { createConnection, Socket as NetSocket, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { ServerErrorCode } from '../server/server-errors.js';
+import { AgentErrorCode } from '../error-codes.js';
+import { waitForSocket } from './daemon-start.js';
 
 export interface BridgeOptions {
   /** The agent daemon's socket. */
@@ -22,8 +23,6 @@ export interface BridgeOptions {
   output?: Writable;
 }
 
-const RETRY_INTERVAL_MS = 50;
-
 /**
  * Copies bytes both ways between stdio and the daemon socket (no framing here: the daemon speaks
  * the protocol). Resolves when the socket has closed, after stdin ended or the daemon hung up.
@@ -34,16 +33,13 @@ export async function bridgeStdioToDaemon(options: BridgeOptions): Promise<void>
   let socket = await connectOnce(options.socketPath);
   if (!socket) {
     await options.startDaemon();
-    const deadline = Date.now() + (options.daemonStartTimeoutMs ?? 15_000);
-    while (!socket && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, RETRY_INTERVAL_MS));
+    if (await waitForSocket(options.socketPath, options.daemonStartTimeoutMs ?? 15_000))
       socket = await connectOnce(options.socketPath);
-    }
     if (!socket) {
       // Loaded on this failure only: the bridge itself does without the core library.
       const { RjobError } = await import('@rjob/core');
       throw new RjobError(
-        ServerErrorCode.AgentRunning,
+        AgentErrorCode.AgentRunning,
         `The agent daemon did not start on ${options.socketPath}.`,
         {
           details: { socketPath: options.socketPath },

@@ -8,7 +8,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { channelFromDuplex, RjobError } from '@rjob/core';
 import type { AgentServer } from '../server/agent-server.js';
-import { ServerErrorCode } from '../server/server-errors.js';
+import { AgentErrorCode } from '../error-codes.js';
 import { socketIsLive } from './socket-probe.js';
 
 export { defaultSocketPath } from '../state-dir.js';
@@ -19,6 +19,12 @@ export interface UnixDoorOptions {
   socketPath: string;
   /** Largest frame body in bytes. Default 16 MiB. */
   maxFrameBytes?: number;
+  /**
+   * The identity of every link of this door, instead of the one the server's `authenticate` gives
+   * (reaching the 0600 socket proves being its owner). For an agent whose `authenticate` is for
+   * another door's tokens. Default: the server decides.
+   */
+  identity?: string;
   /** Called with each link that fails its handshake (for logs). Default: ignored. */
   onLinkError?(error: unknown): void;
 }
@@ -46,13 +52,15 @@ export async function listenUnix(server: AgentServer, options: UnixDoorOptions):
       budget: server.frameBudget,
       ...(options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes }),
     });
-    server.attach(link).catch((error: unknown) => options.onLinkError?.(error));
+    server
+      .attach(link, options.identity === undefined ? {} : { identity: options.identity })
+      .catch((error: unknown) => options.onLinkError?.(error));
   });
   await new Promise<void>((resolve, reject) => {
     listener.once('error', (error: NodeJS.ErrnoException) => {
       reject(
         error.code === 'EADDRINUSE'
-          ? new RjobError(ServerErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
+          ? new RjobError(AgentErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
               details: { socketPath },
             })
           : error,
@@ -86,7 +94,7 @@ async function preparePrivateDir(dir: string): Promise<void> {
   const uid = process.getuid?.();
   if (!info.isDirectory() || (uid !== undefined && info.uid !== uid) || (info.mode & 0o077) !== 0) {
     throw new RjobError(
-      ServerErrorCode.SocketDirInsecure,
+      AgentErrorCode.SocketDirInsecure,
       `The socket directory ${dir} must be a directory owned by this user with mode 0700.`,
       { details: { dir, mode: (info.mode & 0o777).toString(8), uid: info.uid } },
     );
@@ -97,12 +105,12 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
   const info = await stat(socketPath).catch(() => undefined);
   if (!info) return;
   if (!info.isSocket()) {
-    throw new RjobError(ServerErrorCode.AgentRunning, `${socketPath} exists and is not a socket.`, {
+    throw new RjobError(AgentErrorCode.AgentRunning, `${socketPath} exists and is not a socket.`, {
       details: { socketPath },
     });
   }
   if (await socketIsLive(socketPath)) {
-    throw new RjobError(ServerErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
+    throw new RjobError(AgentErrorCode.AgentRunning, `Another agent is listening on ${socketPath}.`, {
       details: { socketPath },
     });
   }

@@ -20,6 +20,7 @@ import { FrameBudget } from '@rjob/core';
 import { type ProcessJobTypeOptions, processJobType } from '@rjob/job-process';
 import { type ThreadJobOptions, threadJobType } from '@rjob/job-thread';
 import type { RecordSpoolOptions } from '../spool/record-spool.js';
+import { lockStateDir, type StateDirLock } from '../state-lock.js';
 import { JobStore } from '../store/job-store.js';
 import { AgentSession, type AgentSessionInit } from './agent-session.js';
 import { JobQueue } from './job-queue.js';
@@ -71,7 +72,9 @@ export interface AgentServerOptions {
   software?: string;
   /**
    * Keep sessions and jobs in the store under `stateDir`, and move every job's records to a disk
-   * spool (bounded, block or drop policy) instead of holding them in memory. Default true.
+   * spool (bounded, block or drop policy) instead of holding them in memory. Default true. Such an
+   * agent holds the state directory's lock (`agent.lock`) until {@link AgentServer.close}: a second
+   * one on the same directory is refused with ERR_AGENT_RUNNING (see {@link AgentServer.ready}).
    */
   persist?: boolean;
   /** Options of every job's spool when `persist`: `maxBytes` (default 256 MiB), `policy` (default block), .... */
@@ -103,6 +106,14 @@ export interface RestoreReport {
   skipped: number;
 }
 
+export interface AttachOptions {
+  /**
+   * The identity of the link, given by a door that authenticates its peers itself (a Unix socket
+   * only its owner can reach): the server's `authenticate` is then not asked.
+   */
+  identity?: string;
+}
+
 export interface AttachResult {
   sessionId: string;
   identity: string;
@@ -120,6 +131,7 @@ export class AgentServer {
   readonly #extraTypes: JobType[];
   readonly #idleTimeoutMs: number;
   readonly #store: Promise<JobStore> | undefined;
+  readonly #lock: Promise<StateDirLock> | undefined;
   /** Waiting jobs and job groups (`rjob start --after/--group`, `rjob group`), for every session. */
   readonly #queue: JobQueue;
   /** Set while {@link restore} runs: links wait for it, so a resume finds the restored session. */
@@ -148,18 +160,30 @@ export class AgentServer {
       ...(options.transports?.length ? [targetRemoteJobType(options.transports)] : []),
     ];
     if (options.persist ?? true) {
-      this.#store = JobStore.open({ dir: options.stateDir });
+      // The store is opened only under the lock: a second agent never loads (or rewrites) it.
+      this.#lock = lockStateDir(options.stateDir);
+      this.#lock.catch(() => {});
+      this.#store = this.#lock.then(() => JobStore.open({ dir: options.stateDir }));
       // Reported by the first open that needs it; do not crash the agent in the meantime.
       this.#store.catch(() => {});
     }
   }
 
   /**
-   * Runs the server side of the handshake on a new link and puts the session's channel on it.
+   * Resolves once this agent holds its state directory (and its store is open); rejects with
+   * ERR_AGENT_RUNNING when another live agent holds it. Doors are opened after this, so a refused
+   * agent never answers a client. Resolves at once without `persist`.
+   */
+  async ready(): Promise<void> {
+    await this.#store;
+  }
+
+  /**
+   * Runs the server side of the handshake (`door.identity`, when given, is the link's identity) on a new link and puts the session's channel on it.
    * Rejects with the coded error when the handshake fails; the link is then already closed, and
    * nothing else is affected.
    */
-  async attach(link: TransportChannel): Promise<AttachResult> {
+  async attach(link: TransportChannel, door: AttachOptions = {}): Promise<AttachResult> {
     if (this.#closed) {
       const error = new RjobError(ProtocolErrorCode.ChannelClosed, 'The agent is shutting down.');
       link.close(error);
@@ -173,7 +197,9 @@ export class AgentServer {
         ? {}
         : { handshakeTimeoutMs: this.#options.handshakeTimeoutMs }),
       authenticate: async (token) => {
-        identity = this.#options.authenticate ? await this.#options.authenticate(token) : userInfo().username;
+        identity =
+          door.identity ??
+          (this.#options.authenticate ? await this.#options.authenticate(token) : userInfo().username);
         if (typeof identity !== 'string' || identity.length === 0) {
           throw new RjobError(ProtocolErrorCode.Unauthorized, 'Identity refused.');
         }
@@ -260,6 +286,7 @@ export class AgentServer {
     );
     // Let writes already under way land, so the state directory is consistent (and removable).
     await (await this.#store?.catch(() => undefined))?.idle();
+    await (await this.#lock?.catch(() => undefined))?.release();
   }
 
   /**

@@ -30,10 +30,12 @@ import {
   type SessionEvents,
   type SessionInfo,
   type SessionState,
+  SessionErrorCode,
   serializeError,
   toRjobError,
   type WireSelector,
 } from '@rjob/core';
+import { AgentErrorCode } from '../error-codes.js';
 import type { StoredJob } from '../store/job-store.js';
 import { groupCall, JobQueue } from './job-queue.js';
 import { type JobWork, rememberWork, storedWork, workOf } from './job-work.js';
@@ -41,7 +43,6 @@ import { queuedStart, sendInput } from './queued-start.js';
 import { type RecordSource, SpooledRecords } from './record-source.js';
 import { restoredJobType } from './restored-job-type.js';
 import { resumeSecretMatches } from './secret.js';
-import { ServerErrorCode } from './server-errors.js';
 import {
   getFilter,
   groupRequest,
@@ -474,7 +475,7 @@ export class AgentSession {
 
   #call(request: RequestMessage, channel: ReliableChannel): Promise<unknown> | unknown {
     if (this.#state === 'Closed') {
-      throw new RjobError(ServerErrorCode.SessionClosed, 'The session is closed.');
+      throw new RjobError(SessionErrorCode.SessionClosed, 'The session is closed.');
     }
     const { method, params } = request;
     switch (method) {
@@ -560,7 +561,7 @@ export class AgentSession {
       case 'invoke':
         return this.#invoke(params, channel);
       default:
-        throw new RjobError(ServerErrorCode.UnknownMethod, `Unknown method "${method.slice(0, 256)}".`, {
+        throw new RjobError(ProtocolErrorCode.UnknownMethod, `Unknown method "${method.slice(0, 256)}".`, {
           details: { method: method.slice(0, 256) },
         });
     }
@@ -841,7 +842,7 @@ export class AgentSession {
     } catch (error) {
       held.release();
       const { code, syscall } = error as NodeJS.ErrnoException;
-      throw new RjobError(ServerErrorCode.FileWrite, `Cannot write ${path}: ${(error as Error).message}`, {
+      throw new RjobError(AgentErrorCode.FileWrite, `Cannot write ${path}: ${(error as Error).message}`, {
         cause: error,
         details: { path, ...(code === undefined ? {} : { osCode: code }), ...(syscall ? { syscall } : {}) },
       });
@@ -1163,5 +1164,5 @@ function coded(error: unknown): RjobError {
   if (error instanceof TypeError || error instanceof RangeError) {
     return toRjobError(error, ErrorCode.InvalidArgument);
   }
-  return toRjobError(error, ServerErrorCode.Internal);
+  return toRjobError(error, AgentErrorCode.Internal);
 }

@@ -15,6 +15,8 @@ import {
   type Job,
   type JobManager,
   type JobRecord,
+  leavesOf,
+  reasonRecord as coreReasonRecord,
   RjobError,
   type SerializedError,
   serializeError,
@@ -25,6 +27,7 @@ import {
   type RecordSpoolOptions,
   type SpoolBatch,
 } from '../spool/record-spool.js';
+import { AgentErrorCode } from '../error-codes.js';
 import { type SpooledJob, spoolJob } from '../spool/spooled-job.js';
 import type { JobStore, StoredJob } from '../store/job-store.js';
 
@@ -118,27 +121,9 @@ export interface RecordSource {
 export const STREAM_BATCH_BYTES = 1024 * 1024;
 export const STREAM_BATCH_RECORDS = 4096;
 
-export function leavesOf(jobs: Job[]): Job[] {
-  const out = new Set<Job>();
-  const walk = (job: Job): void => {
-    if (job.children.length === 0) out.add(job);
-    else for (const child of job.children) walk(child);
-  };
-  for (const job of jobs) walk(job);
-  return [...out];
-}
-
-/** The synthetic record that repeats a Failed job's reason (as JobManager.receive adds it). */
-export function reasonRecord(job: Job): JobRecord<SerializedError> {
-  return {
-    stream: 'error',
-    data: serializeError(job.reason),
-    seq: 0,
-    timeMs: job.endTime?.getTime() ?? Date.now(),
-    jobId: job.id,
-    location: job.location,
-    reason: true,
-  };
+/** Core's reason record (as JobManager.receive adds it), with the reason serialized for the wire. */
+function reasonRecord(job: Job): JobRecord<SerializedError> {
+  return { ...coreReasonRecord(job), data: serializeError(job.reason) };
 }
 
 function aborted(signal: AbortSignal): Promise<void> {
@@ -468,7 +453,7 @@ export class SpooledRecords implements RecordSource {
             }
           }
         } catch (error) {
-          if (!RjobError.hasCode(error, 'ERR_SPOOL_CLOSED')) throw error;
+          if (!RjobError.hasCode(error, AgentErrorCode.SpoolClosed)) throw error;
           return;
         } finally {
           // The listener stays: a cancel after the end (records sent, not yet acknowledged) must

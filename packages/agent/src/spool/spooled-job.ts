@@ -1,5 +1,5 @@
 import { isTerminal, type Job, type JobManager, RjobError, serializeError } from '@rjob/core';
-import { isSpaceError } from '../errors.js';
+import { AgentErrorCode, isSpaceError } from '../errors.js';
 import type { JobStore, StoredJob } from '../store/job-store.js';
 import { RecordSpool, type RecordSpoolOptions } from './record-spool.js';
 
@@ -128,7 +128,7 @@ export async function spoolJob(options: SpoolJobOptions): Promise<SpooledJob> {
       // Children first, then parents: a parent persisted as finished has finished children.
       if (!closed) for (const save of parents) await save();
     } catch (error) {
-      if (!closed || !RjobError.hasCode(error, 'ERR_SPOOL_CLOSED')) throw error;
+      if (!closed || !RjobError.hasCode(error, AgentErrorCode.SpoolClosed)) throw error;
     }
     if (saveFailure !== undefined) throw saveFailure;
   })();

@@ -723,8 +723,8 @@ function* descendants(job: Job): Generator<Job> {
   }
 }
 
-/** The jobs that hold records: the selected jobs themselves, or their children for parents. */
-function leavesOf(jobs: Job[]): Job[] {
+/** The jobs that hold records: the selected jobs themselves, or their leaves for parents. */
+export function leavesOf(jobs: Job[]): Job[] {
   const out: Job[] = [];
   for (const job of jobs) {
     if (job.children.length === 0) out.push(job);
@@ -741,7 +741,8 @@ function takeSome(buffer: Job['buffer'], count: number): JobRecord[] {
   return out;
 }
 
-function reasonRecord(job: Job): JobRecord {
+/** The synthetic record that repeats a Failed job's reason at the end of what receive returns. */
+export function reasonRecord(job: Job): JobRecord {
   return {
     stream: 'error',
     data: job.reason,

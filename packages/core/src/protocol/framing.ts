@@ -3,7 +3,7 @@
  * big-endian body length followed by that many body bytes. Message transports (WebSocket) carry
  * one frame body per message and need none of this.
  */
-import { RjobError } from '../errors.js';
+import { ErrorCode, RjobError } from '../errors.js';
 import { ProtocolErrorCode } from './protocol-errors.js';
 
 /** Size of the length prefix. */
@@ -38,7 +38,7 @@ export class FrameBudget {
 
   constructor(limitBytes: number = DEFAULT_FRAME_BUDGET_BYTES) {
     if (!Number.isSafeInteger(limitBytes) || limitBytes < 1) {
-      throw new RjobError('ERR_INVALID_ARGUMENT', 'A frame budget must be a positive integer of bytes.', {
+      throw new RjobError(ErrorCode.InvalidArgument, 'A frame budget must be a positive integer of bytes.', {
         details: { limitBytes },
       });
     }
@@ -86,7 +86,7 @@ export function resolveMaxFrameBytes(value: number | undefined): number {
   if (value === undefined) return DEFAULT_MAX_FRAME_BYTES;
   if (!Number.isSafeInteger(value) || value < 1 || value > ABSOLUTE_MAX_FRAME_BYTES) {
     throw new RjobError(
-      'ERR_INVALID_ARGUMENT',
+      ErrorCode.InvalidArgument,
       `maxFrameBytes must be an integer in 1..${ABSOLUTE_MAX_FRAME_BYTES}.`,
       {
         details: { maxFrameBytes: value },

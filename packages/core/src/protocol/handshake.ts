@@ -5,7 +5,7 @@
  * is what lets the channel replay exactly the missing messages. A client with no channel state
  * (only the session id and secret) resumes with `takeover` and the session moves to a new epoch.
  */
-import { RjobError, serializeError, toRjobError } from '../errors.js';
+import { ErrorCode, RjobError, serializeError, toRjobError } from '../errors.js';
 import type { TransportChannel } from '../transport/transport.js';
 import { decodeMessage, encodeMessage, type Message, SUPPORTED_PROTOCOL_VERSIONS } from './messages.js';
 import { ProtocolErrorCode } from './protocol-errors.js';
@@ -233,7 +233,7 @@ export function clientHandshake(
     // Checked before anything is sent: a channel with history would carry numbers the new epoch
     // does not know.
     const error = new RjobError(
-      'ERR_INVALID_ARGUMENT',
+      ErrorCode.InvalidArgument,
       'A takeover needs a channel that was never attached.',
     );
     link.close(error);

@@ -46,6 +46,8 @@ export const ProtocolErrorCode = {
   ChannelClosed: 'ERR_CHANNEL_CLOSED',
   /** The peer rejected the identity token. */
   Unauthorized: 'ERR_UNAUTHORIZED',
+  /** A request named a method the agent does not implement (an older agent, a typo). */
+  UnknownMethod: 'ERR_UNKNOWN_METHOD',
 } as const;
 
 export type ProtocolErrorCodeValue = (typeof ProtocolErrorCode)[keyof typeof ProtocolErrorCode];

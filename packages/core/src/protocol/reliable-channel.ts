@@ -8,7 +8,7 @@
  * session over instead: {@link ReliableChannel.takeOver} hands the session to a successor channel
  * in a new epoch. docs/protocol.md describes the rules in wire terms.
  */
-import { deserializeError, RjobError, serializeError, toRjobError } from '../errors.js';
+import { deserializeError, ErrorCode, RjobError, serializeError, toRjobError } from '../errors.js';
 import type { TransportChannel } from '../transport/transport.js';
 import { assertFrameSize, resolveMaxFrameBytes } from './framing.js';
 import {
@@ -136,7 +136,7 @@ function positiveInt(name: string, value: number | undefined, fallback: number, 
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value < (allowZero ? 0 : 1)) {
     throw new RjobError(
-      'ERR_INVALID_ARGUMENT',
+      ErrorCode.InvalidArgument,
       `${name} must be ${allowZero ? 'a non-negative' : 'a positive'} integer.`,
       {
         details: { [name]: value },
@@ -339,7 +339,7 @@ export class ReliableChannel {
   whenAcked(seq: number): Promise<void> {
     if (!Number.isSafeInteger(seq) || seq < 0 || seq > this.sentSeq) {
       return Promise.reject(
-        new RjobError('ERR_INVALID_ARGUMENT', `Message ${seq} was never sent on this channel.`, {
+        new RjobError(ErrorCode.InvalidArgument, `Message ${seq} was never sent on this channel.`, {
           details: { seq, sentSeq: this.sentSeq },
         }),
       );
@@ -473,7 +473,7 @@ export class ReliableChannel {
   joinEpoch(epoch: number): void {
     if (!this.pristine) {
       throw new RjobError(
-        'ERR_INVALID_ARGUMENT',
+        ErrorCode.InvalidArgument,
         'Only a channel that was never attached can join an epoch (a takeover needs a fresh channel).',
       );
     }

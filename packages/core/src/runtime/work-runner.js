@@ -66,6 +66,7 @@
  * `return()` so `finally` blocks run. The host forces the thread or process down after its grace
  * period if the work does not end.
  */
+import { serializeError } from './serialize-error.js';
 import v8 from 'node:v8';
 
 /** Bumped when a message changes shape. */
@@ -575,31 +576,4 @@ function isIterator(value) {
  */
 function codedError(code, message) {
   return Object.assign(new Error(message), { code });
-}
-
-/**
- * The runtime's copy of @rjob/core's serializeError (this file cannot import TypeScript).
- * @param {unknown} error
- * @param {number} [depth]
- * @returns {SerializedError}
- */
-export function serializeError(error, depth = 0) {
-  if (!(error instanceof Error)) {
-    let message;
-    try {
-      message = typeof error === 'string' ? error : String(error);
-    } catch {
-      message = Object.prototype.toString.call(error);
-    }
-    return { name: 'Error', message };
-  }
-  const e = /** @type {Error & { code?: unknown, details?: unknown }} */ (error);
-  /** @type {SerializedError} */
-  const out = { name: e.name, message: e.message };
-  if (typeof e.code === 'string') out.code = e.code;
-  if (e.stack) out.stack = e.stack;
-  if (e.details && typeof e.details === 'object')
-    out.details = /** @type {Record<string, unknown>} */ (e.details);
-  if (e.cause !== undefined && depth < 8) out.cause = serializeError(e.cause, depth + 1);
-  return out;
 }

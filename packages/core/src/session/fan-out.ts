@@ -161,7 +161,7 @@ export function invokeMany<Target>(
   if (needsTransport && !options.transport) {
     throw toRjobError(
       new Error('invokeMany needs a transport for targets that are not open sessions.'),
-      'ERR_INVALID_ARGUMENT',
+      ErrorCode.InvalidArgument,
     );
   }
 
@@ -169,7 +169,7 @@ export function invokeMany<Target>(
     return invokeDisconnected(targets, work, options, throttleLimit, nameOf);
   }
   if (options.asJob) {
-    if (!jobManager) throw toRjobError(new Error('asJob needs a jobManager.'), 'ERR_INVALID_ARGUMENT');
+    if (!jobManager) throw toRjobError(new Error('asJob needs a jobManager.'), ErrorCode.InvalidArgument);
     const type = remoteJobType();
     return jobManager.startGroup({
       ...(options.name === undefined ? {} : { name: options.name }),
@@ -213,7 +213,7 @@ export function invokeMany<Target>(
     const { signal } = options;
     const interrupted = (): FanOutResult => ({
       computerName,
-      error: new RjobError('ERR_INTERRUPTED', 'Interrupted: the work was stopped.', {
+      error: new RjobError(SessionErrorCode.Interrupted, 'Interrupted: the work was stopped.', {
         details: { computerName },
       }),
     });
@@ -248,7 +248,7 @@ export function invokeMany<Target>(
       return owned && signal?.aborted && info.state !== 'Completed' ? interrupted() : { computerName, info };
     } catch (error) {
       if (owned && signal?.aborted) return interrupted();
-      return { computerName, error: toRjobError(error, 'ERR_REMOTE') };
+      return { computerName, error: toRjobError(error, ErrorCode.Remote) };
     } finally {
       running.delete(session);
       if (owned) {
@@ -358,7 +358,7 @@ async function invokeDisconnected<Target>(
         throw error;
       }
     } catch (error) {
-      return { computerName, target, error: toRjobError(error, 'ERR_REMOTE') };
+      return { computerName, target, error: toRjobError(error, ErrorCode.Remote) };
     }
   };
   return throttled(targets, throttleLimit, runOne);

@@ -2,7 +2,7 @@
  * The job verbs executed inside a session (`Invoke-Command -Session $s { Start-Job … }`): the jobs
  * and their results live in the agent; this proxy only calls `job.*` on the session.
  */
-import { type RjobError, deserializeError, RjobError as RjobErrorClass } from '../errors.js';
+import { deserializeError, ErrorCode, type RjobError, RjobError as RjobErrorClass } from '../errors.js';
 import type { GetFilter } from '../job/job-manager.js';
 import type { JobRecord } from '../job/records.js';
 import type { GroupRequest, JobInfo, ReceiveToFileResult, WireSelector, WorkRequest } from './rpc.js';
@@ -24,7 +24,7 @@ export function reviveJobInfo(info: JobInfo, computerName: string): RemoteJobInf
     const revived = deserializeError(reason);
     out.reason = RjobErrorClass.is(revived)
       ? revived
-      : new RjobErrorClass('ERR_REMOTE', revived.message, { cause: revived });
+      : new RjobErrorClass(ErrorCode.Remote, revived.message, { cause: revived });
   }
   return out;
 }

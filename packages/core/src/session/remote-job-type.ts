@@ -7,6 +7,7 @@
  */
 import { ErrorCode, RjobError } from '../errors.js';
 import { defineJobType, type JobContext, type JobOutcome, type JobType } from '../job/job-type.js';
+import { describeWork } from '../runtime/host.js';
 import type { Transport } from '../transport/transport.js';
 import type { RemoteJobInfo } from './remote-job-manager.js';
 import { SessionErrorCode } from './session-errors.js';
@@ -47,16 +48,16 @@ export function describeWorkRequest(work: WorkRequest | undefined): string {
     const args = Array.isArray(definition.args) ? definition.args.map(String) : [];
     return [definition.file, ...args].join(' ');
   }
-  if (typeof definition.eval === 'string') return collapse(definition.eval);
-  if (definition.module !== undefined) return String(definition.module);
+  // JS work is described as a local thread or process job describes it.
+  if (typeof definition.eval === 'string') return describeWork({ eval: definition.eval });
+  if (definition.module !== undefined)
+    return describeWork({
+      module: String(definition.module),
+      ...(typeof definition.export === 'string' ? { export: definition.export } : {}),
+    });
   if (typeof definition.fn === 'function' || typeof definition.fn === 'string')
-    return collapse(String(definition.fn));
+    return describeWork({ fn: String(definition.fn) });
   return '';
-}
-
-function collapse(text: string): string {
-  const flat = text.replace(/\s+/g, ' ').trim();
-  return flat.length > 120 ? `${flat.slice(0, 117)}...` : flat;
 }
 
 /** The outcome of a remote job as the local job reports it. */
@@ -67,7 +68,7 @@ function outcomeOf(jobs: RemoteJobInfo[], computerName: string): JobOutcome {
       state: 'Failed',
       reason:
         failed.reason ??
-        new RjobError('ERR_REMOTE_JOB_FAILED', `Remote job ${failed.id} failed on ${computerName}.`),
+        new RjobError(ErrorCode.RemoteJobFailed, `Remote job ${failed.id} failed on ${computerName}.`),
     };
   }
   if (jobs.some((job) => job.state === 'Stopped')) return { state: 'Stopped' };

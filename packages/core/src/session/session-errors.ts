@@ -2,7 +2,7 @@
  * Error codes of the session client. Like the protocol codes they are stable: programs branch on
  * them (a fan-out summary tells unreachable hosts from failed work by code).
  */
-import { RjobError } from '../errors.js';
+import { ErrorCode, RjobError } from '../errors.js';
 import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
 
 export const SessionErrorCode = {
@@ -14,6 +14,8 @@ export const SessionErrorCode = {
   SessionClosed: 'ERR_SESSION_CLOSED',
   /** The verb needs an Opened session. */
   SessionNotOpened: 'ERR_SESSION_NOT_OPENED',
+  /** A fan-out was stopped (its signal aborted) before this target's work finished. */
+  Interrupted: 'ERR_INTERRUPTED',
   /**
    * The session is Disconnected and nothing is reconnecting it (the client disconnected on purpose,
    * or the reconnect window ran out): a request is refused at once instead of waiting.
@@ -22,6 +24,18 @@ export const SessionErrorCode = {
 } as const;
 
 export type SessionErrorCodeValue = (typeof SessionErrorCode)[keyof typeof SessionErrorCode];
+
+/**
+ * Core's codes that mean "could not get there": no agent at the address, the connect or handshake
+ * failed or timed out, the identity was refused. A transport's table has its own such set
+ * (SSH_UNREACHABLE_CODES, WS_UNREACHABLE_CODES); `rjob` counts a host with one of them unreachable.
+ */
+export const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
+  ErrorCode.AgentUnreachable,
+  SessionErrorCode.ConnectFailed,
+  ProtocolErrorCode.HandshakeTimeout,
+  ProtocolErrorCode.Unauthorized,
+]);
 
 /** Handshake refusals: trying again cannot help, so reconnecting stops at them. */
 const FATAL_CODES: ReadonlySet<string> = new Set([

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from '../util/lazy-builtins.js';
 import { decodeRecordEntries } from '../codec/record-entries.js';
-import { deserializeError, RjobError, type SerializedError } from '../errors.js';
+import { deserializeError, ErrorCode, RjobError, type SerializedError } from '../errors.js';
 import type { Job } from '../job/job.js';
 import type { JobManager } from '../job/job-manager.js';
 import type { JobRecord } from '../job/records.js';
@@ -203,7 +203,7 @@ export function reviveError(error: SerializedError): RjobError {
   const revived = deserializeError(error);
   return RjobError.is(revived)
     ? revived
-    : new RjobError('ERR_REMOTE', revived.message, { cause: revived, details: { name: revived.name } });
+    : new RjobError(ErrorCode.Remote, revived.message, { cause: revived, details: { name: revived.name } });
 }
 
 /** A persistent session with one agent. Create it with {@link openSession} or {@link connectSession}. */
@@ -484,7 +484,7 @@ export class Session<Target = unknown> {
     if (options.outTarget === 'job') {
       const manager = options.jobManager;
       if (!manager) {
-        throw new RjobError('ERR_INVALID_ARGUMENT', 'receive({ outTarget: "job" }) needs a jobManager.');
+        throw new RjobError(ErrorCode.InvalidArgument, 'receive({ outTarget: "job" }) needs a jobManager.');
       }
       const type = remoteJobType();
       const out: Job[] = [];
@@ -762,7 +762,7 @@ export class Session<Target = unknown> {
       id: message.id,
       error: {
         name: 'RjobError',
-        code: 'ERR_UNKNOWN_METHOD',
+        code: ProtocolErrorCode.UnknownMethod,
         message: `The session client does not serve ${message.method}.`,
       },
     });

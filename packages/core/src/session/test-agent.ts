@@ -5,7 +5,8 @@
  * `{ lines, fail?, gate? }` writes `lines` numbered output records (after `gate` is opened).
  */
 import { randomUUID } from 'node:crypto';
-import { RjobError, serializeError } from '../errors.js';
+import { ErrorCode, RjobError, serializeError } from '../errors.js';
+import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
 import type { JobRecord } from '../job/records.js';
 import type { JobState } from '../job/states.js';
 import { serverHandshake } from '../protocol/handshake.js';
@@ -107,7 +108,7 @@ export class TestAgent {
       resume: ({ sessionId, resumeSecret }) => {
         const session = this.sessions.get(sessionId);
         if (!session || session.resumeSecret !== resumeSecret) {
-          throw new RjobError('ERR_SESSION_NOT_FOUND', 'No such session.');
+          throw new RjobError(ProtocolErrorCode.SessionNotFound, 'No such session.');
         }
         // A takeover swaps the channel through the onTakeover hook registered in #serve.
         session.disconnected = false;
@@ -181,7 +182,7 @@ export class TestAgent {
       };
       const handler = this.#options.methods?.[message.method] ?? this.#methods[message.method];
       if (!handler) {
-        respond(undefined, new RjobError('ERR_UNKNOWN_METHOD', `No method ${message.method}.`));
+        respond(undefined, new RjobError(ProtocolErrorCode.UnknownMethod, `No method ${message.method}.`));
         return;
       }
       // Methods run concurrently, as on a real agent: a slow invoke must not hold up the channel.
@@ -287,7 +288,7 @@ export class TestAgent {
         typeof item === 'number' || /^\d+$/.test(item)
           ? session.jobs.get(Number(item))
           : [...session.jobs.values()].find((j) => j.info.name === item);
-      if (!job) throw new RjobError('ERR_JOB_NOT_FOUND', `No job matches "${item}".`);
+      if (!job) throw new RjobError(ErrorCode.JobNotFound, `No job matches "${item}".`);
       out.push(job);
     }
     return out;

@@ -1,0 +1,21 @@
+/**
+ * The codes the `rjob` CLI adds to those of the packages it composes (core's ErrorCode,
+ * ProtocolErrorCode, SessionErrorCode; the agent's AgentErrorCode; the transports' tables). No
+ * imports: every command loads it.
+ */
+export const CliErrorCode = {
+  /** Bad flag, missing argument, unknown verb (exit 2). */
+  Usage: 'ERR_USAGE',
+  /** No session of that name in the CLI's session file (exit 3). */
+  UnknownSession: 'ERR_UNKNOWN_SESSION',
+  /** The CLI's own state file is held by another rjob command for too long. */
+  StateLocked: 'ERR_STATE_LOCKED',
+  /** An agent answers on the socket but its pid file is missing (`rjob agent stop`). */
+  AgentUnknownPid: 'ERR_AGENT_UNKNOWN_PID',
+  /** `wait --timeout` ran out before the jobs finished (exit 5). */
+  Timeout: 'ERR_TIMEOUT',
+  /** An uncoded error reached the top of a command: a bug (exit 10). */
+  Internal: 'ERR_INTERNAL',
+} as const;
+
+export type CliErrorCodeValue = (typeof CliErrorCode)[keyof typeof CliErrorCode];
