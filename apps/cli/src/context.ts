@@ -3,6 +3,7 @@
  * the sessions it attached to (left Disconnected again when the command ends, so their jobs go on).
  */
 import { connectSession, openSession, RjobError, type Session } from '@rjob/core';
+import { CliErrorCode } from './error-codes.js';
 import { CliError, type CliIo, ExitCode } from './io.js';
 import { SessionStore, type StatePaths, type StoredSession, statePaths } from './state.js';
 import { TargetResolver } from './targets.js';
@@ -60,7 +61,7 @@ export class CliContext {
         session = await open();
       } else {
         this.io.stderr.write(
-          `rjob: the local agent runs ${session.agentSoftware ?? 'an older rjob'}, this is ${await (await import('./version.js')).agentSoftware()}; it is restarted once no job runs (rjob agent stop ends it now) (ERR_AGENT_VERSION)\n`,
+          `rjob: the local agent runs ${session.agentSoftware ?? 'an older rjob'}, this is ${await (await import('./version.js')).agentSoftware()}; it is restarted once no job runs (rjob agent stop ends it now) (${CliErrorCode.AgentVersion})\n`,
         );
       }
     }

@@ -14,6 +14,11 @@ export const CliErrorCode = {
   AgentUnknownPid: 'ERR_AGENT_UNKNOWN_PID',
   /** `wait --timeout` ran out before the jobs finished (exit 5). */
   Timeout: 'ERR_TIMEOUT',
+  /**
+   * The local agent was started by another rjob version and still runs jobs: a warning, the
+   * command goes on (it is restarted once idle).
+   */
+  AgentVersion: 'ERR_AGENT_VERSION',
   /** An uncoded error reached the top of a command: a bug (exit 10). */
   Internal: 'ERR_INTERNAL',
 } as const;

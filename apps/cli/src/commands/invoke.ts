@@ -18,6 +18,7 @@ import { isUnreachableCode, oneLine } from '../errors.js';
 import { dataText, jobJson, jobTable, jsonReplacer, printRecord } from '../format.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, type ExitCodeValue, usageError } from '../io.js';
+import { SshErrorCode } from '@rjob/transport-ssh/codes';
 import { remoteSettings } from '../agent-transports.js';
 import { onJobSession, withContext } from '../run-command.js';
 import { expandHosts, selectHosts } from '../inventory.js';
@@ -213,7 +214,7 @@ async function fanOut(
 /** ERR_SSH_NO_AGENT from a host where a shell command can still run by plain exec. */
 function noAgentButExec(error: unknown): boolean {
   for (let e = error; e instanceof Error; e = (e as Error).cause) {
-    if (RjobError.is(e) && e.code === 'ERR_SSH_NO_AGENT' && e.details?.plainExec === true) return true;
+    if (RjobError.is(e) && e.code === SshErrorCode.NoAgent && e.details?.plainExec === true) return true;
   }
   return false;
 }
