@@ -7,7 +7,6 @@ import { CliErrorCode } from './error-codes.js';
 import { CliError, type CliIo, ExitCode } from './io.js';
 import { SessionStore, type StatePaths, type StoredSession, statePaths } from './state.js';
 import { TargetResolver } from './targets.js';
-import { CliErrorCode } from './error-codes.js';
 import { ProtocolErrorCode } from '@rjob/core';
 
 /** Name of the session in the local agent through which a command works on the local jobs. */
