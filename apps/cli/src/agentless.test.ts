@@ -1,14 +1,7 @@
-/**
- * `rjob invoke` on hosts without node (real OpenSSH sshd on loopback, a test user whose PATH has
- * no node and no rjob): a shell command runs by plain SSH exec with a one-line notice per host,
- * output prefixed as for any host; a failing command keeps its exit code in the summary; work that
- * needs the agent (JavaScript) fails with ERR_SSH_NO_AGENT; parallel fan-outs keep to their own.
- */
-import { execFileSync } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type SshdFixture, sshdUnavailableReason, startSshd } from '@rjob/transport-ssh/testing';
+import { noNodePath, type SshdFixture, sshdUnavailableReason, startSshd } from '@rjob/transport-ssh/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
 import { sandbox } from './testing/sandbox.js';
@@ -18,8 +11,6 @@ if (skip && process.env.CI) throw new Error(`sshd is needed in CI: ${skip}`);
 
 /** A user of its own: its sessions get a PATH without node. */
 const USER = 'rjobclinonode';
-/** The only programs on that user's PATH (node lives in /usr/bin, so the PATH is a directory of links). */
-const TOOLS = ['sh', 'sleep', 'setsid', 'echo', 'cat', 'kill', 'id', 'printf', 'true', 'false', 'hostname'];
 const NOTICE = /^rjob: (nonode\d): no node there, so no agent; running the command by plain SSH exec$/;
 
 describe.skipIf(skip !== undefined)('invoke on hosts without node', { timeout: 180_000 }, () => {
@@ -30,14 +21,7 @@ describe.skipIf(skip !== undefined)('invoke on hosts without node', { timeout: 1
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'rjob-cli-nonode-'));
     await chmod(dir, 0o755);
-    const bin = join(dir, 'bin');
-    execFileSync('install', ['-d', '-m', '755', bin]);
-    for (const tool of TOOLS) {
-      const path = execFileSync('sh', ['-c', `command -v ${tool}`])
-        .toString()
-        .trim();
-      await symlink(path, join(bin, tool));
-    }
+    const bin = await noNodePath(dir);
     // sshd sets a session's PATH itself; SetEnv overrides it.
     box = await startSshd({ user: USER, extraConfig: [`SetEnv PATH=${bin}`] });
     home = join(dir, 'home');

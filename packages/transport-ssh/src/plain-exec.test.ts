@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { chmod, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { JobManager, openSession, RjobError } from '@rjob/core';
@@ -14,17 +14,13 @@ import {
   sshExecJobType,
 } from './plain-exec.js';
 import { type SshTransportOptions, sshTransport } from './ssh-transport.js';
+import { noNodePath } from './testing/no-node.js';
 import { type SshdFixture, startSshd, sshdUnavailableReason } from './testing/sshd-fixture.js';
 
 const skip = sshdUnavailableReason();
 
 /** A second test user whose sessions get a PATH without node. */
 const NO_NODE_USER = 'rjobnonode';
-/**
- * The only programs on that user's PATH. node lives in /usr/bin (and /bin is a link to it), so a
- * PATH of system directories would still find it: the PATH is a directory of links instead.
- */
-const TOOLS = ['sh', 'sleep', 'setsid', 'echo', 'cat', 'kill', 'id', 'printf', 'true', 'false'];
 
 describe('plainExecCommand', () => {
   it('runs the command as a new process group leader and reports its id first on stderr', () => {
@@ -91,14 +87,7 @@ describe.skipIf(skip !== undefined)('plain exec on a host without node (OpenSSH 
     dir = await mkdtemp(join(tmpdir(), 'rjob-nonode-'));
     // Read and searched by the test user; the fixture's own files sit in their own temp dir.
     await chmod(dir, 0o755);
-    const bin = join(dir, 'bin');
-    execFileSync('install', ['-d', '-m', '755', bin]);
-    for (const tool of TOOLS) {
-      const path = execFileSync('sh', ['-c', `command -v ${tool}`])
-        .toString()
-        .trim();
-      await symlink(path, join(bin, tool));
-    }
+    const bin = await noNodePath(dir);
     // sshd sets a session's PATH itself; SetEnv overrides it (and anything the user could send).
     box = await startSshd({ user: NO_NODE_USER, extraConfig: [`SetEnv PATH=${bin}`] });
     uid = Number(execFileSync('id', ['-u', NO_NODE_USER]).toString().trim());

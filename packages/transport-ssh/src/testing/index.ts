@@ -9,3 +9,4 @@ export {
   startSshd,
   startSshds,
 } from './sshd-fixture.js';
+export { NO_NODE_TOOLS, noNodePath } from './no-node.js';
