@@ -423,7 +423,9 @@ async function asJob(
       ...(options.name ? { name: options.name } : {}),
       type: 'RemoteJob',
       command,
-      location: hosts.join(','),
+      // The Location column of the parent; a long fleet is shortened (the children name each host).
+      location:
+        hosts.length <= 8 ? hosts.join(',') : `${hosts.slice(0, 3).join(',')},… (${hosts.length} hosts)`,
       ...(options.throttleLimit === undefined ? {} : { throttleLimit: options.throttleLimit }),
       children: hosts.map((host) => {
         const computerName = host === 'local' ? 'localhost' : host;
