@@ -77,7 +77,13 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
       tokens: { [await readOrCreateToken(tokenFile)]: userInfo().username },
     });
   }
-  const server = new AgentServer({ stateDir, authenticate: auth.authenticate });
+  const { agentSoftware } = await import('../version.js');
+  // Named as the daemon is: local commands of this rjob recognise it as their own (context.ts).
+  const server = new AgentServer({
+    stateDir,
+    authenticate: auth.authenticate,
+    software: await agentSoftware(),
+  });
   const onLinkError = (error: unknown): void => {
     if ((error as { code?: unknown })?.code === ProtocolErrorCode.LinkClosed) return;
     const code = (error as { code?: unknown })?.code;
