@@ -62,8 +62,14 @@ async function finished(sb: Sandbox, name: string, command: string): Promise<voi
   expect((await sb.rjob('wait', name)).code).toBe(0);
 }
 
+/** The damage below is done to a stopped agent's files: the stop must have happened. */
+async function stopAgent(sb: Sandbox): Promise<void> {
+  const stopped = await sb.rjob('agent', 'stop');
+  expect(stopped).toMatchObject({ code: 0, stdout: 'agent stopped\n' });
+}
+
 async function restartAgent(sb: Sandbox): Promise<void> {
-  expect((await sb.rjob('agent', 'stop')).stdout).toContain('agent stopped');
+  await stopAgent(sb);
   expect((await sb.rjob('agent', 'start')).code).toBe(0);
 }
 
@@ -77,7 +83,7 @@ describe('damaged state files (agent restarted after the damage)', () => {
   it('a damaged spool record in the middle of 1000 loses that record alone, reported', async () => {
     await using sb = await sandbox();
     await finished(sb, 'big', 'seq 1 1000');
-    await sb.rjob('agent', 'stop');
+    await stopAgent(sb);
     const segment = await segmentOf(await jobDirOf(sb.dir, 'seq 1 1000'));
     const at = await entryOffset(segment, 500);
     await flip(segment, at + 2);
@@ -96,7 +102,7 @@ describe('damaged state files (agent restarted after the damage)', () => {
   it('a truncated segment tail loses only the cut record, reported', async () => {
     await using sb = await sandbox();
     await finished(sb, 'big', 'seq 1 1000');
-    await sb.rjob('agent', 'stop');
+    await stopAgent(sb);
     const segment = await segmentOf(await jobDirOf(sb.dir, 'seq 1 1000'));
     await truncate(segment, (await stat(segment)).size - 3);
     await sb.rjob('agent', 'start');
@@ -112,7 +118,7 @@ describe('damaged state files (agent restarted after the damage)', () => {
     await using sb = await sandbox();
     await finished(sb, 'lost', 'echo one');
     await finished(sb, 'kept', 'echo two');
-    await sb.rjob('agent', 'stop');
+    await stopAgent(sb);
     const jobFile = join(await jobDirOf(sb.dir, 'echo one'), 'job.bin');
     const size = (await stat(jobFile)).size;
     await flip(jobFile, Math.floor(size / 2));
@@ -143,7 +149,7 @@ describe('damaged state files (agent restarted after the damage)', () => {
     await restartAgent(sb);
     const sessionDir = join(await jobDirOf(sb.dir, 'echo alpha'), '..', '..');
     const sessionFile = join(sessionDir, 'session.bin');
-    await sb.rjob('agent', 'stop');
+    await stopAgent(sb);
     await damage(sessionFile);
     await sb.rjob('agent', 'start');
 

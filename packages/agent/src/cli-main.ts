@@ -178,10 +178,15 @@ async function runDaemon(
   keepRunningOnStrayErrors(stderr);
   const server = new AgentServer({ stateDir, ...(await plugins?.()) });
   let door: Awaited<ReturnType<typeof listenUnix>>;
+  // Nothing to remove until it is written.
+  let pidFile: { remove(): Promise<void> } = { remove: async () => {} };
   try {
     // The state directory's lock first (ERR_AGENT_RUNNING when another agent holds it), then the
     // socket: a second daemon must not load (and rewrite) the first one's store.
     await server.ready();
+    // The pid file before the socket: a client that reaches the socket (`rjob agent start`
+    // returning, then `rjob agent stop`) always finds the pid of the agent it reached.
+    pidFile = await writePidFile(stateDir, (error) => logError(stderr, 'cannot write agent.pid', error));
     door = await listenUnix(server, {
       socketPath,
       onLinkError: (error) => {
@@ -191,6 +196,7 @@ async function runDaemon(
       },
     });
   } catch (error) {
+    await pidFile.remove();
     await server.close();
     throw error;
   }
@@ -206,7 +212,6 @@ async function runDaemon(
     logError(stderr, 'restore failed', error);
   }
   const link = await linkStateDirSocket(stateDir, socketPath);
-  const pidFile = await writePidFile(stateDir, (error) => logError(stderr, 'cannot write agent.pid', error));
   stderr.write(`rjob-agent: pid ${process.pid} listening on ${socketPath}\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);

@@ -92,10 +92,19 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
   };
   let door: Awaited<ReturnType<typeof listenWs>>;
   let local: Awaited<ReturnType<typeof listenUnix>>;
+  // Nothing to remove until it is written.
+  let pidFile: { remove(): Promise<void> } = { remove: async () => {} };
   try {
     // The state directory's lock first: with a daemon running, this agent is refused before it
     // loads (or listens for) anything.
     await server.ready();
+    // `rjob agent status` and `rjob agent stop` find this agent as they find the daemon; written
+    // before any door opens, so a client that reached it finds its pid.
+    pidFile = await writePidFile(stateDir, (error) =>
+      io.stderr.write(
+        `rjob agent: cannot write agent.pid: ${error instanceof Error ? error.message : String(error)}\n`,
+      ),
+    );
     door = await listenWs(server, {
       listen: flags.listen,
       auth,
@@ -104,6 +113,7 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
       onLinkError,
     });
   } catch (error) {
+    await pidFile.remove();
     await server.close();
     if (RjobError.is(error) && error.code === WsErrorCode.Insecure) {
       throw new CliError(
@@ -124,6 +134,7 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
     });
   } catch (error) {
     await door.close();
+    await pidFile.remove();
     await server.close();
     throw error;
   }
@@ -137,12 +148,6 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
       `rjob agent: restore failed: ${error instanceof Error ? error.message : String(error)}\n`,
     );
   }
-  // `rjob agent status` and `rjob agent stop` find this agent as they find the daemon.
-  const pidFile = await writePidFile(stateDir, (error) =>
-    io.stderr.write(
-      `rjob agent: cannot write agent.pid: ${error instanceof Error ? error.message : String(error)}\n`,
-    ),
-  );
   io.stderr.write(`rjob agent: listening on ${door.pinnedUrl} (token file ${tokenFile})\n`);
   await new Promise<void>((done) => {
     process.once('SIGTERM', done);
