@@ -22,6 +22,7 @@ import { type ThreadJobOptions, threadJobType } from '@rjob/job-thread';
 import type { RecordSpoolOptions } from '../spool/record-spool.js';
 import { lockStateDir, type StateDirLock } from '../state-lock.js';
 import { JobStore } from '../store/job-store.js';
+import type { AgentInfo } from './agent-control.js';
 import { AgentSession, type AgentSessionInit } from './agent-session.js';
 import { JobQueue } from './job-queue.js';
 import { MemoryRecords, SpooledRecords } from './record-source.js';
@@ -95,6 +96,12 @@ export interface AgentServerOptions {
    * first transport that accepts the target reaches it. What `rjob invoke --as-job` uses.
    */
   transports?: readonly AgentTransport[];
+  /**
+   * Called when a client asks the agent to stop (`agent.stop`, after its answer arrived); the
+   * daemon then shuts down as on SIGTERM. Without it, `agent.stop` is refused
+   * (ERR_AGENT_STOP_UNSUPPORTED): an agent embedded in a program is stopped by that program.
+   */
+  onStopRequested?: () => void;
 }
 
 export interface RestoreReport {
@@ -262,6 +269,31 @@ export class AgentServer {
     return host;
   }
 
+  /** `agent.info`: this process, and the identity's sessions and jobs. */
+  #agentInfo(identity: string): AgentInfo {
+    let sessions = 0;
+    let jobs = 0;
+    let runningJobs = 0;
+    for (const session of this.#sessions.values()) {
+      if (session.identity !== identity || session.kind === 'view') continue;
+      if (session.kind === 'session') sessions++;
+      for (const job of session.jobs.get()) {
+        jobs++;
+        if (!job.finished) runningJobs++;
+      }
+    }
+    const uptimeMs = Math.round(process.uptime() * 1000);
+    return {
+      software: this.#options.software ?? 'rjob-agent',
+      pid: process.pid,
+      startedAtMs: Date.now() - uptimeMs,
+      uptimeMs,
+      sessions,
+      jobs,
+      runningJobs,
+    };
+  }
+
   /** A session by id, for diagnostics and tests. */
   session(sessionId: string): AgentSession | undefined {
     return this.#sessions.get(sessionId);
@@ -398,6 +430,10 @@ export class AgentServer {
       },
     });
     session.listSessions = () => this.sessions(identity);
+    session.control = {
+      info: (who) => this.#agentInfo(who),
+      ...(this.#options.onStopRequested ? { stop: this.#options.onStopRequested } : {}),
+    };
     this.#sessions.set(session.id, session);
     return session;
   }
