@@ -50,7 +50,7 @@ export function agentStop(
   control: AgentControl,
   identity: string,
   params: unknown,
-): { result: AgentInfo; then: () => void } {
+): { result: AgentInfo; afterAnswer: () => void } {
   noParams(params, 'agent.stop');
   const stop = control.stop;
   if (!stop) {
@@ -59,5 +59,5 @@ export function agentStop(
       'This agent is not a daemon a client can stop (it runs inside another program).',
     );
   }
-  return { result: control.info(identity), then: stop };
+  return { result: control.info(identity), afterAnswer: stop };
 }

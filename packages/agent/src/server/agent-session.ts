@@ -564,9 +564,9 @@ export class AgentSession {
       case 'agent.info':
         return agentInfo(this.control, this.identity, params);
       case 'agent.stop': {
-        const { result, then } = agentStop(this.control, this.identity, params);
+        const { result, afterAnswer } = agentStop(this.control, this.identity, params);
         const seq = answer(channel, request.id, { result });
-        void afterAck(channel, seq).then(then);
+        void afterAck(channel, seq).then(afterAnswer);
         return ANSWERED_LATER;
       }
       default:
