@@ -14,7 +14,7 @@ export interface AgentInfo {
   /** When the agent process started, ms since the epoch. */
   startedAtMs: number;
   uptimeMs: number;
-  /** Sessions the caller's identity holds on this agent (its job host not counted). */
+  /** Sessions the caller's identity holds on this agent (its job host and the asking session not counted). */
   sessions: number;
   /** Jobs (top-level) in those sessions and the identity's job host. */
   jobs: number;
@@ -24,7 +24,7 @@ export interface AgentInfo {
 
 /** What the server tells a session about the agent, per identity. */
 export interface AgentControl {
-  info(identity: string): AgentInfo;
+  info(identity: string, askingSessionId: string): AgentInfo;
   /** Set by a daemon that can be stopped by a client; called after the answer was acknowledged. */
   stop?: () => void;
 }
@@ -37,9 +37,14 @@ function noParams(params: unknown, method: string): void {
   }
 }
 
-export function agentInfo(control: AgentControl, identity: string, params: unknown): AgentInfo {
+export function agentInfo(
+  control: AgentControl,
+  identity: string,
+  askingSessionId: string,
+  params: unknown,
+): AgentInfo {
   noParams(params, 'agent.info');
-  return control.info(identity);
+  return control.info(identity, askingSessionId);
 }
 
 /**
@@ -49,6 +54,7 @@ export function agentInfo(control: AgentControl, identity: string, params: unkno
 export function agentStop(
   control: AgentControl,
   identity: string,
+  askingSessionId: string,
   params: unknown,
 ): { result: AgentInfo; afterAnswer: () => void } {
   noParams(params, 'agent.stop');
@@ -59,5 +65,5 @@ export function agentStop(
       'This agent is not a daemon a client can stop (it runs inside another program).',
     );
   }
-  return { result: control.info(identity), afterAnswer: stop };
+  return { result: control.info(identity, askingSessionId), afterAnswer: stop };
 }

@@ -270,13 +270,13 @@ export class AgentServer {
   }
 
   /** `agent.info`: this process, and the identity's sessions and jobs. */
-  #agentInfo(identity: string): AgentInfo {
+  #agentInfo(identity: string, askingSessionId: string): AgentInfo {
     let sessions = 0;
     let jobs = 0;
     let runningJobs = 0;
     for (const session of this.#sessions.values()) {
       if (session.identity !== identity || session.kind === 'view') continue;
-      if (session.kind === 'session') sessions++;
+      if (session.kind === 'session' && session.id !== askingSessionId) sessions++;
       for (const job of session.jobs.get()) {
         jobs++;
         if (!job.finished) runningJobs++;
@@ -431,7 +431,7 @@ export class AgentServer {
     });
     session.listSessions = () => this.sessions(identity);
     session.control = {
-      info: (who) => this.#agentInfo(who),
+      info: (who, asking) => this.#agentInfo(who, asking),
       ...(this.#options.onStopRequested ? { stop: this.#options.onStopRequested } : {}),
     };
     this.#sessions.set(session.id, session);

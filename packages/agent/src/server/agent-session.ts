@@ -562,9 +562,9 @@ export class AgentSession {
       case 'invoke':
         return this.#invoke(params, channel);
       case 'agent.info':
-        return agentInfo(this.control, this.identity, params);
+        return agentInfo(this.control, this.identity, this.id, params);
       case 'agent.stop': {
-        const { result, afterAnswer } = agentStop(this.control, this.identity, params);
+        const { result, afterAnswer } = agentStop(this.control, this.identity, this.id, params);
         const seq = answer(channel, request.id, { result });
         void afterAck(channel, seq).then(afterAnswer);
         return ANSWERED_LATER;
