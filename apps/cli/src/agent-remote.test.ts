@@ -90,7 +90,12 @@ describe.skipIf(skip !== undefined)(
       const pid = await remotePid();
       expect(pid).toBeDefined();
       expect(status.stdout).toBe(
-        `[server01] agent running: ${software}, pid ${pid}, up ${status.stdout.match(/up (\S+),/)?.[1]}, 0 sessions, 0 jobs (0 running)\n`,
+        `[server01] agent running: ${software}, pid ${pid}, up ${status.stdout.match(/up (\S+),/)?.[1]}, 0 sessions, 0 jobs (0 running), started now\n`,
+      );
+      // Running now: a second status reaches the same daemon.
+      const second = await s.bin(['agent', 'status', '-c', 'server01']);
+      expect(second.stdout).toMatch(
+        new RegExp(`^\\[server01\\] agent running: .*, pid ${pid}, .*\\(0 running\\)\n$`),
       );
 
       const stopped = await s.bin(['agent', 'stop', '-c', 'server01']);
@@ -111,6 +116,15 @@ describe.skipIf(skip !== undefined)(
       expect(result).toMatchObject({ host: 'server01', ok: true, agent: { software } });
       expect(result!.agent.pid).not.toBe(pid);
       expect(result!.agent.pid).toBe(await remotePid());
+
+      // Stopped, then stopped again: the second finds nothing running (the daemon started to
+      // answer it is stopped as well).
+      expect((await s.bin(['agent', 'stop', '-c', 'server01'])).code).toBe(ExitCode.Ok);
+      expect(await gone(result!.agent.pid)).toBe(true);
+      const twice = await s.bin(['agent', 'stop', '-c', 'server01']);
+      expect(twice).toMatchObject({ code: ExitCode.Ok, stdout: '[server01] agent was not running\n' });
+      const started = await remotePid();
+      if (started !== undefined) expect(await gone(started)).toBe(true);
     });
 
     it('two hosts and a down one: each reported, the down one with its code, exit 4', async () => {

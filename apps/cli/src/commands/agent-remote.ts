@@ -72,8 +72,13 @@ function line(verb: 'status' | 'stop', result: HostResult): string {
     return `[${result.host}] ${what}: ${result.error!.message} (${result.error!.code})`;
   }
   const agent = result.agent!;
-  if (verb === 'stop') return `[${result.host}] agent stopped (pid ${agent.pid}, ${agent.software})`;
-  return `[${result.host}] agent running: ${agent.software}, pid ${agent.pid}, up ${duration(agent.uptimeMs)}, ${agent.sessions} sessions, ${agent.jobs} jobs (${agent.runningJobs} running)`;
+  if (verb === 'stop') {
+    // Reaching a host starts its daemon on demand: one started just for this stop was not running.
+    return agent.firstClient
+      ? `[${result.host}] agent was not running`
+      : `[${result.host}] agent stopped (pid ${agent.pid}, ${agent.software})`;
+  }
+  return `[${result.host}] agent running: ${agent.software}, pid ${agent.pid}, up ${duration(agent.uptimeMs)}, ${agent.sessions} sessions, ${agent.jobs} jobs (${agent.runningJobs} running)${agent.firstClient ? ', started now' : ''}`;
 }
 
 function duration(ms: number): string {

@@ -20,6 +20,11 @@ export interface AgentInfo {
   jobs: number;
   /** Of those, the jobs not finished yet. */
   runningJobs: number;
+  /**
+   * The asking session was the first this agent opened: a daemon started on demand for this
+   * client (nothing was running before it connected), or one started idle and never used.
+   */
+  firstClient: boolean;
 }
 
 /** What the server tells a session about the agent, per identity. */

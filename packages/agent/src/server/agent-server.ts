@@ -144,6 +144,8 @@ export class AgentServer {
   /** Set while {@link restore} runs: links wait for it, so a resume finds the restored session. */
   #restoring: Promise<unknown> | undefined;
   #closed = false;
+  /** The first session opened on this server (see {@link AgentInfo.firstClient}). */
+  #firstOpened: string | undefined;
   /**
    * The cap on bytes of partly received frames shared by every link of this agent: the doors give
    * it to each connection's frame decoder, and a connection that would pass it is closed with
@@ -221,6 +223,8 @@ export class AgentServer {
           store,
           ...(host ? { kind: 'view' as const, host: this.#hostOf(identity!, store) } : {}),
         });
+        // `agent.info`'s firstClient: the session that a daemon started on demand was started for.
+        this.#firstOpened ??= session.id;
         return { sessionId: session.id, resumeSecret, channel: session.channel };
       },
       resume: ({ sessionId, resumeSecret }) => {
@@ -291,6 +295,7 @@ export class AgentServer {
       sessions,
       jobs,
       runningJobs,
+      firstClient: this.#firstOpened === askingSessionId,
     };
   }
 

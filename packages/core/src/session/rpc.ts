@@ -267,6 +267,8 @@ export interface AgentProcessInfo {
   /** Top-level jobs in those sessions and the identity's job host; `runningJobs` of them unfinished. */
   jobs: number;
   runningJobs: number;
+  /** The asking session was the first the agent opened: it was started for this client (on demand). */
+  firstClient: boolean;
 }
 
 export type SessionMethod = keyof SessionMethods;
