@@ -111,10 +111,12 @@ describe.skipIf(skip !== undefined)(
       const [result] = JSON.parse(again.stdout) as Array<{
         host: string;
         ok: boolean;
-        agent: { pid: number; software: string };
+        agent: { pid: number; software: string; sessions: number };
       }>;
       expect(result).toMatchObject({ host: 'server01', ok: true, agent: { software } });
       expect(result!.agent.pid).not.toBe(pid);
+      // The sessions of the status and stop commands were closed, none was kept for the new daemon.
+      expect(result!.agent.sessions).toBe(0);
       expect(result!.agent.pid).toBe(await remotePid());
 
       // Stopped, then stopped again: the second finds nothing running (the daemon started to

@@ -566,7 +566,10 @@ export class AgentSession {
       case 'agent.stop': {
         const { result, afterAnswer } = agentStop(this.control, this.identity, this.id, params);
         const seq = answer(channel, request.id, { result });
-        void afterAck(channel, seq).then(afterAnswer);
+        // The asking session is done: not kept for the next agent, as the others are.
+        void afterAck(channel, seq)
+          .then(() => this.end('The agent is stopping.').catch(noop))
+          .then(afterAnswer);
         return ANSWERED_LATER;
       }
       default:
