@@ -341,6 +341,7 @@ Examples:
   rjob session new server01 --name s1 && rjob enter s1
 `,
   agent: `Usage: rjob agent start|stop|status
+       rjob agent status|stop -c HOST[,HOST...] [--json]
        rjob agent daemon [--socket PATH] [--state-dir DIR]
        rjob agent --stdio [--no-daemon] [--socket PATH] [--state-dir DIR]
        rjob agent --listen URL [--cert FILE --key FILE] [--token-file FILE] [--insecure] [--state-dir DIR]
@@ -349,6 +350,12 @@ The local agent daemon holds local jobs and sessions. 'start' starts it if it is
 'stop' ends it and every job in it, 'status' tells whether it runs (exit 3 when not). 'daemon'
 runs it in the foreground; '--stdio' is what a remote host runs over SSH: it bridges stdio to the
 daemon and starts the daemon when needed.
+
+With -c HOST (hosts as for invoke, commas or @FILE), 'status' and 'stop' work on the agent daemons
+of those hosts, one line per host: 'status' gives the daemon's rjob version, pid, uptime and your
+sessions and jobs there (reaching a host starts its daemon on demand: 'started now'); 'stop' ends
+the daemon as SIGTERM does (its jobs end, its sessions are kept for the next one), or says it was
+not running. Exit 4 when a host was unreachable, 1 when another failure happened.
 
 '--listen wss://HOST:PORT' runs an agent in the foreground for WebSocket clients until SIGTERM or
 Ctrl-C. TLS uses --cert/--key (PEM), else a self-signed pair kept in the state directory; the
@@ -359,6 +366,8 @@ Plain ws:// only on loopback unless --insecure. Port 0 picks a free port.
 Examples:
   rjob agent status
   rjob agent stop
+  rjob agent status -c web1,web2
+  rjob agent stop -c web1
   rjob agent --listen wss://0.0.0.0:7443
 `,
   completion: `Usage: rjob completion bash|zsh

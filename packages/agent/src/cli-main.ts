@@ -176,7 +176,12 @@ async function runDaemon(
   stderr.write(`rjob-agent: ${DAEMON_START_LINE}${process.pid}, state ${stateDir})\n`);
   setIncidentSink((line) => stderr.write(`rjob-agent: ${line}\n`));
   keepRunningOnStrayErrors(stderr);
-  const server = new AgentServer({ stateDir, ...(await plugins?.()) });
+  const server = new AgentServer({
+    stateDir,
+    ...(await plugins?.()),
+    // `rjob agent stop -c HOST`: the same clean shutdown as a SIGTERM.
+    onStopRequested: () => process.kill(process.pid, 'SIGTERM'),
+  });
   let door: Awaited<ReturnType<typeof listenUnix>>;
   // Nothing to remove until it is written.
   let pidFile: { remove(): Promise<void> } = { remove: async () => {} };

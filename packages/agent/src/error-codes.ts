@@ -52,6 +52,8 @@ export const AgentErrorCode = {
   AgentRunning: 'ERR_AGENT_RUNNING',
   /** The socket's directory is not private to this user. */
   SocketDirInsecure: 'ERR_SOCKET_DIR_INSECURE',
+  /** `agent.stop` to an agent embedded in another program: only a daemon stops on a client's request. */
+  StopUnsupported: 'ERR_AGENT_STOP_UNSUPPORTED',
 } as const;
 
 export type AgentErrorCodeValue = (typeof AgentErrorCode)[keyof typeof AgentErrorCode];

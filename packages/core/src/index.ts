@@ -150,6 +150,7 @@ export type {
   SessionEvent,
   SessionEvents,
   SessionInfo,
+  AgentProcessInfo,
   SessionMethod,
   SessionMethods,
   SessionState,

@@ -57,6 +57,10 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
         : {}),
     });
   }
+  if ((sub === 'status' || sub === 'stop') && more.length > 0) {
+    // `-c HOST…`: the daemons on other hosts (agent-remote.ts).
+    return (await import('./agent-remote.js')).agentRemote(sub, more, io, paths);
+  }
   if (more.length > 0) throw usageError(`unexpected argument ${more[0]}`);
   const { daemonPid, ensureAgent, stopAgent } = await import('../local-agent.js');
   switch (sub) {

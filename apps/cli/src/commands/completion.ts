@@ -25,7 +25,7 @@ _rjob() {
     send) COMPREPLY=($(compgen -W "--stdin --eof --no-newline --session --help" -- "$cur")) ;;
     invoke) COMPREPLY=($(compgen -W "--computer --session --limit --throttle --timeout --connect-timeout --out-dir --as-job --name --type --eval --no-prefix --bytes --disconnected --help" -- "$cur")) ;;
     session) COMPREPLY=($(compgen -W "new list connect disconnect receive remove --help" -- "$cur")) ;;
-    agent) COMPREPLY=($(compgen -W "start stop status daemon --stdio --help" -- "$cur")) ;;
+    agent) COMPREPLY=($(compgen -W "start stop status daemon --stdio --computer --json --help" -- "$cur")) ;;
     completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
   esac
 }
@@ -55,7 +55,7 @@ _rjob() {
     send) _arguments '--stdin' '--eof' '--no-newline' '--session[session]:session:' '*:text:' ;;
     invoke) _arguments '--computer[hosts]:hosts:_hosts' '--session[session]:session:' '--limit[host pattern]:pattern:' '--throttle[hosts at once]:n:' '--timeout[command time limit per host]:duration:' '--connect-timeout[time to reach a host]:duration:' '--out-dir[per-host output files]:dir:_files -/' '--as-job' '--name[job name]:name:' '--no-prefix' '--bytes' '--disconnected' '*:: :_normal' ;;
     session) _values 'session command' new list connect disconnect receive remove ;;
-    agent) _values 'agent command' start stop status daemon ;;
+    agent) _arguments '1:agent command:(start stop status daemon)' '--computer[hosts]:hosts:_hosts' '--json' ;;
     completion) _values 'shell' bash zsh ;;
   esac
 }

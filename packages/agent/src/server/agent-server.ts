@@ -22,6 +22,7 @@ import { type ThreadJobOptions, threadJobType } from '@rjob/job-thread';
 import type { RecordSpoolOptions } from '../spool/record-spool.js';
 import { lockStateDir, type StateDirLock } from '../state-lock.js';
 import { JobStore } from '../store/job-store.js';
+import type { AgentInfo } from './agent-control.js';
 import { AgentSession, type AgentSessionInit } from './agent-session.js';
 import { JobQueue } from './job-queue.js';
 import { MemoryRecords, SpooledRecords } from './record-source.js';
@@ -95,6 +96,12 @@ export interface AgentServerOptions {
    * first transport that accepts the target reaches it. What `rjob invoke --as-job` uses.
    */
   transports?: readonly AgentTransport[];
+  /**
+   * Called when a client asks the agent to stop (`agent.stop`, after its answer arrived); the
+   * daemon then shuts down as on SIGTERM. Without it, `agent.stop` is refused
+   * (ERR_AGENT_STOP_UNSUPPORTED): an agent embedded in a program is stopped by that program.
+   */
+  onStopRequested?: () => void;
 }
 
 export interface RestoreReport {
@@ -137,6 +144,8 @@ export class AgentServer {
   /** Set while {@link restore} runs: links wait for it, so a resume finds the restored session. */
   #restoring: Promise<unknown> | undefined;
   #closed = false;
+  /** The first session opened on this server (see {@link AgentInfo.firstClient}). */
+  #firstOpened: string | undefined;
   /**
    * The cap on bytes of partly received frames shared by every link of this agent: the doors give
    * it to each connection's frame decoder, and a connection that would pass it is closed with
@@ -214,6 +223,8 @@ export class AgentServer {
           store,
           ...(host ? { kind: 'view' as const, host: this.#hostOf(identity!, store) } : {}),
         });
+        // `agent.info`'s firstClient: the session that a daemon started on demand was started for.
+        this.#firstOpened ??= session.id;
         return { sessionId: session.id, resumeSecret, channel: session.channel };
       },
       resume: ({ sessionId, resumeSecret }) => {
@@ -260,6 +271,32 @@ export class AgentServer {
     // Saved at once: its jobs are stored under it, and a restart restores them through it.
     host.persist();
     return host;
+  }
+
+  /** `agent.info`: this process, and the identity's sessions and jobs. */
+  #agentInfo(identity: string, askingSessionId: string): AgentInfo {
+    let sessions = 0;
+    let jobs = 0;
+    let runningJobs = 0;
+    for (const session of this.#sessions.values()) {
+      if (session.identity !== identity || session.kind === 'view') continue;
+      if (session.kind === 'session' && session.id !== askingSessionId) sessions++;
+      for (const job of session.jobs.get()) {
+        jobs++;
+        if (!job.finished) runningJobs++;
+      }
+    }
+    const uptimeMs = Math.round(process.uptime() * 1000);
+    return {
+      software: this.#options.software ?? 'rjob-agent',
+      pid: process.pid,
+      startedAtMs: Date.now() - uptimeMs,
+      uptimeMs,
+      sessions,
+      jobs,
+      runningJobs,
+      firstClient: this.#firstOpened === askingSessionId,
+    };
   }
 
   /** A session by id, for diagnostics and tests. */
@@ -398,6 +435,10 @@ export class AgentServer {
       },
     });
     session.listSessions = () => this.sessions(identity);
+    session.control = {
+      info: (who, asking) => this.#agentInfo(who, asking),
+      ...(this.#options.onStopRequested ? { stop: this.#options.onStopRequested } : {}),
+    };
     this.#sessions.set(session.id, session);
     return session;
   }

@@ -37,6 +37,7 @@ import {
 } from '@rjob/core';
 import { AgentErrorCode } from '../error-codes.js';
 import type { StoredJob } from '../store/job-store.js';
+import { type AgentControl, agentInfo, agentStop } from './agent-control.js';
 import { groupCall, JobQueue } from './job-queue.js';
 import { type JobWork, rememberWork, storedWork, workOf } from './job-work.js';
 import { queuedStart, sendInput } from './queued-start.js';
@@ -560,12 +561,30 @@ export class AgentSession {
       }
       case 'invoke':
         return this.#invoke(params, channel);
+      case 'agent.info':
+        return agentInfo(this.control, this.identity, this.id, params);
+      case 'agent.stop': {
+        const { result, afterAnswer } = agentStop(this.control, this.identity, this.id, params);
+        const seq = answer(channel, request.id, { result });
+        // The asking session is done: not kept for the next agent, as the others are.
+        void afterAck(channel, seq)
+          .then(() => this.end('The agent is stopping.').catch(noop))
+          .then(afterAnswer);
+        return ANSWERED_LATER;
+      }
       default:
         throw new RjobError(ProtocolErrorCode.UnknownMethod, `Unknown method "${method.slice(0, 256)}".`, {
           details: { method: method.slice(0, 256) },
         });
     }
   }
+
+  /** Replaced by the server: what `agent.info` / `agent.stop` know of the agent process. */
+  control: AgentControl = {
+    info: () => {
+      throw new RjobError(ProtocolErrorCode.UnknownMethod, 'Unknown method "agent.info".');
+    },
+  };
 
   /** Replaced by the server so `session.list` can see the identity's other sessions. */
   listSessions(): SessionInfo[] {

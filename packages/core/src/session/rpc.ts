@@ -245,6 +245,30 @@ export interface SessionMethods {
     params: WorkRequest & { subscriptionId: string; batch?: boolean; packed?: boolean };
     result: JobInfo;
   };
+
+  /** The agent process: its software (as in `welcome`), pid, uptime, and the caller's sessions and jobs. */
+  'agent.info': { params: undefined; result: AgentProcessInfo };
+  /**
+   * Asks the agent daemon to stop as on SIGTERM, once this answer (its info) arrived: its jobs end
+   * as on any agent stop, its sessions' state is kept. An agent embedded in a program refuses
+   * (ERR_AGENT_STOP_UNSUPPORTED).
+   */
+  'agent.stop': { params: undefined; result: AgentProcessInfo };
+}
+
+/** `agent.info`'s answer. */
+export interface AgentProcessInfo {
+  software: string;
+  pid: number;
+  startedAtMs: number;
+  uptimeMs: number;
+  /** Sessions the caller's identity holds there (its job host not counted). */
+  sessions: number;
+  /** Top-level jobs in those sessions and the identity's job host; `runningJobs` of them unfinished. */
+  jobs: number;
+  runningJobs: number;
+  /** The asking session was the first the agent opened: it was started for this client (on demand). */
+  firstClient: boolean;
 }
 
 export type SessionMethod = keyof SessionMethods;
