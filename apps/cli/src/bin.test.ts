@@ -54,20 +54,47 @@ describe('the rjob bin', { timeout: 120_000 }, () => {
     expect((await s.bin(['receive', 'fan'])).stdout).toBe('[localhost] later\n');
   });
 
-  it('S5: a job in a disconnected named session keeps running; every line arrives once', async () => {
+  it('S5: invoke -s --as-job is a local RemoteJob that shows Disconnected with its session; every line arrives once', async () => {
     await using s = await sandbox();
     expect((await s.bin(['session', 'new', 'localhost', '--name', 'bg'])).code).toBe(0);
     const loop = 'for i in $(seq 20); do sleep 0.1; echo "Output $i"; done';
     const started = await s.bin(['invoke', '-s', 'bg', '--as-job', '--name', 'loop', '--', loop]);
-    expect(started.code).toBe(0);
+    expect(started).toMatchObject({ code: 0, stderr: '' });
+    // A job of the local agent, not of the session: listed without -s.
+    expect(started.stdout).toMatch(/^\s*\d+\s+loop\s+RemoteJob\s+(Running|NotStarted)\s+\w+\s+localhost\s/m);
     expect((await s.bin(['session', 'disconnect', 'bg'])).stdout).toMatch(
       /bg\s+unix\s+localhost\s+\S+\s+Disconnected/,
     );
+    // The job shows Disconnected; the command goes on in the session meanwhile.
+    expect((await s.bin(['get', 'loop'])).stdout).toMatch(/loop\s+RemoteJob\s+Disconnected\s/);
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    expect((await s.bin(['get', 'loop'])).stdout).toMatch(/loop\s+RemoteJob\s+Disconnected\s/);
     expect((await s.bin(['session', 'connect', 'bg'])).stdout).toMatch(
       /bg\s+unix\s+localhost\s+\S+\s+Opened/,
     );
+    expect((await s.bin(['get', 'loop'])).stdout).toMatch(/loop\s+RemoteJob\s+(Running|Completed)\s/);
+    // Nothing of the session's is left to hand over: the local job already streams it.
+    expect(await s.bin(['session', 'receive', 'bg', '--out-target', 'job'])).toEqual({
+      code: 0,
+      stdout: '',
+      stderr: '',
+    });
+    const received = await s.bin(['receive', 'loop', '--wait']);
+    expect(received.stderr).toBe('');
+    expect(received.stdout).toBe(
+      Array.from({ length: 20 }, (_, i) => `[localhost] Output ${i + 1}\n`).join(''),
+    );
+    expect((await s.bin(['get', 'loop'])).stdout).toMatch(/loop\s+RemoteJob\s+Completed\s+False\s/);
+    expect((await s.bin(['session', 'remove', 'bg'])).code).toBe(0);
+  });
 
-    // The session's job is handed to a job in the local agent, which outlives this command.
+  it('session receive --out-target job hands a job kept in the session to a local RemoteJob; each line once', async () => {
+    await using s = await sandbox();
+    expect((await s.bin(['session', 'new', 'localhost', '--name', 'bg'])).code).toBe(0);
+    const loop = 'for i in $(seq 20); do sleep 0.05; echo "Output $i"; done';
+    expect((await s.bin(['start', '-s', 'bg', '--name', 'loop', '--', loop])).code).toBe(0);
+    expect((await s.bin(['session', 'disconnect', 'bg'])).code).toBe(0);
+
     const handed = await s.bin(['session', 'receive', 'bg', '--out-target', 'job']);
     expect(handed.stderr).toBe('');
     expect(handed.code).toBe(0);

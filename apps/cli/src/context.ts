@@ -2,7 +2,8 @@
  * One CLI invocation's view of the world: state paths, the session store, target resolution, and
  * the sessions it attached to (left Disconnected again when the command ends, so their jobs go on).
  */
-import { connectSession, openSession, RjobError, type Session } from '@rjob/core';
+import { openSession, type RelayRequest, RjobError, type Session } from '@rjob/core';
+import { remoteSettings } from './agent-transports.js';
 import { CliErrorCode } from './error-codes.js';
 import { CliError, type CliIo, ExitCode } from './io.js';
 import { SessionStore, type StatePaths, type StoredSession, statePaths } from './state.js';
@@ -81,30 +82,55 @@ export class CliContext {
     return stored;
   }
 
-  /** A session `rjob session new` made, taken over for this command. */
+  /**
+   * A session `rjob session new` made, reached through the local agent that holds it: a relay over
+   * the agent's open connection (no new login), for this command alone. The agent connects the
+   * session first when it does not hold it (after a restart, or made by `invoke --disconnected`).
+   */
   async namedSession(name: string): Promise<Session<unknown>> {
     const stored = await this.storedSession(name);
-    const { transport, target, computerName } = await this.targets.resolve(stored.target);
+    const { transport, target } = await this.targets.resolve('localhost');
     try {
-      const session = await connectSession(transport, target, {
-        sessionId: stored.sessionId,
-        resumeSecret: stored.resumeSecret,
+      const session = await openSession(transport, target, {
         name: stored.name,
-        computerName,
+        computerName: stored.target,
         autoReconnect: false,
+        relay: this.relayRequest(stored),
       });
       this.#attached.push(session);
+      this.#own.add(session);
       return session;
     } catch (error) {
-      if (RjobError.is(error) && STALE_CREDENTIAL_CODES.has(error.code)) {
-        throw new CliError(
-          ExitCode.NotFound,
-          ProtocolErrorCode.SessionNotFound,
-          `session ${name} no longer exists on ${stored.target} (remove it with: rjob session remove ${name})`,
-        );
-      }
-      throw error;
+      throw this.staleSession(stored, error);
     }
+  }
+
+  /** What the local agent needs to hold `stored`: its credentials and how this client reaches hosts. */
+  relayRequest(stored: StoredSession): RelayRequest {
+    const { env, cwd } = remoteSettings(this.io);
+    return {
+      target: stored.target,
+      sessionId: stored.sessionId,
+      resumeSecret: stored.resumeSecret,
+      name: stored.name,
+      env,
+      cwd,
+      ...(this.targets.connectTimeoutMs === undefined
+        ? {}
+        : { connectTimeoutMs: this.targets.connectTimeoutMs }),
+    };
+  }
+
+  /** `error` as the user should see it: a session its agent no longer knows says how to forget it. */
+  staleSession(stored: StoredSession, error: unknown): unknown {
+    if (RjobError.is(error) && STALE_CREDENTIAL_CODES.has(error.code)) {
+      return new CliError(
+        ExitCode.NotFound,
+        ProtocolErrorCode.SessionNotFound,
+        `session ${stored.name} no longer exists on ${stored.target} (remove it with: rjob session remove ${stored.name})`,
+      );
+    }
+    return error;
   }
 
   /** `-s NAME` when given, else the local jobs' session. */

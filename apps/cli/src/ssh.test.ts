@@ -99,9 +99,10 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
     expect(await s.rjob('receive', '-s', 's1', 'audit', '--keep')).toEqual(first);
     // The job is not in the local agent.
     expect((await s.rjob('get', 'audit')).code).toBe(ExitCode.NotFound);
-    // ComputerName is the alias as given; RemoteHost what the host calls itself.
+    // ComputerName is the alias as given; RemoteHost what the host calls itself. The local agent
+    // holds the session open between commands.
     expect((await s.rjob('session', 'list')).stdout).toMatch(
-      new RegExp(`s1\\s+ssh\\s+server01\\s+${hostname().replace(/\./g, '\\.')}\\s+Disconnected`),
+      new RegExp(`s1\\s+ssh\\s+server01\\s+${hostname().replace(/\./g, '\\.')}\\s+Opened`),
     );
     expect((await s.rjob('session', 'remove', 's1')).code).toBe(0);
     expect((await s.rjob('get', '-s', 's1')).code).toBe(ExitCode.NotFound);

@@ -106,6 +106,7 @@ export {
   type Payload,
   type PingMessage,
   type PongMessage,
+  type RelayRequest,
   type RequestMessage,
   type ResponseMessage,
   type ResumedMessage,
@@ -141,6 +142,8 @@ export {
 export type {
   GroupChildRequest,
   GroupRequest,
+  HostedOpenRequest,
+  HostedSessionInfo,
   JobGroupInfo,
   JobInfo,
   MethodParams,

@@ -93,8 +93,30 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
   return withContext(io, str(values['state-dir']), async (ctx) => {
     if (sessionName !== undefined) {
       if (values['as-job']) {
-        const info = await onJobSession(ctx, sessionName, (session) =>
-          session.jobs.start({ ...work, ...(name ? { name } : {}) }),
+        // Invoke-Command -Session -AsJob: a local RemoteJob whose child runs in the session the
+        // local agent holds; it shows Disconnected while the session is (`start -s` keeps results remote).
+        const stored = await ctx.storedSession(sessionName);
+        const command = commandText(argv) || (flags.eval ?? '');
+        const info = await onJobSession(ctx, undefined, (local) =>
+          local.jobs.startGroup({
+            ...(name ? { name } : {}),
+            type: 'RemoteJob',
+            command,
+            location: stored.target,
+            children: [
+              {
+                type: 'RemoteJob',
+                location: stored.target,
+                command,
+                definition: {
+                  target: stored.target,
+                  session: ctx.relayRequest(stored),
+                  work,
+                  command,
+                },
+              },
+            ],
+          }),
         );
         io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
         return ExitCode.Ok;

@@ -29,7 +29,7 @@ import { describeError } from '../errors.js';
 import { streamRecords } from './jobs.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
-import { selfCommand, selfEnv } from '../local-agent.js';
+import { remoteSettings } from '../agent-transports.js';
 import { onJobSession, withContext } from '../run-command.js';
 import type { StoredSession } from '../state.js';
 import { expandComputers, type ResolvedTarget } from '../targets.js';
@@ -78,27 +78,40 @@ async function newSession(argv: readonly string[], io: CliIo): Promise<number> {
     if (wanted !== undefined && (await ctx.store.find(wanted))) {
       throw usageError(`a session named ${wanted} exists already`);
     }
-    const resolved = await ctx.targets.resolve(target);
-    const opened = await openSession(resolved.transport, resolved.target, {
-      ...(wanted === undefined ? {} : { name: wanted }),
-      computerName: resolved.computerName,
-      autoReconnect: false,
+    // The local agent opens the session and holds it: later `-s` verbs reach it over that connection.
+    const host = await ctx.localSession();
+    const { env, cwd } = remoteSettings(io);
+    const opened = await host.request('hosted.open', {
+      target,
+      name: wanted ?? target,
+      env,
+      cwd,
+      ...(ctx.targets.connectTimeoutMs === undefined
+        ? {}
+        : { connectTimeoutMs: ctx.targets.connectTimeoutMs }),
     });
     // The name is settled under the store's lock, once the session exists: parallel `session new`
     // commands never pick the same one, nor forget each other's sessions.
     const name = await ctx.store.add(
-      { target, sessionId: opened.sessionId!, resumeSecret: opened.resumeSecret!, createdAtMs: Date.now() },
+      { target, sessionId: opened.sessionId, resumeSecret: opened.resumeSecret, createdAtMs: Date.now() },
       wanted,
     );
+    const stored = {
+      target,
+      sessionId: opened.sessionId,
+      resumeSecret: opened.resumeSecret,
+      name: name ?? '',
+    };
     if (name === undefined) {
-      await opened.close().catch(() => {});
+      await host.request('hosted.close', ctx.relayRequest({ ...stored, createdAtMs: 0 })).catch(() => {});
       throw usageError(`a session named ${wanted} exists already`);
     }
-    if (name !== wanted) await opened.request('session.configure', { name });
-    const info = await opened.request('session.info');
-    // This process ends now; the session stays on the agent, Disconnected, until the next command.
-    await opened.disconnect();
-    const index = (await ctx.store.list()).findIndex((stored) => stored.name === name) + 1;
+    let info = opened.info;
+    if (name !== opened.info.name) {
+      const relay = await ctx.namedSession(name);
+      info = await relay.request('session.configure', { name });
+    }
+    const index = (await ctx.store.list()).findIndex((entry) => entry.name === name) + 1;
     io.stdout.write(sessionTable([row(index, { name, target }, info)]));
     return ExitCode.Ok;
   });
@@ -248,8 +261,15 @@ async function listSessions(argv: readonly string[], io: CliIo): Promise<number>
       }
     } else {
       const stored = await ctx.store.list();
+      // What the local agent holds answers at once; only the others' agents are asked.
+      const held = new Map(
+        stored.length === 0
+          ? []
+          : (await (await ctx.localSession()).request('hosted.list')).map((h) => [h.sessionId, h]),
+      );
       const byTarget = new Map<string, Promise<SessionInfo[] | undefined>>();
       for (const s of stored) {
+        if (held.has(s.sessionId)) continue;
         if (!byTarget.has(s.target))
           byTarget.set(
             s.target,
@@ -258,6 +278,16 @@ async function listSessions(argv: readonly string[], io: CliIo): Promise<number>
       }
       rows = [];
       for (const [i, s] of stored.entries()) {
+        const h = held.get(s.sessionId);
+        if (h) {
+          rows.push({
+            ...row(i + 1, s, undefined),
+            remoteHost: h.remoteHost ?? '',
+            state: h.state,
+            availability: h.state === 'Opened' ? 'Available' : 'None',
+          });
+          continue;
+        }
         const infos = await byTarget.get(s.target)!;
         const info = infos?.find((candidate) => candidate.sessionId === s.sessionId);
         const r = row(i + 1, s, info);
@@ -278,13 +308,12 @@ async function connectCmd(argv: readonly string[], io: CliIo): Promise<number> {
   const name = oneName(positionals, 'connect');
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const stored = await ctx.storedSession(name);
-    const s = await ctx.namedSession(name);
-    const info = await s.request('session.info');
-    io.stdout.write(
-      sessionTable([
-        row((await ctx.store.list()).findIndex((x) => x.name === stored.name) + 1, stored, info),
-      ]),
-    );
+    const host = await ctx.localSession();
+    // Connect-PSSession: the local agent resumes it; its RemoteJobs there go on from where they were.
+    const info = await host.request('hosted.connect', ctx.relayRequest(stored)).catch((error: unknown) => {
+      throw ctx.staleSession(stored, error);
+    });
+    io.stdout.write(sessionTable([row(await indexOf(ctx, name), stored, info)]));
     return ExitCode.Ok;
   });
 }
@@ -295,14 +324,14 @@ async function disconnectCmd(argv: readonly string[], io: CliIo): Promise<number
   const name = oneName(positionals, 'disconnect');
   return withContext(io, str(values['state-dir']), async (ctx) => {
     const stored = await ctx.storedSession(name);
-    const s = await ctx.namedSession(name);
-    ctx.release(s);
-    await s.disconnect();
+    const host = await ctx.localSession();
+    // Disconnect-PSSession: its jobs run on remotely; local RemoteJobs with children in it show Disconnected.
+    const held = await host.request('hosted.disconnect', { sessionId: stored.sessionId });
     io.stdout.write(
       sessionTable([
         {
-          ...row((await ctx.store.list()).findIndex((x) => x.name === stored.name) + 1, stored, undefined),
-          computerName: s.computerName,
+          ...row(await indexOf(ctx, name), stored, undefined),
+          ...(held?.remoteHost ? { remoteHost: held.remoteHost } : {}),
           state: 'Disconnected',
           availability: 'None',
         },
@@ -310,6 +339,10 @@ async function disconnectCmd(argv: readonly string[], io: CliIo): Promise<number
     );
     return ExitCode.Ok;
   });
+}
+
+async function indexOf(ctx: CliContext, name: string): Promise<number> {
+  return (await ctx.store.list()).findIndex((entry) => entry.name === name) + 1;
 }
 
 async function receiveCmd(argv: readonly string[], io: CliIo): Promise<number> {
@@ -369,12 +402,8 @@ async function receiveToLocalJobs(
 ): Promise<number> {
   // Listing consumes nothing: every record is left for the local job to receive.
   const remote = (await s.jobs.get({})).filter((job) => job.hasMoreData || !isTerminal(job.state));
-  const computerName = s.computerName;
-  // Hand the session back before the local jobs take it over, rather than have them take it
-  // from this process while it still holds it.
-  ctx.release(s);
-  await s.disconnect();
-  const env = selfEnv(io, ctx.paths);
+  const stored = await ctx.storedSession(name);
+  const session = ctx.relayRequest(stored);
   const created: RemoteJobInfo[] = [];
   for (const job of remote) {
     created.push(
@@ -383,21 +412,15 @@ async function receiveToLocalJobs(
           name: job.name,
           type: 'RemoteJob',
           command: job.command,
-          location: computerName,
+          location: stored.target,
           children: [
             {
-              type: 'process',
+              type: 'RemoteJob',
               name: job.name,
-              location: computerName,
-              typeName: 'RemoteJob',
+              location: stored.target,
               command: job.command,
-              definition: {
-                file: process.execPath,
-                // `--session=NAME` in one word: a session name is never read as a flag.
-                args: [...selfCommand(io), 'receive', `--session=${name}`, String(job.id), '--wait'],
-                cwd: io.cwd,
-                env,
-              },
+              // Mirrored by the local agent through the session it holds: each record moves once.
+              definition: { target: stored.target, session, remoteJob: job.id, command: job.command },
             },
           ],
         }),
@@ -414,15 +437,15 @@ async function removeCmd(argv: readonly string[], io: CliIo): Promise<number> {
   if (values.help) return helpFor('session', io);
   const name = oneName(positionals, 'remove');
   return withContext(io, str(values['state-dir']), async (ctx) => {
-    await ctx.storedSession(name);
+    const stored = await ctx.storedSession(name);
+    const host = await ctx.localSession();
     try {
-      const s = await ctx.namedSession(name);
-      ctx.release(s);
-      // Remove-PSSession: the agent stops and removes the session's jobs.
-      await s.close();
+      // Remove-PSSession: the remote agent stops and removes the session's jobs.
+      await host.request('hosted.close', ctx.relayRequest(stored));
     } catch (error) {
       // Already gone on its agent: forgetting the handle is all that is left to do.
-      if (!(error instanceof CliError && error.code === ProtocolErrorCode.SessionNotFound)) throw error;
+      const stale = ctx.staleSession(stored, error);
+      if (!(stale instanceof CliError && stale.code === ProtocolErrorCode.SessionNotFound)) throw stale;
     }
     await ctx.store.delete(name);
     return ExitCode.Ok;

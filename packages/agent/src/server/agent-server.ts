@@ -26,6 +26,8 @@ import type { AgentInfo } from './agent-control.js';
 import { AgentSession, type AgentSessionInit } from './agent-session.js';
 import { JobQueue } from './job-queue.js';
 import { MemoryRecords, SpooledRecords } from './record-source.js';
+import { HostedSessions } from './hosted-sessions.js';
+import { RelaySession, relayRefused } from './relay-session.js';
 import { type AgentTransport, targetRemoteJobType } from './remote-jobs.js';
 import { hashResumeSecret, newResumeSecret } from './secret.js';
 import { sessionProcessJobType, sharedJobType } from './session-job-types.js';
@@ -146,6 +148,10 @@ export class AgentServer {
   #closed = false;
   /** The first session opened on this server (see {@link AgentInfo.firstClient}). */
   #firstOpened: string | undefined;
+  /** Sessions this agent holds for its clients (`hosted.*`), when it has transports to reach them. */
+  readonly #hosted: HostedSessions | undefined;
+  /** Clients' relays to those sessions (OpenMessage.relay), by id. */
+  readonly #relays = new Map<string, RelaySession>();
   /**
    * The cap on bytes of partly received frames shared by every link of this agent: the doors give
    * it to each connection's frame decoder, and a connection that would pass it is closed with
@@ -164,9 +170,10 @@ export class AgentServer {
     this.#queue = new JobQueue(
       (options.persist ?? true) ? { file: join(options.stateDir, 'groups.json') } : {},
     );
+    this.#hosted = options.transports?.length ? new HostedSessions(options.transports) : undefined;
     this.#extraTypes = [
       ...(options.jobTypes ?? []),
-      ...(options.transports?.length ? [targetRemoteJobType(options.transports)] : []),
+      ...(options.transports?.length ? [targetRemoteJobType(options.transports, this.#hosted)] : []),
     ];
     if (options.persist ?? true) {
       // The store is opened only under the lock: a second agent never loads (or rewrites) it.
@@ -213,7 +220,25 @@ export class AgentServer {
           throw new RjobError(ProtocolErrorCode.Unauthorized, 'Identity refused.');
         }
       },
-      open: async ({ host }) => {
+      open: async ({ host, relay }) => {
+        if (relay) {
+          if (!this.#hosted) {
+            throw new RjobError(
+              ProtocolErrorCode.UnknownMethod,
+              'This agent holds no sessions for its clients (it has no transports).',
+            );
+          }
+          let held: Awaited<ReturnType<HostedSessions['hold']>>;
+          try {
+            held = await this.#hosted.hold(identity!, relay);
+          } catch (error) {
+            throw relayRefused(relay.name, error);
+          }
+          const id = randomUUID();
+          const session = new RelaySession(id, held, this.#options.channel, () => this.#relays.delete(id));
+          this.#relays.set(id, session);
+          return { sessionId: id, resumeSecret: newResumeSecret(), channel: session.channel };
+        }
         const store = await this.#store;
         const resumeSecret = newResumeSecret();
         const session = this.#createSession({
@@ -313,6 +338,7 @@ export class AgentServer {
     this.#closed = true;
     // Jobs waiting for their turn stay waiting for the next agent; none starts while others stop.
     this.#queue.close();
+    for (const relay of [...this.#relays.values()]) relay.end();
     await Promise.allSettled(
       [...this.#sessions.values()].map((session) =>
         session.end('Agent shutting down.', { keepStored: true }),
@@ -321,6 +347,8 @@ export class AgentServer {
     await Promise.allSettled(
       [this.#threadType, this.#processType, ...this.#extraTypes].map((type) => type.dispose?.()),
     );
+    // Held sessions stay on their hosts, Disconnected, for the client to take up again.
+    await this.#hosted?.dispose();
     // Let writes already under way land, so the state directory is consistent (and removable).
     await (await this.#store?.catch(() => undefined))?.idle();
     await (await this.#lock?.catch(() => undefined))?.release();
@@ -435,6 +463,8 @@ export class AgentServer {
       },
     });
     session.listSessions = () => this.sessions(identity);
+    const hosted = this.#hosted;
+    if (hosted) session.hosted = (method, params) => hosted.call(identity, method, params);
     session.control = {
       info: (who, asking) => this.#agentInfo(who, asking),
       ...(this.#options.onStopRequested ? { stop: this.#options.onStopRequested } : {}),

@@ -573,6 +573,7 @@ export class AgentSession {
         return ANSWERED_LATER;
       }
       default:
+        if (method.startsWith('hosted.')) return this.hosted(method, params);
         throw new RjobError(ProtocolErrorCode.UnknownMethod, `Unknown method "${method.slice(0, 256)}".`, {
           details: { method: method.slice(0, 256) },
         });
@@ -585,6 +586,15 @@ export class AgentSession {
       throw new RjobError(ProtocolErrorCode.UnknownMethod, 'Unknown method "agent.info".');
     },
   };
+
+  /** Replaced by the server when it holds sessions for its clients: the `hosted.*` methods. */
+  hosted(method: string, _params: unknown): Promise<unknown> {
+    return Promise.reject(
+      new RjobError(ProtocolErrorCode.UnknownMethod, `Unknown method "${method.slice(0, 256)}".`, {
+        details: { method: method.slice(0, 256) },
+      }),
+    );
+  }
 
   /** Replaced by the server so `session.list` can see the identity's other sessions. */
   listSessions(): SessionInfo[] {

@@ -14,6 +14,7 @@ import {
   type JobRun,
   type JobType,
   openSession,
+  type RelayRequest,
   RjobError,
   remoteJobType,
   type Session,
@@ -21,6 +22,7 @@ import {
   type Transport,
   type WorkRequest,
 } from '@rjob/core';
+import { type HostedSessions, relayRequest } from './hosted-sessions.js';
 import { isPlainObject } from './wire.js';
 
 /** How long closing a job's own session may take before the job ends without waiting for it. */
@@ -56,8 +58,15 @@ export interface AgentTransport {
 export interface RemoteTargetDefinition {
   /** Where to run the work, as the user wrote it. */
   target: string;
+  /**
+   * Or run it in a session this agent holds for its clients (`rjob invoke -s NAME --as-job`): the
+   * job shows Disconnected while that session is, and leaves the session open when it ends.
+   */
+  session?: RelayRequest;
   /** The work to start there (`job.start`'s request). */
-  work: WorkRequest;
+  work?: WorkRequest;
+  /** Or an existing job of the held `session` to mirror, by id or name (`session receive --out-target job`). */
+  remoteJob?: number | string;
   /** The name the job's records and reasons carry. Default: the target. */
   computerName?: string;
   /** See {@link RemoteTargetSettings.connectTimeoutMs}; also the session handshake's timeout. */
@@ -76,7 +85,12 @@ function checkDefinition(definition: unknown): RemoteTargetDefinition {
   if (!isPlainObject(definition)) return bad('to be an object');
   const d = definition as Record<string, unknown>;
   if (typeof d.target !== 'string' || d.target.length === 0 || d.target.length > 4096) bad('a target (text)');
-  if (!isPlainObject(d.work)) bad('work (an object)');
+  if (d.session !== undefined) d.session = relayRequest(d.session);
+  if (d.remoteJob !== undefined) {
+    if (d.session === undefined) bad('a session to mirror a remote job of');
+    if (typeof d.remoteJob !== 'number' && typeof d.remoteJob !== 'string')
+      bad('remoteJob as an id or a name');
+  } else if (!isPlainObject(d.work)) bad('work (an object)');
   if (d.computerName !== undefined && typeof d.computerName !== 'string') bad('computerName as text');
   if (
     d.connectTimeoutMs !== undefined &&
@@ -128,7 +142,10 @@ async function closeSession(session: Session<any>): Promise<void> {
  * session on its target, runs the work there, and closes the session once it ended (stopped,
  * failed or done), so nothing stays on the remote host.
  */
-export function targetRemoteJobType(transports: readonly AgentTransport[]): JobType<RemoteTargetDefinition> {
+export function targetRemoteJobType(
+  transports: readonly AgentTransport[],
+  hosted?: HostedSessions,
+): JobType<RemoteTargetDefinition> {
   const mirror = remoteJobType();
   return defineJobType<RemoteTargetDefinition>({
     name: 'RemoteJob',
@@ -138,6 +155,7 @@ export function targetRemoteJobType(transports: readonly AgentTransport[]): JobT
     async start(raw, context): Promise<JobRun> {
       const definition = checkDefinition(raw);
       const computerName = definition.computerName ?? definition.target;
+      if (definition.session) return inHeldSession(definition, definition.session, computerName, context);
       const plugin = transports.find((transport) => transport.accepts(definition.target));
       if (!plugin) {
         throw new RjobError(
@@ -193,23 +211,65 @@ export function targetRemoteJobType(transports: readonly AgentTransport[]): JobT
           ),
         );
       };
-      const inner: JobContext = {
-        jobId: context.jobId,
-        instanceId: context.instanceId,
-        name: context.name,
-        signal: context.signal,
-        running: () => context.running(),
-        emit: (stream, data, sizeBytes) => context.emit(stream, data, sizeBytes),
-        finish,
-        disconnected: () => context.disconnected?.(),
-        reconnected: () => context.reconnected?.(),
-      };
+      const inner: JobContext = { ...contextMethods(context), finish };
       try {
-        return await mirror.start({ session: own, work: definition.work }, inner);
+        return await mirror.start({ session: own, work: definition.work! }, inner);
       } catch (error) {
         await closeSession(own);
         throw namedReason(computerName, error);
       }
     },
   });
+
+  /** A child in a held session: the session stays open when it ends, and its reasons name the target. */
+  async function inHeldSession(
+    definition: RemoteTargetDefinition,
+    request: RelayRequest,
+    computerName: string,
+    context: JobContext,
+  ): Promise<JobRun> {
+    if (!hosted) {
+      throw new RjobError(ErrorCode.InvalidArgument, `${computerName}: this agent holds no sessions.`);
+    }
+    let session: Session<any>;
+    try {
+      session = await hosted.forJob(request);
+    } catch (error) {
+      throw namedReason(computerName, error);
+    }
+    const inner: JobContext = {
+      ...contextMethods(context),
+      finish: (outcome) =>
+        context.finish(
+          outcome.state === 'Failed'
+            ? { state: 'Failed', reason: namedReason(computerName, outcome.reason) }
+            : outcome,
+        ),
+    };
+    try {
+      return await mirror.start(
+        definition.remoteJob !== undefined
+          ? { session, remoteJob: definition.remoteJob }
+          : { session, work: definition.work! },
+        inner,
+      );
+    } catch (error) {
+      throw namedReason(computerName, error);
+    }
+  }
+}
+
+/** A job context's members, to wrap one with another `finish`. */
+function contextMethods(context: JobContext): JobContext {
+  return {
+    jobId: context.jobId,
+    instanceId: context.instanceId,
+    name: context.name,
+    signal: context.signal,
+    running: () => context.running(),
+    emit: (stream, data, sizeBytes) => context.emit(stream, data, sizeBytes),
+    finish: (outcome) => context.finish(outcome),
+    disconnected: () => context.disconnected?.(),
+    reconnected: () => context.reconnected?.(),
+  };
 }

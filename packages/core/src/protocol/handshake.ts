@@ -7,7 +7,13 @@
  */
 import { ErrorCode, RjobError, serializeError, toRjobError } from '../errors.js';
 import type { TransportChannel } from '../transport/transport.js';
-import { decodeMessage, encodeMessage, type Message, SUPPORTED_PROTOCOL_VERSIONS } from './messages.js';
+import {
+  decodeMessage,
+  encodeMessage,
+  type Message,
+  type RelayRequest,
+  SUPPORTED_PROTOCOL_VERSIONS,
+} from './messages.js';
 import { ProtocolErrorCode } from './protocol-errors.js';
 import type { ReliableChannel } from './reliable-channel.js';
 
@@ -36,6 +42,8 @@ export interface ClientHandshakeOptions extends HandshakeCommon {
   resume?: { sessionId: string; resumeSecret: string; takeover?: boolean };
   /** When opening: a session on the identity's job host (OpenMessage.host). */
   host?: boolean;
+  /** When opening: a relay to a session the agent holds (OpenMessage.relay). */
+  relay?: RelayRequest;
 }
 
 export interface ClientHandshakeResult {
@@ -57,6 +65,8 @@ export interface ServerHandshakeOptions extends HandshakeCommon {
     version: number;
     /** The client asked for a session on its identity's job host (OpenMessage.host). */
     host: boolean;
+    /** The client asked for a relay to a session the agent holds (OpenMessage.relay). */
+    relay?: RelayRequest;
   }): SessionHandle | Promise<SessionHandle>;
   /**
    * Finds the session to resume and checks its secret (in constant time); returns its current
@@ -268,7 +278,11 @@ export function clientHandshake(
                 ? { epoch: options.channel.epoch }
                 : {}),
           }
-        : { type: 'open', ...(options.host ? { host: true } : {}) };
+        : {
+            type: 'open',
+            ...(options.host ? { host: true } : {}),
+            ...(options.relay ? { relay: options.relay } : {}),
+          };
     const pipelined = versions.length === 1;
     if (pipelined) reader.send(sessionRequest());
     const welcome = expectType(await reader.next(), 'welcome');
@@ -357,7 +371,12 @@ export function serverHandshake(
     });
     const request = expectType(await reader.next(), 'open', 'resume');
     if (request.type === 'open') {
-      const session = await options.open({ token, version, host: request.host === true });
+      const session = await options.open({
+        token,
+        version,
+        host: request.host === true,
+        ...(request.relay ? { relay: request.relay } : {}),
+      });
       reader.send({ type: 'opened', sessionId: session.sessionId, resumeSecret: session.resumeSecret });
       reader.release();
       session.channel.attach(link, 0);

@@ -53,6 +53,28 @@ export interface OpenMessage {
    * leaves the host's jobs as they are. Absent means false: a session with a job table of its own.
    */
   host?: boolean;
+  /**
+   * Open a relay to a session the agent holds for the client (`rjob session new`; see the
+   * `hosted.*` methods) instead of a session of its own: every request goes on to that session
+   * over the agent's open connection, and the events of the relay's subscriptions come back. The
+   * agent connects the held session first when it is not (with these credentials). Ends with
+   * the link; the held session stays.
+   */
+  relay?: RelayRequest;
+}
+
+/** A session the agent is to hold, as a client names it: where, which, and how to reach it. */
+export interface RelayRequest {
+  /** Where the session lives, as the user wrote it (an alias, `user@host:port`, a URL). */
+  target: string;
+  sessionId: string;
+  resumeSecret: string;
+  /** The name the client knows it by (shown in messages). */
+  name?: string;
+  /** The client's settings for reaching the target (its `RJOB_*`, `HOME`, `SSH_AUTH_SOCK`). */
+  env?: Record<string, string>;
+  cwd?: string;
+  connectTimeoutMs?: number;
 }
 
 /** Client → server after `welcome`: reattach to an existing session. */
@@ -292,6 +314,28 @@ const VALIDATORS: Record<MessageType, (m: Record<string, unknown>) => void> = {
   open(m) {
     const host = field(m, 'host');
     if (host !== undefined && typeof host !== 'boolean') fail('host must be a boolean');
+    const relay = field(m, 'relay');
+    if (relay !== undefined) {
+      if (!isPlainObject(relay)) fail('relay must be an object');
+      nonEmptyStr(relay, 'target', MESSAGE_LIMITS.maxTokenChars);
+      nonEmptyStr(relay, 'sessionId', MESSAGE_LIMITS.maxIdChars);
+      nonEmptyStr(relay, 'resumeSecret', MESSAGE_LIMITS.maxIdChars);
+      str(relay, 'name', MESSAGE_LIMITS.maxNameChars, true);
+      str(relay, 'cwd', MESSAGE_LIMITS.maxTokenChars, true);
+      const timeout = field(relay, 'connectTimeoutMs');
+      if (timeout !== undefined && !(typeof timeout === 'number' && timeout > 0)) {
+        fail('relay.connectTimeoutMs must be a number above zero');
+      }
+      const env = field(relay, 'env');
+      if (
+        env !== undefined &&
+        (!isPlainObject(env) ||
+          Object.keys(env).length > 256 ||
+          !Object.values(env).every((v) => typeof v === 'string' && v.length <= MESSAGE_LIMITS.maxTokenChars))
+      ) {
+        fail('relay.env must map at most 256 names to text');
+      }
+    }
   },
   resume(m) {
     nonEmptyStr(m, 'sessionId', MESSAGE_LIMITS.maxIdChars);

@@ -8,6 +8,7 @@ import type { SerializedError } from '../errors.js';
 import type { GetFilter } from '../job/job-manager.js';
 import type { JobRecord } from '../job/records.js';
 import type { JobState } from '../job/states.js';
+import type { RelayRequest } from '../protocol/messages.js';
 
 /** A job as it crosses the wire (dates as epoch ms, reason serialized). */
 export interface JobInfo {
@@ -127,6 +128,30 @@ export interface ReceiveToFileResult {
 
 /** A JobManager selector as it crosses the wire. */
 export type WireSelector = number | string | Array<number | string>;
+
+/** A session the agent holds for its clients (`rjob session new`), as `hosted.*` describe it. */
+export interface HostedSessionInfo {
+  sessionId: string;
+  /** The name the client gave it. */
+  name: string;
+  /** Where it lives, as the user wrote it. */
+  target: string;
+  /** Of the agent's connection to it. */
+  state: SessionState;
+  /** The remote agent's computer name, once connected. */
+  remoteHost?: string;
+  /** Why it is Disconnected or Broken. */
+  reason?: SerializedError;
+}
+
+/** Where `hosted.open` opens a session, and how to reach it (as RelayRequest's settings). */
+export interface HostedOpenRequest {
+  target: string;
+  name: string;
+  env?: Record<string, string>;
+  cwd?: string;
+  connectTimeoutMs?: number;
+}
 
 /** Method name → params and result. */
 export interface SessionMethods {
@@ -254,6 +279,24 @@ export interface SessionMethods {
    * (ERR_AGENT_STOP_UNSUPPORTED).
    */
   'agent.stop': { params: undefined; result: AgentProcessInfo };
+
+  /**
+   * The agent opens a session on `target` through its transports and holds it (New-PSSession
+   * in the user's job host): clients reach it with a relay (OpenMessage.relay) over the agent's
+   * open connection. Answers with the credentials to keep, and the remote session's info.
+   */
+  'hosted.open': {
+    params: HostedOpenRequest;
+    result: { sessionId: string; resumeSecret: string; info: SessionInfo };
+  };
+  /** Connects a held session (or holds one a client names), resuming its jobs' streams. */
+  'hosted.connect': { params: RelayRequest; result: SessionInfo };
+  /** Leaves a held session Disconnected (its jobs go on remotely); RemoteJobs in it show Disconnected. */
+  'hosted.disconnect': { params: { sessionId: string }; result: HostedSessionInfo | null };
+  /** Closes a session (Remove-PSSession: its remote jobs stop and go), connecting it first if needed. */
+  'hosted.close': { params: RelayRequest; result: undefined };
+  /** The sessions the agent holds for this identity. */
+  'hosted.list': { params: undefined; result: HostedSessionInfo[] };
 }
 
 /** `agent.info`'s answer. */

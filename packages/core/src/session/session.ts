@@ -11,7 +11,7 @@ import type { Job } from '../job/job.js';
 import type { JobManager } from '../job/job-manager.js';
 import type { JobRecord } from '../job/records.js';
 import { clientHandshake } from '../protocol/handshake.js';
-import type { SequencedMessage } from '../protocol/messages.js';
+import type { RelayRequest, SequencedMessage } from '../protocol/messages.js';
 import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
 import { ReliableChannel, type ReliableChannelOptions } from '../protocol/reliable-channel.js';
 import type { Transport } from '../transport/transport.js';
@@ -75,6 +75,11 @@ export interface SessionOptions {
    * those jobs as they are. Default false.
    */
   host?: boolean;
+  /**
+   * Open a relay to a session the agent holds for this client (`hosted.open`, OpenMessage.relay):
+   * the session's requests and subscriptions go on to that one over the agent's connection.
+   */
+  relay?: RelayRequest;
 }
 
 /** What {@link connectSession} needs to take a session over: the values a CLI persists. */
@@ -232,6 +237,7 @@ export class Session<Target = unknown> {
   readonly #subscribedIds = new Map<string, number[]>();
   readonly #listeners = new Set<(change: SessionStateChange) => void>();
   readonly #jobStateListeners = new Set<(job: RemoteJobInfo) => void>();
+  readonly #relays = new Map<string, (name: string, data: unknown) => void | Promise<void>>();
   #invocations = 0;
   #reconnect: AbortController | undefined;
   #reconnecting: Promise<void> | undefined;
@@ -625,7 +631,13 @@ export class Session<Target = unknown> {
           ? {}
           : { handshakeTimeoutMs: this.#options.handshakeTimeoutMs }),
         software: 'rjob-session-client',
-        ...(resume ? { resume } : this.#options.host ? { host: true } : {}),
+        ...(resume
+          ? { resume }
+          : this.#options.host
+            ? { host: true }
+            : this.#options.relay
+              ? { relay: this.#options.relay }
+              : {}),
       });
     } catch (error) {
       throw isFatalConnectError(error) ? error : connectFailed(error, this.computerName);
@@ -768,7 +780,28 @@ export class Session<Target = unknown> {
     });
   }
 
+  /**
+   * @internal For an agent relaying this session to its own clients: the events of subscription
+   * `subscriptionId` go to `sink` as they came (the sink's promise holds the channel back, so a slow
+   * client slows the agent here) instead of being decoded. Returns a function that stops it.
+   */
+  relayEvents(
+    subscriptionId: string,
+    sink: (name: string, data: unknown) => void | Promise<void>,
+  ): () => void {
+    this.#relays.set(subscriptionId, sink);
+    return () => {
+      if (this.#relays.get(subscriptionId) === sink) this.#relays.delete(subscriptionId);
+    };
+  }
+
   #onEvent(name: string, data: unknown): void | Promise<void> {
+    const relayed =
+      this.#relays.size > 0 ? (data as { subscriptionId?: unknown } | undefined)?.subscriptionId : undefined;
+    if (typeof relayed === 'string') {
+      const sink = this.#relays.get(relayed);
+      if (sink) return sink(name, data);
+    }
     switch (name) {
       case 'job.record': {
         const event = data as SessionEvents['job.record'];
