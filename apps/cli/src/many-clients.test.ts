@@ -182,7 +182,7 @@ describe('many commands at once on one agent', { timeout: 240_000 }, () => {
     const printed = unnamed.map((created) => lines(created.stdout)[1]!.split(/\s+/)[1]!);
     expect(new Set(printed).size).toBe(10);
     for (const name of printed) expect(listedNames).toContain(name);
-    for (const session of sessions) expect(session.state).toBe('Disconnected');
+    for (const session of sessions) expect(session.state).toBe('Opened');
   });
 
   it('two parallel session new with the same --name: one is remembered, the other refused', async () => {
@@ -200,7 +200,7 @@ describe('many commands at once on one agent', { timeout: 240_000 }, () => {
       state: string;
     }>;
     expect(sessions.map((session) => session.name)).toEqual(['same']);
-    expect(sessions[0]!.state).toBe('Disconnected');
+    expect(sessions[0]!.state).toBe('Opened');
   });
 });
 
