@@ -1,12 +1,13 @@
 /**
- * The transports the CLI knows (unix for `localhost`, ws for `ws://`/`wss://` URLs, ssh for every
- * other target), as plugins of the local agent daemon: what lets the agent run `invoke --as-job`
- * itself, one RemoteJob per host, with no CLI process per host. Each target is resolved as the
+ * The transports the CLI knows (unix for `localhost`, the config file's plugin transports, ws for
+ * `ws://`/`wss://` URLs, ssh for every other target), as plugins of the local agent daemon: what
+ * lets the agent run `invoke --as-job` itself, one RemoteJob per host, with no CLI process per host. Each target is resolved as the
  * invoking CLI would resolve it (its `RJOB_*`, `HOME` and `SSH_AUTH_SOCK`, its working directory),
  * and the SSH and WebSocket stacks load on the first job that needs them, not at daemon start.
  */
 import { homedir } from 'node:os';
 import type { AgentTransport, RemoteTargetSettings } from '@rjob/agent';
+import type { TargetTransport } from '@rjob/core';
 import type { CliIo } from './io.js';
 import type { StatePaths } from './state.js';
 import { TargetResolver } from './targets.js';
@@ -26,8 +27,12 @@ export function remoteSettings(io: CliIo): { env: Record<string, string>; cwd: s
   return { env, cwd: io.cwd };
 }
 
-/** The agent daemon's transport plugins; `paths` are the daemon's own (what `localhost` reaches). */
-export function cliTransports(paths: StatePaths): AgentTransport[] {
+/**
+ * The agent daemon's transport plugins; `paths` are the daemon's own (what `localhost` reaches).
+ * `plugins` (the config file's) are tried after `localhost` and before WebSocket and SSH, which
+ * takes every other target.
+ */
+export function cliTransports(paths: StatePaths, plugins: readonly TargetTransport[] = []): AgentTransport[] {
   const resolvers = new Map<string, TargetResolver>();
   const resolverFor = (settings: RemoteTargetSettings): TargetResolver => {
     const key = JSON.stringify([
@@ -51,6 +56,7 @@ export function cliTransports(paths: StatePaths): AgentTransport[] {
       cwd: settings.cwd ?? homedir(),
     } as unknown as CliIo;
     resolver = new TargetResolver(io, paths);
+    resolver.usePlugins = false;
     if (settings.connectTimeoutMs !== undefined) resolver.connectTimeoutMs = settings.connectTimeoutMs;
     resolvers.set(key, resolver);
     if (resolvers.size > MAX_RESOLVERS) resolvers.delete(resolvers.keys().next().value!);
@@ -62,6 +68,7 @@ export function cliTransports(paths: StatePaths): AgentTransport[] {
   };
   return [
     { name: 'unix', accepts: (target) => target === 'localhost' || target === 'local', resolve },
+    ...plugins,
     { name: 'ws', accepts: (target) => /^wss?:\/\//i.test(target), resolve },
     { name: 'ssh', accepts: () => true, resolve },
   ];

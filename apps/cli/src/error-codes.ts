@@ -19,6 +19,16 @@ export const CliErrorCode = {
    * command goes on (it is restarted once idle).
    */
   AgentVersion: 'ERR_AGENT_VERSION',
+  /**
+   * The config file (`$RJOB_CONFIG`, `~/.config/rjob/config.json`) cannot be read or is not
+   * `{ "plugins": [...] }`: no plugin of it is used.
+   */
+  PluginConfig: 'ERR_PLUGIN_CONFIG',
+  /**
+   * A plugin the config file names cannot be found or imported, exports no plugin, or takes a job
+   * type name already taken: it is left out, the other plugins are used.
+   */
+  PluginLoad: 'ERR_PLUGIN_LOAD',
   /** An uncoded error reached the top of a command: a bug (exit 10). */
   Internal: 'ERR_INTERNAL',
 } as const;

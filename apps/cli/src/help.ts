@@ -40,6 +40,7 @@ rjob package, or https://github.com/rjob/rjob/blob/main/docs/cli.md
   start: `Usage: rjob start [options] [--] COMMAND...
        rjob start --type thread --eval JS [-- ARGS...]
        rjob start --file PROGRAM [-- ARGS...]
+       rjob start --type NAME --definition JSON
 
 Starts a job and prints it. Local jobs run in the local agent (started on first use), so they
 outlive this shell; 'rjob agent stop' ends them. The first word that is not one of start's own
@@ -48,7 +49,9 @@ options begins the command, so '--' is needed only before a command that begins 
 Options:
   -n, --name NAME      name the job (names are how later verbs find it)
   -l, --label TEXT     free text shown with the job (get's Label column; get --label filters)
-  -t, --type TYPE      process (default: a child process) or thread (a worker thread in the agent)
+  -t, --type TYPE      process (default: a child process), thread (a worker thread in the agent),
+                       or a type a plugin adds (rjob agent plugins lists them)
+  -d, --definition JSON  the job's definition as is, for any type (a plugin's takes only this)
   -e, --eval JS        the body of an async generator; yielded values become output records
   -f, --file PROGRAM   run a program with the arguments after --, no shell involved
   --bytes              keep stdout as raw bytes, not lines; receive writes them out unchanged
@@ -69,6 +72,7 @@ Examples:
   rjob start --name build -- 'sleep 1; echo built'
   rjob start -s s1 --name backup --bytes -- 'tar cz /etc'; rjob receive -s s1 backup --wait > etc.tgz
   rjob start --type thread --eval 'for (let i = 0; i < 3; i++) yield i'
+  rjob start --type repeat --definition '{"text":"hi","times":3}'
   rjob start -s s1 --name audit -- 'find /etc -name "*.conf"'
 `,
   get: `Usage: rjob get [ID|NAME...] [options]
@@ -255,8 +259,9 @@ Examples:
 Runs a command on every host (Invoke-Command): each line of output is prefixed with [host], and a
 summary of succeeded / failed / unreachable hosts goes to stderr at the end.
 
-HOST is 'localhost' (the local agent), an ssh target ([user@]host[:port] or a ~/.ssh/config alias),
-or a ws:// or wss:// URL of an agent's WebSocket listener. @FILE reads an inventory (INI-like:
+HOST is 'localhost' (the local agent), a target a plugin transport takes (cmd://NAME with the
+example command transport; rjob agent plugins lists them), an ssh target ([user@]host[:port] or a
+~/.ssh/config alias), or a ws:// or wss:// URL of an agent's WebSocket listener. @FILE reads an inventory (INI-like:
 [group] sections, [group:children], ranges as web[01:20]; a plain list of hosts, one a line, is
 one); @FILE:PATTERN takes the hosts PATTERN selects there. A PATTERN is groups, hosts and globs
 joined by ':' or ',' ('web:db'), '&G' keeps only hosts also in G, '!H' removes H. ssh_config's
@@ -273,7 +278,8 @@ Options:
                        nothing on stdout, the summary still on stderr
   --as-job             run as a job in the local agent, one child job per host; prints the job
   -n, --name NAME      with --as-job: name the job
-  -t, --type TYPE      process (default) or thread, as for start
+  -t, --type TYPE      process (default), thread or a plugin's type, as for start
+  -d, --definition JSON  the job's definition as is, as for start
   -e, --eval JS        run JavaScript instead of a command
   --no-prefix          print output lines without the [host] prefix
   --bytes              stdout as raw bytes, written out unchanged (no prefix; not with --as-job)
@@ -341,6 +347,7 @@ Examples:
   rjob session new server01 --name s1 && rjob enter s1
 `,
   agent: `Usage: rjob agent start|stop|status
+       rjob agent plugins [--json] [--types]
        rjob agent status|stop -c HOST[,HOST...] [--json]
        rjob agent daemon [--socket PATH] [--state-dir DIR]
        rjob agent --stdio [--no-daemon] [--socket PATH] [--state-dir DIR]
@@ -350,6 +357,11 @@ The local agent daemon holds local jobs and sessions. 'start' starts it if it is
 'stop' ends it and every job in it, 'status' tells whether it runs (exit 3 when not). 'daemon'
 runs it in the foreground; '--stdio' is what a remote host runs over SSH: it bridges stdio to the
 daemon and starts the daemon when needed.
+
+'plugins' lists the agent's job types and target transports, plugins' included, and the plugins
+of the config file ($RJOB_CONFIG, else ~/.config/rjob/config.json: {"plugins": ["./mod.mjs"]})
+it could not load, with their codes on stderr (exit 1). The agent reads the file when it starts:
+after changing it, 'rjob agent stop'. '--types' prints one type name or alias a line.
 
 With -c HOST (hosts as for invoke, commas or @FILE), 'status' and 'stop' work on the agent daemons
 of those hosts, one line per host: 'status' gives the daemon's rjob version, pid, uptime and your
@@ -366,6 +378,7 @@ Plain ws:// only on loopback unless --insecure. Port 0 picks a free port.
 Examples:
   rjob agent status
   rjob agent stop
+  rjob agent plugins
   rjob agent status -c web1,web2
   rjob agent stop -c web1
   rjob agent --listen wss://0.0.0.0:7443

@@ -1,6 +1,7 @@
 /**
- * What `-c/--computer` names become: `localhost` is the local agent over its Unix socket, a
- * `ws://` or `wss://` URL goes over WebSocket, anything else is an SSH target or ssh_config alias.
+ * What `-c/--computer` names become: `localhost` is the local agent over its Unix socket; a target
+ * a plugin transport accepts (the config file's, plugins.ts) goes through it; a `ws://` or
+ * `wss://` URL goes over WebSocket; anything else is an SSH target or ssh_config alias.
  */
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
@@ -43,6 +44,13 @@ export class TargetResolver {
   #identity: Promise<string | undefined> | undefined;
   /** `invoke --connect-timeout`: how long reaching an SSH host may take (TCP, key exchange, login). */
   connectTimeoutMs: number | undefined;
+  /**
+   * Whether targets go to the config file's plugin transports first. False in the agent daemon,
+   * whose transport list has the plugins' before this resolver's (agent-transports.ts).
+   */
+  usePlugins = true;
+  /** Plugins that were not loaded are told once per command. */
+  #toldFailures = false;
 
   constructor(io: CliIo, paths: StatePaths) {
     this.#io = io;
@@ -54,6 +62,10 @@ export class TargetResolver {
       this.#local ??= this.#localTransport();
       return { transport: this.#local, target: this.#paths.socketPath, computerName: 'localhost' };
     }
+    if (this.usePlugins) {
+      const viaPlugin = await this.#pluginTarget(spec);
+      if (viaPlugin) return viaPlugin;
+    }
     if (/^wss?:\/\//i.test(spec)) {
       const { wsTransport } = await import('@rjob/transport-ws');
       this.#ws ??= wsTransport({
@@ -63,6 +75,36 @@ export class TargetResolver {
     }
     this.#ssh ??= await this.#sshTransport();
     return { transport: this.#ssh, target: spec, computerName: spec };
+  }
+
+  /**
+   * `spec` through the first plugin transport that accepts it. Without a config file this reads
+   * one missing file; the plugin modules load only when the file names some.
+   */
+  async #pluginTarget(spec: string): Promise<ResolvedTarget | undefined> {
+    const [{ failureLine, loadPlugins }, { remoteSettings }] = await Promise.all([
+      import('./plugins.js'),
+      import('./agent-transports.js'),
+    ]);
+    const loaded = await loadPlugins(this.#io);
+    const plugin = loaded.transports.find((transport) => transport.accepts(spec));
+    if (!plugin) {
+      // The transport meant for this target may be the one that failed to load.
+      if (!this.#toldFailures) {
+        this.#toldFailures = true;
+        for (const failure of loaded.failures) this.#io.stderr.write(`rjob: ${failureLine(failure)}\n`);
+      }
+      return undefined;
+    }
+    const resolved = await plugin.resolve(spec, {
+      ...remoteSettings(this.#io),
+      connectTimeoutMs: this.connectTimeoutMs,
+    });
+    return {
+      transport: resolved.transport,
+      target: resolved.target,
+      computerName: resolved.computerName ?? spec,
+    };
   }
 
   /**

@@ -62,3 +62,26 @@ describe('command transport', () => {
     expect(reason).toMatchObject({ code: 'ERR_LINK_CLOSED' });
   });
 });
+
+describe('the command transport as an rjob plugin (cmd://NAME)', () => {
+  it('takes cmd:// targets and runs the template with NAME in it', async () => {
+    const { default: plugin, cmdTargets } = await import('./plugin.js');
+    expect(plugin.transports).toEqual([cmdTargets]);
+    expect(cmdTargets.accepts('cmd://web1')).toBe(true);
+    expect(cmdTargets.accepts('web1')).toBe(false);
+    const settings = {
+      env: { RJOB_CMD_TEMPLATE: 'kubectl exec -i {name} -- rjob agent --stdio' },
+      cwd: undefined,
+      connectTimeoutMs: undefined,
+    };
+    const resolved = await cmdTargets.resolve('cmd://web1', settings);
+    expect(resolved).toMatchObject({
+      transport: commandTransport,
+      computerName: 'web1',
+      target: { command: 'kubectl', args: ['exec', '-i', 'web1', '--', 'rjob', 'agent', '--stdio'] },
+    });
+    await expect(cmdTargets.resolve('cmd://a b', settings)).rejects.toMatchObject({
+      code: ErrorCode.InvalidArgument,
+    });
+  });
+});

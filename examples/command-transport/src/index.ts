@@ -1,1 +1,2 @@
 export { COMMAND_EXITED, type CommandTarget, commandTransport } from './command-transport.js';
+export { cmdTargets, commandFor, DEFAULT_TEMPLATE } from './plugin.js';

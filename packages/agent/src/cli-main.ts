@@ -41,11 +41,14 @@ export interface MainOptions {
   /**
    * Plugins of the daemon (`daemon` only): job types and transports (see AgentServerOptions),
    * made when the daemon starts. The `rjob` CLI gives its transports, so the daemon runs
-   * `invoke --as-job` itself.
+   * `invoke --as-job` itself, and those of the modules its config file names. `log` writes a line
+   * to the daemon's log (agent.log), e.g. a plugin that could not be loaded.
    */
-  plugins?: () =>
-    | Pick<AgentServerOptions, 'jobTypes' | 'transports' | 'software'>
-    | Promise<Pick<AgentServerOptions, 'jobTypes' | 'transports' | 'software'>>;
+  plugins?: (context: {
+    log(line: string): void;
+  }) =>
+    | Pick<AgentServerOptions, 'jobTypes' | 'transports' | 'software' | 'pluginErrors'>
+    | Promise<Pick<AgentServerOptions, 'jobTypes' | 'transports' | 'software' | 'pluginErrors'>>;
 }
 
 interface ParsedArgs {
@@ -178,7 +181,7 @@ async function runDaemon(
   keepRunningOnStrayErrors(stderr);
   const server = new AgentServer({
     stateDir,
-    ...(await plugins?.()),
+    ...(await plugins?.({ log: (line) => stderr.write(`rjob-agent: ${line}\n`) })),
     // `rjob agent stop -c HOST`: the same clean shutdown as a SIGTERM.
     onStopRequested: () => process.kill(process.pid, 'SIGTERM'),
   });

@@ -29,6 +29,7 @@ export {
   type RestoreReport,
 } from './server/agent-server.js';
 export type { AgentSession } from './server/agent-session.js';
+export type { PluginError } from './server/plugin-info.js';
 export {
   type AgentTransport,
   type RemoteTargetDefinition,

@@ -153,6 +153,7 @@ export type {
   SessionEvent,
   SessionEvents,
   SessionInfo,
+  AgentPluginInfo,
   AgentProcessInfo,
   SessionMethod,
   SessionMethods,
@@ -204,3 +205,4 @@ export {
   UNREACHABLE_CODES,
 } from './session/session-errors.js';
 export { unixSocketTransport } from './transport/unix-transport.js';
+export { definePlugin, type RjobPlugin, type TargetSettings, type TargetTransport } from './plugin.js';

@@ -39,8 +39,19 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
       // on the first job that needs them). The `--stdio` bridge needs none of it.
       ...(sub === 'daemon'
         ? {
-            plugins: async () => {
-              const { cliTransports } = await import('../agent-transports.js');
+            plugins: async ({ log }: { log(line: string): void }) => {
+              const [{ cliTransports }, { failureLine, loadPlugins }] = await Promise.all([
+                import('../agent-transports.js'),
+                import('../plugins.js'),
+              ]);
+              // The config file's plugins, read once at start: a changed file takes effect when
+              // the agent restarts (rjob agent stop). One that fails is left out, and said.
+              const loaded = await loadPlugins(io);
+              if (loaded.configPath !== undefined) {
+                const names = [...loaded.jobTypes, ...loaded.transports].map((each) => each.name);
+                log(`plugins from ${loaded.configPath}: ${names.join(', ') || 'none'}`);
+              }
+              for (const failure of loaded.failures) log(failureLine(failure));
               const socketIndex = rest.indexOf('--socket');
               const socketFlag =
                 socketIndex >= 0
@@ -48,7 +59,12 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
                   : rest.find((a) => a.startsWith('--socket='))?.slice('--socket='.length);
               const { agentSoftware } = await import('../version.js');
               return {
-                transports: cliTransports({ ...paths, socketPath: socketFlag ?? paths.socketPath }),
+                transports: cliTransports(
+                  { ...paths, socketPath: socketFlag ?? paths.socketPath },
+                  loaded.transports,
+                ),
+                jobTypes: loaded.jobTypes,
+                pluginErrors: loaded.failures,
                 // Which rjob started it: a later rjob of another version notices (context.ts).
                 software: await agentSoftware(),
               };
@@ -56,6 +72,9 @@ export async function agent(argv: readonly string[], io: CliIo): Promise<number>
           }
         : {}),
     });
+  }
+  if (sub === 'plugins') {
+    return (await import('./agent-plugins.js')).agentPlugins(more, io, paths.stateDir);
   }
   if ((sub === 'status' || sub === 'stop') && more.length > 0) {
     // `-c HOST…`: the daemons on other hosts (agent-remote.ts).

@@ -34,6 +34,7 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
     'as-job': { type: 'boolean' },
     name: { type: 'string', short: 'n' },
     type: { type: 'string', short: 't' },
+    definition: { type: 'string', short: 'd' },
     eval: { type: 'string', short: 'e' },
     'no-prefix': { type: 'boolean' },
     json: { type: 'boolean' },
@@ -67,6 +68,7 @@ export async function invoke(argv: readonly string[], io: CliIo): Promise<number
   }
   const flags = {
     type: str(values.type),
+    definition: str(values.definition),
     eval: str(values.eval),
     file: undefined,
     positionals,

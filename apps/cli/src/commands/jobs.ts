@@ -18,6 +18,7 @@ import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import { type FormattedRecord, RecordWriter } from '../record-writer.js';
 import { onJobSession, withContext } from '../run-command.js';
 import { CliErrorCode } from '../error-codes.js';
+import { builtInType, checkJobType } from '../job-types.js';
 import { ErrorCode } from '@rjob/core';
 
 const SESSION_OPTION = { session: { type: 'string', short: 's' } } as const;
@@ -28,6 +29,7 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
     name: { type: 'string', short: 'n' },
     label: { type: 'string', short: 'l' },
     type: { type: 'string', short: 't' },
+    definition: { type: 'string', short: 'd' },
     eval: { type: 'string', short: 'e' },
     file: { type: 'string', short: 'f' },
     computer: { type: 'string', short: 'c' },
@@ -45,19 +47,44 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
     );
   }
   const sessionName = str(values.session);
-  const request = workRequest(
-    {
-      type: str(values.type),
-      eval: str(values.eval),
-      file: str(values.file),
-      positionals,
-      rest,
-      bytes: bool(values.bytes),
-    },
-    io,
-    // Only jobs in the local agent run in the caller's directory; `enter` and -s are remote.
-    sessionName === undefined && io.session === undefined,
-  );
+  const type = str(values.type);
+  const flags: WorkFlags = {
+    type,
+    definition: str(values.definition),
+    eval: str(values.eval),
+    file: str(values.file),
+    positionals,
+    rest,
+    bytes: bool(values.bytes),
+  };
+  // Only jobs in the local agent run in the caller's directory; `enter` and -s are remote.
+  const local = sessionName === undefined && io.session === undefined;
+  // A plugin's type is checked with the agent first: an unknown name is refused with those it has.
+  const custom = type !== undefined && builtInType(type) === undefined;
+  const request = custom ? undefined : startRequest(flags, values, io, local);
+  // One key for this command: a start repeated after a take-over answers with the job it started.
+  // node:crypto fetched here, not imported: the other verbs of this module start without it.
+  const requestKey = process.getBuiltinModule('node:crypto').randomUUID();
+  return withContext(io, str(values['state-dir']), async (ctx) => {
+    const info = await onJobSession(ctx, sessionName, async (session) => {
+      if (custom) await checkJobType(session, type);
+      const work = request ?? startRequest(flags, values, io, local);
+      work.requestKey = requestKey;
+      return session.jobs.start(work);
+    });
+    io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
+    return ExitCode.Ok;
+  });
+}
+
+/** `start`'s request: the work from the flags, with its name, label, queue and stdin flags. */
+function startRequest(
+  flags: WorkFlags,
+  values: Record<string, unknown>,
+  io: CliIo,
+  local: boolean,
+): WorkRequest {
+  const request = workRequest(flags, io, local);
   const name = str(values.name);
   if (name !== undefined) {
     if (/^\d+$/.test(name)) throw usageError('a job name cannot be all digits (it would read as an id)');
@@ -68,19 +95,29 @@ export async function start(argv: readonly string[], io: CliIo): Promise<number>
   Object.assign(request, queueFlags(strs(values.after), str(values.group)));
   if (bool(values['stdin-open'])) {
     const definition = request.definition as Record<string, unknown>;
-    if (!('command' in definition) && !('file' in definition)) {
+    if (
+      typeof definition !== 'object' ||
+      definition === null ||
+      !('command' in definition || 'file' in definition)
+    ) {
       throw usageError('--stdin-open is for commands and programs (-- COMMAND or --file), not JavaScript');
     }
     definition.stdinOpen = true;
   }
-  // One key for this command: a start repeated after a take-over answers with the job it started.
-  // node:crypto fetched here, not imported: the other verbs of this module start without it.
-  request.requestKey = process.getBuiltinModule('node:crypto').randomUUID();
-  return withContext(io, str(values['state-dir']), async (ctx) => {
-    const info = await onJobSession(ctx, sessionName, (session) => session.jobs.start(request));
-    io.stdout.write(values.json ? `${JSON.stringify(jobJson(info), jsonReplacer)}\n` : jobTable([info]));
-    return ExitCode.Ok;
-  });
+  return request;
+}
+
+/** `--type NAME --definition JSON`: the definition as given, for the type to check. */
+function definitionRequest(flags: WorkFlags): WorkRequest {
+  if (flags.eval !== undefined || flags.file !== undefined || flags.rest !== undefined || flags.bytes) {
+    throw usageError('--definition gives the whole job: not with -- COMMAND, --eval, --file or --bytes');
+  }
+  if (flags.positionals.length > 0) throw usageError(`unexpected argument ${flags.positionals[0]}`);
+  try {
+    return { type: flags.type ?? 'process', definition: JSON.parse(flags.definition!) };
+  } catch (error) {
+    throw usageError(`--definition is JSON: ${(error as Error).message}`);
+  }
 }
 
 /** `--after ID[,ID…]` (repeatable) and `--group NAME` as a WorkRequest has them. */
@@ -108,6 +145,8 @@ function callerEnv(env: NodeJS.ProcessEnv): Record<string, string> {
 
 interface WorkFlags {
   type: string | undefined;
+  /** `--definition JSON`: the job definition as is (what a plugin's job type takes). */
+  definition?: string | undefined;
   eval: string | undefined;
   file: string | undefined;
   positionals: string[];
@@ -116,10 +155,16 @@ interface WorkFlags {
   bytes?: boolean;
 }
 
-/** The job definition from the flags: `-- CMD…`, `--eval JS` or `--file SCRIPT [-- ARGS…]`. */
+/**
+ * The job definition from the flags: `-- CMD…`, `--eval JS` or `--file SCRIPT [-- ARGS…]` for
+ * process and thread jobs, `--definition JSON` (as is) for any type, a plugin's included.
+ */
 export function workRequest(flags: WorkFlags, io: CliIo, local: boolean): WorkRequest {
-  const type = flags.type ?? 'process';
-  if (type !== 'process' && type !== 'thread') throw usageError(`--type is process or thread, not ${type}`);
+  if (flags.definition !== undefined) return definitionRequest(flags);
+  const type = builtInType(flags.type ?? 'process');
+  if (type === undefined) {
+    throw usageError(`--type ${flags.type} takes its job definition as --definition JSON`);
+  }
   if (flags.positionals.length > 0) {
     throw usageError(`unexpected argument ${flags.positionals[0]}; put the command after --`);
   }

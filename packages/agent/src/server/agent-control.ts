@@ -3,11 +3,11 @@
  * the agent process itself. Read-only facts of the daemon, and a clean stop (as on SIGTERM) for
  * the daemon's own user: every link of a daemon is that user (the socket is 0600).
  */
-import { RjobError } from '@rjob/core';
+import { type AgentPluginInfo, RjobError } from '@rjob/core';
 import { AgentErrorCode } from '../error-codes.js';
 import { invalidParams, isPlainObject } from './wire.js';
 
-export interface AgentInfo {
+export interface AgentInfo extends AgentPluginInfo {
   /** As in `welcome.software`. */
   software: string;
   pid: number;

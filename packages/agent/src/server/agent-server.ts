@@ -23,6 +23,7 @@ import type { RecordSpoolOptions } from '../spool/record-spool.js';
 import { lockStateDir, type StateDirLock } from '../state-lock.js';
 import { JobStore } from '../store/job-store.js';
 import type { AgentInfo } from './agent-control.js';
+import { type PluginError, pluginInfo } from './plugin-info.js';
 import { AgentSession, type AgentSessionInit } from './agent-session.js';
 import { JobQueue } from './job-queue.js';
 import { MemoryRecords, SpooledRecords } from './record-source.js';
@@ -98,6 +99,11 @@ export interface AgentServerOptions {
    * first transport that accepts the target reaches it. What `rjob invoke --as-job` uses.
    */
   transports?: readonly AgentTransport[];
+  /**
+   * Plugins that were named but could not be loaded (the `rjob` CLI's config file): reported by
+   * `agent.info`, so a client can say why a job type or transport it expected is missing.
+   */
+  pluginErrors?: readonly PluginError[];
   /**
    * Called when a client asks the agent to stop (`agent.stop`, after its answer arrived); the
    * daemon then shuts down as on SIGTERM. Without it, `agent.stop` is refused
@@ -321,6 +327,11 @@ export class AgentServer {
       jobs,
       runningJobs,
       firstClient: this.#firstOpened === askingSessionId,
+      ...pluginInfo(
+        [this.#threadType, this.#processType, ...this.#extraTypes],
+        this.#options.transports ?? [],
+        this.#options.pluginErrors ?? [],
+      ),
     };
   }
 

@@ -299,8 +299,18 @@ export interface SessionMethods {
   'hosted.list': { params: undefined; result: HostedSessionInfo[] };
 }
 
+/** What `agent.info` says of the agent's plugins (absent from agents before plugins). */
+export interface AgentPluginInfo {
+  /** The job types the agent starts (`job.start`'s `type`: a name or an alias), plugins' included. */
+  jobTypes: { name: string; aliases: string[] }[];
+  /** Its target transports, in the order they are tried (the first that accepts a target wins). */
+  transports: { name: string; scheme?: string }[];
+  /** Plugins its configuration named that could not be loaded, each with a coded reason. */
+  pluginErrors: { plugin: string; code: string; message: string }[];
+}
+
 /** `agent.info`'s answer. */
-export interface AgentProcessInfo {
+export interface AgentProcessInfo extends Partial<AgentPluginInfo> {
   software: string;
   pid: number;
   startedAtMs: number;
