@@ -7,7 +7,8 @@ import { ErrorCode, type Job, type JobManager, type JobType, RjobError } from '@
 import type { StoredJob } from '../store/job-store.js';
 import type { JobQueue } from './job-queue.js';
 import { type JobWork, rememberWork } from './job-work.js';
-import { type RecordSource, SpooledRecords } from './record-source.js';
+import type { RecordSource } from './record-source.js';
+import { SpooledRecords } from './spooled-records.js';
 
 export interface QueuedStart {
   jobs: JobManager;

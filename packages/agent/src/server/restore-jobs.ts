@@ -8,7 +8,7 @@ import type { StoredJob } from '../store/job-store.js';
 import type { JobQueue } from './job-queue.js';
 import { rememberWork, storedWork } from './job-work.js';
 import { queuedStart } from './queued-start.js';
-import type { SpooledRecords } from './record-source.js';
+import type { SpooledRecords } from './spooled-records.js';
 import { restoredJobType } from './restored-job-type.js';
 
 export interface RestoreTarget {
