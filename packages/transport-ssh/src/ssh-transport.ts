@@ -5,15 +5,8 @@
  * `maxChannelsPerConnection` channels each; the connection ends with its last link.
  */
 import { readFile } from 'node:fs/promises';
-import { Duplex } from 'node:stream';
-import {
-  channelFromDuplex,
-  defineTransport,
-  ErrorCode,
-  RjobError,
-  type Transport,
-  type TransportChannel,
-} from '@rjob/core';
+import type { Duplex } from 'node:stream';
+import { defineTransport, ErrorCode, RjobError, type Transport } from '@rjob/core';
 import type { ClientChannel } from 'ssh2';
 import {
   createAuthShared,
@@ -23,6 +16,7 @@ import {
   untilAborted,
 } from './auth.js';
 import { type ConnectSshOptions, connectSsh, type SshConnection } from './connect.js';
+import { linkFromExecChannel } from './exec-link.js';
 import { deployAgent, shellQuote, withAgentDeploy } from './deploy.js';
 import { SshErrorCode, toSshConnectError } from './errors.js';
 import { startProxyCommand } from './proxy-command.js';
@@ -34,6 +28,8 @@ import {
   type SshHostConfig,
   type SshTarget,
 } from './ssh-config.js';
+
+export { isAgentMissing } from './exec-link.js';
 
 /** What the remote side runs by default. */
 export const DEFAULT_AGENT_COMMAND = 'rjob agent --stdio';
@@ -51,10 +47,6 @@ export function defaultRemoteAgentSockets(host: Pick<SshHostConfig, 'user'>): st
 }
 /** Channels per SSH connection: below OpenSSH's default MaxSessions (10). */
 export const DEFAULT_MAX_CHANNELS_PER_CONNECTION = 8;
-/** How much of the agent command's stderr is kept for error messages. */
-const STDERR_KEEP_BYTES = 8 * 1024;
-/** After a link closes, how long the remote command may take to close its channel. */
-const CHANNEL_CLOSE_GRACE_MS = 2_000;
 
 /** A target: `host`, `user@host:port`, `ssh://user@host:port`, an ssh_config alias, or parsed. */
 export type SshTransportTarget = string | SshTarget;
@@ -413,114 +405,4 @@ function openSocketChannel(client: SshConnection['client'], socketPath: string):
       reject(error);
     }
   });
-}
-
-interface ExecLinkOptions {
-  command: string;
-  host: SshHostConfig;
-  maxFrameBytes: number;
-  /** Called once the channel is closed (or given up on): frees its slot on the connection. */
-  onGone(): void;
-}
-
-/** True when the remote shell could not find (or run) the agent command. */
-export function isAgentMissing(
-  exitCode: number | null | undefined,
-  stderr: string,
-  gotOutput: boolean,
-): boolean {
-  if (exitCode === 127) return true;
-  return !gotOutput && exitCode !== 0 && /(command )?not found|No such file or directory/i.test(stderr);
-}
-
-/**
- * Frames an exec channel. Its stdout is relayed through a Duplex this function owns, so the end
- * of the stream is only reported once the exit status is known: a missing agent then closes the
- * link with ERR_SSH_NO_AGENT rather than a bare ERR_LINK_CLOSED.
- */
-function linkFromExecChannel(stream: ClientChannel, options: ExecLinkOptions): TransportChannel {
-  const { host, command } = options;
-  let stderr = '';
-  let gotOutput = false;
-  let exitCode: number | null | undefined;
-  let exitSignal: string | undefined;
-  let failure: RjobError | undefined;
-  let gone = false;
-  const markGone = (): void => {
-    if (gone) return;
-    gone = true;
-    options.onGone();
-  };
-
-  const relay = new Duplex({
-    read() {
-      stream.resume();
-    },
-    write(chunk: Buffer, _encoding, callback) {
-      if (stream.write(chunk)) callback();
-      else stream.once('drain', () => callback());
-    },
-    final(callback) {
-      stream.end();
-      callback();
-    },
-    destroy(error, callback) {
-      // Let the remote command see EOF and close its channel; close it ourselves if it lingers.
-      if (!gone) {
-        setTimeout(() => {
-          if (!gone) {
-            stream.close();
-            markGone();
-          }
-        }, CHANNEL_CLOSE_GRACE_MS).unref();
-      }
-      callback(error);
-    },
-  });
-
-  stream.on('data', (chunk: Buffer) => {
-    gotOutput = true;
-    if (relay.destroyed || relay.readableEnded) return;
-    if (!relay.push(chunk)) stream.pause();
-  });
-  // A socket channel has no stderr to speak of; an exec channel's says why a command failed.
-  stream.stderr?.on('data', (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString('utf8')).slice(-STDERR_KEEP_BYTES);
-  });
-  stream.on('exit', (code: number | null, signal?: string) => {
-    exitCode = code;
-    exitSignal = signal;
-  });
-  stream.on('error', () => {
-    // Reported through 'close' below; the relay ends the link.
-  });
-  stream.once('close', () => {
-    if (isAgentMissing(exitCode, stderr, gotOutput)) {
-      failure = new RjobError(
-        SshErrorCode.NoAgent,
-        `ssh: ${host.alias}: the rjob agent is not installed there ('${command}' not found, exit ${exitCode ?? exitSignal}): ${stderr.trim()}`,
-        {
-          details: {
-            host: host.hostName,
-            port: host.port,
-            command,
-            exitCode: exitCode ?? null,
-            stderr: stderr.trim(),
-          },
-        },
-      );
-    }
-    if (!relay.destroyed) relay.push(null);
-    markGone();
-  });
-
-  const inner = channelFromDuplex(relay, { maxFrameBytes: options.maxFrameBytes });
-  return {
-    maxFrameBytes: inner.maxFrameBytes ?? options.maxFrameBytes,
-    send: (frame) => inner.send(frame),
-    onMessage: (handler) => inner.onMessage(handler),
-    onDrain: (handler) => inner.onDrain?.(handler) ?? (() => {}),
-    close: (reason) => inner.close(reason),
-    onClose: (handler) => inner.onClose((reason) => handler(failure ?? reason)),
-  };
 }

@@ -1,14 +1,14 @@
 /**
- * The agent side of `rjob start --after/--group` and `rjob send`, kept out of AgentSession: a job
- * that waits for its turn in the agent's {@link JobQueue}, and input written to a running job.
+ * The agent side of `rjob start --after/--group`, kept out of AgentSession: a job that waits for
+ * its turn in the agent's {@link JobQueue}.
  */
 import { rm } from 'node:fs/promises';
-import { ErrorCode, type Job, type JobManager, type JobType, RjobError, type WireSelector } from '@rjob/core';
+import { ErrorCode, type Job, type JobManager, type JobType, RjobError } from '@rjob/core';
 import type { StoredJob } from '../store/job-store.js';
 import type { JobQueue } from './job-queue.js';
 import { type JobWork, rememberWork } from './job-work.js';
-import { type RecordSource, SpooledRecords } from './record-source.js';
-import { invalidParams, objectParams, optionalBoolean, wireSelector } from './wire.js';
+import type { RecordSource } from './record-source.js';
+import { SpooledRecords } from './spooled-records.js';
 
 export interface QueuedStart {
   jobs: JobManager;
@@ -61,31 +61,4 @@ function findType(jobs: JobManager, name: string): JobType {
     });
   }
   return type;
-}
-
-/** The most bytes one `job.send` carries (a client sends more in several). */
-const MAX_SEND_BYTES = 4 * 1024 * 1024;
-
-/** `job.send`: writes to one running job's stdin (see rpc.ts). */
-export async function sendInput(
-  jobs: JobManager,
-  params: unknown,
-  select: (selector: WireSelector) => Job[],
-): Promise<Job> {
-  const p = objectParams(params, 'job.send');
-  const selected = select(wireSelector(p.selector));
-  if (selected.length !== 1) {
-    throw invalidParams(`job.send writes to one job; ${selected.length} match.`, {
-      jobIds: selected.map((job) => job.id),
-    });
-  }
-  const data = p.data;
-  if (data !== undefined && typeof data !== 'string' && !(data instanceof Uint8Array)) {
-    throw invalidParams('job.send: data must be a string or bytes.');
-  }
-  if (data !== undefined && data.length > MAX_SEND_BYTES) {
-    throw invalidParams(`job.send: at most ${MAX_SEND_BYTES} bytes at once.`);
-  }
-  const end = optionalBoolean(p, 'end');
-  return jobs.writeInput(selected[0]!, data, end === undefined ? {} : { end });
 }

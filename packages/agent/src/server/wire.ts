@@ -1,20 +1,17 @@
 /**
  * Conversions between the agent's objects and the shapes of the session RPC contract
- * (`@rjob/core`'s session/rpc.ts), and checks on the params a client sends: payloads are not
- * schema-checked by the protocol layer, so every method checks its own before use.
+ * (`@rjob/core`'s session/rpc.ts), and the checks every method family shares on the params a
+ * client sends: payloads are not schema-checked by the protocol layer, so every method checks its
+ * own before use (methods/*.ts, each beside its handler).
  */
 import {
   ErrorCode,
-  type GetFilter,
   type Job,
   type JobInfo,
-  JobState,
+  type JobManager,
   RjobError,
   serializeError,
-  type GroupChildRequest,
-  type GroupRequest,
   type WireSelector,
-  type WorkRequest,
 } from '@rjob/core';
 
 export function toJobInfo(job: Job, hasMoreData = job.hasMoreData): JobInfo {
@@ -54,7 +51,8 @@ export function objectParams(params: unknown, method: string, optional = false):
 
 const MAX_SELECTOR_ITEMS = 10_000;
 
-function isSelectorItem(value: unknown): value is number | string {
+/** One item of a selector: a job id, or a name or instance id (a name may have `*` and `?`). */
+export function isSelectorItem(value: unknown): value is number | string {
   return (
     (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) ||
     (typeof value === 'string' && value.length > 0 && value.length <= 1024)
@@ -104,107 +102,26 @@ export function requiredString(params: Record<string, unknown>, key: string, max
   throw invalidParams(`${key} must be a non-empty string of at most ${maxChars} characters.`);
 }
 
-function stringList(value: unknown, key: string): string[] | undefined {
-  if (value === undefined) return undefined;
-  if (Array.isArray(value) && value.every((item) => typeof item === 'string')) return value as string[];
-  throw invalidParams(`${key} must be a list of strings.`);
-}
-
-const JOB_STATES = new Set<string>(Object.values(JobState) as string[]);
-
-export function getFilter(params: unknown): GetFilter {
-  const p = objectParams(params, 'job.get', true);
-  const filter: GetFilter = {};
-  if (p.ids !== undefined) {
-    if (!Array.isArray(p.ids) || !p.ids.every((id) => Number.isSafeInteger(id))) {
-      throw invalidParams('ids must be a list of job ids.');
+/** Resolves a wire selector as JobManager does, so subscriptions hold the jobs themselves. */
+export function selectJobs(jobs: JobManager, selector: WireSelector): Job[] {
+  const items = Array.isArray(selector) ? selector : [selector];
+  const out = new Set<Job>();
+  for (const item of items) {
+    if (typeof item === 'number' || /^\d+$/.test(item)) {
+      out.add(jobs.job(item));
+      continue;
     }
-    filter.ids = p.ids as number[];
+    const byInstance = jobs.get({ instanceIds: [item], includeChildren: true });
+    const top = jobs.get({ names: [item] });
+    const matches =
+      byInstance.length > 0
+        ? byInstance
+        : top.length > 0
+          ? top
+          : jobs.get({ names: [item], includeChildren: true });
+    // No match and no wildcard: let the manager raise its ERR_JOB_NOT_FOUND.
+    if (matches.length === 0 && !/[*?]/.test(item)) jobs.job(item);
+    for (const job of matches) out.add(job);
   }
-  const names = stringList(p.names, 'names');
-  if (names) filter.names = names;
-  const instanceIds = stringList(p.instanceIds, 'instanceIds');
-  if (instanceIds) filter.instanceIds = instanceIds;
-  if (p.state !== undefined) {
-    const states = [p.state].flat();
-    if (!states.every((state) => typeof state === 'string' && JOB_STATES.has(state))) {
-      throw invalidParams('state must be a job state or a list of them.');
-    }
-    filter.state = p.state as GetFilter['state'];
-  }
-  const type = optionalString(p, 'type', 256);
-  if (type !== undefined) filter.type = type;
-  const command = optionalString(p, 'command');
-  if (command !== undefined) filter.command = command;
-  const includeChildren = optionalBoolean(p, 'includeChildren');
-  if (includeChildren !== undefined) filter.includeChildren = includeChildren;
-  return filter;
-}
-
-export function workRequest(params: unknown, method: string): WorkRequest {
-  const p = objectParams(params, method);
-  const type = optionalString(p, 'type', 256);
-  const name = optionalString(p, 'name', 256);
-  const requestKey = optionalString(p, 'requestKey', 256);
-  const label = optionalString(p, 'label', 1024);
-  if (!isPlainObject(p.definition)) throw invalidParams(`${method} needs a definition object.`);
-  const request: WorkRequest = { definition: p.definition };
-  if (type !== undefined) request.type = type;
-  if (name !== undefined) request.name = name;
-  if (requestKey !== undefined) request.requestKey = requestKey;
-  if (label !== undefined) request.label = label;
-  const group = optionalString(p, 'group', 64);
-  if (group !== undefined) request.group = group;
-  if (p.after !== undefined) {
-    if (
-      !Array.isArray(p.after) ||
-      p.after.length === 0 ||
-      p.after.length > MAX_AFTER ||
-      !p.after.every(isSelectorItem)
-    ) {
-      throw invalidParams(`${method}: after must list 1 to ${MAX_AFTER} job ids or names.`);
-    }
-    request.after = p.after;
-  }
-  return request;
-}
-
-/** The most jobs one job may wait for. */
-const MAX_AFTER = 1000;
-
-/** As many children as one group may have: far above any fan-out, far below what hurts the agent. */
-const MAX_GROUP_CHILDREN = 10_000;
-
-export function groupRequest(params: unknown): GroupRequest {
-  const method = 'job.startGroup';
-  const p = objectParams(params, method);
-  if (!Array.isArray(p.children) || p.children.length === 0 || p.children.length > MAX_GROUP_CHILDREN) {
-    throw invalidParams(`${method} needs children: a list of 1 to ${MAX_GROUP_CHILDREN} work requests.`);
-  }
-  const children = p.children.map((child): GroupChildRequest => {
-    const out: GroupChildRequest = workRequest(child, `${method} child`);
-    const c = child as Record<string, unknown>;
-    const location = optionalString(c, 'location', 1024);
-    const typeName = optionalString(c, 'typeName', 256);
-    const command = optionalString(c, 'command');
-    if (location !== undefined) out.location = location;
-    if (typeName !== undefined) out.typeName = typeName;
-    if (command !== undefined) out.command = command;
-    return out;
-  });
-  const request: GroupRequest = { children };
-  const name = optionalString(p, 'name', 256);
-  const type = optionalString(p, 'type', 256);
-  const command = optionalString(p, 'command');
-  const location = optionalString(p, 'location');
-  const throttleLimit = optionalNonNegative(p, 'throttleLimit');
-  if (throttleLimit !== undefined && (!Number.isSafeInteger(throttleLimit) || throttleLimit < 1)) {
-    throw invalidParams('throttleLimit must be a positive whole number.');
-  }
-  if (name !== undefined) request.name = name;
-  if (type !== undefined) request.type = type;
-  if (command !== undefined) request.command = command;
-  if (location !== undefined) request.location = location;
-  if (throttleLimit !== undefined) request.throttleLimit = throttleLimit;
-  return request;
+  return [...out];
 }

@@ -1,0 +1,347 @@
+/**
+ * A session's records moved to one disk spool per job (see record-source.ts): bounded with a block
+ * or drop policy, persisted with the job's entry in the store, read and acknowledged by receives.
+ */
+import { type Job, type JobManager, type JobRecord, leavesOf, RjobError } from '@rjob/core';
+import { RecordSpool, type RecordSpoolOptions, type SpoolBatch } from '../spool/record-spool.js';
+import { AgentErrorCode } from '../error-codes.js';
+import { type SpooledJob, spoolJob } from '../spool/spooled-job.js';
+import type { JobStore, StoredJob } from '../store/job-store.js';
+import {
+  aborted,
+  type HeldRecords,
+  type RecordSource,
+  reasonRecord,
+  STREAM_BATCH_BYTES,
+  STREAM_BATCH_RECORDS,
+  type StreamedBatch,
+  type StreamOptions,
+} from './record-source.js';
+
+export interface SpooledRecordsOptions {
+  manager: JobManager;
+  store: JobStore;
+  sessionId: string;
+  /** Options for every job's spool (bound, policy, ...). Defaults as RecordSpool's. */
+  spool?: Omit<RecordSpoolOptions, 'dir'>;
+}
+
+const READ_BATCH_RECORDS = 1000;
+/** On agent shutdown, how long to wait for stopped jobs' records to reach their spools. */
+const SHUTDOWN_FLUSH_WAIT_MS = 5_000;
+
+export class SpooledRecords implements RecordSource {
+  readonly holdsAside = true;
+  readonly #options: SpooledRecordsOptions;
+  /** By top-level job. */
+  readonly #spooled = new Map<Job, SpooledJob>();
+  /**
+   * Per spool, the last record handed to a consuming stream. Such records are in flight until the
+   * client acknowledges them (then the spool is acked); meanwhile nobody else receives them.
+   */
+  readonly #reserved = new Map<RecordSpool, Map<object, number>>();
+  /** Restored jobs: the instance id their store entry is kept under (the live job has a new one). */
+  readonly #storedInstanceIds = new Map<Job, string>();
+  /** Removals whose files are still being deleted. */
+  readonly #forgetting = new Set<Promise<void>>();
+
+  constructor(options: SpooledRecordsOptions) {
+    this.#options = options;
+  }
+
+  async track(job: Job, data?: unknown): Promise<void> {
+    const { manager, store, sessionId, spool } = this.#options;
+    const spooled = await spoolJob({
+      manager,
+      job,
+      store,
+      sessionId,
+      ...(spool ? { spool } : {}),
+      ...(data === undefined ? {} : { data }),
+    });
+    this.#spooled.set(job, spooled);
+  }
+
+  /**
+   * Takes back a job restored after an agent restart: its spool (sealed now, since nothing will
+   * write to it again) and the instance id its store entry is kept under.
+   */
+  async adopt(
+    job: Job,
+    stored: StoredJob,
+    children: ReadonlyArray<{ job: Job; stored: StoredJob }> = [],
+  ): Promise<void> {
+    const spools = new Map<number, RecordSpool>();
+    // A restored parent's records are its children's, one spool each, as spoolJob made them.
+    for (const each of [{ job, stored }, ...children]) {
+      this.#storedInstanceIds.set(each.job, each.stored.instanceId);
+      if (each.stored.spoolDir === undefined) continue;
+      const spool = await RecordSpool.open({ ...this.#options.spool, dir: each.stored.spoolDir });
+      if (!spool.sealed) await spool.seal();
+      spools.set(each.job.id, spool);
+    }
+    this.#spooled.set(job, {
+      job,
+      spools,
+      done: Promise.resolve(),
+      close: async () => {
+        await Promise.all([...spools.values()].map((spool) => spool.close()));
+      },
+      discard: async () => {
+        await Promise.all([...spools.values()].map((spool) => spool.discard()));
+      },
+    });
+  }
+
+  async settled(jobs: Job[]): Promise<void> {
+    const tops = new Set(jobs.map((job) => this.#spooledOf(job)).filter((each) => each !== undefined));
+    await Promise.all([...tops].map((spooled) => spooled.done.catch(() => {})));
+  }
+
+  async receive(jobs: Job[], keep: boolean): Promise<JobRecord[]> {
+    const out: JobRecord[] = [];
+    for (const leaf of leavesOf(jobs)) {
+      const spooled = this.#spooledOf(leaf);
+      const spool = spooled?.spools.get(leaf.id);
+      if (spooled && spool) {
+        // A finished job's last records may still be on their way from the manager to the spool.
+        if (leaf.finished) await spooled.done.catch(() => {});
+        let last = this.#cursor(spool);
+        for (;;) {
+          const batch = await spool.read(last + 1, { maxRecords: READ_BATCH_RECORDS });
+          if (batch.length === 0) break;
+          out.push(...batch);
+          last = batch.at(-1)!.seq;
+        }
+        if (!keep && last > spool.ackedSeq) await spool.ack(last);
+      }
+      if (leaf.state === 'Failed') out.push(reasonRecord(leaf));
+    }
+    return out;
+  }
+
+  async hold(jobs: Job[]): Promise<HeldRecords> {
+    const records: JobRecord[] = [];
+    const held: Array<{ spool: RecordSpool; lastSeq: number; token: object }> = [];
+    for (const leaf of leavesOf(jobs)) {
+      const spooled = this.#spooledOf(leaf);
+      const spool = spooled?.spools.get(leaf.id);
+      if (spooled && spool) {
+        if (leaf.finished) await spooled.done.catch(() => {});
+        const from = this.#cursor(spool);
+        let last = from;
+        for (;;) {
+          const batch = await spool.read(last + 1, { maxRecords: READ_BATCH_RECORDS });
+          if (batch.length === 0) break;
+          records.push(...batch);
+          last = batch.at(-1)!.seq;
+        }
+        if (last > from) {
+          // Reserved as a stream reserves what it sent: no other receiver gets these records
+          // while they are held, so a commit never writes records someone else also received.
+          const token = {};
+          const reservations = this.#reserved.get(spool) ?? new Map<object, number>();
+          this.#reserved.set(spool, reservations);
+          reservations.set(token, last);
+          held.push({ spool, lastSeq: last, token });
+        }
+      }
+      if (leaf.state === 'Failed') records.push(reasonRecord(leaf));
+    }
+    const release = (): void => {
+      for (const { spool, token } of held) this.#reserved.get(spool)?.delete(token);
+    };
+    return {
+      records,
+      commit: async () => {
+        try {
+          for (const { spool, lastSeq } of held) {
+            if (lastSeq > spool.ackedSeq && !spool.closed) await spool.ack(lastSeq);
+          }
+        } finally {
+          release();
+        }
+      },
+      release,
+    };
+  }
+
+  ackUpTo(leaf: Job, seq: number): void {
+    const spool = this.#spooledOf(leaf)?.spools.get(leaf.id);
+    if (!spool || spool.closed || seq <= spool.ackedSeq) return;
+    // Lazy: the position is persisted within moments; a crash in between offers those records
+    // again (delivered twice at worst, never lost).
+    void spool.ack(seq, { lazy: true }).catch(() => {});
+  }
+
+  async *stream(
+    jobs: Job[],
+    signal: AbortSignal,
+    options: StreamOptions = {},
+  ): AsyncGenerator<StreamedBatch> {
+    const keep = options.keep ?? false;
+    const packed = options.packed ?? false;
+    const follow = options.follow ?? true;
+    // Leaves one after the other: a job's records stay in order, which is what receivers rely on.
+    for (const leaf of leavesOf(jobs)) {
+      const spooled = this.#spooledOf(leaf);
+      const spool = spooled?.spools.get(leaf.id);
+      // Without follow, a finished job's last records may still be on their way to its spool.
+      if (spool && !follow && leaf.finished) await spooled!.done.catch(() => {});
+      if (spool) {
+        let pendingAck = 0;
+        let scheduled = false;
+        // One ack per turn of the event loop at most, and a lazy one: the spool persists the
+        // position within a moment, not once per batch.
+        const flushAck = (): void => {
+          scheduled = false;
+          if (pendingAck > spool.ackedSeq && !spool.closed) {
+            void spool.ack(pendingAck, { lazy: true }).catch(() => {});
+          }
+        };
+        const commitUpTo = (seq: number) => (): void => {
+          if (seq <= pendingAck) return;
+          pendingAck = seq;
+          if (!scheduled) {
+            scheduled = true;
+            setImmediate(flushAck);
+          }
+        };
+        const token = {};
+        const reservations = this.#reserved.get(spool) ?? new Map<object, number>();
+        this.#reserved.set(spool, reservations);
+        // Released at once on cancel (a takeover), not when this generator gets to run again: the
+        // next client's subscription must start from the first record nobody acknowledged.
+        const release = (): void => void reservations.delete(token);
+        signal.addEventListener('abort', release, { once: true });
+        try {
+          const limits = { signal, maxBytes: STREAM_BATCH_BYTES, maxRecords: STREAM_BATCH_RECORDS };
+          const from = this.#cursor(spool) + 1;
+          const batches = !follow
+            ? readBatches(spool, from, limits, packed)
+            : packed
+              ? spool.followPacked(from, limits)
+              : mapBatches(spool.followBatches(from, limits), (records): SpoolBatch => ({ records }));
+          for await (const batch of batches) {
+            if (signal.aborted) return;
+            if (keep) {
+              yield batch;
+            } else {
+              const lastSeq = batch.packed ? batch.packed.lastSeq : batch.records.at(-1)!.seq;
+              reservations.set(token, lastSeq);
+              yield { ...batch, commit: commitUpTo(lastSeq), leaf, lastSeq };
+            }
+          }
+        } catch (error) {
+          if (!RjobError.hasCode(error, AgentErrorCode.SpoolClosed)) throw error;
+          return;
+        } finally {
+          // The listener stays: a cancel after the end (records sent, not yet acknowledged) must
+          // still hand them back. Entries at or below the acked position are pruned by #cursor.
+          if (signal.aborted) release();
+        }
+      }
+      if (signal.aborted) return;
+      // The spool is sealed once the job finished and every record is in it.
+      if (follow && !leaf.finished) await Promise.race([waitFinished(leaf), aborted(signal)]);
+      if (signal.aborted) return;
+      if (leaf.state === 'Failed') yield { records: [reasonRecord(leaf)] };
+    }
+  }
+
+  hasMoreData(job: Job): boolean {
+    if (job.children.length > 0) return job.children.some((child) => this.hasMoreData(child));
+    const spool = this.#spooledOf(job)?.spools.get(job.id);
+    return (
+      !job.finished || job.buffer.length > 0 || (spool !== undefined && spool.lastSeq > this.#cursor(spool))
+    );
+  }
+
+  /** The last record that is acknowledged or in flight to a consuming stream. */
+  #cursor(spool: RecordSpool): number {
+    let cursor = spool.ackedSeq;
+    const reservations = this.#reserved.get(spool);
+    for (const [token, seq] of reservations ?? []) {
+      if (seq <= spool.ackedSeq) reservations!.delete(token);
+      else cursor = Math.max(cursor, seq);
+    }
+    return cursor;
+  }
+
+  forget(jobs: Job[]): Promise<void> {
+    const forgetting = this.#forget(jobs);
+    // dispose waits for it: a session must not be removed while a job's files are going.
+    this.#forgetting.add(forgetting);
+    const done = (): void => void this.#forgetting.delete(forgetting);
+    forgetting.then(done, done);
+    return forgetting;
+  }
+
+  async #forget(jobs: Job[]): Promise<void> {
+    const { store, sessionId } = this.#options;
+    // Taken out at once, so the jobs' records are gone for readers before the files are.
+    const entries = jobs.map((job) => [job, this.#spooled.get(job)] as const);
+    for (const [job] of entries) this.#spooled.delete(job);
+    for (const [job, spooled] of entries) {
+      if (!spooled) continue;
+      // Its files are deleted next: writing or syncing them first would only add latency.
+      await spooled.discard().catch(() => {});
+      for (const each of [job, ...leavesOf([job])]) {
+        const instanceId = this.#storedInstanceIds.get(each) ?? each.instanceId;
+        await store.removeJob(sessionId, instanceId).catch(() => {});
+      }
+    }
+  }
+
+  async dispose(keepStored = false): Promise<void> {
+    await Promise.allSettled([...this.#forgetting]);
+    const spooled = [...this.#spooled.values()];
+    this.#spooled.clear();
+    if (keepStored) {
+      // The jobs were just stopped: let their last records and final states reach the disk.
+      await Promise.race([
+        Promise.allSettled(spooled.map((each) => each.done)),
+        new Promise((resolve) => setTimeout(resolve, SHUTDOWN_FLUSH_WAIT_MS).unref?.()),
+      ]);
+    }
+    await Promise.allSettled(spooled.map((each) => each.close()));
+    if (!keepStored) await this.#options.store.removeSession(this.#options.sessionId).catch(() => {});
+  }
+
+  #spooledOf(job: Job): SpooledJob | undefined {
+    let top = job;
+    while (top.parent) top = top.parent;
+    return this.#spooled.get(top);
+  }
+}
+
+/** What a spool holds from `from` on now, a bounded read at a time (no waiting for more). */
+async function* readBatches(
+  spool: RecordSpool,
+  from: number,
+  limits: { signal: AbortSignal; maxBytes: number; maxRecords: number },
+  packed: boolean,
+): AsyncGenerator<SpoolBatch> {
+  let next = from;
+  while (!limits.signal.aborted) {
+    const bytes = packed ? await spool.readPacked(next, limits) : undefined;
+    let batch: SpoolBatch | undefined;
+    if (bytes) {
+      if (bytes.count > 0) batch = { packed: bytes };
+    } else {
+      const records = await spool.read(next, limits);
+      if (records.length > 0) batch = { records };
+    }
+    if (!batch) return;
+    next = (batch.packed ? batch.packed.lastSeq : batch.records.at(-1)!.seq) + 1;
+    yield batch;
+  }
+}
+
+async function* mapBatches<T, U>(source: AsyncGenerator<T>, map: (item: T) => U): AsyncGenerator<U> {
+  for await (const item of source) yield map(item);
+}
+
+async function waitFinished(job: Job): Promise<void> {
+  while (!job.finished) await job.changed();
+}
