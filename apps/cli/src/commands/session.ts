@@ -400,9 +400,14 @@ async function receiveToLocalJobs(
   s: Session<unknown>,
   json: boolean,
 ): Promise<number> {
-  // Listing consumes nothing: every record is left for the local job to receive.
-  const remote = (await s.jobs.get({})).filter((job) => job.hasMoreData || !isTerminal(job.state));
   const stored = await ctx.storedSession(name);
+  // Jobs a local RemoteJob already mirrors (`invoke -s --as-job`, an earlier --out-target job) stay its own.
+  const held = await (await ctx.localSession()).request('hosted.list');
+  const mirrored = new Set(held.find((h) => h.sessionId === stored.sessionId)?.mirroredJobs ?? []);
+  // Listing consumes nothing: every record is left for the local job to receive.
+  const remote = (await s.jobs.get({})).filter(
+    (job) => (job.hasMoreData || !isTerminal(job.state)) && !mirrored.has(job.id) && !mirrored.has(job.name),
+  );
   const session = ctx.relayRequest(stored);
   const created: RemoteJobInfo[] = [];
   for (const job of remote) {

@@ -38,6 +38,8 @@ export class HostedSessions {
   readonly #held = new Map<string, Held>();
   /** Holds under way, so that clients asking at once share one connection. */
   readonly #holding = new Map<string, Promise<Held>>();
+  /** The jobs of each session that local RemoteJobs mirror, by session id. */
+  readonly #mirrored = new Map<string, Map<number | string, number>>();
   #closed = false;
 
   constructor(transports: readonly AgentTransport[]) {
@@ -167,7 +169,12 @@ export class HostedSessions {
   }
 
   list(identity: string): HostedSessionInfo[] {
-    return [...this.#held.values()].filter((held) => held.identity === identity).map(describe);
+    return [...this.#held.values()]
+      .filter((held) => held.identity === identity)
+      .map((held) => {
+        const mirrored = [...(this.#mirrored.get(held.request.sessionId)?.keys() ?? [])];
+        return { ...describe(held), ...(mirrored.length > 0 ? { mirroredJobs: mirrored } : {}) };
+      });
   }
 
   /** A held session for a RemoteJob of this agent (its definition names it as a client would). */
@@ -187,6 +194,22 @@ export class HostedSessions {
       this.#holding.set(request.sessionId, holding);
     }
     return (await holding).session;
+  }
+
+  /** A local job mirrors `remoteJob` of the session until the returned function is called. */
+  mirroring(sessionId: string, remoteJob: number | string): () => void {
+    let jobs = this.#mirrored.get(sessionId);
+    if (!jobs) this.#mirrored.set(sessionId, (jobs = new Map()));
+    jobs.set(remoteJob, (jobs.get(remoteJob) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const count = (jobs.get(remoteJob) ?? 1) - 1;
+      if (count > 0) jobs.set(remoteJob, count);
+      else jobs.delete(remoteJob);
+      if (jobs.size === 0 && this.#mirrored.get(sessionId) === jobs) this.#mirrored.delete(sessionId);
+    };
   }
 
   /** The agent stops: every held session is left Disconnected, its jobs going on remotely. */

@@ -237,26 +237,53 @@ export function targetRemoteJobType(
     } catch (error) {
       throw namedReason(computerName, error);
     }
+    // The remote job is started here (not by the mirror) so the agent knows which of the session's
+    // jobs a local job mirrors: `session receive --out-target job` leaves those alone.
+    let remoteJob: number | string;
+    try {
+      remoteJob =
+        definition.remoteJob ??
+        (
+          await (context.signal.aborted
+            ? Promise.reject(stoppedError())
+            : session.jobs.start(definition.work!))
+        ).id;
+    } catch (error) {
+      throw namedReason(computerName, error);
+    }
+    if (context.signal.aborted && definition.remoteJob === undefined) {
+      // Stopped while the remote job was starting: it is stopped and removed, nothing left running.
+      await session.jobs.stop(remoteJob).catch(() => {});
+      await session.jobs.remove(remoteJob, { force: true }).catch(() => {});
+      context.finish({ state: 'Stopped' });
+      return { stop() {} };
+    }
+    const release = hosted.mirroring(request.sessionId, remoteJob);
     const inner: JobContext = {
       ...contextMethods(context),
-      finish: (outcome) =>
+      finish: (outcome) => {
+        release();
         context.finish(
           outcome.state === 'Failed'
             ? { state: 'Failed', reason: namedReason(computerName, outcome.reason) }
             : outcome,
-        ),
+        );
+      },
     };
     try {
       return await mirror.start(
-        definition.remoteJob !== undefined
-          ? { session, remoteJob: definition.remoteJob }
-          : { session, work: definition.work! },
+        { session, remoteJob, removeWhenDone: definition.remoteJob === undefined },
         inner,
       );
     } catch (error) {
+      release();
       throw namedReason(computerName, error);
     }
   }
+}
+
+function stoppedError(): RjobError {
+  return new RjobError(ErrorCode.JobStartFailed, 'Stopped before it started.');
 }
 
 /** A job context's members, to wrap one with another `finish`. */

@@ -142,6 +142,8 @@ export interface HostedSessionInfo {
   remoteHost?: string;
   /** Why it is Disconnected or Broken. */
   reason?: SerializedError;
+  /** Its jobs (ids or names) that RemoteJobs of the agent mirror: their records go to those. */
+  mirroredJobs?: Array<number | string>;
 }
 
 /** Where `hosted.open` opens a session, and how to reach it (as RelayRequest's settings). */
