@@ -275,5 +275,91 @@ describe.skipIf(skip !== undefined)(
       expect(lines.at(-1)).toBe('rjob: 2 hosts: 0 succeeded, 0 failed, 0 unreachable, 2 interrupted');
       expect(remotePids('sleep 7315')).toEqual([]);
     });
+
+    describe('sessions the local agent holds', () => {
+      const loop = (n: number): string => `for i in $(seq ${n}); do sleep 0.1; echo "Output $i"; done`;
+      const logins = (): number => (fixture!.logs().match(/Accepted publickey/g) ?? []).length;
+
+      it('S5 with an alias and user@host:port: invoke -s --as-job shows Disconnected with its session, then every line once', async () => {
+        await using s = await sandbox(env());
+        for (const [i, target] of ['server01', `${fixture!.user}@127.0.0.1:${fixture!.port}`].entries()) {
+          const bg = `bg${i}`;
+          const created = await s.rjob('session', 'new', target, '--name', bg);
+          expect(created.stderr).toBe('');
+          expect(created.stdout).toMatch(new RegExp(`${bg}\\s+ssh\\s+\\S+\\s+\\S+\\s+Opened`));
+          const started = await s.rjob('invoke', '-s', bg, '--as-job', '--name', `loop${i}`, '--', loop(30));
+          expect(started).toMatchObject({ code: 0, stderr: '' });
+          expect(started.stdout).toMatch(
+            new RegExp(`loop${i}\\s+RemoteJob\\s+\\w+\\s+\\w+\\s+${target.replace(/\./g, '\\.')}\\s`),
+          );
+          // Running once the host started it (the remote start crosses sshd).
+          for (
+            let n = 0;
+            n < 200 && !/RemoteJob\s+Running\s/.test((await s.rjob('get', `loop${i}`)).stdout);
+            n++
+          );
+          expect((await s.rjob('get', `loop${i}`)).stdout).toMatch(/RemoteJob\s+Running\s/);
+          expect((await s.rjob('session', 'disconnect', bg)).stdout).toMatch(/Disconnected/);
+          expect((await s.rjob('get', `loop${i}`)).stdout).toMatch(/RemoteJob\s+Disconnected\s/);
+          // The command goes on on the host while nobody is connected; its lines wait there.
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          expect((await s.rjob('session', 'connect', bg)).stdout).toMatch(/Opened/);
+          const received = await s.rjob('receive', `loop${i}`, '--wait');
+          expect(received.stderr).toBe('');
+          expect(received.stdout).toBe(
+            Array.from({ length: 30 }, (_, n) => `[${target}] Output ${n + 1}\n`).join(''),
+          );
+          expect((await s.rjob('get', `loop${i}`)).stdout).toMatch(/RemoteJob\s+Completed\s+False\s/);
+          expect((await s.rjob('session', 'remove', bg)).code).toBe(0);
+        }
+      });
+
+      it('-s verbs from parallel commands share the held connection (no new login); stop leaves nothing running', async () => {
+        await using s = await sandbox(env());
+        expect((await s.rjob('session', 'new', 'server01', '--name', 'h')).code).toBe(0);
+        const before = logins();
+        const results = await Promise.all([
+          ...Array.from({ length: 4 }, (_, i) =>
+            s.rjob('start', '-s', 'h', '--name', `p${i}`, '--', `echo p${i}`),
+          ),
+          s.rjob('get', '-s', 'h'),
+          s.rjob('session', 'list'),
+        ]);
+        for (const result of results) expect(result).toMatchObject({ code: 0, stderr: '' });
+        for (let i = 0; i < 4; i++) {
+          expect(await s.rjob('receive', '-s', 'h', `p${i}`, '--wait')).toEqual({
+            code: 0,
+            stdout: `p${i}\n`,
+            stderr: '',
+          });
+        }
+        expect(logins()).toBe(before);
+
+        expect((await s.rjob('invoke', '-s', 'h', '--as-job', '--name', 'sl', '--', 'sleep 7321')).code).toBe(
+          0,
+        );
+        await untilRemote('sleep 7321', 1);
+        const stopped = await s.rjob('stop', 'sl');
+        expect(stopped.stdout).toMatch(/sl\s+RemoteJob\s+Stopped/);
+        expect(remotePids('sleep 7321')).toEqual([]);
+        expect((await s.rjob('session', 'remove', 'h')).code).toBe(0);
+        expect((await s.rjob('get', '-s', 'h')).code).toBe(ExitCode.NotFound);
+      });
+
+      it('after the local agent restarts, -s verbs take the session up again from the stored credentials', async () => {
+        await using s = await sandbox(env());
+        expect((await s.rjob('session', 'new', 'server01', '--name', 'r')).code).toBe(0);
+        expect((await s.rjob('start', '-s', 'r', '--name', 'kept', '--', 'echo kept')).code).toBe(0);
+        expect((await s.rjob('agent', 'stop')).stdout).toBe('agent stopped\n');
+        // The job lives on the host: the restarted local agent connects the session again.
+        expect(await s.rjob('receive', '-s', 'r', 'kept', '--wait')).toEqual({
+          code: 0,
+          stdout: 'kept\n',
+          stderr: '',
+        });
+        expect((await s.rjob('session', 'list')).stdout).toMatch(/r\s+ssh\s+server01\s+\S+\s+Opened/);
+        expect((await s.rjob('session', 'remove', 'r')).code).toBe(0);
+      });
+    });
   },
 );
