@@ -82,8 +82,10 @@ export class RelaySession {
   /** Relays the events of `subscriptionId` to the client, holding the held session back while it is slow. */
   #relay(subscriptionId: string): void {
     if (this.#streams.has(subscriptionId)) return;
+    // Kept after `job.end` too: until the client acknowledged every record, the remote agent holds
+    // the subscription open, and only the relay's `job.unsubscribe` (when the client is gone) hands
+    // what it did not acknowledge back to the next receive.
     const stop = this.#held.relayEvents(subscriptionId, (name, data) => {
-      if (name === 'job.end') this.#unrelay(subscriptionId, false);
       if (this.channel.state === 'closed') return;
       const sent = this.channel.send({ type: 'event', name, data });
       if (!sent) return this.channel.drain().catch(() => {});
