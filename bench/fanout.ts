@@ -297,6 +297,46 @@ export async function benchFanout(): Promise<BenchResult[]> {
       return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
     };
 
+    // A verb on an open SSH session (the local agent holds it: `-s` is a relay over that
+    // connection) against the same verb on the local jobs, interleaved (issue goal: ≤ 1.5×).
+    {
+      await run(process.execPath, [CLI, 'session', 'new', aliases[0]!, '--name', 'held'], { env: baseEnv });
+      await run(process.execPath, [CLI, 'start', '-s', 'held', '--name', 'k', '--', 'echo k'], {
+        env: baseEnv,
+      });
+      await run(process.execPath, [CLI, 'start', '--name', 'k', '--', 'echo k'], { env: baseEnv });
+      const verb = async (args: string[]): Promise<number> => {
+        const t0 = performance.now();
+        await run(process.execPath, [CLI, ...args], { env: baseEnv });
+        return performance.now() - t0;
+      };
+      for (const [label, local, remote] of [
+        ['get', ['get'], ['get', '-s', 'held']],
+        ['receive --keep', ['receive', '--keep', 'k'], ['receive', '-s', 'held', '--keep', 'k']],
+      ] as const) {
+        const localMs: number[] = [];
+        const heldMs: number[] = [];
+        for (let i = 0; i < 2; i++) await verb([...remote]); // warm
+        for (let i = 0; i < 15; i++) {
+          localMs.push(await verb([...local]));
+          heldMs.push(await verb([...remote]));
+        }
+        const base = median(localMs);
+        const held = median(heldMs);
+        results.push({ name: `rjob ${label} (local jobs)`, iterations: 15, meanMs: base, medianMs: base });
+        results.push({
+          name: `rjob ${label} -s held (an open SSH session, through the local agent)`,
+          iterations: 15,
+          meanMs: held,
+          medianMs: held,
+          baseline: `rjob ${label} (local jobs)`,
+          ratio: held / base,
+        });
+      }
+      await run(process.execPath, [CLI, 'session', 'remove', 'held'], { env: baseEnv });
+      await run(process.execPath, [CLI, 'remove', 'k'], { env: baseEnv });
+    }
+
     const table: string[] = [];
     for (const n of SIZES) {
       const rounds = n <= 20 ? 5 : n <= 100 ? 3 : 1;
