@@ -346,6 +346,44 @@ describe.skipIf(skip !== undefined)(
         expect((await s.rjob('get', '-s', 'h')).code).toBe(ExitCode.NotFound);
       });
 
+      it('another client takes a Disconnected session over: session list -c HOST, then session connect ID -c HOST', async () => {
+        await using a = await sandbox(env());
+        await using b = await sandbox(env());
+        expect((await a.rjob('session', 'new', 'server01', '--name', 'shared')).code).toBe(0);
+        expect((await a.rjob('start', '-s', 'shared', '--name', 'w', '--', 'echo from-a')).code).toBe(0);
+        expect((await a.rjob('wait', '-s', 'shared', 'w')).code).toBe(0);
+        expect((await a.rjob('session', 'new', 'server01', '--name', 'busy')).code).toBe(0);
+
+        // A session client a holds open is refused, coded; a's keeps working.
+        const inUse = await b.rjob('session', 'connect', 'busy', '-c', 'server01');
+        expect(inUse.code).not.toBe(0);
+        expect(inUse.stderr).toMatch(/in use by another client.*\(ERR_SESSION_IN_USE\)/);
+        expect((await a.rjob('get', '-s', 'busy')).code).toBe(0);
+
+        expect((await a.rjob('session', 'disconnect', 'shared')).code).toBe(0);
+        const listed = JSON.parse(
+          (await b.rjob('session', 'list', '-c', 'server01', '--json')).stdout,
+        ) as Array<{
+          name: string;
+          state: string;
+        }>;
+        expect(listed.find((row) => row.name === 'shared')?.state).toBe('Disconnected');
+        const taken = await b.rjob('session', 'connect', 'shared', '-c', 'server01');
+        expect(taken).toMatchObject({ code: 0, stderr: '' });
+        expect(taken.stdout).toMatch(/shared\s+ssh\s+server01\s+\S+\s+Opened/);
+        expect(await b.rjob('receive', '-s', 'shared', 'w')).toEqual({
+          code: 0,
+          stdout: 'from-a\n',
+          stderr: '',
+        });
+        // a's credentials stopped working: it is told how to forget the session.
+        const gone = await a.rjob('get', '-s', 'shared');
+        expect(gone.code).toBe(ExitCode.NotFound);
+        expect(gone.stderr).toMatch(/session shared no longer exists on server01/);
+        expect((await b.rjob('session', 'remove', 'shared')).code).toBe(0);
+        expect((await a.rjob('session', 'remove', 'busy')).code).toBe(0);
+      });
+
       it('after the local agent restarts, -s verbs take the session up again from the stored credentials', async () => {
         await using s = await sandbox(env());
         expect((await s.rjob('session', 'new', 'server01', '--name', 'r')).code).toBe(0);

@@ -305,19 +305,23 @@ Examples:
   session: `Usage: rjob session new HOST [--name NAME]
        rjob session list [-c HOST[,HOST...]] [--json]
        rjob session connect|disconnect|remove NAME
+       rjob session connect ID|NAME -c HOST [--name NAME]
        rjob session receive NAME [--keep] [--ndjson]
        rjob session receive NAME --out-target job [--json]
 
 Persistent sessions with an agent (New-PSSession and friends). A session's jobs and their results
-stay on its agent; between rjob commands the session is Disconnected and its jobs run on. Its id
-and resume secret are kept in the state directory (mode 0600), so any later command can take it
-over. Use it with -s NAME on start, get, receive, wait, stop, remove and invoke, or 'rjob enter NAME'.
+stay on its agent. The local agent holds the session open between commands; -s NAME reaches it
+through that connection (no new login). Its id and resume secret are kept in the state directory
+(mode 0600), so the local agent can take it up again after a restart. Use it with -s NAME on
+start, get, receive, wait, stop, remove and invoke, or 'rjob enter NAME'.
 
   new        open a session (HOST as for invoke -c) and remember it
   list       the remembered sessions and their state on their agents; with -c, every session
              the agents hold for you (to find one opened elsewhere)
-  connect    take the session over and show it (fails when its agent lost it)
-  disconnect leave it Disconnected (its jobs go on)
+  connect    connect it again and show it (fails when its agent lost it); with -c HOST, take
+             over a Disconnected session another client opened there (an id or name from
+             'session list -c HOST'), remembered under its name or --name
+  disconnect leave it Disconnected (its jobs go on; RemoteJobs in it show Disconnected)
   receive    print (and consume unless --keep) what the session's jobs hold; with
              --out-target job, start a job in the local agent for each of the session's jobs
              that runs or holds data, streaming its output (rjob receive ID --wait), and print them

@@ -227,14 +227,25 @@ function row(
  * again), so listing never takes a session over from a client that is using it.
  */
 async function agentSessions(ctx: CliContext, target: string): Promise<SessionInfo[]> {
+  return withProbe(ctx, target, async (probe) => {
+    const all = await probe.request('session.list');
+    return all.filter((info) => info.sessionId !== probe.sessionId);
+  });
+}
+
+/** Runs `fn` on a short-lived session of its own on `target`'s agent, closed again. */
+async function withProbe<T>(
+  ctx: CliContext,
+  target: string,
+  fn: (probe: Session<unknown>) => Promise<T>,
+): Promise<T> {
   const resolved = await ctx.targets.resolve(target);
   const probe = await openSession(resolved.transport, resolved.target, {
     computerName: resolved.computerName,
     autoReconnect: false,
   });
   try {
-    const all = await probe.request('session.list');
-    return all.filter((info) => info.sessionId !== probe.sessionId);
+    return await fn(probe);
   } finally {
     await probe.close();
   }
@@ -303,10 +314,16 @@ async function listSessions(argv: readonly string[], io: CliIo): Promise<number>
 }
 
 async function connectCmd(argv: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(argv, {});
+  const { values, positionals } = parse(argv, {
+    computer: { type: 'string', short: 'c', multiple: true },
+    name: { type: 'string', short: 'n' },
+  });
   if (values.help) return helpFor('session', io);
-  const name = oneName(positionals, 'connect');
+  const which = oneName(positionals, 'connect');
+  const computers = strs(values.computer);
+  if (computers.length > 1) throw usageError('session connect -c takes one host');
   return withContext(io, str(values['state-dir']), async (ctx) => {
+    const name = computers.length === 1 ? await claim(ctx, computers[0]!, which, str(values.name)) : which;
     const stored = await ctx.storedSession(name);
     const host = await ctx.localSession();
     // Connect-PSSession: the local agent resumes it; its RemoteJobs there go on from where they were.
@@ -316,6 +333,56 @@ async function connectCmd(argv: readonly string[], io: CliIo): Promise<number> {
     io.stdout.write(sessionTable([row(await indexOf(ctx, name), stored, info)]));
     return ExitCode.Ok;
   });
+}
+
+/**
+ * `session connect ID -c HOST` (Connect-PSSession -ComputerName -InstanceId): a Disconnected session
+ * another client opened on HOST (found by id or name in `session list -c HOST`) becomes this
+ * client's: its agent hands out a new resume secret, and it is remembered under its name (or
+ * `--name`). Returns the name it is remembered by.
+ */
+async function claim(
+  ctx: CliContext,
+  target: string,
+  which: string,
+  wanted: string | undefined,
+): Promise<string> {
+  if (wanted !== undefined && (await ctx.store.find(wanted))) {
+    throw usageError(`a session named ${wanted} exists already`);
+  }
+  const claimed = await withProbe(ctx, target, async (probe) => {
+    const all = (await probe.request('session.list')).filter((info) => info.sessionId !== probe.sessionId);
+    const found = all.filter((info) => info.sessionId === which || info.name === which);
+    if (found.length === 0) {
+      throw new CliError(
+        ExitCode.NotFound,
+        ProtocolErrorCode.SessionNotFound,
+        `no session ${which} on ${target} (rjob session list -c ${target} shows them)`,
+      );
+    }
+    if (found.length > 1)
+      throw usageError(`${found.length} sessions on ${target} are named ${which}: give its id`);
+    return probe.request('session.claim', { sessionId: found[0]!.sessionId });
+  });
+  const entry = {
+    target,
+    sessionId: claimed.sessionId,
+    resumeSecret: claimed.resumeSecret,
+    createdAtMs: Date.now(),
+  };
+  const known = await ctx.store.list();
+  const previous = known.find((stored) => stored.sessionId === claimed.sessionId);
+  if (previous) {
+    // Ours already (claimed again): the new secret replaces the old one.
+    await ctx.store.put({ ...previous, resumeSecret: claimed.resumeSecret });
+    return previous.name;
+  }
+  const preferred = wanted ?? claimed.info.name;
+  const name =
+    (await ctx.store.add(entry, preferred)) ??
+    (wanted === undefined ? await ctx.store.add(entry, undefined) : undefined);
+  if (name === undefined) throw usageError(`a session named ${preferred} exists already`);
+  return name;
 }
 
 async function disconnectCmd(argv: readonly string[], io: CliIo): Promise<number> {

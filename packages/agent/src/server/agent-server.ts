@@ -12,6 +12,7 @@ import {
   ReliableChannel,
   type ReliableChannelOptions,
   RjobError,
+  SessionErrorCode,
   type SessionInfo,
   serverHandshake,
   type TransportChannel,
@@ -305,6 +306,37 @@ export class AgentServer {
     return host;
   }
 
+  /**
+   * `session.claim`: another Disconnected session of `identity` gets a new resume secret for the
+   * asking client (Connect-PSSession from another computer). One answer for unknown and another
+   * identity's, as for a resume.
+   */
+  #claim(
+    identity: string,
+    askingId: string,
+    sessionId: string,
+  ): { sessionId: string; resumeSecret: string; info: SessionInfo } {
+    const session = this.#sessions.get(sessionId);
+    if (
+      !session ||
+      session.identity !== identity ||
+      session.kind !== 'session' ||
+      session.id === askingId ||
+      session.state === 'Closed'
+    ) {
+      throw new RjobError(ProtocolErrorCode.SessionNotFound, 'No such session.');
+    }
+    if (session.state === 'Opened') {
+      throw new RjobError(
+        SessionErrorCode.SessionInUse,
+        `Session ${session.name} is in use by another client; disconnect it there first.`,
+      );
+    }
+    const resumeSecret = newResumeSecret();
+    session.newSecret(hashResumeSecret(resumeSecret));
+    return { sessionId, resumeSecret, info: session.info() };
+  }
+
   /** `agent.info`: this process, and the identity's sessions and jobs. */
   #agentInfo(identity: string, askingSessionId: string): AgentInfo {
     let sessions = 0;
@@ -445,7 +477,7 @@ export class AgentServer {
           .saveSession({
             sessionId: changed.id,
             identity,
-            resumeSecretHash: secretDigest,
+            resumeSecretHash: changed.secretDigest,
             workingDirectory: changed.cwd,
             env: { ...changed.env },
             createdAt: new Date(changed.createdAtMs),
@@ -475,6 +507,7 @@ export class AgentServer {
       },
     });
     session.listSessions = () => this.sessions(identity);
+    session.claimSession = (sessionId) => this.#claim(identity, session.id, sessionId);
     const hosted = this.#hosted;
     if (hosted) session.hosted = (method, params) => hosted.call(identity, method, params);
     session.control = {

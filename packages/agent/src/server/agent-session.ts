@@ -88,7 +88,7 @@ export class AgentSession {
   idleTimeoutMs: number;
   lastSeenAtMs = Date.now();
   #state: SessionState = 'Opened';
-  readonly #secretDigest: Buffer;
+  #secretDigest: Buffer;
   readonly #newChannel: () => ReliableChannel;
   #channel: ReliableChannel;
   readonly #records: RecordSource;
@@ -214,6 +214,17 @@ export class AgentSession {
     const secretOk = resumeSecretMatches(this.#secretDigest, secret);
     // A host is reached only through views; a view ends with its link, so neither resumes.
     return secretOk && identity === this.identity && this.#state !== 'Closed' && this.kind === 'session';
+  }
+
+  /** The digest of the session's resume secret, as stored. */
+  get secretDigest(): Buffer {
+    return this.#secretDigest;
+  }
+
+  /** `session.claim`: a new resume secret (its digest) replaces the old one, which stops working. */
+  newSecret(digest: Buffer): void {
+    this.#secretDigest = digest;
+    this.#saved(this);
   }
 
   /** Saves the session's persistent facts now (a new host, which no client attaches to). */
@@ -378,6 +389,11 @@ export class AgentSession {
     return [this.info()];
   }
 
+  /** Replaced by the server: `session.claim` of another session of this identity. */
+  claimSession(_sessionId: string): { sessionId: string; resumeSecret: string; info: SessionInfo } {
+    throw new RjobError(ProtocolErrorCode.SessionNotFound, 'No such session.');
+  }
+
   #newScope(): SessionScope {
     // Getters where the session's own field may change (cwd, control) or is set after this.
     const session = this;
@@ -397,6 +413,7 @@ export class AgentSession {
       info: this.#info,
       sessionInfo: () => this.info(),
       listSessions: () => this.listSessions(),
+      claimSession: (sessionId) => this.claimSession(sessionId),
       select: (selector) => selectJobs(this.jobs, selector),
       watchState: (job) => this.#watchState(job),
       configure: (changes) => {

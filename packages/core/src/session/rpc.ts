@@ -170,6 +170,15 @@ export interface SessionMethods {
   'session.disconnect': { params: undefined; result: SessionInfo };
   /** Ends the session: stops and removes its jobs. */
   'session.close': { params: undefined; result: undefined };
+  /**
+   * Connect-PSSession -InstanceId from another client: gives the caller a new resume secret for
+   * another Disconnected session of the same identity (the old secret stops working). A session
+   * a client is attached to is refused (ERR_SESSION_IN_USE); an unknown one is ERR_SESSION_NOT_FOUND.
+   */
+  'session.claim': {
+    params: { sessionId: string };
+    result: { sessionId: string; resumeSecret: string; info: SessionInfo };
+  };
 
   /** Start-Job inside the session; the job and its results stay on the agent. */
   'job.start': { params: WorkRequest; result: JobInfo };

@@ -21,6 +21,11 @@ export const SessionErrorCode = {
    * or the reconnect window ran out): a request is refused at once instead of waiting.
    */
   SessionDisconnected: 'ERR_SESSION_DISCONNECTED',
+  /**
+   * `session.claim` of a session another client is attached to: it must be disconnected first
+   * (as Connect-PSSession takes only a Disconnected session).
+   */
+  SessionInUse: 'ERR_SESSION_IN_USE',
 } as const;
 
 export type SessionErrorCodeValue = (typeof SessionErrorCode)[keyof typeof SessionErrorCode];

@@ -29,6 +29,8 @@ export interface SessionScope extends PumpSource {
   sessionInfo(): SessionInfo;
   /** The identity's sessions, as the server sees them (`session.list`). */
   listSessions(): SessionInfo[];
+  /** `session.claim`: see SessionMethods. */
+  claimSession(sessionId: string): { sessionId: string; resumeSecret: string; info: SessionInfo };
   /** Resolves a wire selector to the jobs themselves, as JobManager does. */
   select(selector: WireSelector): Job[];
   /** Sends `job.state` events for the job and its children until each has finished. */

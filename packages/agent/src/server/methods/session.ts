@@ -2,7 +2,14 @@
 import { stat } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import type { SessionInfo } from '@rjob/core';
-import { invalidParams, isPlainObject, objectParams, optionalNonNegative, optionalString } from '../wire.js';
+import {
+  invalidParams,
+  isPlainObject,
+  objectParams,
+  optionalNonNegative,
+  optionalString,
+  requiredString,
+} from '../wire.js';
 import type { MethodTable, SessionScope } from './context.js';
 
 export const sessionMethods: MethodTable = {
@@ -12,6 +19,8 @@ export const sessionMethods: MethodTable = {
   'session.list': (scope) => scope.listSessions(),
   'session.disconnect': (scope, call) => scope.disconnect(call),
   'session.close': (scope, call) => scope.close(call),
+  'session.claim': (scope, { params }) =>
+    scope.claimSession(requiredString(objectParams(params, 'session.claim'), 'sessionId')),
 };
 
 async function configure(scope: SessionScope, params: unknown): Promise<SessionInfo> {
