@@ -43,6 +43,7 @@ export {
   type JobRun,
   type JobType,
   type JobTypeInit,
+  withFinish,
 } from './job/job-type.js';
 export { estimateSize } from './job/record-buffer.js';
 export { isStreamName, type JobRecord, type ProgressData, STREAMS, type StreamName } from './job/records.js';

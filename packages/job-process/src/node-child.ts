@@ -10,6 +10,7 @@ import {
   toWorkSpec,
   WorkSession,
   type WorkSessionOptions,
+  withFinish,
 } from '@rjob/core';
 import { pipeOutput, signalGroup } from './child-output.js';
 import type { NodeChildDefinition, ProcessCommonOptions } from './definitions.js';
@@ -54,18 +55,10 @@ export function startNodeChild(
   // still sit in the stdout pipe then: hold its outcome until the child has closed its stdio.
   let outcome: JobOutcome | undefined;
   let closed = false;
-  const held: JobContext = {
-    jobId: context.jobId,
-    instanceId: context.instanceId,
-    name: context.name,
-    signal: context.signal,
-    running: () => context.running(),
-    emit: (stream, data, sizeBytes) => context.emit(stream, data, sizeBytes),
-    finish: (result) => {
-      outcome ??= result;
-      if (closed) context.finish(outcome);
-    },
-  };
+  const held = withFinish(context, (result) => {
+    outcome ??= result;
+    if (closed) context.finish(outcome);
+  });
 
   const channel = channelFromChild(child);
   let session: WorkSession;

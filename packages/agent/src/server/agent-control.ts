@@ -3,29 +3,12 @@
  * the agent process itself. Read-only facts of the daemon, and a clean stop (as on SIGTERM) for
  * the daemon's own user: every link of a daemon is that user (the socket is 0600).
  */
-import { type AgentPluginInfo, RjobError } from '@rjob/core';
+import { type AgentPluginInfo, type AgentProcessInfo, RjobError } from '@rjob/core';
 import { AgentErrorCode } from '../error-codes.js';
 import { invalidParams, isPlainObject } from './wire.js';
 
-export interface AgentInfo extends AgentPluginInfo {
-  /** As in `welcome.software`. */
-  software: string;
-  pid: number;
-  /** When the agent process started, ms since the epoch. */
-  startedAtMs: number;
-  uptimeMs: number;
-  /** Sessions the caller's identity holds on this agent (its job host and the asking session not counted). */
-  sessions: number;
-  /** Jobs (top-level) in those sessions and the identity's job host. */
-  jobs: number;
-  /** Of those, the jobs not finished yet. */
-  runningJobs: number;
-  /**
-   * The asking session was the first this agent opened: a daemon started on demand for this
-   * client (nothing was running before it connected), or one started idle and never used.
-   */
-  firstClient: boolean;
-}
+/** `agent.info`'s answer (core's AgentProcessInfo), with the plugin lists an agent always gives. */
+export type AgentInfo = AgentProcessInfo & AgentPluginInfo;
 
 /** What the server tells a session about the agent, per identity. */
 export interface AgentControl {

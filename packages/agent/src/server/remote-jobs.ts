@@ -14,6 +14,7 @@ import {
   type JobRun,
   type JobType,
   openSession,
+  withFinish,
   type RelayRequest,
   RjobError,
   remoteJobType,
@@ -211,7 +212,7 @@ export function targetRemoteJobType(
           ),
         );
       };
-      const inner: JobContext = { ...contextMethods(context), finish };
+      const inner = withFinish(context, finish);
       try {
         return await mirror.start({ session: own, work: definition.work! }, inner);
       } catch (error) {
@@ -259,17 +260,14 @@ export function targetRemoteJobType(
       return { stop() {} };
     }
     const release = hosted.mirroring(request.sessionId, remoteJob);
-    const inner: JobContext = {
-      ...contextMethods(context),
-      finish: (outcome) => {
-        release();
-        context.finish(
-          outcome.state === 'Failed'
-            ? { state: 'Failed', reason: namedReason(computerName, outcome.reason) }
-            : outcome,
-        );
-      },
-    };
+    const inner = withFinish(context, (outcome) => {
+      release();
+      context.finish(
+        outcome.state === 'Failed'
+          ? { state: 'Failed', reason: namedReason(computerName, outcome.reason) }
+          : outcome,
+      );
+    });
     try {
       return await mirror.start(
         { session, remoteJob, removeWhenDone: definition.remoteJob === undefined },
@@ -284,19 +282,4 @@ export function targetRemoteJobType(
 
 function stoppedError(): RjobError {
   return new RjobError(ErrorCode.JobStartFailed, 'Stopped before it started.');
-}
-
-/** A job context's members, to wrap one with another `finish`. */
-function contextMethods(context: JobContext): JobContext {
-  return {
-    jobId: context.jobId,
-    instanceId: context.instanceId,
-    name: context.name,
-    signal: context.signal,
-    running: () => context.running(),
-    emit: (stream, data, sizeBytes) => context.emit(stream, data, sizeBytes),
-    finish: (outcome) => context.finish(outcome),
-    disconnected: () => context.disconnected?.(),
-    reconnected: () => context.reconnected?.(),
-  };
 }

@@ -48,6 +48,24 @@ export interface JobContext {
   reconnected?(): void;
 }
 
+/**
+ * `context` with another `finish`: for a type that runs another type's work and must see (or hold
+ * back) its outcome. Everything else goes to `context` as it is.
+ */
+export function withFinish(context: JobContext, finish: JobContext['finish']): JobContext {
+  return {
+    jobId: context.jobId,
+    instanceId: context.instanceId,
+    name: context.name,
+    signal: context.signal,
+    running: () => context.running(),
+    emit: (stream, data, sizeBytes) => context.emit(stream, data, sizeBytes),
+    finish,
+    disconnected: () => context.disconnected?.(),
+    reconnected: () => context.reconnected?.(),
+  };
+}
+
 /** A started piece of work, as the manager sees it. */
 export interface JobRun {
   /**
