@@ -91,4 +91,15 @@ describe.skipIf(skip !== undefined)('invoke on hosts without node', { timeout: 1
     expect(out.stderr).toMatch(/^rjob: nonode1: .*plain exec.*\(ERR_SSH_NO_AGENT\)\n$/s);
     expect(out.stderr).not.toMatch(NOTICE);
   });
+
+  it('a session there says it needs node on the host (ERR_SSH_NO_AGENT), and nothing is remembered', async () => {
+    await using s = await sandbox(env());
+    const out = await s.bin(['session', 'new', 'nonode1', '--name', 'nn']);
+    expect(out.code).not.toBe(ExitCode.Ok);
+    expect(out.stdout).toBe('');
+    expect(out.stderr).toMatch(/node.*\(ERR_SSH_NO_AGENT\)\n$/s);
+    expect((await s.bin(['session', 'list'])).stdout).toBe('');
+    // Plain commands still work there.
+    expect((await s.bin(['invoke', '-c', 'nonode1', '--', 'echo still'])).stdout).toBe('[nonode1] still\n');
+  });
 });
