@@ -323,11 +323,17 @@ export async function benchFanout(): Promise<BenchResult[]> {
         }
         const base = median(localMs);
         const held = median(heldMs);
-        results.push({ name: `rjob ${label} (local jobs)`, iterations: 15, meanMs: base, medianMs: base });
+        const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+        results.push({
+          name: `rjob ${label} (local jobs)`,
+          iterations: 15,
+          meanMs: mean(localMs),
+          medianMs: base,
+        });
         results.push({
           name: `rjob ${label} -s held (an open SSH session, through the local agent)`,
           iterations: 15,
-          meanMs: held,
+          meanMs: mean(heldMs),
           medianMs: held,
           baseline: `rjob ${label} (local jobs)`,
           ratio: held / base,
