@@ -7,7 +7,8 @@
  */
 import { homedir } from 'node:os';
 import type { AgentTransport, RemoteTargetSettings } from '@rjob/agent';
-import type { TargetTransport } from '@rjob/core';
+import { RjobError, type TargetTransport } from '@rjob/core';
+import { SshErrorCode } from '@rjob/transport-ssh/codes';
 import type { CliIo } from './io.js';
 import type { StatePaths } from './state.js';
 import { TargetResolver } from './targets.js';
@@ -25,6 +26,14 @@ export function remoteSettings(io: CliIo): { env: Record<string, string>; cwd: s
     if (value !== undefined && PASSED_ENV.test(key)) env[key] = value;
   }
   return { env, cwd: io.cwd };
+}
+
+/** ERR_SSH_NO_AGENT from a host where a shell command can still run by plain exec. */
+export function noAgentButExec(error: unknown): boolean {
+  for (let e = error; e instanceof Error; e = (e as Error).cause) {
+    if (RjobError.is(e) && e.code === SshErrorCode.NoAgent && e.details?.plainExec === true) return true;
+  }
+  return false;
 }
 
 /**
@@ -66,10 +75,24 @@ export function cliTransports(paths: StatePaths, plugins: readonly TargetTranspo
     const resolved = await resolverFor(settings).resolve(target);
     return { transport: resolved.transport, target: resolved.target, computerName: resolved.computerName };
   };
+  // A host without node: a bare shell command still runs there, by plain SSH exec.
+  const fallback: NonNullable<AgentTransport['fallback']> = async (target, settings, work, error) => {
+    if (!noAgentButExec(error)) return undefined;
+    const { plainShellCommand } = await import('@rjob/transport-ssh');
+    const command = plainShellCommand(work);
+    if (command === undefined) return undefined;
+    const resolver = resolverFor(settings);
+    const [resolved, type] = await Promise.all([resolver.resolve(target), resolver.sshExecJobType()]);
+    return {
+      type,
+      definition: { target: resolved.target, command },
+      notice: 'no node there, so no agent; running the command by plain SSH exec',
+    };
+  };
   return [
     { name: 'unix', accepts: (target) => target === 'localhost' || target === 'local', resolve },
     ...plugins,
     { name: 'ws', accepts: (target) => /^wss?:\/\//i.test(target), resolve },
-    { name: 'ssh', accepts: () => true, resolve },
+    { name: 'ssh', accepts: () => true, resolve, fallback },
   ];
 }

@@ -92,6 +92,17 @@ describe.skipIf(skip !== undefined)('invoke on hosts without node', { timeout: 1
     expect(out.stderr).not.toMatch(NOTICE);
   });
 
+  it('--as-job there runs the command by plain exec too, in the local agent', async () => {
+    await using s = await sandbox(env());
+    const started = await s.bin(['invoke', '-c', 'nonode1', '--as-job', '--name', 'aj', '--', 'echo hi']);
+    expect(started.code).toBe(ExitCode.Ok);
+    expect((await s.bin(['wait', 'aj'])).code).toBe(ExitCode.Ok);
+    const received = await s.bin(['receive', 'aj']);
+    expect(received.stdout).toBe('[nonode1] hi\n');
+    // The notice travels with the job, on its warning stream.
+    expect(received.stderr).toMatch(/no node there, so no agent; running the command by plain SSH exec/);
+  });
+
   it('a session there says it needs node on the host (ERR_SSH_NO_AGENT), and nothing is remembered', async () => {
     await using s = await sandbox(env());
     const out = await s.bin(['session', 'new', 'nonode1', '--name', 'nn']);

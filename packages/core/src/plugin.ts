@@ -7,6 +7,7 @@
  */
 import { ErrorCode, RjobError } from './errors.js';
 import type { JobType } from './job/job-type.js';
+import type { WorkRequest } from './session/rpc.js';
 import type { Transport } from './transport/transport.js';
 
 /** What the client that names a target gives along with it: how its own settings would reach it. */
@@ -41,6 +42,18 @@ export interface TargetTransport {
     target: string,
     settings: TargetSettings,
   ): Promise<{ transport: Transport<any>; target: unknown; computerName?: string }>;
+  /**
+   * Optional: another way to run `work` when a session to `target` could not be opened with
+   * `error` (a host with no agent, where a shell command can still run by plain exec): a job type
+   * and its definition, with a one-line notice for the job's warning stream; undefined when there
+   * is none for this work or this error. A RemoteJob then runs that job instead.
+   */
+  fallback?(
+    target: string,
+    settings: TargetSettings,
+    work: WorkRequest,
+    error: unknown,
+  ): Promise<{ type: JobType<any>; definition: unknown; notice: string } | undefined>;
 }
 
 /** What a plugin module exports: job types and target transports, each optional. */

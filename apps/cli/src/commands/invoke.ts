@@ -18,8 +18,7 @@ import { isUnreachableCode, oneLine } from '../errors.js';
 import { dataText, jobJson, jobTable, jsonReplacer, printRecord } from '../format.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, type ExitCodeValue, usageError } from '../io.js';
-import { SshErrorCode } from '@rjob/transport-ssh/codes';
-import { remoteSettings } from '../agent-transports.js';
+import { noAgentButExec, remoteSettings } from '../agent-transports.js';
 import { onJobSession, withContext } from '../run-command.js';
 import { expandHosts, selectHosts } from '../inventory.js';
 import { workRequest } from './jobs.js';
@@ -233,14 +232,6 @@ async function fanOut(
   clearProgress();
   const code = summarize(io, results, hosts.length === 1);
   return interrupt.signal.aborted ? ExitCode.Interrupted : code;
-}
-
-/** ERR_SSH_NO_AGENT from a host where a shell command can still run by plain exec. */
-function noAgentButExec(error: unknown): boolean {
-  for (let e = error; e instanceof Error; e = (e as Error).cause) {
-    if (RjobError.is(e) && e.code === SshErrorCode.NoAgent && e.details?.plainExec === true) return true;
-  }
-  return false;
 }
 
 /**

@@ -19,8 +19,9 @@ import {
   RjobError,
   remoteJobType,
   type Session,
+  type TargetSettings,
+  type TargetTransport,
   toRjobError,
-  type Transport,
   type WorkRequest,
 } from '@rjob/core';
 import { type HostedSessions, relayRequest } from './hosted-sessions.js';
@@ -29,31 +30,11 @@ import { isPlainObject } from './wire.js';
 /** How long closing a job's own session may take before the job ends without waiting for it. */
 const CLOSE_WAIT_MS = 5_000;
 
-/** What the client gives along with a target: how its own transports would reach it. */
-export interface RemoteTargetSettings {
-  /** The client's environment (only what matters for reaching hosts: `RJOB_*`, `HOME`, `SSH_AUTH_SOCK`). */
-  env: Record<string, string>;
-  /** The client's working directory (relative key and known_hosts paths resolve against it). */
-  cwd: string | undefined;
-  /** How long reaching the target may take (TCP, key exchange, login), in ms. */
-  connectTimeoutMs: number | undefined;
-}
+/** What the client gives along with a target: how its own transports would reach it (core's TargetSettings). */
+export type RemoteTargetSettings = TargetSettings;
 
-/** A transport plugin of the agent: reaches the targets it accepts, loading itself on first use. */
-export interface AgentTransport {
-  /** Shown in messages (`ssh`, `ws`, `unix`). */
-  readonly name: string;
-  /** True when this transport reaches `target` (as the user wrote it). The first that accepts wins. */
-  accepts(target: string): boolean;
-  /**
-   * The transport to use for `target` and the target in its own form. Called for each job; cache
-   * what is costly to build (a connection pool) by `settings`.
-   */
-  resolve(
-    target: string,
-    settings: RemoteTargetSettings,
-  ): Promise<{ transport: Transport<any>; target: unknown; computerName?: string }>;
-}
+/** A transport plugin of the agent (core's TargetTransport): reaches the targets it accepts. */
+export type AgentTransport = TargetTransport;
 
 /** `job.start` / `job.startGroup` definition of a `RemoteJob` in the agent (plain data, stored as is). */
 export interface RemoteTargetDefinition {
@@ -195,7 +176,16 @@ export function targetRemoteJobType(
           return stopped();
         }
       } catch (error) {
-        throw namedReason(computerName, error);
+        const other =
+          definition.work && plugin.fallback
+            ? await plugin
+                .fallback(definition.target, settings, definition.work, error)
+                .catch(() => undefined)
+            : undefined;
+        if (!other) throw namedReason(computerName, error);
+        // No agent there, but the work can run another way (plain exec): say so once, then run it.
+        context.emit('warning', other.notice);
+        return other.type.start(other.definition, context);
       }
       const own = session;
       // The session closes before the job says it ended: once `rjob stop` or `wait` returns,
