@@ -83,6 +83,7 @@ describe('local job verbs load neither the remote transports nor the agent serve
     const loaded = staticClosure([
       'apps/cli/src/cli-entry.ts',
       'apps/cli/src/commands/jobs.ts',
+      'apps/cli/src/commands/receive.ts',
       'apps/cli/src/local-agent.ts',
     ]);
     expect(loaded).toContain('apps/cli/src/targets.ts');

@@ -10,7 +10,7 @@ type Command = (argv: readonly string[], io: CliIo) => Promise<number>;
 const COMMANDS: Record<string, () => Promise<Command>> = {
   start: async () => (await import('./commands/jobs.js')).start,
   get: async () => (await import('./commands/jobs.js')).get,
-  receive: async () => (await import('./commands/jobs.js')).receive,
+  receive: async () => (await import('./commands/receive.js')).receive,
   wait: async () => (await import('./commands/jobs.js')).wait,
   stop: async () => (await import('./commands/jobs.js')).stop,
   remove: async () => (await import('./commands/jobs.js')).remove,

@@ -1,5 +1,6 @@
 export { agent } from './commands/agent.js';
-export { get, receive, remove, start, stop, wait } from './commands/jobs.js';
+export { get, remove, start, stop, wait } from './commands/jobs.js';
+export { receive } from './commands/receive.js';
 export { enter } from './commands/enter.js';
 export { invoke } from './commands/invoke.js';
 export { session } from './commands/session.js';

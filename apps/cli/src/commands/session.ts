@@ -26,7 +26,7 @@ import {
   sessionTable,
 } from '../format.js';
 import { describeError } from '../errors.js';
-import { streamRecords } from './jobs.js';
+import { streamRecords } from './receive.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import { remoteSettings } from '../agent-transports.js';
