@@ -22,7 +22,7 @@ import { noAgentButExec, remoteSettings } from '../agent-transports.js';
 import { onJobSession, withContext } from '../run-command.js';
 import { expandHosts, selectHosts } from '../inventory.js';
 import { workRequest } from './jobs.js';
-import { invokeDisconnected } from './session.js';
+import { invokeDisconnected } from './invoke-disconnected.js';
 import { ErrorCode, SessionErrorCode } from '@rjob/core';
 
 export async function invoke(argv: readonly string[], io: CliIo): Promise<number> {

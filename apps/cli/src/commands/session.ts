@@ -4,16 +4,7 @@
  * invocation, or `rjob enter`, can take it over; between invocations it is Disconnected on its
  * agent and its jobs run on.
  */
-import {
-  defineTransport,
-  invokeMany,
-  isTerminal,
-  openSession,
-  type RemoteJobInfo,
-  type Session,
-  type SessionInfo,
-  type WorkRequest,
-} from '@rjob/core';
+import { isTerminal, openSession, type RemoteJobInfo, type Session, type SessionInfo } from '@rjob/core';
 import { bool, parse, str, strs } from '../args.js';
 import type { CliContext } from '../context.js';
 import {
@@ -25,14 +16,13 @@ import {
   type SessionRow,
   sessionTable,
 } from '../format.js';
-import { describeError } from '../errors.js';
 import { streamRecords } from './receive.js';
 import { helpFor } from '../help.js';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import { remoteSettings } from '../agent-transports.js';
 import { onJobSession, withContext } from '../run-command.js';
 import type { StoredSession } from '../state.js';
-import { expandComputers, type ResolvedTarget } from '../targets.js';
+import { expandComputers } from '../targets.js';
 import { ProtocolErrorCode } from '@rjob/core';
 
 export async function session(argv: readonly string[], io: CliIo): Promise<number> {
@@ -112,101 +102,13 @@ async function newSession(argv: readonly string[], io: CliIo): Promise<number> {
       info = await relay.request('session.configure', { name });
     }
     const index = (await ctx.store.list()).findIndex((entry) => entry.name === name) + 1;
-    io.stdout.write(sessionTable([row(index, { name, target }, info)]));
+    io.stdout.write(sessionTable([sessionRow(index, { name, target }, info)]));
     return ExitCode.Ok;
   });
 }
 
-/**
- * `rjob invoke -c HOSTS --disconnected` (Invoke-Command -InDisconnectedSession): on every host, a
- * new named session with the work started in it as a job, left Disconnected at once. The sessions
- * are printed and remembered like `session new`'s; their jobs run on, and `session receive`,
- * `session connect` or `receive -s NAME` get the results later. A host that cannot be reached is
- * one error line on stderr (exit 4); the others still get their session.
- */
-export async function invokeDisconnected(
-  ctx: CliContext,
-  io: CliIo,
-  hosts: readonly string[],
-  work: WorkRequest,
-  throttleLimit = 32,
-): Promise<number> {
-  const existing = await ctx.store.list();
-  // Names are handed out before anything connects, so hosts opened at once never collide.
-  const taken = new Set(existing.map((s) => s.name));
-  const names = hosts.map(() => {
-    let n = existing.length + 1;
-    while (taken.has(`Session${n}`)) n++;
-    taken.add(`Session${n}`);
-    return `Session${n}`;
-  });
-  // One target per position (a host may be named twice), so a failure is told back to its host.
-  type Spec = { host: string; index: number };
-  const specs: Spec[] = hosts.map((host, index) => ({ host, index }));
-  // A host that cannot even be resolved (a bad RJOB_SSH_* setting, no local agent) reports its
-  // own error, not the connect failure the session client would make of it.
-  const unresolved = new Map<Spec, unknown>();
-  const transport = defineTransport<Spec>({
-    name: 'rjob',
-    async connect(spec, options) {
-      let resolved: ResolvedTarget;
-      try {
-        resolved = await ctx.targets.resolve(spec.host);
-      } catch (error) {
-        unresolved.set(spec, error);
-        throw error;
-      }
-      return resolved.transport.connect(resolved.target, options);
-    },
-  });
-  const results = await invokeMany(undefined, specs, work, {
-    disconnected: true,
-    transport,
-    throttleLimit,
-    computerName: (spec) => computerNameOf(spec.host),
-    sessionName: (_spec, index) => names[index]!,
-    sessionOptions: { autoReconnect: false },
-  });
-  const rows: SessionRow[] = [];
-  let exitCode: number = ExitCode.Ok;
-  for (const [i, result] of results.entries()) {
-    const host = hosts[i]!;
-    if (!result.error) {
-      const stored: StoredSession = {
-        // The name handed out here, even from an agent that could not take it.
-        name: names[i]!,
-        target: host,
-        sessionId: result.sessionId,
-        resumeSecret: result.resumeSecret,
-        createdAtMs: Date.now(),
-      };
-      await ctx.store.put(stored);
-      rows.push(row(existing.length + rows.length + 1, stored, result.sessionInfo));
-    } else {
-      const { exitCode: code, line } = describeError(unresolved.get(specs[i]!) ?? result.error);
-      io.stderr.write(`rjob: ${host}: ${line}\n`);
-      if (exitCode === ExitCode.Ok || code === ExitCode.Unreachable) exitCode = code;
-    }
-  }
-  if (rows.length > 0) io.stdout.write(sessionTable(rows));
-  return exitCode;
-}
-
-/** The computer name `TargetResolver.resolve` gives a host, known before it is resolved. */
-function computerNameOf(host: string): string {
-  if (host === 'localhost' || host === 'local') return 'localhost';
-  if (/^wss?:\/\//i.test(host)) {
-    try {
-      return new URL(host).host;
-    } catch {
-      // Resolving it fails the same way, and that error is the one reported.
-      return host;
-    }
-  }
-  return host;
-}
-
-function row(
+/** A `session list` row: a stored session with what its agent says of it (if it answered). */
+export function sessionRow(
   id: number,
   stored: Pick<StoredSession, 'name' | 'target'>,
   info: SessionInfo | undefined,
@@ -267,7 +169,7 @@ async function listSessions(argv: readonly string[], io: CliIo): Promise<number>
       for (const target of await expandComputers(computers, io)) {
         for (const info of await agentSessions(ctx, target)) {
           const known = stored.find((s) => s.sessionId === info.sessionId);
-          rows.push(row(rows.length + 1, { name: known?.name ?? info.name, target }, info));
+          rows.push(sessionRow(rows.length + 1, { name: known?.name ?? info.name, target }, info));
         }
       }
     } else {
@@ -292,7 +194,7 @@ async function listSessions(argv: readonly string[], io: CliIo): Promise<number>
         const h = held.get(s.sessionId);
         if (h) {
           rows.push({
-            ...row(i + 1, s, undefined),
+            ...sessionRow(i + 1, s, undefined),
             remoteHost: h.remoteHost ?? '',
             state: h.state,
             availability: h.state === 'Opened' ? 'Available' : 'None',
@@ -301,7 +203,7 @@ async function listSessions(argv: readonly string[], io: CliIo): Promise<number>
         }
         const infos = await byTarget.get(s.target)!;
         const info = infos?.find((candidate) => candidate.sessionId === s.sessionId);
-        const r = row(i + 1, s, info);
+        const r = sessionRow(i + 1, s, info);
         // Reachable agent, session unknown to it: it expired or its agent lost it.
         if (infos && !info) r.state = 'Broken';
         rows.push(r);
@@ -330,7 +232,7 @@ async function connectCmd(argv: readonly string[], io: CliIo): Promise<number> {
     const info = await host.request('hosted.connect', ctx.relayRequest(stored)).catch((error: unknown) => {
       throw ctx.staleSession(stored, error);
     });
-    io.stdout.write(sessionTable([row(await indexOf(ctx, name), stored, info)]));
+    io.stdout.write(sessionTable([sessionRow(await indexOf(ctx, name), stored, info)]));
     return ExitCode.Ok;
   });
 }
@@ -397,7 +299,7 @@ async function disconnectCmd(argv: readonly string[], io: CliIo): Promise<number
     io.stdout.write(
       sessionTable([
         {
-          ...row(await indexOf(ctx, name), stored, undefined),
+          ...sessionRow(await indexOf(ctx, name), stored, undefined),
           ...(held?.remoteHost ? { remoteHost: held.remoteHost } : {}),
           state: 'Disconnected',
           availability: 'None',
