@@ -5,18 +5,17 @@
  * without one an encrypted identity is skipped and password / keyboard-interactive are never sent.
  * No secret is kept in an error, its details or a log line.
  */
-import { readFile } from 'node:fs/promises';
 import { RjobError } from '@rjob/core';
-import ssh2, {
-  type AnyAuthMethod,
-  type AuthHandlerMiddleware,
+import type {
+  AnyAuthMethod,
+  AuthHandlerMiddleware,
   BaseAgent,
-  type KeyboardInteractiveAuthMethod,
-  type ParsedKey,
-  type Prompt,
+  KeyboardInteractiveAuthMethod,
+  ParsedKey,
+  Prompt,
 } from 'ssh2';
 import { SshErrorCode } from './errors.js';
-import { keyTypeOfBlob } from './known-hosts.js';
+import { ENCRYPTED_KEY, isEncryptedKey, parseKey, publicKeyOf, UnlockOnSignAgent } from './keys.js';
 
 /** How many answers a secret gets before that method is given up, as OpenSSH's NumberOfPasswordPrompts. */
 export const DEFAULT_MAX_PROMPT_TRIES = 3;
@@ -178,108 +177,6 @@ type Stage =
   | { kind: 'keyboard-interactive' }
   | { kind: 'password' };
 
-const ENCRYPTED = /no passphrase given/i;
-// Through the default export: Node cannot see `utils` among ssh2's CommonJS named exports.
-const { utils } = ssh2;
-
-/** ssh2's key parser, with an array (several keys in one file) reduced to its first key. */
-function parse(key: Buffer | string | ParsedKey, passphrase?: string): ParsedKey | Error {
-  const parsed = utils.parseKey(key, passphrase) as ParsedKey | ParsedKey[] | Error;
-  return Array.isArray(parsed) ? (parsed[0] ?? new Error('no key in file')) : parsed;
-}
-
-/** True when the key is encrypted and no (or no right) passphrase was given. */
-export function isEncryptedKey(key: Buffer | string): boolean {
-  const parsed = parse(key);
-  return parsed instanceof Error && ENCRYPTED.test(parsed.message);
-}
-
-/**
- * The public half of an encrypted identity without its passphrase: an `openssh-key-v1` file
- * carries it in clear; for other formats, `<file>.pub` when it exists.
- */
-async function publicKeyOf(identity: SshIdentity): Promise<ParsedKey | undefined> {
-  const text = typeof identity.key === 'string' ? identity.key : identity.key.toString('utf8');
-  const armored = /-----BEGIN OPENSSH PRIVATE KEY-----([\s\S]+?)-----END OPENSSH PRIVATE KEY-----/.exec(text);
-  if (armored) {
-    const blob = Buffer.from(armored[1]!.replace(/\s+/g, ''), 'base64');
-    const magic = Buffer.from('openssh-key-v1\0', 'latin1');
-    if (blob.subarray(0, magic.length).equals(magic)) {
-      let at = magic.length;
-      const str = (): Buffer | undefined => {
-        if (at + 4 > blob.length) return undefined;
-        const length = blob.readUInt32BE(at);
-        if (at + 4 + length > blob.length) return undefined;
-        const out = blob.subarray(at + 4, at + 4 + length);
-        at += 4 + length;
-        return out;
-      };
-      // cipher name, kdf name, kdf options, then the key count and the first public key.
-      if (str() && str() && str() && at + 4 <= blob.length) {
-        at += 4;
-        const pub = str();
-        const type = pub && keyTypeOfBlob(pub);
-        if (pub && type) {
-          const key = parse(`${type} ${pub.toString('base64')}`);
-          if (!(key instanceof Error)) return key;
-        }
-      }
-    }
-  }
-  if (identity.file === undefined) return undefined;
-  try {
-    const key = parse(await readFile(`${identity.file}.pub`));
-    return key instanceof Error ? undefined : key;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * An in-process agent holding one encrypted identity: its public key is offered first, and the
- * passphrase is asked only once the server said it would accept that key (as OpenSSH does).
- */
-class UnlockOnSignAgent extends BaseAgent {
-  readonly #publicKey: ParsedKey;
-  readonly #unlock: () => Promise<ParsedKey | undefined>;
-  readonly #signal: AbortSignal | undefined;
-
-  constructor(publicKey: ParsedKey, unlock: () => Promise<ParsedKey | undefined>, signal?: AbortSignal) {
-    super();
-    this.#publicKey = publicKey;
-    this.#unlock = unlock;
-    this.#signal = signal;
-  }
-
-  getIdentities(cb: (error: Error | null, keys?: ParsedKey[]) => void): void {
-    cb(null, [this.#publicKey]);
-  }
-
-  sign(
-    _publicKey: unknown,
-    data: Buffer,
-    options: { hash?: string } | ((error: Error | null, signature?: Buffer) => void),
-    cb?: (error: Error | null, signature?: Buffer) => void,
-  ): void {
-    const done = typeof options === 'function' ? options : cb!;
-    const hash = typeof options === 'function' ? undefined : options?.hash;
-    this.#unlock().then(
-      (key) => {
-        // The connection is gone: nothing to sign for.
-        if (this.#signal?.aborted) return;
-        if (!key) return done(Object.assign(new Error('identity not unlocked'), { quiet: true }));
-        const signature = key.sign(data, hash) as Buffer | Error;
-        if (signature instanceof Error) done(signature);
-        else done(null, signature);
-      },
-      (error: unknown) => {
-        if (this.#signal?.aborted) return;
-        done(error instanceof Error ? error : new Error(String(error)));
-      },
-    );
-  }
-}
-
 /** Builds the method sequence for one connection attempt. */
 export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
   const { username, host, port, prompter, signal } = options;
@@ -359,7 +256,7 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
           note(`no passphrase given for key ${label}`);
           return undefined;
         }
-        const key = parse(identity.key, answer);
+        const key = parseKey(identity.key, answer);
         if (!(key instanceof Error) && key.isPrivateKey()) {
           options.shared?.unlocked.set(cacheKey(identity), key);
           return key;
@@ -379,7 +276,7 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
 
   const identityAttempt = async (identity: SshIdentity): Promise<AnyAuthMethod | undefined> => {
     const label = identity.file ?? 'the given private key';
-    const plain = parse(identity.key, identity.passphrase);
+    const plain = parseKey(identity.key, identity.passphrase);
     if (!(plain instanceof Error)) {
       if (!plain.isPrivateKey()) {
         note(`${label} is not a private key`);
@@ -388,7 +285,8 @@ export function createAuthPlan(options: AuthPlanOptions): AuthPlan {
       return { type: 'publickey', username, key: plain };
     }
     const encrypted =
-      ENCRYPTED.test(plain.message) || (identity.passphrase !== undefined && isEncryptedKey(identity.key));
+      ENCRYPTED_KEY.test(plain.message) ||
+      (identity.passphrase !== undefined && isEncryptedKey(identity.key));
     if (!encrypted) {
       note(`${label} is not a usable private key (${plain.message})`);
       return undefined;

@@ -1,12 +1,12 @@
 export {
   createAuthShared,
   DEFAULT_MAX_PROMPT_TRIES,
-  isEncryptedKey,
   type SshAuthShared,
   type SshIdentity,
   type SshPrompter,
   type SshPromptRequest,
 } from './auth.js';
+export { isEncryptedKey } from './keys.js';
 export { type ConnectSshOptions, connectSsh, execOnce, type SshConnection } from './connect.js';
 export { SSH_UNREACHABLE_CODES, SshErrorCode, type SshErrorCodeValue, toSshConnectError } from './errors.js';
 export { matchPatternList, type PatternListMatch, wildcardMatch } from './host-patterns.js';
