@@ -4,7 +4,7 @@ import { JobManager } from '../job/job-manager.js';
 import type { ReliableChannelOptions } from '../protocol/reliable-channel.js';
 import { createMemoryNetwork } from '../testing/memory-transport.js';
 import { invokeMany } from './fan-out.js';
-import type { RemoteRecord } from './session.js';
+import type { RemoteRecord } from './session-types.js';
 import { TestAgent } from './test-agent.js';
 
 const quiet: ReliableChannelOptions = { pingIntervalMs: 0, heartbeatTimeoutMs: 0 };

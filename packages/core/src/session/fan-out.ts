@@ -14,7 +14,8 @@ import { RecordStream } from './record-stream.js';
 import type { RemoteJobInfo } from './remote-job-manager.js';
 import { describeWorkRequest, type RemoteJobDefinition, remoteJobType } from './remote-job-type.js';
 import type { SessionInfo, WorkRequest } from './rpc.js';
-import { openSession, type RemoteRecord, Session, type SessionOptions } from './session.js';
+import { openSession, Session } from './session.js';
+import type { RemoteRecord, SessionOptions } from './session-types.js';
 import { SessionErrorCode } from './session-errors.js';
 
 /** Default number of targets worked on at once, as PowerShell's Invoke-Command. */

@@ -6,7 +6,8 @@ import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
 import type { ReliableChannelOptions } from '../protocol/reliable-channel.js';
 import { createMemoryNetwork } from '../testing/memory-transport.js';
 import type { JobInfo } from './rpc.js';
-import { openSession, type RemoteRecord } from './session.js';
+import { openSession } from './session.js';
+import type { RemoteRecord } from './session-types.js';
 import { type MethodHandler, TestAgent } from './test-agent.js';
 
 const quiet: ReliableChannelOptions = { pingIntervalMs: 0, heartbeatTimeoutMs: 0 };

@@ -7,7 +7,8 @@ import type { GetFilter } from '../job/job-manager.js';
 import type { JobRecord } from '../job/records.js';
 import type { GroupRequest, JobInfo, ReceiveToFileResult, WireSelector, WorkRequest } from './rpc.js';
 import { RecordStream } from './record-stream.js';
-import type { RemoteRecord, Session, Subscription } from './session.js';
+import type { Session } from './session.js';
+import type { RemoteRecord, Subscription } from './session-types.js';
 
 /** A remote job as the client shows it: the reason revived, tagged with its computer. */
 export type RemoteJobInfo = Omit<JobInfo, 'reason'> & {

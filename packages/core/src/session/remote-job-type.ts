@@ -12,7 +12,8 @@ import type { Transport } from '../transport/transport.js';
 import type { RemoteJobInfo } from './remote-job-manager.js';
 import { SessionErrorCode } from './session-errors.js';
 import type { WireSelector, WorkRequest } from './rpc.js';
-import { openSession, type Session, type SessionOptions, type Subscription } from './session.js';
+import { openSession, type Session } from './session.js';
+import type { SessionOptions, Subscription } from './session-types.js';
 
 /** Where a RemoteJob runs: an open session, or a target to open one on for the job alone. */
 export interface RemoteJobDefinition {

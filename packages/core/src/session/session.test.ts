@@ -5,7 +5,8 @@ import type { ReliableChannelOptions } from '../protocol/reliable-channel.js';
 import { createMemoryNetwork, type MemoryNetwork } from '../testing/memory-transport.js';
 import { remoteJobType } from './remote-job-type.js';
 import type { SessionState } from './rpc.js';
-import { connectSession, openSession, type RemoteRecord, type Session } from './session.js';
+import { connectSession, openSession, type Session } from './session.js';
+import type { RemoteRecord } from './session-types.js';
 import { TestAgent } from './test-agent.js';
 
 const quiet: ReliableChannelOptions = { pingIntervalMs: 0, heartbeatTimeoutMs: 0 };

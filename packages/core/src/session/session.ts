@@ -8,13 +8,13 @@ import { randomUUID } from '../util/lazy-builtins.js';
 import { decodeRecordEntries } from '../codec/record-entries.js';
 import { deserializeError, ErrorCode, RjobError, type SerializedError } from '../errors.js';
 import type { Job } from '../job/job.js';
-import type { JobManager } from '../job/job-manager.js';
 import type { JobRecord } from '../job/records.js';
 import { clientHandshake } from '../protocol/handshake.js';
-import type { RelayRequest, SequencedMessage } from '../protocol/messages.js';
+import type { SequencedMessage } from '../protocol/messages.js';
 import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
-import { ReliableChannel, type ReliableChannelOptions } from '../protocol/reliable-channel.js';
+import { ReliableChannel } from '../protocol/reliable-channel.js';
 import type { Transport } from '../transport/transport.js';
+import { AckBatcher } from './ack-batcher.js';
 import { RecordStream } from './record-stream.js';
 import { RemoteJobManager, type RemoteJobInfo, reviveJobInfo } from './remote-job-manager.js';
 import { remoteJobType } from './remote-job-type.js';
@@ -30,6 +30,19 @@ import type {
   WireSelector,
   WorkRequest,
 } from './rpc.js';
+import type {
+  CloseOptions,
+  Invocation,
+  InvokeOptions,
+  ReceiveSessionOptions,
+  RemoteRecord,
+  SessionCredentials,
+  SessionOptions,
+  SessionStateChange,
+  SubscribeOptions,
+  Subscription,
+  SubscriptionHandlers,
+} from './session-types.js';
 import {
   connectFailed,
   isFatalConnectError,
@@ -43,155 +56,6 @@ export const DEFAULT_RECONNECT_WINDOW_MS = 4 * 60_000;
 export const DEFAULT_INITIAL_BACKOFF_MS = 500;
 /** Default longest wait between two reconnect attempts. */
 export const DEFAULT_MAX_BACKOFF_MS = 30_000;
-
-export interface SessionOptions {
-  /** Friendly name (`-Name`). Default `Session<id>`. */
-  name?: string;
-  /** The name records are tagged with. Default: the target as a string. */
-  computerName?: string;
-  /** Identity token sent in the handshake (opaque to the protocol). Default: none. */
-  token?: string;
-  /** Time allowed for each handshake, in milliseconds. Default 10 000. */
-  handshakeTimeoutMs?: number;
-  /** Settings of the session's reliable channel (windows, heartbeats). Default: protocol defaults. */
-  channel?: ReliableChannelOptions;
-  /** Resume by itself when the link dies. Default true. */
-  autoReconnect?: boolean;
-  /** How long automatic reconnection keeps trying, in milliseconds. Default 240 000 (4 min). */
-  reconnectWindowMs?: number;
-  /** Wait after the first failed reconnect attempt, doubled after each failure. Default 500 ms. */
-  initialBackoffMs?: number;
-  /** Cap on the wait between reconnect attempts. Default 30 000 ms. */
-  maxBackoffMs?: number;
-  /**
-   * Records queued by {@link Session.invoke} for a consumer that has not taken them yet, above which
-   * the session stops granting credit to the agent. Default 1024.
-   */
-  recordHighWaterMark?: number;
-  /**
-   * Open the session on the identity's job host instead of giving it a job table of its own: its
-   * jobs are the user's local jobs, shared by every host session of the same identity (any number
-   * at once, none taking over another) and never expired by idle time. Closing the session leaves
-   * those jobs as they are. Default false.
-   */
-  host?: boolean;
-  /**
-   * Open a relay to a session the agent holds for this client (`hosted.open`, OpenMessage.relay):
-   * the session's requests and subscriptions go on to that one over the agent's connection.
-   */
-  relay?: RelayRequest;
-}
-
-/** What {@link connectSession} needs to take a session over: the values a CLI persists. */
-export interface SessionCredentials {
-  sessionId: string;
-  resumeSecret: string;
-}
-
-export interface SessionStateChange {
-  session: Session<unknown>;
-  previous: SessionState;
-  state: SessionState;
-  /** Why the link was lost, or why the session broke. */
-  reason?: RjobError;
-}
-
-/** A record as the session client hands it out: tagged with the computer it came from. */
-export type RemoteRecord<T = unknown> = JobRecord<T> & { computerName: string };
-
-export interface InvokeOptions {
-  /**
-   * Called with each record, in order. When it returns a promise, the next record waits for it
-   * (and the agent is slowed down through credit). With `onRecord` the invocation's iterable
-   * yields nothing. Default: records are queued for the iterable.
-   */
-  onRecord?: (record: RemoteRecord) => void | Promise<void>;
-  /**
-   * Invoke-Command -InDisconnectedSession: start the work as a job in this session and disconnect
-   * the session at once. `result` is the started job's info (its id is how to receive it after
-   * `connect`, or from a new client with `connectSession`); the iterable yields nothing. The job
-   * runs on and keeps its output on the agent. Default false.
-   */
-  disconnected?: boolean;
-}
-
-/**
- * A running `invoke`: iterate it for the records (tagged with the computer name); `result` is the
- * temporary job's final info. Iterate it (or pass `onRecord`): unread records hold the agent back.
- */
-export interface Invocation extends AsyncIterable<RemoteRecord> {
-  readonly subscriptionId: string;
-  readonly result: Promise<RemoteJobInfo>;
-}
-
-/** Handlers of one subscription (see {@link Session.subscribe}). */
-export interface SubscriptionHandlers {
-  /** A record; a returned promise holds back the next one (and credit). */
-  onRecord(record: RemoteRecord): void | Promise<void>;
-  /** The subscribed jobs finished and every record was sent. */
-  onEnd(jobs: RemoteJobInfo[]): void;
-  /** The session broke or closed before `onEnd`. */
-  onSessionEnd?(reason: RjobError): void;
-}
-
-export interface Subscription {
-  readonly subscriptionId: string;
-  /** The jobs subscribed to, as the agent answered. */
-  readonly jobs: Promise<RemoteJobInfo[]>;
-  /**
-   * Stops the stream on the agent and forgets the handlers. What was acknowledged is consumed;
-   * every other record sent is left on the agent for the next receive.
-   */
-  cancel(): Promise<void>;
-  /**
-   * With `ack: 'manual'`: the receiver has these records (wrote them where they go); they may be
-   * consumed. Acks are cumulative per job and sent in batches; {@link flush} sends them now.
-   */
-  ack(records: RemoteRecord | readonly RemoteRecord[]): void;
-  /** Sends the acks not sent yet; resolves once the agent has them (or the session ended). */
-  flush(): Promise<void>;
-}
-
-export interface SubscribeOptions {
-  /** Leave the records on the agent. Default false: consumed once acknowledged. */
-  keep?: boolean;
-  subscriptionId?: string;
-  /**
-   * Keep streaming until the jobs finished (Receive-Job -Wait). Default true. False: what the jobs
-   * hold now, then `onEnd` (Receive-Job), in bounded batches whatever their number.
-   */
-  follow?: boolean;
-  /**
-   * When a record counts as received (and is consumed on the agent): `auto`, once `onRecord`
-   * returned (or its promise resolved); `manual`, once {@link Subscription.ack} says so (a
-   * receiver that writes records somewhere acknowledges what it wrote). Default `auto`.
-   */
-  ack?: 'auto' | 'manual';
-}
-
-export interface CloseOptions {
-  /**
-   * Wait for the agent to confirm that the session ended (its jobs stopped and removed). Default
-   * true. False, once every request was answered: the protocol's `close` message is sent and the
-   * call returns without a round trip; the agent ends the session when it reads it (a CLI command
-   * about to exit). With requests still in flight, the call waits as with true.
-   */
-  wait?: boolean;
-}
-
-export interface ReceiveSessionOptions {
-  /**
-   * `job`: running remote jobs become local RemoteJobs in `jobManager` (Receive-PSSession
-   * -OutTarget Job). `host`: returns the records the remote jobs hold. Default `host`.
-   */
-  outTarget?: 'job' | 'host';
-  /** Needed with `outTarget: 'job'`: where the local RemoteJobs are created. */
-  jobManager?: JobManager;
-  /** Which remote jobs. Default: every job that is running or still holds records. */
-  selector?: WireSelector;
-  /** With `host`: leave the records on the agent. Default false. */
-  keep?: boolean;
-}
 
 type Params<M extends SessionMethod> =
   undefined extends MethodParams<M> ? [params?: MethodParams<M>] : [params: MethodParams<M>];
@@ -1014,52 +878,4 @@ export async function connectSession<Target>(
   const session = new Session(transport, target, options, { sessionId, resumeSecret });
   await session.open();
   return session;
-}
-
-/**
- * A subscription's acknowledgements on their way to the agent: the highest seq taken per job,
- * sent as one `job.ack` per turn of the event loop (not one per record).
- */
-class AckBatcher {
-  readonly #subscriptionId: string;
-  readonly #send: (params: {
-    subscriptionId: string;
-    acks: Array<{ jobId: number; seq: number }>;
-  }) => Promise<unknown>;
-  #pending = new Map<number, number>();
-  #scheduled = false;
-  #inFlight: Promise<unknown> = Promise.resolve();
-
-  constructor(
-    subscriptionId: string,
-    send: (params: {
-      subscriptionId: string;
-      acks: Array<{ jobId: number; seq: number }>;
-    }) => Promise<unknown>,
-  ) {
-    this.#subscriptionId = subscriptionId;
-    this.#send = send;
-  }
-
-  add(record: JobRecord): void {
-    // A Failed job's reason (seq 0) is repeated on every receive; it is not consumed.
-    if (record.reason || !(record.seq > 0)) return;
-    const known = this.#pending.get(record.jobId);
-    if (known === undefined || record.seq > known) this.#pending.set(record.jobId, record.seq);
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      setImmediate(() => void this.flush());
-    }
-  }
-
-  flush(): Promise<void> {
-    this.#scheduled = false;
-    if (this.#pending.size > 0) {
-      const acks = [...this.#pending].map(([jobId, seq]) => ({ jobId, seq }));
-      this.#pending = new Map();
-      // An ack the session cannot deliver any more (it ended) leaves the records on the agent.
-      this.#inFlight = this.#send({ subscriptionId: this.#subscriptionId, acks }).catch(() => {});
-    }
-    return this.#inFlight.then(() => {});
-  }
 }
