@@ -21,21 +21,20 @@ export {
   toRjobError,
 } from './errors.js';
 export { Job, type JobStateChange } from './job/job.js';
-export {
-  type ChildSpec,
-  type GetFilter,
-  JobManager,
-  type JobManagerOptions,
-  type JobSelector,
-  type ReceiveOptions,
-  type ReceiveStreamOptions,
-  type RemoveOptions,
-  type StartGroupOptions,
-  type StartOptions,
-  type WaitOptions,
-  leavesOf,
-  reasonRecord,
-} from './job/job-manager.js';
+export type {
+  ChildSpec,
+  GetFilter,
+  JobManagerOptions,
+  JobSelector,
+  ReceiveOptions,
+  ReceiveStreamOptions,
+  RemoveOptions,
+  StartGroupOptions,
+  StartOptions,
+  WaitOptions,
+} from './job/job-manager-options.js';
+export { JobManager } from './job/job-manager.js';
+export { leavesOf, reasonRecord } from './job/job-records.js';
 export {
   defineJobType,
   type JobContext,

@@ -1,109 +1,27 @@
 import { randomUUID } from '../util/lazy-builtins.js';
 import { ErrorCode, RjobError, toRjobError } from '../errors.js';
 import { Job } from './job.js';
+import type {
+  GetFilter,
+  JobManagerOptions,
+  JobSelector,
+  ReceiveOptions,
+  ReceiveStreamOptions,
+  RemoveOptions,
+  StartGroupOptions,
+  StartOptions,
+  WaitOptions,
+} from './job-manager-options.js';
+import { deriveParentState, waitFor } from './job-progress.js';
+import { batchRecords, leavesOf, reasonRecord, streamRecords } from './job-records.js';
+import { allJobs, selectJobs, wildcard } from './job-selection.js';
 import type { JobContext, JobOutcome, JobRun, JobType } from './job-type.js';
 import { estimateSize } from './record-buffer.js';
 import type { JobRecord, StreamName } from './records.js';
 import { isTerminal, type JobState } from './states.js';
 
-export interface JobManagerOptions {
-  /** Job types this manager can start. More can be added with {@link JobManager.register}. */
-  types?: JobType[];
-  /**
-   * Undelivered bytes one job may hold before its producer is paused until a receiver drains it
-   * (the block policy). Default 64 MiB.
-   */
-  maxBufferedBytes?: number;
-  /** Location stamped on local jobs. Default `localhost`. */
-  location?: string;
-}
-
-export interface StartOptions {
-  /** Default `Job<id>`. */
-  name?: string;
-  /** Overrides the job type's description in the Command column. */
-  command?: string;
-  /** Default: the manager's location. */
-  location?: string;
-  /** Default: a new random UUID. (An agent gives a job it puts back after a restart its own.) */
-  instanceId?: string;
-}
-
-export interface ChildSpec<Definition = unknown> {
-  type: string | JobType<Definition>;
-  definition: Definition;
-  /** The child's Location column, e.g. the computer it runs on. */
-  location?: string;
-  name?: string;
-  /**
-   * The child's Type column when it should not be the job type's name: a fan-out child run by a
-   * process job is still one host's part of a RemoteJob. Default: the job type's name.
-   */
-  typeName?: string;
-  /** The child's Command column, e.g. the user's command rather than what runs it. */
-  command?: string;
-}
-
-export interface StartGroupOptions {
-  name?: string;
-  /** The parent's Type column. Default: the first child's type. */
-  type?: string;
-  command?: string;
-  /** Default: the children's locations joined with commas. */
-  location?: string;
-  children: ChildSpec[];
-  /** How many children run at once; the rest wait in NotStarted. Default 32. */
-  throttleLimit?: number;
-}
-
-export interface GetFilter {
-  ids?: number[];
-  /** Names; `*` and `?` are wildcards. */
-  names?: string[];
-  instanceIds?: string[];
-  state?: JobState | JobState[];
-  /** Job type name or alias. */
-  type?: string;
-  /** Command text; `*` and `?` are wildcards. */
-  command?: string;
-  /** Also list child jobs. Default false. */
-  includeChildren?: boolean;
-}
-
-/** Names a job: its id, its name (wildcards allowed), its instance id, or the job itself. */
-export type JobSelector = number | string | Job | ReadonlyArray<number | string | Job>;
-
-export interface ReceiveOptions {
-  /** Leave what is returned in the job so it can be received again. Default false. */
-  keep?: boolean;
-  /** Wait until the job (every job selected) has finished, returning everything. Default false. */
-  wait?: boolean;
-  /** With `wait`: remove the jobs once everything was delivered. */
-  autoRemove?: boolean;
-}
-
-export interface ReceiveStreamOptions {
-  keep?: boolean;
-  /** Remove the jobs once the stream has delivered everything. */
-  autoRemove?: boolean;
-}
-
-export interface WaitOptions {
-  /** Return as soon as one job finishes. Default false. */
-  any?: boolean;
-  /** Give up after this long and return nothing. Default: wait forever. */
-  timeoutMs?: number;
-}
-
-export interface RemoveOptions {
-  /** Stop running jobs first instead of refusing them. Default false. */
-  force?: boolean;
-}
-
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 const DEFAULT_THROTTLE_LIMIT = 32;
-/** The most records one {@link JobManager.receiveBatches} array holds. */
-const MAX_BATCH_RECORDS = 1024;
 
 interface Leaf {
   job: Job;
@@ -200,7 +118,7 @@ export class JobManager {
           running--;
           next();
         }
-        this.#deriveParentState(parent);
+        deriveParentState(parent);
       });
       pending.push(() => {
         // A child stopped while it waited for its turn never starts, and takes no slot.
@@ -220,7 +138,7 @@ export class JobManager {
     const names = filter.names?.map(wildcard);
     const command = filter.command === undefined ? undefined : wildcard(filter.command);
     const out: Job[] = [];
-    for (const job of this.#allJobs(filter.includeChildren ?? false)) {
+    for (const job of allJobs(this.#jobs, filter.includeChildren ?? false)) {
       if (filter.ids && !filter.ids.includes(job.id)) continue;
       if (filter.instanceIds && !filter.instanceIds.includes(job.instanceId)) continue;
       if (names && !names.some((re) => re.test(job.name))) continue;
@@ -234,7 +152,7 @@ export class JobManager {
 
   /** One job by id, name or instance id; throws ERR_JOB_NOT_FOUND. */
   job(selector: number | string | Job): Job {
-    return this.#select(selector)[0]!;
+    return selectJobs(this.#jobs, selector)[0]!;
   }
 
   /**
@@ -245,7 +163,7 @@ export class JobManager {
     if (options.autoRemove && !options.wait) {
       throw new RjobError(ErrorCode.InvalidArgument, 'autoRemove needs wait: true.');
     }
-    const jobs = this.#select(selector);
+    const jobs = selectJobs(this.#jobs, selector);
     if (options.wait) {
       const out: JobRecord[] = [];
       const streamOptions: ReceiveStreamOptions = {};
@@ -269,41 +187,8 @@ export class JobManager {
    * and everything was delivered. Consumes what it yields unless `keep`.
    */
   async *receiveStream(selector: JobSelector, options: ReceiveStreamOptions = {}): AsyncGenerator<JobRecord> {
-    const jobs = this.#select(selector);
-    const leaves = leavesOf(jobs);
-    const cursors = new Map(leaves.map((leaf) => [leaf, leaf.buffer.start]));
-    const done = new Set<Job>();
-    while (done.size < leaves.length) {
-      let progressed = false;
-      for (const leaf of leaves) {
-        if (done.has(leaf)) continue;
-        // Read `finished` before draining: a record written after this check is still drained
-        // on the next pass, because a finished job writes nothing more.
-        const finished = leaf.finished;
-        if (options.keep) {
-          let cursor = Math.max(cursors.get(leaf)!, leaf.buffer.start);
-          for (let record = leaf.buffer.at(cursor); record; record = leaf.buffer.at(cursor)) {
-            cursor++;
-            cursors.set(leaf, cursor);
-            progressed = true;
-            yield record;
-          }
-        } else {
-          for (let record = leaf.buffer.shift(); record; record = leaf.buffer.shift()) {
-            this.#drained(leaf);
-            progressed = true;
-            yield record;
-          }
-        }
-        if (finished) {
-          done.add(leaf);
-          if (leaf.state === 'Failed') yield reasonRecord(leaf);
-        }
-      }
-      if (!progressed && done.size < leaves.length) {
-        await Promise.race(leaves.filter((leaf) => !done.has(leaf)).map((leaf) => leaf.changed()));
-      }
-    }
+    const jobs = selectJobs(this.#jobs, selector);
+    yield* streamRecords(leavesOf(jobs), options.keep, (leaf) => this.#drained(leaf));
     if (options.autoRemove) await this.remove(jobs);
   }
 
@@ -317,34 +202,8 @@ export class JobManager {
     selector: JobSelector,
     options: { autoRemove?: boolean } = {},
   ): AsyncGenerator<JobRecord[]> {
-    const jobs = this.#select(selector);
-    const leaves = leavesOf(jobs);
-    const done = new Set<Job>();
-    while (done.size < leaves.length) {
-      let progressed = false;
-      for (const leaf of leaves) {
-        if (done.has(leaf)) continue;
-        // As in receiveStream: read `finished` first, then drain.
-        const finished = leaf.finished;
-        if (leaf.buffer.length > 0) {
-          const records =
-            leaf.buffer.length <= MAX_BATCH_RECORDS
-              ? leaf.buffer.takeAll()
-              : takeSome(leaf.buffer, MAX_BATCH_RECORDS);
-          this.#drained(leaf);
-          progressed = true;
-          yield records;
-        }
-        // A finished job may still hold records when the last take was capped.
-        if (finished && leaf.buffer.length === 0) {
-          done.add(leaf);
-          if (leaf.state === 'Failed') yield [reasonRecord(leaf)];
-        }
-      }
-      if (!progressed && done.size < leaves.length) {
-        await Promise.race(leaves.filter((leaf) => !done.has(leaf)).map((leaf) => leaf.changed()));
-      }
-    }
+    const jobs = selectJobs(this.#jobs, selector);
+    yield* batchRecords(leavesOf(jobs), (leaf) => this.#drained(leaf));
     if (options.autoRemove) await this.remove(jobs);
   }
 
@@ -353,31 +212,8 @@ export class JobManager {
    * `any`, returns the first to finish. A timeout returns an empty list; it is not an error.
    */
   async wait(selector: JobSelector, options: WaitOptions = {}): Promise<Job[]> {
-    const jobs = this.#select(selector);
-    const finished = () => jobs.filter((job) => job.finished);
-    const satisfied = () => (options.any ? finished().length > 0 : finished().length === jobs.length);
-    let timer: NodeJS.Timeout | undefined;
-    let timedOut = false;
-    const timeout =
-      options.timeoutMs === undefined
-        ? undefined
-        : new Promise<void>((resolve) => {
-            timer = setTimeout(() => {
-              timedOut = true;
-              resolve();
-            }, options.timeoutMs);
-          });
-    try {
-      while (!satisfied()) {
-        const changes = jobs.filter((job) => !job.finished).map((job) => job.changed());
-        await Promise.race(timeout ? [...changes, timeout] : changes);
-        if (timedOut && !satisfied()) return [];
-      }
-    } finally {
-      if (timer) clearTimeout(timer);
-    }
-    const done = finished();
-    return options.any ? done.slice(0, 1) : done;
+    const jobs = selectJobs(this.#jobs, selector);
+    return waitFor(jobs, options);
   }
 
   /**
@@ -386,7 +222,7 @@ export class JobManager {
    * suspending nothing) a job that is not Running or whose type cannot suspend.
    */
   suspend(selector: JobSelector): Job[] {
-    const jobs = this.#select(selector);
+    const jobs = selectJobs(this.#jobs, selector);
     for (const job of jobs) {
       const run = this.#leaves.get(job)?.run;
       if (job.state !== 'Running' || !run?.suspend) {
@@ -406,7 +242,7 @@ export class JobManager {
 
   /** Lets suspended jobs go on (SIGCONT); jobs that are not Suspended are left as they are. */
   continueJobs(selector: JobSelector): Job[] {
-    const jobs = this.#select(selector);
+    const jobs = selectJobs(this.#jobs, selector);
     for (const job of jobs) {
       if (job.state !== 'Suspended') continue;
       this.#leaves.get(job)?.run?.continue?.();
@@ -448,7 +284,7 @@ export class JobManager {
 
   /** Stops the selected jobs and resolves when they have ended. */
   async stop(selector: JobSelector): Promise<Job[]> {
-    const jobs = this.#select(selector);
+    const jobs = selectJobs(this.#jobs, selector);
     await Promise.all(jobs.map((job) => this.#stop(job)));
     return jobs;
   }
@@ -458,7 +294,7 @@ export class JobManager {
    * selected job is still running, unless `force`, which stops it first.
    */
   async remove(selector: JobSelector, options: RemoveOptions = {}): Promise<Job[]> {
-    const jobs = this.#select(selector);
+    const jobs = selectJobs(this.#jobs, selector);
     for (const job of jobs) {
       if (job.parent) {
         throw new RjobError(
@@ -621,7 +457,7 @@ export class JobManager {
     job.stopRequested = true;
     if (job.children.length > 0) {
       await Promise.all(job.children.map((child) => this.#stop(child)));
-      this.#deriveParentState(job);
+      deriveParentState(job);
       return;
     }
     const leaf = this.#leaves.get(job);
@@ -643,125 +479,4 @@ export class JobManager {
     }
     await ended;
   }
-
-  #deriveParentState(parent: Job): void {
-    if (parent.finished) return;
-    const states = parent.children.map((child) => child.state);
-    let next: JobState;
-    if (states.every(isTerminal)) {
-      if (states.includes('Failed')) next = 'Failed';
-      else if (states.includes('Stopped') || parent.stopRequested) next = 'Stopped';
-      else next = 'Completed';
-    } else if (states.includes('Disconnected')) next = 'Disconnected';
-    else if (parent.stopRequested) next = 'Stopping';
-    else if (states.every((state) => state === 'NotStarted')) next = 'NotStarted';
-    else next = 'Running';
-    if (next === parent.state) return;
-    if (next === 'Completed' && parent.state === 'NotStarted') parent.setState('Running');
-    let reason: RjobError | undefined;
-    if (next === 'Failed') {
-      const failed = parent.children.filter((child) => child.state === 'Failed');
-      reason = new RjobError(
-        ErrorCode.ChildJobFailed,
-        `${failed.length} of ${parent.children.length} child jobs failed: ${failed
-          .map((child) => `${child.location} (${child.reason?.message ?? 'failed'})`)
-          .join('; ')}`,
-        { cause: failed[0]?.reason, details: { failedJobIds: failed.map((child) => child.id) } },
-      );
-    }
-    parent.setState(next, reason);
-  }
-
-  #select(selector: JobSelector): Job[] {
-    const items = Array.isArray(selector) ? selector : [selector as number | string | Job];
-    const out = new Set<Job>();
-    for (const item of items) {
-      for (const job of this.#match(item)) out.add(job);
-    }
-    return [...out];
-  }
-
-  #match(item: number | string | Job): Job[] {
-    if (item instanceof Job) {
-      if (this.#isKnown(item)) return [item];
-      throw notFound(item.id);
-    }
-    const all = [...this.#allJobs(true)];
-    if (typeof item === 'number' || /^\d+$/.test(item)) {
-      const id = Number(item);
-      const job = all.find((candidate) => candidate.id === id);
-      if (!job) throw notFound(item);
-      return [job];
-    }
-    const byInstance = all.find((candidate) => candidate.instanceId === item);
-    if (byInstance) return [byInstance];
-    const pattern = wildcard(item);
-    // Names resolve among top-level jobs first, as users name those.
-    const top = [...this.#jobs.values()].filter((job) => pattern.test(job.name));
-    const matches = top.length > 0 ? top : all.filter((job) => pattern.test(job.name));
-    if (matches.length === 0 && !/[*?]/.test(item)) throw notFound(item);
-    return matches;
-  }
-
-  #isKnown(job: Job): boolean {
-    const top = job.parent ?? job;
-    return this.#jobs.get(top.id) === top;
-  }
-
-  *#allJobs(includeChildren: boolean): Generator<Job> {
-    for (const job of this.#jobs.values()) {
-      yield job;
-      if (includeChildren) yield* descendants(job);
-    }
-  }
-}
-
-function* descendants(job: Job): Generator<Job> {
-  for (const child of job.children) {
-    yield child;
-    yield* descendants(child);
-  }
-}
-
-/** The jobs that hold records: the selected jobs themselves, or their leaves for parents. */
-export function leavesOf(jobs: Job[]): Job[] {
-  const out: Job[] = [];
-  for (const job of jobs) {
-    if (job.children.length === 0) out.push(job);
-    else out.push(...leavesOf(job.children));
-  }
-  return [...new Set(out)];
-}
-
-function takeSome(buffer: Job['buffer'], count: number): JobRecord[] {
-  const out: JobRecord[] = [];
-  for (let record = buffer.shift(); record; record = out.length < count ? buffer.shift() : undefined) {
-    out.push(record);
-  }
-  return out;
-}
-
-/** The synthetic record that repeats a Failed job's reason at the end of what receive returns. */
-export function reasonRecord(job: Job): JobRecord {
-  return {
-    stream: 'error',
-    data: job.reason,
-    seq: 0,
-    timeMs: job.endTime?.getTime() ?? Date.now(),
-    jobId: job.id,
-    location: job.location,
-    reason: true,
-  };
-}
-
-function notFound(selector: number | string): RjobError {
-  return new RjobError(ErrorCode.JobNotFound, `No job matches "${selector}".`, { details: { selector } });
-}
-
-function wildcard(pattern: string): RegExp {
-  const escaped = pattern
-    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-    .replace(/\*/g, '.*')
-    .replace(/\?/g, '.');
-  return new RegExp(`^${escaped}$`, 'i');
 }

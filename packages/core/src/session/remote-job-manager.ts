@@ -3,7 +3,7 @@
  * and their results live in the agent; this proxy only calls `job.*` on the session.
  */
 import { deserializeError, ErrorCode, type RjobError, RjobError as RjobErrorClass } from '../errors.js';
-import type { GetFilter } from '../job/job-manager.js';
+import type { GetFilter } from '../job/job-manager-options.js';
 import type { JobRecord } from '../job/records.js';
 import type { GroupRequest, JobInfo, ReceiveToFileResult, WireSelector, WorkRequest } from './rpc.js';
 import { RecordStream } from './record-stream.js';

@@ -5,7 +5,7 @@
  * records sent as events are delivered exactly once, in order, across reconnects.
  */
 import type { SerializedError } from '../errors.js';
-import type { GetFilter } from '../job/job-manager.js';
+import type { GetFilter } from '../job/job-manager-options.js';
 import type { JobRecord } from '../job/records.js';
 import type { JobState } from '../job/states.js';
 import type { RelayRequest } from '../protocol/messages.js';
