@@ -6,7 +6,7 @@
  * - `--stdio --no-daemon`: serve one link over stdio in this process (sessions end with it).
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
-import type { AgentServerOptions } from './server/agent-server.js';
+import type { AgentServerOptions } from './server/agent-server-options.js';
 import { lstat, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DAEMON_LOG_FILE, spawnDaemon, waitForSocket } from './doors/daemon-start.js';

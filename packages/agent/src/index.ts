@@ -20,14 +20,13 @@ export {
   type UnixDoorOptions,
 } from './doors/unix-door.js';
 export { AgentErrorCode, type AgentErrorCodeValue, agentRestartedError } from './errors.js';
-export {
-  AgentServer,
-  type AgentServerOptions,
-  type AttachOptions,
-  type AttachResult,
-  DEFAULT_IDLE_TIMEOUT_MS,
-  type RestoreReport,
-} from './server/agent-server.js';
+export { AgentServer, DEFAULT_IDLE_TIMEOUT_MS } from './server/agent-server.js';
+export type {
+  AgentServerOptions,
+  AttachOptions,
+  AttachResult,
+  RestoreReport,
+} from './server/agent-server-options.js';
 export type { AgentSession } from './server/agent-session.js';
 export type { PluginError } from './server/plugin-info.js';
 export {

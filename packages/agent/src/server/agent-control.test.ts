@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { openSession, RjobError, type Session, unixSocketTransport } from '@rjob/core';
 import { afterEach, expect, it } from 'vitest';
 import { listenUnix, type UnixDoor } from '../doors/unix-door.js';
-import { AgentServer, type AgentServerOptions } from './agent-server.js';
+import { AgentServer } from './agent-server.js';
+import type { AgentServerOptions } from './agent-server-options.js';
 
 let dir: string | undefined;
 let server: AgentServer | undefined;

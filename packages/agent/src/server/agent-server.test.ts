@@ -10,7 +10,8 @@ import { listenUnix, type UnixDoor } from '../doors/unix-door.js';
 import { RecordSpool } from '../spool/record-spool.js';
 import { JobStore } from '../store/job-store.js';
 import { type Connector, killChildren, TestClient, unixConnector } from '../fixtures/agent-test-client.js';
-import { AgentServer, type AgentServerOptions } from './agent-server.js';
+import { AgentServer } from './agent-server.js';
+import type { AgentServerOptions } from './agent-server-options.js';
 
 let dir: string;
 let server: AgentServer;

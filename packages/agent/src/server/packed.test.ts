@@ -17,7 +17,8 @@ import {
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { listenUnix, type UnixDoor } from '../doors/unix-door.js';
 import { TestClient, unixConnector } from '../fixtures/agent-test-client.js';
-import { AgentServer, type AgentServerOptions } from './agent-server.js';
+import { AgentServer } from './agent-server.js';
+import type { AgentServerOptions } from './agent-server-options.js';
 
 let dir: string;
 let server: AgentServer | undefined;
