@@ -5,10 +5,8 @@
  * and resumes on a new link by itself for a while, then waits for {@link Session.connect}.
  */
 import { randomUUID } from '../util/lazy-builtins.js';
-import { decodeRecordEntries } from '../codec/record-entries.js';
 import { deserializeError, ErrorCode, RjobError, type SerializedError } from '../errors.js';
 import type { Job } from '../job/job.js';
-import type { JobRecord } from '../job/records.js';
 import { clientHandshake } from '../protocol/handshake.js';
 import type { SequencedMessage } from '../protocol/messages.js';
 import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
@@ -16,14 +14,13 @@ import { ReliableChannel } from '../protocol/reliable-channel.js';
 import type { Transport } from '../transport/transport.js';
 import { AckBatcher } from './ack-batcher.js';
 import { RecordStream } from './record-stream.js';
+import { SubscriptionTable } from './subscription-table.js';
 import { RemoteJobManager, type RemoteJobInfo, reviveJobInfo } from './remote-job-manager.js';
 import { remoteJobType } from './remote-job-type.js';
 import type {
-  JobInfo,
   MethodParams,
   MethodResult,
   SessionAvailability,
-  SessionEvents,
   SessionInfo,
   SessionMethod,
   SessionState,
@@ -94,14 +91,9 @@ export class Session<Target = unknown> {
   #resumeSecret: string | undefined;
   #nextRequestId = 1;
   readonly #pending = new Map<number, Pending>();
-  readonly #subscriptions = new Map<string, SubscriptionHandlers>();
-  /** Called for each record a subscription's handler took (auto acks). */
-  readonly #taken = new Map<string, (record: RemoteRecord) => void>();
-  /** Remote job ids each live subscription streams, so receive() does not mirror a job twice. */
-  readonly #subscribedIds = new Map<string, number[]>();
+  readonly #subscriptions: SubscriptionTable;
   readonly #listeners = new Set<(change: SessionStateChange) => void>();
   readonly #jobStateListeners = new Set<(job: RemoteJobInfo) => void>();
-  readonly #relays = new Map<string, (name: string, data: unknown) => void | Promise<void>>();
   #invocations = 0;
   #reconnect: AbortController | undefined;
   #reconnecting: Promise<void> | undefined;
@@ -132,6 +124,15 @@ export class Session<Target = unknown> {
     this.#channel.onMessage((message) => this.#onMessage(message));
     this.#channel.onDisconnect((reason) => this.#onLinkLost(reason));
     this.#channel.onClose((reason) => this.#onChannelClosed(reason));
+    this.#subscriptions = new SubscriptionTable(this.computerName, (info) => {
+      for (const listener of [...this.#jobStateListeners]) {
+        try {
+          listener(info);
+        } catch {
+          // A listener's bug must not stall the channel.
+        }
+      }
+    });
     this.jobs = new RemoteJobManager(this);
   }
 
@@ -249,7 +250,7 @@ export class Session<Target = unknown> {
     }
     const stream = new RecordStream<RemoteRecord>(this.#options.recordHighWaterMark ?? 1024);
     const onRecord = options.onRecord ?? ((record: RemoteRecord) => stream.push(record));
-    this.#subscriptions.set(subscriptionId, {
+    this.#subscriptions.add(subscriptionId, {
       onRecord,
       onEnd: () => {},
     });
@@ -263,7 +264,7 @@ export class Session<Target = unknown> {
     );
     const done = (): void => {
       this.#invocations--;
-      this.#subscriptions.delete(subscriptionId);
+      this.#subscriptions.remove(subscriptionId);
       stream.end();
     };
     result.then(done, done);
@@ -288,8 +289,11 @@ export class Session<Target = unknown> {
     const subscriptionId = options.subscriptionId ?? randomUUID();
     const keep = options.keep ?? false;
     const acks = new AckBatcher(subscriptionId, (params) => this.request('job.ack', params));
-    this.#subscriptions.set(subscriptionId, handlers);
-    if (!keep && options.ack !== 'manual') this.#taken.set(subscriptionId, (record) => acks.add(record));
+    this.#subscriptions.add(
+      subscriptionId,
+      handlers,
+      !keep && options.ack !== 'manual' ? (record) => acks.add(record) : undefined,
+    );
     const jobs = this.request('job.subscribe', {
       selector,
       subscriptionId,
@@ -299,17 +303,14 @@ export class Session<Target = unknown> {
       ...(options.follow === false ? { follow: false } : {}),
     }).then(
       (infos) => {
-        if (this.#subscriptions.has(subscriptionId)) {
-          this.#subscribedIds.set(
-            subscriptionId,
-            infos.map((info) => info.id),
-          );
-        }
+        this.#subscriptions.streaming(
+          subscriptionId,
+          infos.map((info) => info.id),
+        );
         return infos.map((info) => reviveJobInfo(info, this.computerName));
       },
       (error: unknown) => {
-        this.#subscriptions.delete(subscriptionId);
-        this.#taken.delete(subscriptionId);
+        this.#subscriptions.remove(subscriptionId);
         throw error;
       },
     );
@@ -318,9 +319,7 @@ export class Session<Target = unknown> {
       subscriptionId,
       jobs,
       cancel: async () => {
-        this.#subscribedIds.delete(subscriptionId);
-        this.#taken.delete(subscriptionId);
-        const live = this.#subscriptions.delete(subscriptionId);
+        const live = this.#subscriptions.remove(subscriptionId);
         if (this.#state === 'Closed' || this.#state === 'Broken') return;
         // The acks first: the agent consumes what was taken, then gives the rest back.
         await acks.flush();
@@ -349,7 +348,7 @@ export class Session<Target = unknown> {
         ? (await this.jobs.get()).filter((job) => job.hasMoreData || !isFinished(job.state))
         : await this.#selected(options.selector);
     // Jobs this client already mirrors keep their RemoteJob; a second one would split the output.
-    const mirrored = new Set([...this.#subscribedIds.values()].flat());
+    const mirrored = this.#subscriptions.streamedJobIds();
     remote = remote.filter((job) => !mirrored.has(job.id));
     if (options.outTarget === 'job') {
       const manager = options.jobManager;
@@ -616,10 +615,7 @@ export class Session<Target = unknown> {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(ended);
-    const subscriptions = [...this.#subscriptions.values()];
-    this.#subscriptions.clear();
-    this.#subscribedIds.clear();
-    for (const s of subscriptions) s.onSessionEnd?.(ended);
+    this.#subscriptions.end(ended);
   }
 
   #onMessage(message: SequencedMessage): void | Promise<void> {
@@ -631,7 +627,7 @@ export class Session<Target = unknown> {
       else pending.resolve(message.result);
       return;
     }
-    if (message.type === 'event') return this.#onEvent(message.name, message.data);
+    if (message.type === 'event') return this.#subscriptions.event(message.name, message.data);
     // Protocol v1's RPC has no agent-to-client requests; say so rather than leave it hanging.
     this.#channel.send({
       type: 'response',
@@ -653,109 +649,7 @@ export class Session<Target = unknown> {
     subscriptionId: string,
     sink: (name: string, data: unknown) => void | Promise<void>,
   ): () => void {
-    this.#relays.set(subscriptionId, sink);
-    return () => {
-      if (this.#relays.get(subscriptionId) === sink) this.#relays.delete(subscriptionId);
-    };
-  }
-
-  #onEvent(name: string, data: unknown): void | Promise<void> {
-    const relayed =
-      this.#relays.size > 0 ? (data as { subscriptionId?: unknown } | undefined)?.subscriptionId : undefined;
-    if (typeof relayed === 'string') {
-      const sink = this.#relays.get(relayed);
-      if (sink) return sink(name, data);
-    }
-    switch (name) {
-      case 'job.record': {
-        const event = data as SessionEvents['job.record'];
-        const handlers = this.#subscriptions.get(event?.subscriptionId);
-        if (!handlers) return;
-        return handlers.onRecord({ ...event.record, computerName: this.computerName });
-      }
-      case 'job.records': {
-        const event = data as SessionEvents['job.records'];
-        const handlers = this.#subscriptions.get(event?.subscriptionId);
-        if (!handlers || !Array.isArray(event.records)) return;
-        return this.#deliverRecords(
-          handlers,
-          event.records,
-          0,
-          this.#taken.get(event.subscriptionId),
-          event.subscriptionId,
-        );
-      }
-      case 'job.packed': {
-        const event = data as SessionEvents['job.packed'];
-        const handlers = this.#subscriptions.get(event?.subscriptionId);
-        if (!handlers) return;
-        if (!(event.entries instanceof Uint8Array)) {
-          throw new RjobError(ProtocolErrorCode.MessageInvalid, 'job.packed carries no entries.');
-        }
-        // Throws ERR_MESSAGE_INVALID for bytes that are not whole entries; the channel then fails.
-        return this.#deliverRecords(
-          handlers,
-          decodeRecordEntries(event.entries),
-          0,
-          this.#taken.get(event.subscriptionId),
-          event.subscriptionId,
-        );
-      }
-      case 'job.end': {
-        const event = data as SessionEvents['job.end'];
-        const handlers = this.#subscriptions.get(event?.subscriptionId);
-        if (!handlers) return;
-        this.#subscriptions.delete(event.subscriptionId);
-        this.#subscribedIds.delete(event.subscriptionId);
-        this.#taken.delete(event.subscriptionId);
-        handlers.onEnd(event.jobs.map((info: JobInfo) => reviveJobInfo(info, this.computerName)));
-        return;
-      }
-      case 'job.state': {
-        const event = data as SessionEvents['job.state'];
-        const info = reviveJobInfo(event.job, this.computerName);
-        for (const listener of [...this.#jobStateListeners]) {
-          try {
-            listener(info);
-          } catch {
-            // A listener's bug must not stall the channel.
-          }
-        }
-        return;
-      }
-      default:
-        return;
-    }
-  }
-
-  /**
-   * Hands a batch's records to the handler one at a time, from `start`. Synchronous while the
-   * handler is; from the first promise it returns on, the rest waits for it (so the channel, which
-   * waits for the promise this returns, stops granting credit exactly as for single records).
-   */
-  #deliverRecords(
-    handlers: SubscriptionHandlers,
-    records: JobRecord[],
-    start: number,
-    taken?: (record: RemoteRecord) => void,
-    subscriptionId?: string,
-  ): void | Promise<void> {
-    const computerName = this.computerName;
-    for (let i = start; i < records.length; i++) {
-      // A handler that cancelled its subscription gets no more of the batch, nor are they taken.
-      if (subscriptionId !== undefined && this.#subscriptions.get(subscriptionId) !== handlers) return;
-      // Tagged in place: the batch was just decoded for us, nobody else holds its records.
-      const record = records[i] as RemoteRecord;
-      record.computerName = computerName;
-      const pending = handlers.onRecord(record);
-      if (pending && typeof (pending as Promise<void>).then === 'function') {
-        return (pending as Promise<void>).then(() => {
-          taken?.(record);
-          return this.#deliverRecords(handlers, records, i + 1, taken, subscriptionId);
-        });
-      }
-      taken?.(record);
-    }
+    return this.#subscriptions.relay(subscriptionId, sink);
   }
 
   #setState(state: SessionState, reason?: RjobError): void {
