@@ -21,20 +21,21 @@ export {
   toRjobError,
 } from './errors.js';
 export { Job, type JobStateChange } from './job/job.js';
-export type {
-  ChildSpec,
-  GetFilter,
-  JobManagerOptions,
-  JobSelector,
-  ReceiveOptions,
-  ReceiveStreamOptions,
-  RemoveOptions,
-  StartGroupOptions,
-  StartOptions,
-  WaitOptions,
-} from './job/job-manager-options.js';
-export { JobManager } from './job/job-manager.js';
-export { leavesOf, reasonRecord } from './job/job-records.js';
+export {
+  type ChildSpec,
+  type GetFilter,
+  JobManager,
+  type JobManagerOptions,
+  type JobSelector,
+  type ReceiveOptions,
+  type ReceiveStreamOptions,
+  type RemoveOptions,
+  type StartGroupOptions,
+  type StartOptions,
+  type WaitOptions,
+  leavesOf,
+  reasonRecord,
+} from './job/job-manager.js';
 export {
   defineJobType,
   type JobContext,
@@ -182,22 +183,20 @@ export {
   DEFAULT_INITIAL_BACKOFF_MS,
   DEFAULT_MAX_BACKOFF_MS,
   DEFAULT_RECONNECT_WINDOW_MS,
+  type Invocation,
+  type InvokeOptions,
   openSession,
+  type CloseOptions,
+  type ReceiveSessionOptions,
+  type RemoteRecord,
   reviveError,
   Session,
+  type SessionCredentials,
+  type SessionOptions,
+  type SessionStateChange,
+  type Subscription,
+  type SubscriptionHandlers,
 } from './session/session.js';
-export type {
-  CloseOptions,
-  Invocation,
-  InvokeOptions,
-  ReceiveSessionOptions,
-  RemoteRecord,
-  SessionCredentials,
-  SessionOptions,
-  SessionStateChange,
-  Subscription,
-  SubscriptionHandlers,
-} from './session/session-types.js';
 export {
   connectFailed,
   isFatalConnectError,

@@ -20,6 +20,10 @@ import { estimateSize } from './record-buffer.js';
 import type { JobRecord, StreamName } from './records.js';
 import { isTerminal, type JobState } from './states.js';
 
+// @rjob/core's index exports the verbs' option types and the record helpers from here.
+export type * from './job-manager-options.js';
+export { leavesOf, reasonRecord } from './job-records.js';
+
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 const DEFAULT_THROTTLE_LIMIT = 32;
 

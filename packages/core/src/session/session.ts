@@ -47,6 +47,9 @@ import {
   SessionErrorCode,
 } from './session-errors.js';
 
+// @rjob/core's index exports the session's option and handler types from here.
+export type * from './session-types.js';
+
 /** Default time a session keeps trying to resume after its link died: 4 minutes. */
 export const DEFAULT_RECONNECT_WINDOW_MS = 4 * 60_000;
 /** Default wait before the first reconnect attempt after the first failure. */
