@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { SSHD_PATH, type SshdFixture, startSshds } from '@rjob/transport-ssh/testing';
-import type { BenchResult } from './harness.js';
+import { type BenchResult, stopAgentIn } from './harness.js';
 
 const run = promisify(execFile);
 // RJOB_BENCH_FANOUT_SIZES=20,100 for a quicker run.
@@ -410,27 +410,8 @@ export async function benchFanout(): Promise<BenchResult[]> {
     await run(process.execPath, [CLI, 'agent', 'stop'], {
       env: { ...process.env, RJOB_STATE_DIR: join(dir, 'state') },
     }).catch(() => {});
-    if (remoteState) await stopRemoteAgent(remoteState);
+    if (remoteState) await stopAgentIn(remoteState);
     await farm?.stopAll();
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** Ends the remote user's daemon the bench started and removes its state. */
-async function stopRemoteAgent(stateDir: string): Promise<void> {
-  const pid = Number((await readFile(join(stateDir, 'agent.pid'), 'utf8').catch(() => '')).trim());
-  const alive = (): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  if (pid && alive()) {
-    process.kill(pid, 'SIGTERM');
-    for (let i = 0; i < 250 && alive(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
-    if (alive()) process.kill(-pid, 'SIGKILL');
-  }
-  await rm(stateDir, { recursive: true, force: true });
 }

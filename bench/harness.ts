@@ -83,3 +83,25 @@ function formatRate(value: number): string {
       ? `${(value / 1e3).toFixed(1)}k`
       : value.toFixed(1);
 }
+
+/** Ends the agent daemon whose pid file is in `stateDir` (its process group too if it will not go), then the dir. */
+export async function stopAgentIn(stateDir: string): Promise<void> {
+  const { readFile, rm } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const pid = Number((await readFile(join(stateDir, 'agent.pid'), 'utf8').catch(() => '')).trim());
+  const alive = (): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (pid && alive()) {
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 250 && alive(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    // Its jobs are in its own process group; take them too if it would not go.
+    if (alive()) process.kill(-pid, 'SIGKILL');
+  }
+  await rm(stateDir, { recursive: true, force: true });
+}

@@ -17,7 +17,7 @@ import { invokeMany, openSession } from '@rjob/core';
 import { sshTransport } from '@rjob/transport-ssh';
 import { SSHD_PATH, type SshdFixture, startSshd, startSshds } from '@rjob/transport-ssh/testing';
 import { Client } from 'ssh2';
-import { type BenchResult, compare, invokeOutputBytes, measure, throughput } from './harness.js';
+import { type BenchResult, compare, invokeOutputBytes, measure, stopAgentIn, throughput } from './harness.js';
 
 const run = promisify(execFile);
 
@@ -339,29 +339,9 @@ export async function benchSsh(): Promise<BenchResult[]> {
     );
     return results;
   } finally {
-    if (stateDir) await stopAgent(stateDir);
+    if (stateDir) await stopAgentIn(stateDir);
     await farm?.stopAll();
     for (const f of fixtures) await f.stop();
     for (const d of dirs) await rm(d, { recursive: true, force: true });
   }
-}
-
-/** Ends the daemon the first `--stdio` started (its pid file is in the state dir), then the dir. */
-async function stopAgent(stateDir: string): Promise<void> {
-  const pid = Number((await readFile(join(stateDir, 'agent.pid'), 'utf8').catch(() => '')).trim());
-  const alive = (): boolean => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  if (pid && alive()) {
-    process.kill(pid, 'SIGTERM');
-    for (let i = 0; i < 250 && alive(); i++) await new Promise((resolve) => setTimeout(resolve, 20));
-    // Its jobs are in its own process group; take them too if it would not go.
-    if (alive()) process.kill(-pid, 'SIGKILL');
-  }
-  await rm(stateDir, { recursive: true, force: true });
 }
