@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -22,6 +22,22 @@ export async function stopDaemonIn(stateDir: string): Promise<void> {
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 500 && alive(pid); i++) await new Promise((resolve) => setTimeout(resolve, 20));
   if (alive(pid)) process.kill(-pid, 'SIGKILL');
+}
+
+/** Kills (with their process groups, so their jobs too) the agent daemons serving `stateDir`. */
+export function killDaemonsIn(stateDir: string): void {
+  const found = spawnSync('pgrep', ['-f', `agent daemon --state-dir ${stateDir} `], { encoding: 'utf8' });
+  for (const pid of (found.stdout ?? '').split('\n').filter(Boolean).map(Number)) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+    }
+  }
 }
 
 /** Resolves with the first stderr match of `pattern` (or rejects when the child exits first). */

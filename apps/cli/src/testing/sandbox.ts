@@ -4,6 +4,7 @@
  * deletes the directory.
  */
 import { spawn } from 'node:child_process';
+import { killDaemonsIn } from './daemon.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -125,6 +126,8 @@ export async function sandbox(extraEnv: NodeJS.ProcessEnv = {}): Promise<Sandbox
     async [Symbol.asyncDispose]() {
       // Ends the daemon and every job in it before the directory goes.
       await rjob('agent', 'stop');
+      // A daemon that a command of the test was still starting (no pid file yet when stop looked).
+      killDaemonsIn(dir);
       await rm(dir, { recursive: true, force: true });
     },
   };
