@@ -389,6 +389,9 @@ describe.skipIf(skip !== undefined)(
         expect((await s.rjob('session', 'new', 'server01', '--name', 'r')).code).toBe(0);
         expect((await s.rjob('start', '-s', 'r', '--name', 'kept', '--', 'echo kept')).code).toBe(0);
         expect((await s.rjob('agent', 'stop')).stdout).toBe('agent stopped\n');
+        // A RemoteJob is the first to take the session up again; the client's verbs share it.
+        expect((await s.rjob('invoke', '-s', 'r', '--as-job', '--name', 'aj', '--', 'echo aj')).code).toBe(0);
+        expect((await s.rjob('receive', 'aj', '--wait')).stdout).toBe('[server01] aj\n');
         // The job lives on the host: the restarted local agent connects the session again.
         expect(await s.rjob('receive', '-s', 'r', 'kept', '--wait')).toEqual({
           code: 0,

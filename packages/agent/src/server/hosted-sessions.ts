@@ -22,6 +22,9 @@ import {
 import type { AgentTransport, RemoteTargetSettings } from './remote-jobs.js';
 import { invalidParams, isPlainObject, objectParams, optionalString, requiredString } from './wire.js';
 
+/** The identity of a session taken up for a RemoteJob before any client named it. */
+const JOB_ONLY = '';
+
 interface Held {
   identity: string;
   request: RelayRequest;
@@ -105,6 +108,8 @@ export class HostedSessions {
   async hold(identity: string, request: RelayRequest): Promise<Session<any>> {
     if (this.#closed) throw new RjobError(ProtocolErrorCode.ChannelClosed, 'The agent is shutting down.');
     const held = this.#held.get(request.sessionId);
+    if (held?.identity === JOB_ONLY && held.request.resumeSecret === request.resumeSecret)
+      held.identity = identity;
     if (held && held.identity === identity && held.request.resumeSecret === request.resumeSecret) {
       const { session } = held;
       if (session.state === 'Opened') return session;
@@ -128,6 +133,8 @@ export class HostedSessions {
       this.#holding.set(request.sessionId, holding);
     }
     const taken = await holding;
+    if (taken.identity === JOB_ONLY && taken.request.resumeSecret === request.resumeSecret)
+      taken.identity = identity;
     if (taken.identity !== identity || taken.request.resumeSecret !== request.resumeSecret) {
       throw new RjobError(ProtocolErrorCode.SessionNotFound, 'No such session.');
     }
@@ -177,23 +184,12 @@ export class HostedSessions {
       });
   }
 
-  /** A held session for a RemoteJob of this agent (its definition names it as a client would). */
+  /**
+   * A held session for a RemoteJob of this agent (its definition names it as a client would). Taken
+   * up for the job alone (no identity yet) when not held; the first client with its secret adopts it.
+   */
   forJob(request: RelayRequest): Promise<Session<any>> {
-    const held = this.#held.get(request.sessionId);
-    return this.hold(held?.identity ?? '', request).catch((error) => {
-      if (held) throw error;
-      // Not held (an agent restart in between): the job's definition holds the credentials.
-      return this.#takeUpAny(request);
-    });
-  }
-
-  async #takeUpAny(request: RelayRequest): Promise<Session<any>> {
-    let holding = this.#holding.get(request.sessionId);
-    if (!holding) {
-      holding = this.#takeUp('', request).finally(() => this.#holding.delete(request.sessionId));
-      this.#holding.set(request.sessionId, holding);
-    }
-    return (await holding).session;
+    return this.hold(this.#held.get(request.sessionId)?.identity ?? JOB_ONLY, request);
   }
 
   /** A local job mirrors `remoteJob` of the session until the returned function is called. */
