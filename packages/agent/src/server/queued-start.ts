@@ -17,7 +17,7 @@ export interface QueuedStart {
   /** What to run, with `after` (job ids) and `group` set. */
   work: JobWork;
   name?: string;
-  /** A waiting job put back after an agent restart: it keeps its instance id and its store entry. */
+  /** A waiting job put back after an agent restart: it keeps its ids and its store entry. */
   stored?: StoredJob;
   /** Called with the started job (AgentSession's state events). */
   watch?: (job: Job) => void;
@@ -30,10 +30,11 @@ export async function queuedStart(init: QueuedStart): Promise<Job> {
   // A dependency that is gone was removed after it Completed (one removed earlier was stopped
   // first, which failed this job): it is met.
   const deps = (work.after ?? []).flatMap((id) => jobs.get({ ids: [id] }));
-  const job = await jobs.start(queue.waitingType(inner, work, deps, jobs), work.definition, {
-    ...(init.name === undefined ? {} : { name: init.name }),
-    ...(stored ? { instanceId: stored.instanceId } : {}),
-  });
+  const type = queue.waitingType(inner, work, deps, jobs);
+  const options = init.name === undefined ? {} : { name: init.name };
+  const job = stored
+    ? await jobs.restore(type, work.definition, { ...options, id: stored.id, instanceId: stored.instanceId })
+    : await jobs.start(type, work.definition, options);
   rememberWork(job, work);
   try {
     if (stored && records instanceof SpooledRecords) {

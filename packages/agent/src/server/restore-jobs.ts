@@ -1,9 +1,8 @@
 /**
- * A restored session's jobs put back after an agent restart, in id order and under their ids (a
- * placeholder takes each id that belonged to a removed job). Their records are read from their
- * spools.
+ * A restored session's jobs put back after an agent restart, in id order, under their ids and
+ * instance ids (JobManager.restore). Their records are read from their spools.
  */
-import type { Job, JobManager } from '@rjob/core';
+import type { Job, JobManager, RestoredIdentity } from '@rjob/core';
 import type { StoredJob } from '../store/job-store.js';
 import type { JobQueue } from './job-queue.js';
 import { rememberWork, storedWork } from './job-work.js';
@@ -23,64 +22,38 @@ export interface RestoreTarget {
 export async function restoreJobs(target: RestoreTarget, stored: StoredJob[]): Promise<void> {
   const { jobs, queue, records } = target;
   const byId = new Map(stored.map((entry) => [entry.id, entry]));
-  // Ids are handed out in order from 1 in this fresh manager; a group needs to know the next one.
-  let nextId = 1;
   for (const entry of [...stored].sort((a, b) => a.id - b.id)) {
     if (entry.parentId !== undefined) continue;
     const children = entry.childIds.map((id) => byId.get(id));
     if (children.length > 0 && children.every((child) => child !== undefined)) {
-      nextId = await restoreGroup(target, entry, children as StoredJob[], nextId);
+      await restoreGroup(target, entry, children as StoredJob[]);
       continue;
     }
     const work = storedWork(entry.data);
     if (work?.waiting) {
-      // It never ran: back in the queue, under its id and instance id.
-      nextId = await skipTo(jobs, entry, nextId);
-      await queuedStart({
-        jobs,
-        queue,
-        records,
-        work,
-        name: entry.name,
-        stored: entry,
-        watch: target.watch,
-      });
-      nextId = entry.id + 1;
+      // It never ran: back in the queue.
+      await queuedStart({ jobs, queue, records, work, name: entry.name, stored: entry, watch: target.watch });
       continue;
     }
-    for (;;) {
-      const job = await jobs.start(restoredJobType(entry), entry, {
-        name: entry.name,
-        command: entry.command,
-        location: entry.location,
-      });
-      nextId = job.id + 1;
-      if (job.id >= entry.id) {
-        const work = storedWork(entry.data);
-        if (work) rememberWork(job, work);
-        await records.adopt(job, entry);
-        break;
-      }
-      await jobs.remove(job, { force: true });
-    }
+    const job = await jobs.restore(restoredJobType(entry), entry, {
+      ...identity(entry),
+      name: entry.name,
+      command: entry.command,
+      location: entry.location,
+    });
+    if (work) rememberWork(job, work);
+    await records.adopt(job, entry);
   }
   queue.pump();
 }
 
 /**
- * Puts a restored parent back with its children (job.startGroup's jobs): placeholders take the
- * ids below the parent's, then startGroup gives the parent its id and the children the next ones,
- * as it did when the group was started. Each child reports its stored outcome, so the parent's
- * state is derived again from theirs. Returns the next free id.
+ * Puts a restored parent back with its children (job.startGroup's jobs). Each child reports its
+ * stored outcome, so the parent's state is derived again from theirs.
  */
-async function restoreGroup(
-  { jobs, records }: RestoreTarget,
-  entry: StoredJob,
-  stored: StoredJob[],
-  nextId: number,
-): Promise<number> {
-  await skipTo(jobs, entry, nextId);
-  const parent = jobs.startGroup({
+async function restoreGroup({ jobs, records }: RestoreTarget, entry: StoredJob, stored: StoredJob[]): Promise<void> {
+  const parent = jobs.restoreGroup({
+    ...identity(entry),
     name: entry.name,
     type: entry.type,
     command: entry.command,
@@ -91,22 +64,21 @@ async function restoreGroup(
       name: child.name,
       location: child.location,
     })),
+    childIdentities: stored.map(identity),
   });
   await records.adopt(
     parent,
     entry,
     parent.children.map((job, i) => ({ job, stored: stored[i]! })),
   );
-  return Math.max(parent.id, ...parent.children.map((child) => child.id)) + 1;
 }
 
-/** Placeholders take the ids below `entry`'s (those of removed jobs). Returns the next free id. */
-async function skipTo(jobs: JobManager, entry: StoredJob, nextId: number): Promise<number> {
-  let next = nextId;
-  while (next < entry.id) {
-    const placeholder = await jobs.start(restoredJobType(entry), entry);
-    next = placeholder.id + 1;
-    await jobs.remove(placeholder, { force: true });
-  }
-  return next;
+/** Who a stored job was: its ids and its times. */
+function identity(entry: StoredJob): RestoredIdentity {
+  return {
+    id: entry.id,
+    instanceId: entry.instanceId,
+    ...(entry.beginTime ? { beginTime: entry.beginTime } : {}),
+    ...(entry.endTime ? { endTime: entry.endTime } : {}),
+  };
 }

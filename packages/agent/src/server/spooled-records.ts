@@ -40,8 +40,6 @@ export class SpooledRecords implements RecordSource {
    * client acknowledges them (then the spool is acked); meanwhile nobody else receives them.
    */
   readonly #reserved = new Map<RecordSpool, Map<object, number>>();
-  /** Restored jobs: the instance id their store entry is kept under (the live job has a new one). */
-  readonly #storedInstanceIds = new Map<Job, string>();
   /** Removals whose files are still being deleted. */
   readonly #forgetting = new Set<Promise<void>>();
 
@@ -74,7 +72,6 @@ export class SpooledRecords implements RecordSource {
     const spools = new Map<number, RecordSpool>();
     // A restored parent's records are its children's, one spool each, as spoolJob made them.
     for (const each of [{ job, stored }, ...children]) {
-      this.#storedInstanceIds.set(each.job, each.stored.instanceId);
       if (each.stored.spoolDir === undefined) continue;
       const spool = await RecordSpool.open({ ...this.#options.spool, dir: each.stored.spoolDir });
       if (!spool.sealed) await spool.seal();
@@ -287,8 +284,7 @@ export class SpooledRecords implements RecordSource {
       // Its files are deleted next: writing or syncing them first would only add latency.
       await spooled.discard().catch(() => {});
       for (const each of [job, ...leavesOf([job])]) {
-        const instanceId = this.#storedInstanceIds.get(each) ?? each.instanceId;
-        await store.removeJob(sessionId, instanceId).catch(() => {});
+        await store.removeJob(sessionId, each.instanceId).catch(() => {});
       }
     }
   }

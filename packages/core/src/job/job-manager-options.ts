@@ -54,6 +54,22 @@ export interface StartGroupOptions {
   throttleLimit?: number;
 }
 
+/** Who a job was, for {@link JobManager.restore}: its id and instance id come back with it. */
+export interface RestoredIdentity {
+  id: number;
+  instanceId: string;
+  /** The times it had; otherwise set as it runs and ends again. */
+  beginTime?: Date;
+  endTime?: Date;
+}
+
+export interface RestoreOptions extends Omit<StartOptions, 'instanceId'>, RestoredIdentity {}
+
+export interface RestoreGroupOptions extends StartGroupOptions, RestoredIdentity {
+  /** Each child's identity, in the order of `children`. */
+  childIdentities: RestoredIdentity[];
+}
+
 export interface GetFilter {
   ids?: number[];
   /** Names; `*` and `?` are wildcards. */

@@ -463,3 +463,71 @@ function aborted(api: InlineJobApi): Promise<void> {
   if (api.signal.aborted) return Promise.resolve();
   return new Promise((resolve) => api.signal.addEventListener('abort', () => resolve()));
 }
+
+describe('JobManager: restore', () => {
+  const done = { run: () => {} };
+
+  it('puts jobs back under their ids and instance ids; later jobs get the ids after them', async () => {
+    const m = manager();
+    const a = await m.restore('inline', done, { id: 3, instanceId: 'aaaa', name: 'first' });
+    const began = new Date('2026-01-02T03:04:05.006Z');
+    const ended = new Date('2026-01-02T04:04:05.006Z');
+    const b = await m.restore('inline', done, { id: 7, instanceId: 'bbbb', beginTime: began, endTime: ended });
+    expect([a.id, a.instanceId, a.name]).toEqual([3, 'aaaa', 'first']);
+    // Its stored times, not the restore's.
+    expect([b.state, b.beginTime, b.endTime]).toEqual(['Completed', began, ended]);
+    expect(a.beginTime!.getTime()).toBeGreaterThan(ended.getTime());
+    expect([b.id, b.instanceId, b.name]).toEqual([7, 'bbbb', 'Job7']);
+    const next = await m.start('inline', done);
+    expect(next.id).toBe(8);
+    expect(m.get().map((j) => j.id)).toEqual([3, 7, 8]);
+    expect(m.job('bbbb')).toBe(b);
+  });
+
+  it('refuses an id that was handed out already (ids are never reused), creating no job', async () => {
+    const m = manager();
+    await m.start('inline', done);
+    await m.restore('inline', done, { id: 5, instanceId: 'five' });
+    for (const id of [1, 5, 4, 0, 1.5]) {
+      const refused = await m.restore('inline', done, { id, instanceId: `x${id}` }).catch((e: unknown) => e);
+      expect(RjobError.is(refused) && refused.code).toBe(ErrorCode.InvalidArgument);
+    }
+    expect(m.get().map((j) => j.id)).toEqual([1, 5]);
+    expect((await m.start('inline', done)).id).toBe(6);
+  });
+
+  it('restoreGroup gives the parent and each child their ids; the parent follows its children', async () => {
+    const m = manager();
+    const parent = m.restoreGroup({
+      id: 10,
+      instanceId: 'parent',
+      name: 'fan',
+      children: ['h1', 'h2'].map((host) => ({ type: 'inline', location: host, definition: done })),
+      childIdentities: [
+        { id: 11, instanceId: 'c1' },
+        { id: 14, instanceId: 'c2' },
+      ],
+    });
+    expect([parent.id, parent.instanceId]).toEqual([10, 'parent']);
+    expect(parent.children.map((c) => [c.id, c.instanceId])).toEqual([
+      [11, 'c1'],
+      [14, 'c2'],
+    ]);
+    await m.wait(parent);
+    expect(parent.state).toBe('Completed');
+    expect((await m.start('inline', done)).id).toBe(15);
+    const mismatch = (() => {
+      try {
+        return m.restoreGroup({
+          id: 20,
+          instanceId: 'p2',
+          children: [{ type: 'inline', definition: done }],
+          childIdentities: [],
+        });
+      } catch (error) {
+        return error;
+      }
+    })();
+    expect(RjobError.is(mismatch) && mismatch.code).toBe(ErrorCode.InvalidArgument);
+  });
+});

@@ -8,13 +8,17 @@ import type {
   ReceiveOptions,
   ReceiveStreamOptions,
   RemoveOptions,
+  RestoredIdentity,
+  RestoreGroupOptions,
+  RestoreOptions,
   StartGroupOptions,
   StartOptions,
   WaitOptions,
 } from './job-manager-options.js';
-import { deriveParentState, waitFor } from './job-progress.js';
+import { deriveParentState, launchThrottled, waitFor } from './job-progress.js';
 import { batchRecords, leavesOf, reasonRecord, streamRecords } from './job-records.js';
-import { allJobs, selectJobs, wildcard } from './job-selection.js';
+import { reserveIds, restoredTimes } from './job-restore.js';
+import { filterJobs, selectJobs } from './job-selection.js';
 import type { JobContext, JobOutcome, JobRun, JobType } from './job-type.js';
 import { estimateSize } from './record-buffer.js';
 import type { JobRecord, StreamName } from './records.js';
@@ -80,19 +84,51 @@ export class JobManager {
   }
 
   /**
+   * Starts a job under the id and instance id it had before (an agent putting its jobs back after
+   * a restart, in id order). Ids are never reused: `id` must be above every id handed out so far,
+   * and later jobs get the ids after it. Throws ERR_INVALID_ARGUMENT otherwise.
+   */
+  async restore<Definition>(
+    type: string | JobType<Definition>,
+    definition: Definition,
+    options: RestoreOptions,
+  ): Promise<Job> {
+    this.#assertOpen();
+    const jobType = this.#resolveType(type);
+    this.#nextId = reserveIds(this.#nextId, [options]);
+    const job = this.#createJob(jobType, definition, options, undefined, undefined, options);
+    await this.#launch(job, jobType, definition);
+    return job;
+  }
+
+  /** {@link startGroup} for a parent and children put back under their ids, as {@link restore}. */
+  restoreGroup(options: RestoreGroupOptions): Job {
+    if (options.childIdentities.length !== options.children.length) {
+      throw new RjobError(ErrorCode.InvalidArgument, 'Each restored child needs its identity.');
+    }
+    this.#nextId = reserveIds(this.#nextId, [options, ...options.childIdentities]);
+    return this.#group(options, options);
+  }
+
+  /**
    * Starts a parent job with one child per spec (a fan-out). At most `throttleLimit` children run
    * at once. The parent's state follows its children's.
    */
   startGroup(options: StartGroupOptions): Job {
+    return this.#group(options);
+  }
+
+  #group(options: StartGroupOptions, restored?: RestoreGroupOptions): Job {
     this.#assertOpen();
     if (options.children.length === 0) {
       throw new RjobError(ErrorCode.InvalidArgument, 'A parent job needs at least one child.');
     }
     const specs = options.children.map((spec) => ({ spec, type: this.#resolveType(spec.type) }));
-    const id = this.#nextId++;
+    const id = restored?.id ?? this.#nextId++;
     const parent = new Job({
+      ...restoredTimes(restored),
       id,
-      instanceId: randomUUID(),
+      instanceId: restored?.instanceId ?? randomUUID(),
       name: options.name ?? `Job${id}`,
       type: options.type ?? specs[0]!.type.name,
       command: options.command ?? specs[0]!.type.describe(specs[0]!.spec.definition),
@@ -100,58 +136,25 @@ export class JobManager {
     });
     this.#jobs.set(parent.id, parent);
 
-    const pending: Array<() => void> = [];
-    let running = 0;
-    const throttle = Math.max(1, options.throttleLimit ?? DEFAULT_THROTTLE_LIMIT);
-    const next = () => {
-      while (running < throttle && pending.length > 0) {
-        running++;
-        pending.shift()!();
-      }
-    };
-    for (const { spec, type } of specs) {
+    const launches = new Map<Job, () => void>();
+    for (const [index, { spec, type }] of specs.entries()) {
+      const identity = restored?.childIdentities[index];
       const childOptions: StartOptions = {};
       if (spec.name !== undefined) childOptions.name = spec.name;
       if (spec.location !== undefined) childOptions.location = spec.location;
       if (spec.command !== undefined) childOptions.command = spec.command;
-      const child = this.#createJob(type, spec.definition, childOptions, parent, spec.typeName);
+      const child = this.#createJob(type, spec.definition, childOptions, parent, spec.typeName, identity);
       parent.children.push(child);
-      let launched = false;
-      child.onStateChange(({ state }) => {
-        if (isTerminal(state) && launched) {
-          running--;
-          next();
-        }
-        deriveParentState(parent);
-      });
-      pending.push(() => {
-        // A child stopped while it waited for its turn never starts, and takes no slot.
-        if (child.finished || child.stopRequested) return void running--;
-        launched = true;
-        void this.#launch(child, type, spec.definition);
-      });
+      launches.set(child, () => void this.#launch(child, type, spec.definition));
     }
-    next();
+    const limit = Math.max(1, options.throttleLimit ?? DEFAULT_THROTTLE_LIMIT);
+    launchThrottled(parent, limit, (child) => launches.get(child)!());
     return parent;
   }
 
   /** Lists jobs, newest last. */
   get(filter: GetFilter = {}): Job[] {
-    const states = filter.state === undefined ? undefined : [filter.state].flat();
-    const type = filter.type === undefined ? undefined : this.#typeName(filter.type);
-    const names = filter.names?.map(wildcard);
-    const command = filter.command === undefined ? undefined : wildcard(filter.command);
-    const out: Job[] = [];
-    for (const job of allJobs(this.#jobs, filter.includeChildren ?? false)) {
-      if (filter.ids && !filter.ids.includes(job.id)) continue;
-      if (filter.instanceIds && !filter.instanceIds.includes(job.instanceId)) continue;
-      if (names && !names.some((re) => re.test(job.name))) continue;
-      if (states && !states.includes(job.state)) continue;
-      if (type && job.type.toLowerCase() !== type) continue;
-      if (command && !command.test(job.command)) continue;
-      out.push(job);
-    }
-    return out;
+    return filterJobs(this.#jobs, filter, (type) => this.#typeName(type));
   }
 
   /** One job by id, name or instance id; throws ERR_JOB_NOT_FOUND. */
@@ -333,8 +336,6 @@ export class JobManager {
     await Promise.all(this.types.map((type) => type.dispose?.()));
   }
 
-  // ---------------------------------------------------------------------------------------------
-
   #assertOpen(): void {
     if (this.#closed) throw new RjobError(ErrorCode.ManagerClosed, 'The job manager is closed.');
   }
@@ -361,11 +362,13 @@ export class JobManager {
     options: StartOptions,
     parent: Job | undefined,
     typeName?: string,
+    restored?: RestoredIdentity,
   ): Job {
-    const id = this.#nextId++;
+    const id = restored?.id ?? this.#nextId++;
     const init = {
+      ...restoredTimes(restored),
       id,
-      instanceId: options.instanceId ?? randomUUID(),
+      instanceId: restored?.instanceId ?? options.instanceId ?? randomUUID(),
       name: options.name ?? `Job${id}`,
       type: typeName ?? type.name,
       command: options.command ?? type.describe(definition),

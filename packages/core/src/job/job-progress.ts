@@ -1,6 +1,6 @@
 /**
- * Following jobs' states for a job manager: waiting until they finish, and a parent's state from
- * its children's.
+ * Following jobs' states for a job manager: waiting until they finish, a parent's state from its
+ * children's, and how many of a parent's children run at once.
  */
 import { ErrorCode, RjobError } from '../errors.js';
 import type { Job } from './job.js';
@@ -69,4 +69,34 @@ export function deriveParentState(parent: Job): void {
     );
   }
   parent.setState(next, reason);
+}
+
+/**
+ * Launches a parent's children at most `limit` at a time: a child takes a slot when launched and
+ * frees it when it ends; one stopped while it waited for its turn never starts. The parent's state
+ * follows its children's.
+ */
+export function launchThrottled(parent: Job, limit: number, launch: (child: Job) => void): void {
+  const pending = [...parent.children];
+  let running = 0;
+  const launched = new Set<Job>();
+  const next = (): void => {
+    while (running < limit && pending.length > 0) {
+      const child = pending.shift()!;
+      if (child.finished || child.stopRequested) continue;
+      running++;
+      launched.add(child);
+      launch(child);
+    }
+  };
+  for (const child of parent.children) {
+    child.onStateChange(({ state }) => {
+      if (isTerminal(state) && launched.delete(child)) {
+        running--;
+        next();
+      }
+      deriveParentState(parent);
+    });
+  }
+  next();
 }

@@ -1,7 +1,33 @@
 /** Which jobs a job manager's selector or filter names. */
 import { ErrorCode, RjobError } from '../errors.js';
 import { Job } from './job.js';
-import type { JobSelector } from './job-manager-options.js';
+import type { GetFilter, JobSelector } from './job-manager-options.js';
+
+/**
+ * The jobs `filter` keeps (JobManager.get), newest last; `typeName` turns a type alias into the
+ * type's name.
+ */
+export function filterJobs(
+  jobs: ReadonlyMap<number, Job>,
+  filter: GetFilter,
+  typeName: (nameOrAlias: string) => string,
+): Job[] {
+  const states = filter.state === undefined ? undefined : [filter.state].flat();
+  const type = filter.type === undefined ? undefined : typeName(filter.type);
+  const names = filter.names?.map(wildcard);
+  const command = filter.command === undefined ? undefined : wildcard(filter.command);
+  const out: Job[] = [];
+  for (const job of allJobs(jobs, filter.includeChildren ?? false)) {
+    if (filter.ids && !filter.ids.includes(job.id)) continue;
+    if (filter.instanceIds && !filter.instanceIds.includes(job.instanceId)) continue;
+    if (names && !names.some((re) => re.test(job.name))) continue;
+    if (states && !states.includes(job.state)) continue;
+    if (type && job.type.toLowerCase() !== type) continue;
+    if (command && !command.test(job.command)) continue;
+    out.push(job);
+  }
+  return out;
+}
 
 /**
  * The jobs `selector` names among `jobs` (the top-level jobs by id) and their children, each once:

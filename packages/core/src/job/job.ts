@@ -17,6 +17,9 @@ export interface JobInit {
   command: string;
   location: string;
   parent?: Job;
+  /** A restored job's times (JobManager.restore); otherwise set as it runs and ends. */
+  beginTime?: Date;
+  endTime?: Date;
 }
 
 /**
@@ -58,6 +61,8 @@ export class Job {
     this.command = init.command;
     this.location = init.location;
     this.parent = init.parent;
+    this.#beginTime = init.beginTime;
+    this.#endTime = init.endTime;
   }
 
   get state(): JobState {
@@ -103,7 +108,7 @@ export class Job {
     this.#state = state;
     if (state === 'Running' && !this.#beginTime) this.#beginTime = new Date();
     if (isTerminal(state)) {
-      this.#endTime = new Date();
+      this.#endTime ??= new Date();
       // A Stopped job keeps a reason only when its stop could not be carried out everywhere (a
       // remote job whose session could not be reached).
       if (state === 'Failed' || state === 'Stopped') this.#reason = reason;
