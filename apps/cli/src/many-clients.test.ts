@@ -239,7 +239,8 @@ describe('an agent restart after hours idle', { timeout: 240_000 }, () => {
       await ctx.dispose();
     }
 
-    const who = (rows: JobRow[]) => rows.map((job) => [job.id, job.instanceId, job.beginTimeMs, job.endTimeMs]);
+    const who = (rows: JobRow[]) =>
+      rows.map((job) => [job.id, job.instanceId, job.beginTimeMs, job.endTimeMs]);
     const before = who(await jobsOf(s));
     const pid = Number(await readFile(join(s.dir, 'agent.pid'), 'utf8'));
     expect((await s.rjob('agent', 'stop')).code).toBe(0);
@@ -263,7 +264,9 @@ describe('an agent restart after hours idle', { timeout: 240_000 }, () => {
     expect(Number(await readFile(join(s.dir, 'agent.pid'), 'utf8'))).not.toBe(pid);
     // Each job comes back as it was: its id, instance id and times.
     expect(who(rows)).toEqual(before);
-    expect(before.every(([, , begin, end]) => typeof begin === 'number' && typeof end === 'number')).toBe(true);
+    expect(before.every(([, , begin, end]) => typeof begin === 'number' && typeof end === 'number')).toBe(
+      true,
+    );
     expect(rows.map((job) => [job.name, job.state, job.hasMoreData])).toEqual([
       ['r1', 'Completed', true],
       ['r2', 'Completed', true],

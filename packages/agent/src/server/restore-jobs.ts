@@ -51,7 +51,11 @@ export async function restoreJobs(target: RestoreTarget, stored: StoredJob[]): P
  * Puts a restored parent back with its children (job.startGroup's jobs). Each child reports its
  * stored outcome, so the parent's state is derived again from theirs.
  */
-async function restoreGroup({ jobs, records }: RestoreTarget, entry: StoredJob, stored: StoredJob[]): Promise<void> {
+async function restoreGroup(
+  { jobs, records }: RestoreTarget,
+  entry: StoredJob,
+  stored: StoredJob[],
+): Promise<void> {
   const parent = jobs.restoreGroup({
     ...identity(entry),
     name: entry.name,

@@ -472,7 +472,12 @@ describe('JobManager: restore', () => {
     const a = await m.restore('inline', done, { id: 3, instanceId: 'aaaa', name: 'first' });
     const began = new Date('2026-01-02T03:04:05.006Z');
     const ended = new Date('2026-01-02T04:04:05.006Z');
-    const b = await m.restore('inline', done, { id: 7, instanceId: 'bbbb', beginTime: began, endTime: ended });
+    const b = await m.restore('inline', done, {
+      id: 7,
+      instanceId: 'bbbb',
+      beginTime: began,
+      endTime: ended,
+    });
     expect([a.id, a.instanceId, a.name]).toEqual([3, 'aaaa', 'first']);
     // Its stored times, not the restore's.
     expect([b.state, b.beginTime, b.endTime]).toEqual(['Completed', began, ended]);

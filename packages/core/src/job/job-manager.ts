@@ -22,7 +22,7 @@ import { filterJobs, selectJobs } from './job-selection.js';
 import type { JobContext, JobOutcome, JobRun, JobType } from './job-type.js';
 import { estimateSize } from './record-buffer.js';
 import type { JobRecord, StreamName } from './records.js';
-import { isTerminal, type JobState } from './states.js';
+import type { JobState } from './states.js';
 
 // @rjob/core's index exports the verbs' option types and the record helpers from here.
 export type * from './job-manager-options.js';

@@ -10,9 +10,13 @@ export function reserveIds(next: number, identities: RestoredIdentity[]): number
   let after = next;
   for (const { id } of identities) {
     if (!Number.isSafeInteger(id) || id < after) {
-      throw new RjobError(ErrorCode.InvalidArgument, `Job id ${id} cannot be restored: ids are never reused.`, {
-        details: { id, nextId: after },
-      });
+      throw new RjobError(
+        ErrorCode.InvalidArgument,
+        `Job id ${id} cannot be restored: ids are never reused.`,
+        {
+          details: { id, nextId: after },
+        },
+      );
     }
     after = id + 1;
   }
