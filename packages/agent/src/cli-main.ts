@@ -7,18 +7,19 @@
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
 import type { AgentServerOptions } from './server/agent-server-options.js';
-import { lstat, readFile, readlink, symlink, unlink, writeFile } from 'node:fs/promises';
+import { lstat, readlink, symlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DAEMON_LOG_FILE, spawnDaemon, waitForSocket } from './doors/daemon-start.js';
 import { socketIsLive } from './doors/socket-probe.js';
 import { bridgeStdioToDaemon } from './doors/stdio-bridge.js';
 import { AgentErrorCode } from './error-codes.js';
-import { defaultSocketPath, ensureStateDir, resolveStateDir } from './state-dir.js';
+import { DAEMON_PID_FILE, defaultSocketPath, ensureStateDir, resolveStateDir } from './state-dir.js';
 
 // Only the bridge's modules are loaded up front: `--stdio`, which sshd runs for every session, does
 // not pay for loading the server. The daemon and `--no-daemon` import it when they start.
 export {
   DAEMON_LOG_FILE,
+  DAEMON_PID_FILE,
   defaultSocketPath,
   ensureStateDir,
   resolveStateDir,
@@ -61,8 +62,6 @@ const USAGE = `usage: rjob-agent daemon [--socket PATH] [--state-dir DIR]
        rjob-agent --stdio [--no-daemon] [--socket PATH] [--state-dir DIR]
 `;
 
-/** Pid of the running daemon, inside the state directory; its process group has the same id. */
-export const DAEMON_PID_FILE = 'agent.pid';
 /**
  * The daemon's first log line is `<ISO time> rjob-agent: starting (pid N)`: what marks, in
  * `agent.log`, where the running daemon's lines begin (see `rjob agent status`).
@@ -167,91 +166,40 @@ async function runDaemon(
   output: NodeJS.WritableStream,
   plugins: MainOptions['plugins'],
 ): Promise<number> {
-  const [{ AgentServer }, { listenUnix }, { setIncidentSink }, { ProtocolErrorCode }] = await Promise.all([
-    import('./server/agent-server.js'),
-    import('./doors/unix-door.js'),
-    import('./incidents.js'),
-    import('@rjob/core'),
-  ]);
+  const [{ AgentServer }, { listenUnix }, { setIncidentSink }, { serveAgent, linkErrorLogger }] =
+    await Promise.all([
+      import('./server/agent-server.js'),
+      import('./doors/unix-door.js'),
+      import('./incidents.js'),
+      import('./doors/serve.js'),
+    ]);
   // The daemon's log (agent.log) gets a timestamp on every line, and every incident (damaged
   // state dropped, a full disk) as a line of its own.
   const stderr = timestampedLog(output);
-  stderr.write(`rjob-agent: ${DAEMON_START_LINE}${process.pid}, state ${stateDir})\n`);
-  setIncidentSink((line) => stderr.write(`rjob-agent: ${line}\n`));
+  const log = (line: string): void => void stderr.write(`rjob-agent: ${line}\n`);
+  log(`${DAEMON_START_LINE}${process.pid}, state ${stateDir})`);
+  setIncidentSink(log);
   keepRunningOnStrayErrors(stderr);
   const server = new AgentServer({
     stateDir,
-    ...(await plugins?.({ log: (line) => stderr.write(`rjob-agent: ${line}\n`) })),
+    ...(await plugins?.({ log })),
     // `rjob agent stop -c HOST`: the same clean shutdown as a SIGTERM.
     onStopRequested: () => process.kill(process.pid, 'SIGTERM'),
   });
-  let door: Awaited<ReturnType<typeof listenUnix>>;
-  // Nothing to remove until it is written.
-  let pidFile: { remove(): Promise<void> } = { remove: async () => {} };
-  try {
-    // The state directory's lock first (ERR_AGENT_RUNNING when another agent holds it), then the
-    // socket: a second daemon must not load (and rewrite) the first one's store.
-    await server.ready();
-    // The pid file before the socket: a client that reaches the socket (`rjob agent start`
-    // returning, then `rjob agent stop`) always finds the pid of the agent it reached.
-    pidFile = await writePidFile(stateDir, (error) => logError(stderr, 'cannot write agent.pid', error));
-    door = await listenUnix(server, {
-      socketPath,
-      onLinkError: (error) => {
-        // A peer that hangs up during the handshake (a liveness probe, a dead client) is not news.
-        if ((error as { code?: unknown })?.code !== ProtocolErrorCode.LinkClosed)
-          logError(stderr, 'link refused', error);
-      },
-    });
-  } catch (error) {
-    await pidFile.remove();
-    await server.close();
-    throw error;
-  }
-  try {
-    // Links that arrive meanwhile wait for it inside the server.
-    const restored = await server.restore();
-    if (restored.sessions > 0) {
-      stderr.write(
-        `rjob-agent: restored ${restored.sessions} sessions, ${restored.jobs} jobs (${restored.failedOnRestart} failed: agent restarted)\n`,
-      );
-    }
-  } catch (error) {
-    logError(stderr, 'restore failed', error);
-  }
-  const link = await linkStateDirSocket(stateDir, socketPath);
-  stderr.write(`rjob-agent: pid ${process.pid} listening on ${socketPath}\n`);
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-  });
-  stderr.write('rjob-agent: shutting down\n');
-  await door.close();
-  // Before the lock goes with the server: a next agent's pid file is never the one removed.
-  await pidFile.remove();
-  await server.close();
-  if (link) await unlink(link).catch(() => {});
-  return 0;
-}
-
-/**
- * Writes this process's pid to the state directory's `agent.pid` (for `rjob agent stop` and
- * scripts) once it holds the directory's lock. On a full disk the agent still serves (and
- * `onError` says so) rather than not starting at all. `remove()` deletes the file if it still
- * holds this pid; call it before releasing the lock.
- */
-export async function writePidFile(
-  stateDir: string,
-  onError: (error: unknown) => void = () => {},
-): Promise<{ remove(): Promise<void> }> {
-  const file = join(stateDir, DAEMON_PID_FILE);
-  const mine = `${process.pid}\n`;
-  await writeFile(file, mine, { mode: 0o600 }).catch(onError);
-  return {
-    async remove() {
-      if ((await readFile(file, 'utf8').catch(() => undefined)) === mine) await unlink(file).catch(() => {});
+  let link: string | undefined;
+  await serveAgent(server, {
+    stateDir,
+    log,
+    doors: [() => listenUnix(server, { socketPath, onLinkError: linkErrorLogger(log) })],
+    async listening() {
+      link = await linkStateDirSocket(stateDir, socketPath);
+      log(`pid ${process.pid} listening on ${socketPath}`);
     },
-  };
+    async closing() {
+      if (link) await unlink(link).catch(() => {});
+    },
+  });
+  return 0;
 }
 
 /**

@@ -4,8 +4,14 @@ export {
   type MainOptions,
   main,
   parseAgentArgs,
-  writePidFile,
 } from './cli-main.js';
+export {
+  linkErrorLogger,
+  type OpenDoor,
+  type ServeAgentOptions,
+  serveAgent,
+  writePidFile,
+} from './doors/serve.js';
 export {
   type BridgeOptions,
   bridgeStdioToDaemon,

@@ -10,6 +10,9 @@ import { isAbsolute, join } from 'node:path';
  */
 export const STATE_LOCK_FILE = 'agent.lock';
 
+/** The state directory's file with the serving agent's pid (`rjob agent stop`, scripts). */
+export const DAEMON_PID_FILE = 'agent.pid';
+
 /**
  * Where the agent keeps its state (sessions, job tables, spools): `$RJOB_STATE_DIR`, else
  * `$XDG_STATE_HOME/rjob`, else `~/.local/state/rjob`. The home directory comes from

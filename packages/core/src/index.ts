@@ -20,7 +20,7 @@ export {
   serializeError,
   toRjobError,
 } from './errors.js';
-export { Job, type JobStateChange } from './job/job.js';
+export { Job, type JobColumns, type JobStateChange } from './job/job.js';
 export {
   type ChildSpec,
   type GetFilter,

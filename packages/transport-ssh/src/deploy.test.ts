@@ -85,6 +85,8 @@ describe('deployment helpers', () => {
     second.deliver(Uint8Array.of(9));
     const got: number[] = [];
     link.onMessage((frame) => got.push(frame[0]!));
+    // Handed over as the other transports' channels do (core's channel controller): next microtask.
+    await until(() => got.length > 0);
     expect(got).toEqual([9]);
     // Once the agent answered, a later NoAgent is an ordinary close, not another deployment.
     const reason = new Promise<RjobError>((resolve) => link.onClose(resolve));

@@ -13,7 +13,7 @@
  *   forwards to the exec'd agent; if that closes with ERR_SSH_NO_AGENT before saying anything, the
  *   frames sent so far are replayed to the deployed agent.
  */
-import { RjobError, type TransportChannel, toCloseReason } from '@rjob/core';
+import { createChannelController, RjobError, type TransportChannel, toCloseReason } from '@rjob/core';
 import type { Client } from 'ssh2';
 import { type AgentBundle, loadAgentBundle } from './agent-bundle.js';
 import { SshErrorCode } from './errors.js';
@@ -202,36 +202,29 @@ export function withAgentDeploy(
   first: TransportChannel,
   fallback: (reason: RjobError) => Promise<TransportChannel>,
 ): TransportChannel {
-  const messageHandlers = new Set<(frame: Uint8Array) => void>();
-  const closeHandlers = new Set<(reason: RjobError) => void>();
-  const drainHandlers = new Set<() => void>();
   let current: TransportChannel | undefined = first;
   /** Frames sent before the agent first answered: replayed to the deployed agent. */
   let unanswered: Uint8Array[] | undefined = [];
   let triedFallback = false;
-  let closeReason: RjobError | undefined;
-  /**
-   * Frames that arrived while no handler was registered, for the next one: the TransportChannel
-   * contract, which lets the handshake hand the link over to the session without loss.
-   */
-  const held: Uint8Array[] = [];
-
-  const finish = (reason: RjobError): void => {
-    if (closeReason) return;
-    closeReason = reason;
-    current = undefined;
-    for (const handler of [...closeHandlers]) handler(reason);
-  };
+  const controller = createChannelController({
+    maxFrameBytes: first.maxFrameBytes,
+    write(frame) {
+      unanswered?.push(frame);
+      // While the agent is being deployed there is no link yet: the frame waits in `unanswered`.
+      return current ? current.send(frame) : true;
+    },
+    terminate(reason) {
+      current?.close(reason);
+      current = undefined;
+    },
+  });
 
   const attach = (link: TransportChannel): void => {
     link.onMessage((frame) => {
       unanswered = undefined;
-      if (messageHandlers.size === 0) held.push(frame);
-      else for (const handler of [...messageHandlers]) handler(frame);
+      controller.deliver(frame);
     });
-    link.onDrain?.(() => {
-      for (const handler of [...drainHandlers]) handler();
-    });
+    link.onDrain?.(() => controller.drained());
     link.onClose((reason) => {
       if (link !== current) return;
       if (unanswered && !triedFallback && reason.code === SshErrorCode.NoAgent) {
@@ -239,8 +232,8 @@ export function withAgentDeploy(
         current = undefined;
         fallback(reason).then(
           (next) => {
-            if (closeReason) {
-              next.close(closeReason);
+            if (controller.isClosed) {
+              next.close();
               return;
             }
             current = next;
@@ -248,49 +241,16 @@ export function withAgentDeploy(
             for (const frame of unanswered ?? []) next.send(frame);
             // The dead link may have said "congested" to a send; the sender waits for a drain
             // that only the new link can give.
-            for (const handler of [...drainHandlers]) handler();
+            controller.drained();
           },
-          (error: unknown) => finish(toCloseReason(error)),
+          (error: unknown) => controller.closed(toCloseReason(error)),
         );
         return;
       }
-      finish(reason);
+      current = undefined;
+      controller.closed(reason);
     });
   };
   attach(first);
-
-  return {
-    maxFrameBytes: first.maxFrameBytes,
-    send(frame) {
-      if (closeReason) return false;
-      unanswered?.push(frame);
-      // While the agent is being deployed there is no link yet: the frame waits in `unanswered`.
-      return current ? current.send(frame) : true;
-    },
-    onMessage(handler) {
-      messageHandlers.add(handler);
-      // In order; a handler that unregisters itself leaves the rest for the next one.
-      while (held.length > 0 && messageHandlers.has(handler)) handler(held.shift()!);
-      return () => messageHandlers.delete(handler);
-    },
-    onDrain(handler) {
-      drainHandlers.add(handler);
-      return () => drainHandlers.delete(handler);
-    },
-    onClose(handler) {
-      if (closeReason) {
-        const reason = closeReason;
-        queueMicrotask(() => handler(reason));
-        return () => {};
-      }
-      closeHandlers.add(handler);
-      return () => closeHandlers.delete(handler);
-    },
-    close(reason) {
-      if (closeReason) return;
-      const link = current;
-      if (link) link.close(reason);
-      else finish(toCloseReason(reason));
-    },
-  };
+  return controller.channel;
 }

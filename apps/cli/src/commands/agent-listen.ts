@@ -6,12 +6,11 @@
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { resolve } from 'node:path';
-import { AgentServer, ensureStateDir, listenUnix, writePidFile } from '@rjob/agent';
+import { AgentServer, ensureStateDir, linkErrorLogger, listenUnix, serveAgent } from '@rjob/agent';
 import { RjobError } from '@rjob/core';
 import { createWsAuth, listenWs, readOrCreateToken, type WsAuth, WsErrorCode } from '@rjob/transport-ws';
 import { CliError, type CliIo, ExitCode, usageError } from '../io.js';
 import type { StatePaths } from '../state.js';
-import { ProtocolErrorCode } from '@rjob/core';
 
 export interface ListenFlags {
   listen: string;
@@ -84,78 +83,41 @@ export async function agentListen(argv: readonly string[], io: CliIo, paths: Sta
     authenticate: auth.authenticate,
     software: await agentSoftware(),
   });
-  const onLinkError = (error: unknown): void => {
-    if ((error as { code?: unknown })?.code === ProtocolErrorCode.LinkClosed) return;
-    const code = (error as { code?: unknown })?.code;
-    const message = error instanceof Error ? error.message : String(error);
-    io.stderr.write(`rjob agent: link refused: ${typeof code === 'string' ? `${code}: ` : ''}${message}\n`);
-  };
-  let door: Awaited<ReturnType<typeof listenWs>>;
-  let local: Awaited<ReturnType<typeof listenUnix>>;
-  // Nothing to remove until it is written.
-  let pidFile: { remove(): Promise<void> } = { remove: async () => {} };
-  try {
-    // The state directory's lock first: with a daemon running, this agent is refused before it
-    // loads (or listens for) anything.
-    await server.ready();
-    // `rjob agent status` and `rjob agent stop` find this agent as they find the daemon; written
-    // before any door opens, so a client that reached it finds its pid.
-    pidFile = await writePidFile(stateDir, (error) =>
-      io.stderr.write(
-        `rjob agent: cannot write agent.pid: ${error instanceof Error ? error.message : String(error)}\n`,
-      ),
-    );
-    door = await listenWs(server, {
-      listen: flags.listen,
-      auth,
-      insecure: flags.insecure,
-      ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
-      onLinkError,
-    });
-  } catch (error) {
-    await pidFile.remove();
-    await server.close();
-    if (RjobError.is(error) && error.code === WsErrorCode.Insecure) {
-      throw new CliError(
-        ExitCode.Usage,
-        error.code,
-        `${error.message.replace(/\.$/, '')}; or pass --insecure`,
-      );
-    }
-    throw error;
-  }
-  try {
-    // Local commands (`rjob start`, `rjob get`) reach this agent as they would the daemon.
-    // Reaching the 0600 socket is the authentication there, as with the daemon; tokens are the WebSocket door's.
-    local = await listenUnix(server, {
-      socketPath: paths.socketPath,
-      identity: userInfo().username,
-      onLinkError,
-    });
-  } catch (error) {
-    await door.close();
-    await pidFile.remove();
-    await server.close();
-    throw error;
-  }
-  try {
-    const restored = await server.restore();
-    if (restored.sessions > 0) {
-      io.stderr.write(`rjob agent: restored ${restored.sessions} sessions, ${restored.jobs} jobs\n`);
-    }
-  } catch (error) {
-    io.stderr.write(
-      `rjob agent: restore failed: ${error instanceof Error ? error.message : String(error)}\n`,
-    );
-  }
-  io.stderr.write(`rjob agent: listening on ${door.pinnedUrl} (token file ${tokenFile})\n`);
-  await new Promise<void>((done) => {
-    process.once('SIGTERM', done);
-    process.once('SIGINT', done);
+  const log = (line: string): void => void io.stderr.write(`rjob agent: ${line}\n`);
+  const onLinkError = linkErrorLogger(log);
+  let pinnedUrl = '';
+  await serveAgent(server, {
+    stateDir,
+    log,
+    doors: [
+      async () => {
+        try {
+          const door = await listenWs(server, {
+            listen: flags.listen,
+            auth,
+            insecure: flags.insecure,
+            ...(cert !== undefined && key !== undefined ? { cert, key } : {}),
+            onLinkError,
+          });
+          pinnedUrl = door.pinnedUrl;
+          return door;
+        } catch (error) {
+          if (RjobError.is(error) && error.code === WsErrorCode.Insecure) {
+            throw new CliError(
+              ExitCode.Usage,
+              error.code,
+              `${error.message.replace(/\.$/, '')}; or pass --insecure`,
+            );
+          }
+          throw error;
+        }
+      },
+      // Local commands (`rjob start`, `rjob get`) reach this agent as they would the daemon.
+      // Reaching the 0600 socket is the authentication there, as with the daemon; tokens are the
+      // WebSocket door's.
+      () => listenUnix(server, { socketPath: paths.socketPath, identity: userInfo().username, onLinkError }),
+    ],
+    listening: () => log(`listening on ${pinnedUrl} (token file ${tokenFile})`),
   });
-  io.stderr.write('rjob agent: shutting down\n');
-  await Promise.all([door.close(), local.close()]);
-  await pidFile.remove();
-  await server.close();
   return ExitCode.Ok;
 }

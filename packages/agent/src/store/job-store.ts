@@ -23,6 +23,7 @@ import {
   ErrorCode,
   encodeValue,
   isTerminal,
+  type JobColumns,
   type JobState,
   RjobError,
   type SerializedError,
@@ -33,14 +34,8 @@ import { TEMP_MARKER, writeFileAtomic } from '../fs/atomic-file.js';
 import { reportIncident } from '../incidents.js';
 
 /** A job as persisted: what `Get-Job` shows, plus where its records are spooled. */
-export interface StoredJob {
+export interface StoredJob extends JobColumns {
   sessionId: string;
-  id: number;
-  instanceId: string;
-  name: string;
-  type: string;
-  command: string;
-  location: string;
   state: JobState;
   /** Why a Failed job failed. */
   reason?: SerializedError;

@@ -45,71 +45,79 @@ export function reasonRecord(job: Job): JobRecord {
  * The leaves' records one at a time until each finished and was drained, then its reason if it
  * Failed; consumed (and `drained` called) unless `keep`.
  */
-export async function* streamRecords(
+export function streamRecords(
   leaves: Job[],
   keep: boolean | undefined,
   drained: (leaf: Job) => void,
 ): AsyncGenerator<JobRecord> {
   const cursors = new Map(leaves.map((leaf) => [leaf, leaf.buffer.start]));
-  const done = new Set<Job>();
-  while (done.size < leaves.length) {
-    let progressed = false;
-    for (const leaf of leaves) {
-      if (done.has(leaf)) continue;
-      // Read `finished` before draining: a record written after this check is still drained
-      // on the next pass, because a finished job writes nothing more.
-      const finished = leaf.finished;
+  return passes(
+    leaves,
+    function* (leaf) {
       if (keep) {
         let cursor = Math.max(cursors.get(leaf)!, leaf.buffer.start);
         for (let record = leaf.buffer.at(cursor); record; record = leaf.buffer.at(cursor)) {
           cursor++;
           cursors.set(leaf, cursor);
-          progressed = true;
           yield record;
         }
       } else {
+        // One at a time: a record is taken only when the consumer asks for it.
         for (let record = leaf.buffer.shift(); record; record = leaf.buffer.shift()) {
           drained(leaf);
-          progressed = true;
           yield record;
         }
       }
-      if (finished) {
-        done.add(leaf);
-        if (leaf.state === 'Failed') yield reasonRecord(leaf);
-      }
-    }
-    if (!progressed && done.size < leaves.length) {
-      await Promise.race(leaves.filter((leaf) => !done.has(leaf)).map((leaf) => leaf.changed()));
-    }
-  }
+    },
+    () => true,
+    reasonRecord,
+  );
 }
 
 /** As {@link streamRecords}, consuming, in arrays of what one job held at once. */
-export async function* batchRecords(
+export function batchRecords(leaves: Job[], drained: (leaf: Job) => void): AsyncGenerator<JobRecord[]> {
+  return passes(
+    leaves,
+    function* (leaf) {
+      if (leaf.buffer.length === 0) return;
+      const records =
+        leaf.buffer.length <= MAX_BATCH_RECORDS
+          ? leaf.buffer.takeAll()
+          : takeSome(leaf.buffer, MAX_BATCH_RECORDS);
+      drained(leaf);
+      yield records;
+    },
+    // A finished job may still hold records when the last take was capped.
+    (leaf) => leaf.buffer.length === 0,
+    (leaf) => [reasonRecord(leaf)],
+  );
+}
+
+/**
+ * Passes over `leaves` until each finished and `emptied` says nothing of it is left: yields what
+ * `take` gives of each, then a Failed leaf's reason; waits for a change when a pass found nothing.
+ */
+async function* passes<T>(
   leaves: Job[],
-  drained: (leaf: Job) => void,
-): AsyncGenerator<JobRecord[]> {
+  take: (leaf: Job) => Iterable<T>,
+  emptied: (leaf: Job) => boolean,
+  reason: (leaf: Job) => T,
+): AsyncGenerator<T> {
   const done = new Set<Job>();
   while (done.size < leaves.length) {
     let progressed = false;
     for (const leaf of leaves) {
       if (done.has(leaf)) continue;
-      // As in receiveStream: read `finished` first, then drain.
+      // Read `finished` before taking: a record written after this check is still taken on the
+      // next pass, because a finished job writes nothing more.
       const finished = leaf.finished;
-      if (leaf.buffer.length > 0) {
-        const records =
-          leaf.buffer.length <= MAX_BATCH_RECORDS
-            ? leaf.buffer.takeAll()
-            : takeSome(leaf.buffer, MAX_BATCH_RECORDS);
-        drained(leaf);
+      for (const item of take(leaf)) {
         progressed = true;
-        yield records;
+        yield item;
       }
-      // A finished job may still hold records when the last take was capped.
-      if (finished && leaf.buffer.length === 0) {
+      if (finished && emptied(leaf)) {
         done.add(leaf);
-        if (leaf.state === 'Failed') yield [reasonRecord(leaf)];
+        if (leaf.state === 'Failed') yield reason(leaf);
       }
     }
     if (!progressed && done.size < leaves.length) {

@@ -9,13 +9,20 @@ export interface JobStateChange {
   reason?: RjobError;
 }
 
-export interface JobInit {
+/** Who a job is, as Get-Job's columns show it: the fields every shape of a job shares. */
+export interface JobColumns {
   id: number;
   instanceId: string;
   name: string;
+  /** The job type's name: ThreadJob, BackgroundJob, RemoteJob, or a plugin's. */
   type: string;
+  /** What the job runs. */
   command: string;
+  /** Where it runs: `localhost`, or the computer names of a remote job. */
   location: string;
+}
+
+export interface JobInit extends JobColumns {
   parent?: Job;
   /** A restored job's times (JobManager.restore); otherwise set as it runs and ends. */
   beginTime?: Date;

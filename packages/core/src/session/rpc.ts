@@ -5,22 +5,17 @@
  * records sent as events are delivered exactly once, in order, across reconnects.
  */
 import type { SerializedError } from '../errors.js';
+import type { JobColumns } from '../job/job.js';
 import type { GetFilter } from '../job/job-manager-options.js';
 import type { JobRecord } from '../job/records.js';
 import type { JobState } from '../job/states.js';
 import type { RelayRequest } from '../protocol/messages.js';
 
 /** A job as it crosses the wire (dates as epoch ms, reason serialized). */
-export interface JobInfo {
-  id: number;
-  instanceId: string;
-  name: string;
-  type: string;
+export interface JobInfo extends JobColumns {
   state: JobState;
   reason?: SerializedError;
   hasMoreData: boolean;
-  location: string;
-  command: string;
   /** The user's free text for the job, given at start (`WorkRequest.label`). */
   label?: string;
   /** The jobs it waits for (`WorkRequest.after`), by id. */
