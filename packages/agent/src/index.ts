@@ -42,8 +42,6 @@ export {
   targetRemoteJobType,
 } from './server/remote-jobs.js';
 export { hashResumeSecret, newResumeSecret, resumeSecretMatches } from './server/secret.js';
-/** @deprecated Use AgentErrorCode (and core's SessionErrorCode, ProtocolErrorCode). */
-export { ServerErrorCode } from './server/server-errors.js';
 export {
   DEFAULT_SEGMENT_BYTES,
   DEFAULT_SPOOL_MAX_BYTES,
