@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import type { BenchResult } from './harness.js';
 
 const BIN = fileURLToPath(new URL('../apps/cli/bin/rjob.js', import.meta.url));
-const BUNDLE = fileURLToPath(new URL('../apps/cli/dist/bundle/rjob.mjs', import.meta.url));
+const BUNDLE = fileURLToPath(new URL('../apps/cli/dist/bundle/rjob.cjs', import.meta.url));
 const FLOOR = fileURLToPath(new URL('./cli-floor-client.mjs', import.meta.url));
 const SAMPLES = 30;
 

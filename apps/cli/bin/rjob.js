@@ -2,6 +2,75 @@
 // The built CLI: the bundle in dist/bundle (a published install, and a clone after `npm ci`, whose
 // `prepare` script builds). Without a build, the TypeScript sources (run-source.js). Only what the
 // check needs loads here: this file runs before every command.
-const { existsSync } = process.getBuiltinModule('node:fs');
-const built = new URL('../dist/bundle/rjob.mjs', import.meta.url);
-await import(existsSync(built) ? built.href : './run-source.js');
+//
+// The bundle is one script, compiled with a V8 code cache kept per user (docs/decisions.md, "CLI
+// start-up"): a command after the first of its verb skips most of parsing and compiling the code it
+// runs. The cache is named after the bundle's path, size and time, so an upgraded rjob never reads
+// an old one; V8 also rejects a cache of another node. A failure to read or write it only costs time.
+const { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } =
+  process.getBuiltinModule('node:fs');
+const bundle = new URL('../dist/bundle/rjob.cjs', import.meta.url);
+if (!existsSync(bundle)) {
+  await import('./run-source.js');
+} else {
+  const { Script } = process.getBuiltinModule('node:vm');
+  const { createRequire } = process.getBuiltinModule('node:module');
+  const { fileURLToPath } = process.getBuiltinModule('node:url');
+  const { dirname, join } = process.getBuiltinModule('node:path');
+  const { homedir } = process.getBuiltinModule('node:os');
+  const file = fileURLToPath(bundle);
+  const source = readFileSync(file, 'utf8');
+  let cacheDir;
+  let cacheFile;
+  let key;
+  let cachedData;
+  try {
+    const { size, mtimeMs } = statSync(file);
+    const env = process.env;
+    // One cache per verb (`agent` and `session` with their subcommand): each holds what that
+    // command compiles, and `agent --stdio` does not load the daemon's.
+    const [verb = '', sub = ''] = process.argv.slice(2);
+    const word = (arg) => (/^-{0,2}[a-z][a-z-]{0,19}$/.test(arg) ? arg.replace(/^-+/, '') : 'other');
+    const name = verb === 'agent' || verb === 'session' ? `${verb}-${word(sub)}` : word(verb);
+    key = hash(`${file}\0${size}\0${mtimeMs}\0${process.version}`);
+    cacheDir = join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'rjob');
+    cacheFile = join(cacheDir, `cli-${key}-${name}.v8`);
+    cachedData = readFileSync(cacheFile);
+  } catch {}
+  const script = new Script(
+    `(function (exports, require, module, __filename, __dirname, __rjobImport) {${source}\n})`,
+    { filename: file, ...(cachedData ? { cachedData } : {}) },
+  );
+  if (cacheFile && (!cachedData || script.cachedDataRejected)) {
+    // At exit: the cache then holds the functions this command compiled, not only the top level.
+    process.once('exit', () => {
+      try {
+        mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+        const temp = `${cacheFile}.${process.pid}.tmp`;
+        writeFileSync(temp, script.createCachedData(), { mode: 0o600 });
+        renameSync(temp, cacheFile);
+        // Caches of another rjob (before an upgrade) or another node are never read again.
+        for (const old of readdirSync(cacheDir)) {
+          if (/^cli-[0-9a-f]{8}-.*\.v8(\.\d+\.tmp)?$/.test(old) && !old.startsWith(`cli-${key}-`))
+            rmSync(join(cacheDir, old), { force: true });
+        }
+      } catch {}
+    });
+  }
+  const module = { exports: {} };
+  script.runInThisContext()(
+    module.exports,
+    createRequire(file),
+    module,
+    file,
+    dirname(file),
+    (specifier) => import(specifier),
+  );
+}
+
+/** FNV-1a, 32 bits, in hex: names the cache file without loading node:crypto. */
+function hash(text) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
+}

@@ -1,16 +1,22 @@
 // @ts-check
 /**
- * Build step after `tsc -b`: the `rjob` bin as an ESM bundle in dist/bundle (docs/decisions.md,
- * "CLI start-up"). One module graph of ~60 files becomes a handful of chunks: `rjob.mjs` and the
- * chunks a verb needs load at start, the SSH and WebSocket stacks and the agent server only when a
- * command uses them (esbuild keeps `await import()` lazy as separate chunks). The @rjob packages
- * are bundled from their sources; ssh2 and ws stay external (dependencies of this package).
+ * Build step after `tsc -b`: the `rjob` bin as one script, dist/bundle/rjob.cjs (docs/decisions.md,
+ * "CLI start-up"). bin/rjob.js compiles it with a V8 code cache, which node 20 offers for scripts
+ * only (not for ES modules). Modules a command loads with `await import()` stay lazy: esbuild wraps
+ * them in functions that run on first use, so `rjob get` evaluates only its own code. The @rjob
+ * packages are bundled from their sources; ssh2 and ws stay external (dependencies of this package,
+ * required on first use).
+ *
+ * A script compiled by `vm.Script` cannot `import()` by itself: the dynamic imports that remain
+ * (plugins, node built-ins loaded late, esbuild for agent deployment) call `__rjobImport`, which
+ * bin/rjob.js passes in.
  *
  * The job runtime starts ThreadJob workers and BackgroundJob node children from entry files next to
  * the module that names them (`new URL('./worker-entry.js', import.meta.url)`), so those two are
  * built as separate files into the same directory.
  */
-import { rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 
@@ -32,15 +38,28 @@ const common = {
 };
 
 await rm(outdir, { recursive: true, force: true });
-// `.mjs`: node needs no package.json lookup to know the format of each chunk.
-await esbuild.build({
+const built = await esbuild.build({
   ...common,
   entryPoints: { rjob: here('../src/cli-entry.ts') },
-  splitting: true,
-  chunkNames: '[name]-[hash]',
-  outExtension: { '.js': '.mjs' },
-  banner: { js: '// rjob command line, bundled (apps/cli/scripts/bundle.mjs).' },
+  format: 'cjs',
+  outExtension: { '.js': '.cjs' },
+  write: false,
+  // What ES modules find in import.meta, for a script: its own URL, and resolution from it.
+  define: { 'import.meta.url': '__rjobUrl', 'import.meta.resolve': '__rjobResolve' },
+  banner: {
+    js: [
+      '// rjob command line, bundled (apps/cli/scripts/bundle.mjs); loaded by bin/rjob.js.',
+      'var __rjobUrl = require("node:url").pathToFileURL(__filename).href;',
+      'var __rjobResolve = (specifier) => require("node:url").pathToFileURL(require.resolve(specifier)).href;',
+    ].join('\n'),
+  },
 });
+const DYNAMIC_IMPORT = /(?<![\w$.])import\((?=[\w"'`])/g;
+for (const file of built.outputFiles) {
+  const text = file.text.replace(DYNAMIC_IMPORT, '__rjobImport(');
+  await mkdir(dirname(file.path), { recursive: true });
+  await writeFile(file.path, text);
+}
 // This package is "type": "module", so these `.js` files are ES modules.
 await esbuild.build({
   ...common,

@@ -2,7 +2,7 @@
  * The real `rjob` bin (bin/rjob.js from source, as on a fresh clone) in child processes, against
  * the agent daemon it starts in a private state directory: S1, S5 and the exit codes.
  */
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ExitCode } from './io.js';
@@ -163,5 +163,49 @@ describe('the rjob bin', { timeout: 120_000 }, () => {
       ).toContain(`'${flag}[`);
     }
     expect(help).toContain('@FILE:PATTERN');
+  });
+});
+
+describe("the bin's code cache", { timeout: 120_000 }, () => {
+  it('is kept per verb, survives damage and parallel first runs, and is never needed', async () => {
+    await using s = await sandbox();
+    const cache = join(s.dir, 'xdg-cache');
+    const env = { XDG_CACHE_HOME: cache };
+    expect((await s.bin(['start', '--name', 'c', '--', 'echo cached'])).code).toBe(0);
+    expect((await s.bin(['wait', 'c'])).code).toBe(0);
+    const listing = async () => (await readdir(join(cache, 'rjob')).catch(() => [] as string[])).sort();
+
+    // Five first runs at once: each works, one cache file per verb stays, no temporary file.
+    const first = await Promise.all(Array.from({ length: 5 }, () => s.bin(['get', 'c'], { env })));
+    for (const run of first) expect(run).toMatchObject({ code: 0, stderr: '' });
+    const files = await listing();
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/^cli-[0-9a-f]{8}-get\.v8$/);
+    const file = join(cache, 'rjob', files[0]!);
+    const written = await readFile(file);
+    expect(written.byteLength).toBeGreaterThan(10_000);
+
+    // Read, not rewritten, by the next run of the verb; another verb gets its own.
+    expect((await s.bin(['get', 'c'], { env })).stdout).toBe(first[0]!.stdout);
+    expect(await readFile(file)).toEqual(written);
+    expect((await s.bin(['receive', '--keep', 'c'], { env })).stdout).toBe('cached\n');
+    expect(await listing()).toEqual([files[0], files[0]!.replace('-get.', '-receive.')].sort());
+
+    // A damaged cache is rejected by V8 and written again; the command is unaffected.
+    await writeFile(file, Buffer.alloc(written.byteLength, 7));
+    expect((await s.bin(['get', 'c'], { env })).stdout).toBe(first[0]!.stdout);
+    expect((await readFile(file)).equals(Buffer.alloc(written.byteLength, 7))).toBe(false);
+
+    // An older rjob's caches go when this one writes its own.
+    await writeFile(join(cache, 'rjob', 'cli-00000000-get.v8'), 'old');
+    await rm(file);
+    expect((await s.bin(['get', 'c'], { env })).code).toBe(0);
+    expect(await listing()).toEqual([files[0], files[0]!.replace('-get.', '-receive.')].sort());
+
+    // No place to keep it (the cache home is a file): the command works all the same.
+    const notDir = join(s.dir, 'not-a-dir');
+    await writeFile(notDir, '');
+    const without = await s.bin(['get', 'c'], { env: { XDG_CACHE_HOME: notDir } });
+    expect(without).toEqual({ code: 0, stdout: first[0]!.stdout, stderr: '' });
   });
 });

@@ -1,4 +1,5 @@
-// What bin/rjob.js runs: the CLI on this process's stdio.
+// What bin/rjob.js runs: the CLI on this process's stdio. No top-level await: the bundle is a
+// script (dist/bundle/rjob.cjs) so that node can keep a code cache of it.
 import { run } from './cli.js';
 import { defaultIo } from './io.js';
 
@@ -9,7 +10,8 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code !== 'EPIPE') throw error;
   brokenPipe = true;
 });
-const code = await run(process.argv.slice(2), defaultIo());
-if (brokenPipe) process.exit(code === 0 ? 141 : code);
-// Exit even if a transport left a handle open (an SSH connection closing lazily), once output is out.
-process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+void run(process.argv.slice(2), defaultIo()).then((code) => {
+  if (brokenPipe) process.exit(code === 0 ? 141 : code);
+  // Exit even if a transport left a handle open (an SSH connection closing lazily), once output is out.
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+});
