@@ -64,7 +64,8 @@ check_app() { # dir
   local dir=$1
   echo "   import every entry under plain node"
   (cd "$dir" && node --input-type=module -e "
-    for (const name of ['@rjob/core', '@rjob/core/testing', '@rjob/core/runtime', '@rjob/job-thread',
+    for (const name of ['@rjob/core', '@rjob/core/testing', '@rjob/core/runtime', '@rjob/core/protocol',
+      '@rjob/core/codec', '@rjob/job-thread',
       '@rjob/job-process', '@rjob/agent', '@rjob/agent/cli', '@rjob/transport-ssh', '@rjob/transport-ssh/testing',
       '@rjob/transport-ws', '@rjob/transport-ws/testing', 'rjob']) {
       const module = await import(name);

@@ -3,8 +3,16 @@
 // every record event into `job.packed` (so these tests exercise the packed form whichever event
 // the agent picked), and, for the malformed cases, damages what one event carries: a healthy agent
 // never sends such events, and only a wrapper on the link can make it.
-import { encodeRecordEntries, type EventMessage, type JobRecord, openSession, RjobError } from '@rjob/core';
-import { ProtocolErrorCode, type RemoteRecord, type StreamName } from '@rjob/core';
+import {
+  type JobRecord,
+  openSession,
+  ProtocolErrorCode,
+  type RemoteRecord,
+  RjobError,
+  type StreamName,
+} from '@rjob/core';
+import { encodeRecordEntries } from '@rjob/core/codec';
+import type { EventMessage } from '@rjob/core/protocol';
 import { createMemoryNetwork } from '@rjob/core/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentHost, closeAgentHosts, quiet } from '../fixtures/agent-host.js';

@@ -1,7 +1,15 @@
 // Core's session client (openSession, connectSession, RemoteJob) against the real agent, over
 // core's in-memory network: requests, invoke, reconnects, takeover and flow control.
-import { connectSession, JobManager, openSession, RjobError, remoteJobType } from '@rjob/core';
-import type { RemoteRecord, Session, SessionState } from '@rjob/core';
+import {
+  connectSession,
+  JobManager,
+  openSession,
+  type RemoteRecord,
+  RjobError,
+  remoteJobType,
+  type Session,
+  type SessionState,
+} from '@rjob/core';
 import { createMemoryNetwork, type MemoryNetwork } from '@rjob/core/testing';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AgentHost, closeAgentHosts, quiet } from '../fixtures/agent-host.js';
