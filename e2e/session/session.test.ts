@@ -341,7 +341,8 @@ describe('Receive-PSSession and another client (S5)', () => {
       session: first,
       work: { ...scripted({ lines: 50, more: { lines: 50, gate: 'phase2' } }), name: 'bg' },
     });
-    // The first client holds (and has acknowledged) the first half, then its process dies.
+    // The first client holds (and has acknowledged) the first half, then its process dies. The
+    // agent consumes records on the client's job.ack (job 1: the session's first).
     await until(() => firstJob.buffer.length === 50);
     const remote = agent.server.session(first.sessionId!)!;
     await until(() => agent.tap.ackedSeq(1) === 50 && remote.channel.ackedSeq === remote.channel.sentSeq);
