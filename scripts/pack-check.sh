@@ -35,7 +35,7 @@ for tgz in "${tarballs[@]}"; do
   for must in package/LICENSE package/README.md package/package.json; do
     grep -qx "$must" <<<"$listing" || { echo "$(basename "$tgz"): missing $must"; exit 1; }
   done
-  if bad=$(grep -E '\.tsbuildinfo$|\.test\.ts$|/fixtures/|test-agent\.ts$|test-utils\.ts$|^package/scripts/' <<<"$listing"); then
+  if bad=$(grep -E '\.tsbuildinfo$|\.test\.ts$|/fixtures/|test-utils\.ts$|^package/scripts/' <<<"$listing"); then
     echo "$(basename "$tgz") carries files users do not need:"; echo "$bad"; exit 1
   fi
 done
@@ -64,7 +64,8 @@ check_app() { # dir
   local dir=$1
   echo "   import every entry under plain node"
   (cd "$dir" && node --input-type=module -e "
-    for (const name of ['@rjob/core', '@rjob/core/testing', '@rjob/core/runtime', '@rjob/job-thread',
+    for (const name of ['@rjob/core', '@rjob/core/testing', '@rjob/core/runtime', '@rjob/core/protocol',
+      '@rjob/core/codec', '@rjob/job-thread',
       '@rjob/job-process', '@rjob/agent', '@rjob/agent/cli', '@rjob/transport-ssh', '@rjob/transport-ssh/testing',
       '@rjob/transport-ws', '@rjob/transport-ws/testing', 'rjob']) {
       const module = await import(name);

@@ -5,6 +5,8 @@
 import { AgentServer, socketIsLive } from '@rjob/agent';
 import { defaultSocketPath } from '@rjob/agent/cli';
 import { JobManager, openSession, type RemoteRecord, RjobError, type Transport } from '@rjob/core';
+import { decodeRecordEntries, encodeRecordEntries } from '@rjob/core/codec';
+import { decodeMessage, encodeMessage, type MethodResult, ReliableChannel } from '@rjob/core/protocol';
 import { createMemoryLink, type TestApi, transportConformanceCases } from '@rjob/core/testing';
 import { processJobType } from '@rjob/job-process';
 import { threadJobType } from '@rjob/job-thread';
@@ -37,6 +39,12 @@ export async function everything(io: CliIo): Promise<number> {
   const api: TestApi = { describe: (_name, body) => body(), it: (_name, body) => void body() };
   api.describe('conformance', () => {});
   console.log(cases.length, typeof AgentServer, typeof listenWs, typeof startFaultProxy);
+
+  // What an agent implementer uses: the channel, the message codec, the record entries.
+  const channel = new ReliableChannel({ pingIntervalMs: 0 });
+  const info: MethodResult<'session.info'> | undefined = undefined;
+  const message = decodeMessage(encodeMessage({ type: 'event', seq: 1, name: 'job.end', data: info }));
+  console.log(channel.state, message.type, decodeRecordEntries(encodeRecordEntries([], 1)).length);
   console.log(await socketIsLive(defaultSocketPath('/tmp')), sshdUnavailableReason, certificateFingerprint);
   try {
     return await run(['get'], io);

@@ -2,7 +2,8 @@
  * One CLI invocation's view of the world: state paths, the session store, target resolution, and
  * the sessions it attached to (left Disconnected again when the command ends, so their jobs go on).
  */
-import { openSession, type RelayRequest, RjobError, type Session } from '@rjob/core';
+import { openSession, RjobError, type Session } from '@rjob/core';
+import type { RelayRequest } from '@rjob/core/protocol';
 import { remoteSettings } from './agent-transports.js';
 import { CliErrorCode } from './error-codes.js';
 import { CliError, type CliIo, ExitCode } from './io.js';

@@ -1,15 +1,9 @@
-export {
-  decodeRecordEntries,
-  decodeRecordPayload,
-  encodeRecordEntries,
-  encodeRecordPayload,
-  encodeUnstampedEntry,
-  isCompactPayload,
-  isTextPayload,
-  RECORD_ENTRY_HEADER_BYTES,
-  stampHeader,
-} from './codec/record-entries.js';
-export { decodeValue, encodeValue, notCloneable } from './codec/value-codec.js';
+/**
+ * `@rjob/core`: what a program using rjob needs (the job model and JobManager, job types and the
+ * transport contract, sessions, fan-out, errors). What only peers and links use is in subpaths:
+ * `@rjob/core/protocol` (framing, messages, handshake, channel, method tables) and
+ * `@rjob/core/codec` (value and record codecs).
+ */
 export {
   deserializeError,
   ErrorCode,
@@ -69,66 +63,9 @@ export {
   type WorkSessionOptions,
   type WorkSpec,
 } from './runtime/host.js';
-export {
-  assertFrameSize,
-  DEFAULT_FRAME_BUDGET_BYTES,
-  DEFAULT_MAX_FRAME_BYTES,
-  encodeFrame,
-  FRAME_HEADER_BYTES,
-  FrameBudget,
-  FrameDecoder,
-  type FramingOptions,
-} from './protocol/framing.js';
-export {
-  type ClientHandshakeOptions,
-  type ClientHandshakeResult,
-  clientHandshake,
-  DEFAULT_HANDSHAKE_TIMEOUT_MS,
-  type ServerHandshakeOptions,
-  type ServerHandshakeResult,
-  type SessionHandle,
-  serverHandshake,
-} from './protocol/handshake.js';
-export {
-  type AckMessage,
-  type CloseMessage,
-  type ControlMessage,
-  type CreditMessage,
-  decodeMessage,
-  type ErrorMessage,
-  type EventMessage,
-  encodeMessage,
-  type HandshakeMessage,
-  type HelloMessage,
-  isSequenced,
-  MESSAGE_LIMITS,
-  type Message,
-  type MessageType,
-  type OpenedMessage,
-  type OpenMessage,
-  PROTOCOL_VERSION,
-  type Payload,
-  type PingMessage,
-  type PongMessage,
-  type RelayRequest,
-  type RequestMessage,
-  type ResponseMessage,
-  type ResumedMessage,
-  type ResumeMessage,
-  SUPPORTED_PROTOCOL_VERSIONS,
-  type SequencedMessage,
-  validateMessage,
-  type WelcomeMessage,
-} from './protocol/messages.js';
-export { ProtocolErrorCode, type ProtocolErrorCodeValue, protocolError } from './protocol/protocol-errors.js';
-export {
-  type MessageHandler,
-  ReliableChannel,
-  type ReliableChannelOptions,
-  type ReliableChannelState,
-  type ReliableChannelStats,
-  type TakeoverEvent,
-} from './protocol/reliable-channel.js';
+export { ProtocolErrorCode, type ProtocolErrorCodeValue } from './protocol/protocol-errors.js';
+// A session's options name it (SessionOptions.channel); the channel itself is in ./protocol.
+export type { ReliableChannelOptions } from './protocol/reliable-channel.js';
 export {
   type ByteStream,
   type ChannelController,
@@ -144,23 +81,16 @@ export {
   toCloseReason,
 } from './transport/transport.js';
 export type {
+  AgentPluginInfo,
+  AgentProcessInfo,
   GroupChildRequest,
   GroupRequest,
-  HostedOpenRequest,
   HostedSessionInfo,
   JobGroupInfo,
   JobInfo,
-  MethodParams,
-  MethodResult,
   ReceiveToFileResult,
   SessionAvailability,
-  SessionEvent,
-  SessionEvents,
   SessionInfo,
-  AgentPluginInfo,
-  AgentProcessInfo,
-  SessionMethod,
-  SessionMethods,
   SessionState,
   WireSelector,
   WorkRequest,

@@ -8,14 +8,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import {
-  DEFAULT_MAX_FRAME_BYTES,
-  decodeMessage,
-  encodeMessage,
-  ErrorCode,
-  RjobError,
-  type TransportChannel,
-} from '@rjob/core';
+import { ErrorCode, RjobError, type TransportChannel } from '@rjob/core';
+import { DEFAULT_MAX_FRAME_BYTES, decodeMessage, encodeMessage } from '@rjob/core/protocol';
 import { WebSocketServer } from 'ws';
 import { createWsAuth, type WsAuth } from './auth.js';
 import { WsErrorCode } from './errors.js';

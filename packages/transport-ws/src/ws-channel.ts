@@ -3,13 +3,8 @@
  * prefix; the WebSocket already delimits messages), `maxPayload` enforced by `ws` before a message
  * is buffered, backpressure from `bufferedAmount`, ping/pong heartbeat, coded close reasons.
  */
-import {
-  createChannelController,
-  DEFAULT_MAX_FRAME_BYTES,
-  ProtocolErrorCode,
-  RjobError,
-  type TransportChannel,
-} from '@rjob/core';
+import { createChannelController, ProtocolErrorCode, RjobError, type TransportChannel } from '@rjob/core';
+import { DEFAULT_MAX_FRAME_BYTES } from '@rjob/core/protocol';
 import type { RawData, WebSocket } from 'ws';
 import { WsErrorCode } from './errors.js';
 

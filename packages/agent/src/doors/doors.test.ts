@@ -2,14 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  channelFromDuplex,
-  defineTransport,
-  type EventMessage,
-  type JobRecord,
-  openSession,
-  RjobError,
-} from '@rjob/core';
+import { channelFromDuplex, defineTransport, type JobRecord, openSession, RjobError } from '@rjob/core';
+import type { EventMessage } from '@rjob/core/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DAEMON_PID_FILE } from '../cli-main.js';
 import {

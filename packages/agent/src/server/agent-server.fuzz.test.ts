@@ -2,14 +2,14 @@
 // messages out of turn close only their own link, and requests with arbitrary params get coded
 // answers. 10,000 cases over in-memory links, with a session that keeps working throughout.
 import v8 from 'node:v8';
+import { RjobError } from '@rjob/core';
 import {
   clientHandshake,
   encodeMessage,
   type Message,
   ReliableChannel,
-  RjobError,
   type SequencedMessage,
-} from '@rjob/core';
+} from '@rjob/core/protocol';
 import { createMemoryLink, type MemoryLink } from '@rjob/core/testing';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -9,14 +9,12 @@ import { join } from 'node:path';
 import {
   type JobType,
   ProtocolErrorCode,
-  ReliableChannel,
   RjobError,
   SessionErrorCode,
   type SessionInfo,
-  serverHandshake,
   type TransportChannel,
 } from '@rjob/core';
-import { FrameBudget } from '@rjob/core';
+import { FrameBudget, ReliableChannel, serverHandshake } from '@rjob/core/protocol';
 import { processJobType } from '@rjob/job-process';
 import { threadJobType } from '@rjob/job-thread';
 import { lockStateDir, type StateDirLock } from '../state-lock.js';

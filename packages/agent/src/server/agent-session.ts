@@ -16,16 +16,13 @@ import {
   JobManager,
   type JobType,
   ProtocolErrorCode,
-  type ReliableChannel,
-  type RequestMessage,
   RjobError,
-  type SequencedMessage,
-  type SessionEvents,
   type SessionInfo,
   type SessionState,
   SessionErrorCode,
   serializeError,
 } from '@rjob/core';
+import type { ReliableChannel, RequestMessage, SequencedMessage, SessionEvents } from '@rjob/core/protocol';
 import type { StoredJob } from '../store/job-store.js';
 import type { AgentControl } from './agent-control.js';
 import { JobQueue } from './job-queue.js';

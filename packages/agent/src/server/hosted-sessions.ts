@@ -8,17 +8,16 @@
  */
 import {
   ErrorCode,
-  type HostedOpenRequest,
   type HostedSessionInfo,
   openSession,
   connectSession,
   ProtocolErrorCode,
-  type RelayRequest,
   RjobError,
   type Session,
   type SessionInfo,
   serializeError,
 } from '@rjob/core';
+import type { HostedOpenRequest, RelayRequest } from '@rjob/core/protocol';
 import type { AgentTransport, RemoteTargetSettings } from './remote-jobs.js';
 import { invalidParams, isPlainObject, objectParams, optionalString, requiredString } from './wire.js';
 

@@ -2,10 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  decodeMessage,
-  decodeRecordEntries,
   defineTransport,
-  type EventMessage,
   type JobInfo,
   type JobRecord,
   openSession,
@@ -14,6 +11,8 @@ import {
   type TransportChannel,
   unixSocketTransport,
 } from '@rjob/core';
+import { decodeMessage, type EventMessage } from '@rjob/core/protocol';
+import { decodeRecordEntries } from '@rjob/core/codec';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { listenUnix, type UnixDoor } from '../doors/unix-door.js';
 import { TestClient, unixConnector } from '../fixtures/agent-test-client.js';

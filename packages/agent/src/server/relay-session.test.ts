@@ -5,13 +5,8 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  openSession,
-  ProtocolErrorCode,
-  type RelayRequest,
-  type Session,
-  unixSocketTransport,
-} from '@rjob/core';
+import { openSession, ProtocolErrorCode, type Session, unixSocketTransport } from '@rjob/core';
+import type { RelayRequest } from '@rjob/core/protocol';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { listenUnix, type UnixDoor } from '../doors/unix-door.js';
 import { AgentServer } from './agent-server.js';

@@ -10,16 +10,18 @@
 import {
   ErrorCode,
   ProtocolErrorCode,
-  ReliableChannel,
   type ReliableChannelOptions,
-  type RequestMessage,
   RjobError,
-  type SequencedMessage,
   type Session,
-  type SessionMethod,
   serializeError,
   toRjobError,
 } from '@rjob/core';
+import {
+  ReliableChannel,
+  type RequestMessage,
+  type SequencedMessage,
+  type SessionMethod,
+} from '@rjob/core/protocol';
 
 /** Methods that open a stream of events tagged with their `subscriptionId`. */
 const STREAMING = new Set(['job.subscribe', 'invoke']);

@@ -15,7 +15,6 @@ import {
   type JobType,
   openSession,
   withFinish,
-  type RelayRequest,
   RjobError,
   remoteJobType,
   type Session,
@@ -24,6 +23,7 @@ import {
   toRjobError,
   type WorkRequest,
 } from '@rjob/core';
+import type { RelayRequest } from '@rjob/core/protocol';
 import { type HostedSessions, relayRequest } from './hosted-sessions.js';
 import { isPlainObject } from './wire.js';
 

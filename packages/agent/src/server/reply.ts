@@ -3,15 +3,8 @@
  * be sent), events, and the wait for the client's acknowledgement that some answers need before
  * the session acts on them.
  */
-import {
-  ErrorCode,
-  type Payload,
-  type ReliableChannel,
-  RjobError,
-  type SessionEvents,
-  serializeError,
-  toRjobError,
-} from '@rjob/core';
+import { ErrorCode, RjobError, serializeError, toRjobError } from '@rjob/core';
+import type { Payload, ReliableChannel, SessionEvents } from '@rjob/core/protocol';
 import { AgentErrorCode } from '../error-codes.js';
 
 /** How long `session.close` / `session.disconnect` wait for the client to acknowledge the answer. */

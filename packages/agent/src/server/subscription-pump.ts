@@ -2,7 +2,8 @@
  * A session's subscriptions and the pump that moves a subscription's records from the record
  * source onto the session's channel (`job.subscribe` and `invoke`).
  */
-import type { Job, JobInfo, ReliableChannel } from '@rjob/core';
+import type { Job, JobInfo } from '@rjob/core';
+import type { ReliableChannel } from '@rjob/core/protocol';
 import type { RecordSource } from './record-source.js';
 import { sendEvent } from './reply.js';
 import { invalidParams } from './wire.js';

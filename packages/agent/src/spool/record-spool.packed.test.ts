@@ -1,7 +1,8 @@
 import { mkdtemp, open as openFile, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeRecordEntries, encodeRecordPayload, ErrorCode, type JobRecord, RjobError } from '@rjob/core';
+import { ErrorCode, type JobRecord, RjobError } from '@rjob/core';
+import { decodeRecordEntries, encodeRecordPayload } from '@rjob/core/codec';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   isSpoolGapRecord,

@@ -13,7 +13,8 @@
  * uses it, and what other modules import.
  */
 import { rm } from 'node:fs/promises';
-import { encodeRecordEntries, ErrorCode, type JobRecord, RjobError } from '@rjob/core';
+import { ErrorCode, type JobRecord, RjobError } from '@rjob/core';
+import { encodeRecordEntries } from '@rjob/core/codec';
 import { diskFullError, isSpaceError } from '../errors.js';
 import { addIndexPoint, newSegment, type Segment } from './segment.js';
 import { encodeEntry, HEADER_BYTES, MAX_ENTRY_PAYLOAD_BYTES, stampEntry } from './segment-format.js';

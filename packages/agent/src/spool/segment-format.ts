@@ -19,17 +19,16 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
+import { type JobRecord, RjobError } from '@rjob/core';
 import {
   decodeRecordPayload,
   encodeRecordPayload,
   encodeUnstampedEntry,
   isCompactPayload,
   isTextPayload,
-  type JobRecord,
   RECORD_ENTRY_HEADER_BYTES,
-  RjobError,
   stampHeader,
-} from '@rjob/core';
+} from '@rjob/core/codec';
 import { AgentErrorCode } from '../errors.js';
 
 export const HEADER_BYTES = RECORD_ENTRY_HEADER_BYTES;

@@ -19,9 +19,7 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import {
-  decodeValue,
   ErrorCode,
-  encodeValue,
   isTerminal,
   type JobColumns,
   type JobState,
@@ -29,6 +27,7 @@ import {
   type SerializedError,
   serializeError,
 } from '@rjob/core';
+import { decodeValue, encodeValue } from '@rjob/core/codec';
 import { AgentErrorCode, agentRestartedError, diskFullError, isSpaceError } from '../errors.js';
 import { TEMP_MARKER, writeFileAtomic } from '../fs/atomic-file.js';
 import { reportIncident } from '../incidents.js';

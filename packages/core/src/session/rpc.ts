@@ -343,7 +343,7 @@ export interface SessionEvents {
    */
   'job.records': { subscriptionId: string; records: JobRecord[] };
   /**
-   * Several records of one subscription as consecutive record entries (`@rjob/core`'s
+   * Several records of one subscription as consecutive record entries (`@rjob/core/codec`'s
    * record-entries codec: the bytes the agent's spool holds them as), in order. Sent only to a
    * client that asked for `packed`. Never empty.
    */

@@ -3,7 +3,8 @@
  * module beside this one, with the checks on its params; AgentSession looks a request's method
  * up in the table and gives the handler its {@link SessionScope}.
  */
-import type { Job, JobInfo, JobManager, ReliableChannel, SessionInfo, WireSelector } from '@rjob/core';
+import type { Job, JobInfo, JobManager, SessionInfo, WireSelector } from '@rjob/core';
+import type { ReliableChannel } from '@rjob/core/protocol';
 import type { AgentControl } from '../agent-control.js';
 import type { JobQueue } from '../job-queue.js';
 import type { PumpSource } from '../subscription-pump.js';

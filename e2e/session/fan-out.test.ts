@@ -1,39 +1,31 @@
-import { describe, expect, it } from 'vitest';
-import { RjobError } from '../errors.js';
-import { JobManager } from '../job/job-manager.js';
-import type { ReliableChannelOptions } from '../protocol/reliable-channel.js';
-import { createMemoryNetwork } from '../testing/memory-transport.js';
-import { invokeMany } from './fan-out.js';
-import type { RemoteRecord } from './session-types.js';
-import { TestAgent } from './test-agent.js';
+// Core's fan-out (invokeMany) against real agents, one per target on core's in-memory network.
+import { invokeMany, JobManager, type RemoteRecord, RjobError } from '@rjob/core';
+import { createMemoryNetwork } from '@rjob/core/testing';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AgentHost, closeAgentHosts, quiet } from '../fixtures/agent-host.js';
+import { scripted } from '../fixtures/scripted-job-type.js';
+import { until } from '../fixtures/until.js';
 
-const quiet: ReliableChannelOptions = { pingIntervalMs: 0, heartbeatTimeoutMs: 0 };
+afterEach(() => closeAgentHosts());
 
-function hosts(count: number, unreachable: ReadonlySet<string> = new Set()) {
+async function hosts(count: number, unreachable: ReadonlySet<string> = new Set()) {
   const network = createMemoryNetwork();
-  const agents = new Map<string, TestAgent>();
+  const agents = new Map<string, AgentHost>();
   const names = Array.from({ length: count }, (_, i) => `host${i + 1}`);
   for (const name of names) {
     if (unreachable.has(name)) continue;
-    const agent = new TestAgent();
-    agent.listen(network, name);
-    agents.set(name, agent);
+    agents.set(name, await AgentHost.start(network, name));
   }
   return { network, agents, names };
 }
 
 describe('invokeMany', () => {
   it('streams every target’s records tagged with its computer name; unreachable ones are coded errors', async () => {
-    const { network, names } = hosts(5, new Set(['host2', 'host4']));
-    const invocation = invokeMany(
-      undefined,
-      names,
-      { definition: { lines: 3 } },
-      {
-        transport: network.transport,
-        sessionOptions: { channel: quiet },
-      },
-    );
+    const { network, names } = await hosts(5, new Set(['host2', 'host4']));
+    const invocation = invokeMany(undefined, names, scripted({ lines: 3 }), {
+      transport: network.transport,
+      sessionOptions: { channel: quiet },
+    });
     const records: RemoteRecord[] = [];
     for await (const record of invocation) records.push(record);
     const results = await invocation.results;
@@ -54,19 +46,14 @@ describe('invokeMany', () => {
   });
 
   it('asJob: one RemoteJob child per target; unreachable children fail with a coded reason, the parent Failed', async () => {
-    const { network, names } = hosts(5, new Set(['host2', 'host4']));
+    const { network, names } = await hosts(5, new Set(['host2', 'host4']));
     const manager = new JobManager();
-    const parent = invokeMany(
-      manager,
-      names,
-      { definition: { lines: 2 } },
-      {
-        asJob: true,
-        name: 'sys',
-        transport: network.transport,
-        sessionOptions: { channel: quiet },
-      },
-    );
+    const parent = invokeMany(manager, names, scripted({ lines: 2 }), {
+      asJob: true,
+      name: 'sys',
+      transport: network.transport,
+      sessionOptions: { channel: quiet },
+    });
     expect(parent).toMatchObject({ name: 'sys', type: 'RemoteJob', location: names.join(',') });
     expect(parent.children.map((child) => child.location)).toEqual(names);
     await manager.wait(parent);
@@ -93,26 +80,21 @@ describe('invokeMany', () => {
   });
 
   it('never works on more than throttleLimit targets at once', async () => {
-    const { network, names } = hosts(7);
+    const { network, names } = await hosts(7);
     let active = 0;
     let maxActive = 0;
-    const invocation = invokeMany(
-      undefined,
-      names,
-      { definition: { lines: 1 } },
-      {
-        transport: network.transport,
-        sessionOptions: { channel: quiet },
-        throttleLimit: 2,
-        onRecord: async () => {
-          // Hold each target's only record for a few turns, so overlapping targets would show.
-          active++;
-          maxActive = Math.max(maxActive, active);
-          for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
-          active--;
-        },
+    const invocation = invokeMany(undefined, names, scripted({ lines: 1 }), {
+      transport: network.transport,
+      sessionOptions: { channel: quiet },
+      throttleLimit: 2,
+      onRecord: async () => {
+        // Hold each target's only record for a few turns, so overlapping targets would show.
+        active++;
+        maxActive = Math.max(maxActive, active);
+        for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+        active--;
       },
-    );
+    });
     const results = await invocation.results;
     expect(results.every((r) => r.info?.state === 'Completed')).toBe(true);
     expect(maxActive).toBe(2);
@@ -120,29 +102,22 @@ describe('invokeMany', () => {
   });
 
   it('asJob honours throttleLimit: the rest wait in NotStarted', async () => {
-    const { network, names, agents } = hosts(4);
+    const { network, names, agents } = await hosts(4);
     const manager = new JobManager();
-    const parent = invokeMany(
-      manager,
-      names,
-      { definition: { lines: 1, gate: 'go' } },
-      {
-        asJob: true,
-        transport: network.transport,
-        sessionOptions: { channel: quiet },
-        throttleLimit: 3,
-      },
-    );
-    for (let i = 0; i < 200 && parent.children.filter((c) => c.state === 'Running').length < 3; i++) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
+    const parent = invokeMany(manager, names, scripted({ lines: 1, gate: 'go' }), {
+      asJob: true,
+      transport: network.transport,
+      sessionOptions: { channel: quiet },
+      throttleLimit: 3,
+    });
+    await until(() => parent.children.filter((c) => c.state === 'Running').length >= 3);
     expect(parent.children.map((child) => child.state)).toEqual([
       'Running',
       'Running',
       'Running',
       'NotStarted',
     ]);
-    for (const agent of agents.values()) agent.open('go');
+    for (const agent of agents.values()) agent.gates.open('go');
     await manager.wait(parent);
     expect(parent.state).toBe('Completed');
   });
