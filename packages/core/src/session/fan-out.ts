@@ -253,7 +253,8 @@ export function invokeMany<Target>(
     } finally {
       running.delete(session);
       if (owned) {
-        const closed = session.close().catch(() => {});
+        // Its invoke was answered: the protocol's `close` alone ends the session on the agent.
+        const closed = session.close({ wait: false }).catch(() => {});
         closing.add(closed);
         void closed.then(() => closing.delete(closed));
       }

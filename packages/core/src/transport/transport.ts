@@ -275,9 +275,24 @@ export function channelFromDuplex(stream: ByteStream, options: DuplexChannelOpti
     writable.off('drain', onDrain);
   };
 
+  // Frames written in one turn of the event loop leave together (one writev on a socket): an
+  // agent's welcome, opened, ack and credit, or a batch of events, cross an SSH connection as one
+  // packet rather than four.
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    writable.uncork();
+  };
   const controller = createChannelController({
     maxFrameBytes,
-    write: (frame) => writeFrame(writable, frame, maxFrameBytes),
+    write: (frame) => {
+      if (!corked) {
+        corked = true;
+        writable.cork();
+        setImmediate(uncork);
+      }
+      return writeFrame(writable, frame, maxFrameBytes);
+    },
     terminate() {
       cleanup();
       // Swallow late errors (EPIPE after the peer went away): the channel is already closed.
