@@ -1,7 +1,7 @@
 import { deserialize, serialize } from 'node:v8';
 import { ErrorCode, RjobError } from '../errors.js';
 // The runtime's walk, so the message is the same whether a value fails in a worker or here.
-import { findUncloneable } from '../runtime/work-runner.js';
+import { findUncloneable } from '../runtime/work-values.js';
 
 /**
  * Encodes a value with structured-clone fidelity (Date, Map, Set, BigInt, typed arrays, Buffer,
