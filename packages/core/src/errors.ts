@@ -4,11 +4,12 @@
  */
 
 import { serializeError as serializeAnyError } from './runtime/serialize-error.js';
+import { RuntimeErrorCode } from './runtime/work-values.js';
 
 /** Stable error codes. Adding a code is a minor change; renaming or removing one is breaking. */
 export const ErrorCode = {
   /** An argument is missing or malformed. */
-  InvalidArgument: 'ERR_INVALID_ARGUMENT',
+  InvalidArgument: RuntimeErrorCode.InvalidArgument,
   /** No job matches the id, name or instance id given. */
   JobNotFound: 'ERR_JOB_NOT_FOUND',
   /** The verb needs a finished job (remove without force). */
@@ -18,7 +19,7 @@ export const ErrorCode = {
   /** No job type is registered under that name. */
   UnknownJobType: 'ERR_UNKNOWN_JOB_TYPE',
   /** A value cannot cross a thread, process or host boundary (functions, symbols, ...). */
-  ValueNotCloneable: 'ERR_VALUE_NOT_CLONEABLE',
+  ValueNotCloneable: RuntimeErrorCode.ValueNotCloneable,
   /** A process job exited with a non-zero code. */
   JobExitCode: 'ERR_JOB_EXIT_CODE',
   /** A process job was ended by a signal it was not asked to take. */

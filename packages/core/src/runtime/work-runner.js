@@ -68,7 +68,7 @@
  */
 import { serializeError } from './serialize-error.js';
 import v8 from 'node:v8';
-import { findUncloneable, isIterator, isThenable, resolveWork } from './work-values.js';
+import { findUncloneable, isIterator, isThenable, RuntimeErrorCode, resolveWork } from './work-values.js';
 
 export { findUncloneable } from './work-values.js';
 
@@ -407,7 +407,7 @@ function serializeRecordByRecord(records, firstNumber) {
       records[i] = SERIALIZED_ERROR_CODE;
       records[i + 1] = {
         name: 'RjobError',
-        code: 'ERR_VALUE_NOT_CLONEABLE',
+        code: RuntimeErrorCode.ValueNotCloneable,
         message: `Record ${firstNumber + i / 2} (${stream}) cannot cross the thread or process boundary: ${what}. Functions, symbols and other non-cloneable values cannot be sent; send plain data instead.`,
         details: { stream, path: found?.path ?? null },
       };

@@ -8,6 +8,15 @@
 
 /** @typedef {import('./work-runner.js').WorkSpec} WorkSpec */
 
+/**
+ * The codes the runtime raises, from core's `ErrorCode` table (errors.ts takes them from here: this
+ * file cannot import TypeScript).
+ */
+export const RuntimeErrorCode = /** @type {const} */ ({
+  InvalidArgument: 'ERR_INVALID_ARGUMENT',
+  ValueNotCloneable: 'ERR_VALUE_NOT_CLONEABLE',
+});
+
 const AsyncGeneratorFunction = /** @type {new (...args: string[]) => (...args: unknown[]) => unknown} */ (
   Object.getPrototypeOf(async function* () {}).constructor
 );
@@ -30,13 +39,16 @@ export async function resolveWork(spec) {
     const work = namespace[exportName];
     if (typeof work !== 'function') {
       throw codedError(
-        'ERR_INVALID_ARGUMENT',
+        RuntimeErrorCode.InvalidArgument,
         `Export "${exportName}" of ${spec.specifier} is ${work === undefined ? 'missing' : `a ${typeof work}, not a function`}.`,
       );
     }
     return work;
   }
-  throw codedError('ERR_INVALID_ARGUMENT', `Unknown work kind: ${String(/** @type {any} */ (spec).kind)}.`);
+  throw codedError(
+    RuntimeErrorCode.InvalidArgument,
+    `Unknown work kind: ${String(/** @type {any} */ (spec).kind)}.`,
+  );
 }
 
 /**
@@ -64,7 +76,7 @@ function compile(kind, text, make) {
 function evaluateFunction(source) {
   if (/\{\s*\[native code\]\s*\}\s*$/.test(source)) {
     throw codedError(
-      'ERR_INVALID_ARGUMENT',
+      RuntimeErrorCode.InvalidArgument,
       'A native or bound function cannot be sent to a job; pass a function written in JavaScript.',
     );
   }
@@ -87,7 +99,7 @@ function evaluateFunction(source) {
   }
   if (typeof value !== 'function') {
     throw codedError(
-      'ERR_INVALID_ARGUMENT',
+      RuntimeErrorCode.InvalidArgument,
       `The job's fn source evaluates to a ${typeof value}, not a function.`,
     );
   }
