@@ -1,8 +1,10 @@
 export {
   decodeRecordEntries,
   decodeRecordPayload,
+  decodeRecordRuns,
   encodeRecordEntries,
   encodeRecordPayload,
+  encodeRecordRuns,
   encodeUnstampedEntry,
   isCompactPayload,
   isTextPayload,
@@ -149,6 +151,7 @@ export type {
   JobInfo,
   MethodParams,
   MethodResult,
+  PackedRecordRuns,
   ReceiveToFileResult,
   SessionAvailability,
   SessionEvent,

@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeRecordEntries, encodeRecordPayload, ErrorCode, type JobRecord, RjobError } from '@rjob/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readRecords } from '../fixtures/spool-records.js';
 import {
   isSpoolGapRecord,
   type PackedRecords,
   RecordSpool,
   type RecordSpoolOptions,
-  type SpoolBatch,
   type SpoolReadOptions,
 } from './record-spool.js';
 
@@ -62,14 +62,14 @@ function mixedData(i: number): unknown {
 async function readAll(spool: RecordSpool, fromSeq = 1, options: SpoolReadOptions = { maxRecords: 97 }) {
   const out: JobRecord[] = [];
   for (let next = fromSeq; ; ) {
-    const batch = await spool.read(next, options);
+    const batch = await readRecords(spool, next, options);
     if (batch.length === 0) return out;
     out.push(...batch);
     next = batch.at(-1)!.seq + 1;
   }
 }
 
-/** Successive readPacked calls from `fromSeq` until one returns nothing; checks they join up. */
+/** Successive reads from `fromSeq` until one returns nothing; checks the batches join up. */
 async function readAllPacked(
   spool: RecordSpool,
   fromSeq = 1,
@@ -77,7 +77,7 @@ async function readAllPacked(
 ) {
   const batches: PackedRecords[] = [];
   for (let next = fromSeq; ; ) {
-    const packed = await spool.readPacked(next, options);
+    const packed = await spool.read(next, options);
     expect(packed).toBeDefined();
     expect(packed!.firstSeq).toBe(next);
     if (packed!.count === 0) {
@@ -190,7 +190,7 @@ describe('RecordSpool.appendMany', () => {
     let next = 1;
     let rounds = 0;
     while (taken === undefined || next <= seq + more.length) {
-      const batch = await spool.read(next, { maxRecords: 40 });
+      const batch = await readRecords(spool, next, { maxRecords: 40 });
       if (batch.length > 0) {
         got.push(...batch);
         next = batch.at(-1)!.seq + 1;
@@ -208,19 +208,18 @@ describe('RecordSpool.appendMany', () => {
   });
 });
 
-describe('RecordSpool.readPacked', () => {
-  it('decodes to exactly what read() returns, from the tail cache (text records)', async () => {
+describe('RecordSpool.read: entries as stored', () => {
+  it('decodes to exactly the records appended, from the tail cache (text records)', async () => {
     const spool = await openSpool();
     const texts = records(500, 1, (i) => `${i} ✓ ${'t'.repeat(i % 40)}`);
     await spool.appendMany(texts.slice(0, 200));
     for (const each of texts.slice(200)) await spool.append(each);
     for (const from of [1, 2, 199, 200, 201, 500]) {
-      const packed = await spool.readPacked(from, { maxRecords: 1000 });
-      const decoded = checkPacked(packed!);
-      expect(decoded).toEqual(await spool.read(from, { maxRecords: 1000 }));
+      const packed = await spool.read(from, { maxRecords: 1000 });
+      const decoded = checkPacked(packed);
       expect(decoded).toEqual(texts.slice(from - 1));
     }
-    const none = await spool.readPacked(501);
+    const none = await spool.read(501);
     expect(none).toEqual({ bytes: Buffer.alloc(0), count: 0, firstSeq: 501, lastSeq: 500 });
   });
 
@@ -232,8 +231,8 @@ describe('RecordSpool.readPacked', () => {
     const fromMemory = await readAllPacked(spool, 1, { maxRecords: 30 });
     // Two reads of the cached run: equal bytes, different Buffers, so one reader cannot change
     // what another gets.
-    const [first] = await spool.read(1, { maxRecords: 1 });
-    const [again] = await spool.read(1, { maxRecords: 1 });
+    const [first] = await readRecords(spool, 1, { maxRecords: 1 });
+    const [again] = await readRecords(spool, 1, { maxRecords: 1 });
     expect(first).toEqual(all[0]);
     expect(first!.data).not.toBe(again!.data);
     (first!.data as Buffer).fill(0xee);
@@ -246,7 +245,7 @@ describe('RecordSpool.readPacked', () => {
     expect(decodeAll(fromDisk)).toEqual(all);
   });
 
-  it('serves the same bytes from memory as from disk, which decode to what read() returns', async () => {
+  it('serves the same bytes from memory as from disk, which decode to the records appended', async () => {
     const spool = await openSpool();
     await spool.appendMany(records(300, 1, (i) => `text ${i} äöü`));
     const fromMemory = await readAllPacked(spool, 1);
@@ -266,9 +265,9 @@ describe('RecordSpool.readPacked', () => {
     for (let from = 1; from <= total; from += 500) await spool.appendMany(records(500, from, line));
     for (const from of [1, 2, 777, 1500]) {
       const options = { maxRecords: 300, maxBytes: 128 * 1024 };
-      const packed = await spool.readPacked(from, options);
-      const decoded = checkPacked(packed!);
-      expect(decoded).toEqual(await spool.read(from, options));
+      const packed = await spool.read(from, options);
+      const decoded = checkPacked(packed);
+      expect(decoded.length).toBeGreaterThan(0);
       expect(decoded.map((r) => r.data)).toEqual(
         Array.from({ length: decoded.length }, (_, k) => line(from + k)),
       );
@@ -277,15 +276,15 @@ describe('RecordSpool.readPacked', () => {
     expect(decodeAll(everything)).toEqual(records(total, 1, line));
   });
 
-  it('mixed records (text and v8 forms) decode to what read() returns, live and after a reopen', async () => {
+  it('mixed records (text and v8 forms) decode to the records appended, live and after a reopen', async () => {
     const spool = await openSpool();
     const all = records(400, 1, mixedData);
     await spool.appendMany(all.slice(0, 150));
     for (const each of all.slice(150, 160)) await spool.append(each);
     await spool.appendMany(all.slice(160));
     for (const from of [1, 3, 4, 5, 6, 7, 8, 150, 155, 399, 400]) {
-      const packed = await spool.readPacked(from, { maxRecords: 50 });
-      expect(checkPacked(packed!)).toEqual(await spool.read(from, { maxRecords: 50 }));
+      const packed = await spool.read(from, { maxRecords: 50 });
+      expect(checkPacked(packed)).toEqual(all.slice(from - 1, from - 1 + 50));
     }
     expect(decodeAll(await readAllPacked(spool))).toEqual(all);
     const reopened = await reopen(spool);
@@ -320,10 +319,10 @@ describe('RecordSpool.readPacked', () => {
     expect((await segmentFiles()).length).toBeGreaterThan(2);
     for (const from of [600, 1, 1200, 2999, 3000]) {
       const options = { maxRecords: 1000, maxBytes: 4096 };
-      const packed = await reopened.readPacked(from, options);
-      const decoded = checkPacked(packed!);
-      expect(decoded).toEqual(await reopened.read(from, options));
-      expect(decoded[0]).toEqual(all[from - 1]);
+      const packed = await reopened.read(from, options);
+      const decoded = checkPacked(packed);
+      expect(decoded.length).toBeGreaterThan(0);
+      expect(decoded).toEqual(all.slice(from - 1, from - 1 + decoded.length));
     }
     expect(decodeAll(await readAllPacked(reopened, 1, { maxRecords: 1000, maxBytes: 64 * 1024 }))).toEqual(
       all,
@@ -336,23 +335,23 @@ describe('RecordSpool.readPacked', () => {
     await spool.appendMany(all);
     const size = payloadSize(all[0]!);
     const check = async (s: RecordSpool) => {
-      expect((await s.readPacked(1, { maxRecords: 5 }))!.count).toBe(5);
-      const byBytes = (await s.readPacked(1, { maxBytes: 3 * size + 1 }))!;
+      expect((await s.read(1, { maxRecords: 5 }))!.count).toBe(5);
+      const byBytes = (await s.read(1, { maxBytes: 3 * size + 1 }))!;
       expect(byBytes.count).toBe(3);
       expect(byBytes.bytes.length).toBe(3 * (size + 16));
       expect(checkPacked(byBytes)).toEqual(all.slice(0, 3));
-      const exact = (await s.readPacked(10, { maxBytes: 4 * payloadSize(all[9]!) }))!;
+      const exact = (await s.read(10, { maxBytes: 4 * payloadSize(all[9]!) }))!;
       expect(exact.count).toBe(4);
       // A limit below one record still gives that record.
-      const one = (await s.readPacked(50, { maxBytes: 1 }))!;
+      const one = (await s.read(50, { maxBytes: 1 }))!;
       expect(one.count).toBe(1);
       expect(checkPacked(one)).toEqual([all[49]]);
-      expect((await s.readPacked(50, { maxRecords: 0 }))!.count).toBe(1);
+      expect((await s.read(50, { maxRecords: 0 }))!.count).toBe(1);
       // Both limits: the tighter wins.
-      expect((await s.readPacked(1, { maxRecords: 2, maxBytes: 10 * size }))!.count).toBe(2);
-      expect((await s.readPacked(1, { maxRecords: 20, maxBytes: 2 * size }))!.count).toBe(2);
+      expect((await s.read(1, { maxRecords: 2, maxBytes: 10 * size }))!.count).toBe(2);
+      expect((await s.read(1, { maxRecords: 20, maxBytes: 2 * size }))!.count).toBe(2);
       // Never past the end.
-      expect((await s.readPacked(98, { maxRecords: 10 }))!.count).toBe(3);
+      expect((await s.read(98, { maxRecords: 10 }))!.count).toBe(3);
     };
     await check(spool); // from the tail cache
     await check(await reopen(spool)); // from disk
@@ -363,11 +362,11 @@ describe('RecordSpool.readPacked', () => {
     const big = record(2, 'B'.repeat(300 * 1024));
     await spool.appendMany([record(1, 'small'), big, record(3, 'small again')]);
     const reopened = await reopen(spool);
-    const first = (await reopened.readPacked(1, { maxBytes: 64 * 1024 }))!;
+    const first = (await reopened.read(1, { maxBytes: 64 * 1024 }))!;
     expect(checkPacked(first)).toEqual([record(1, 'small')]);
-    const second = (await reopened.readPacked(2, { maxBytes: 64 * 1024 }))!;
+    const second = (await reopened.read(2, { maxBytes: 64 * 1024 }))!;
     expect(checkPacked(second)).toEqual([big]);
-    const third = (await reopened.readPacked(3, { maxBytes: 64 * 1024 }))!;
+    const third = (await reopened.read(3, { maxBytes: 64 * 1024 }))!;
     expect(checkPacked(third)).toEqual([record(3, 'small again')]);
   });
 
@@ -375,12 +374,12 @@ describe('RecordSpool.readPacked', () => {
     const spool = await openSpool({ segmentBytes: 4096 });
     await spool.appendMany(records(300, 1, mixedData));
     await spool.ack(120);
-    const packed = (await spool.readPacked(1, { maxRecords: 10 }))!;
+    const packed = (await spool.read(1, { maxRecords: 10 }))!;
     expect(packed.firstSeq).toBe(121);
     expect(checkPacked(packed)).toEqual(records(10, 121, mixedData));
   });
 
-  it('stops a packed read at a damaged entry a previous process wrote; the decoded read steps over it', async () => {
+  it('steps over a damaged entry a previous process wrote, with one warning entry in its place', async () => {
     const spool = await openSpool({ segmentBytes: 4096 });
     const all = records(300, 1, (i) => `${i}:${'c'.repeat(60)}`);
     await spool.appendMany(all);
@@ -401,24 +400,26 @@ describe('RecordSpool.readPacked', () => {
 
     const reopened = await openSpool({ segmentBytes: 4096 });
     expect(reopened.lastSeq).toBe(300);
-    // The records before the damage come packed; at the damage, the decoded read takes over.
-    expect(checkPacked((await reopened.readPacked(1))!)).toEqual(all.slice(0, 2));
-    expect(await reopened.readPacked(3)).toBeUndefined();
-    const decoded = await reopened.read(3, { maxRecords: 3 });
-    expect(decoded[0]).toMatchObject({
+    // The records before the damage, the warning in place of the damaged one, then the rest.
+    const decoded = await readRecords(reopened, 1, { maxRecords: 5 });
+    expect(decoded.slice(0, 2)).toEqual(all.slice(0, 2));
+    expect(decoded[2]).toMatchObject({
       stream: 'warning',
       seq: 3,
       gap: { droppedRecords: 1, fromSeq: 3, toSeq: 3 },
     });
-    expect(decoded.slice(1)).toEqual(all.slice(3, 5));
-    // Once found, the damage is stepped over by packed reads from past it.
-    expect(checkPacked((await reopened.readPacked(4, { maxRecords: 5 }))!)).toEqual(all.slice(3, 8));
+    expect(decoded.slice(3)).toEqual(all.slice(3, 5));
+    const fromDamage = await readRecords(reopened, 3, { maxRecords: 3 });
+    expect(fromDamage[0]).toMatchObject({ stream: 'warning', seq: 3, gap: { droppedRecords: 1 } });
+    expect(fromDamage.slice(1)).toEqual(all.slice(3, 5));
+    // Once found, the damage is stepped over by reads from past it.
+    expect(checkPacked(await reopened.read(4, { maxRecords: 5 }))).toEqual(all.slice(3, 8));
     const lastSegmentFirst = Number(files.at(-1)!.slice(0, 16));
-    const intact = await reopened.readPacked(lastSegmentFirst);
+    const intact = await reopened.read(lastSegmentFirst);
     expect(checkPacked(intact!)).toEqual(all.slice(lastSegmentFirst - 1));
   });
 
-  it('returns the records before a damaged entry that lies past the read position in the same read', async () => {
+  it('a damaged entry past the read position: the records before it, its warning, the records after it, in one read', async () => {
     const spool = await openSpool({ segmentBytes: 4096 });
     await spool.appendMany(records(300, 1, (i) => `${i}:${'c'.repeat(60)}`));
     await spool.close();
@@ -438,13 +439,22 @@ describe('RecordSpool.readPacked', () => {
     );
     await handle.close();
     const reopened = await openSpool({ segmentBytes: 4096 });
-    const first = await reopened.readPacked(1, { maxRecords: 1000 });
-    expect(first).toMatchObject({ count: 4, firstSeq: 1, lastSeq: 4 });
+    const all = records(300, 1, (i) => `${i}:${'c'.repeat(60)}`);
+    const first = await reopened.read(1, { maxRecords: 10 });
+    expect(first).toMatchObject({ count: 10, firstSeq: 1, lastSeq: 10 });
+    const decoded = decodeRecordEntries(first.bytes);
+    expect(decoded.slice(0, 4)).toEqual(all.slice(0, 4));
+    expect(decoded[4]).toMatchObject({
+      stream: 'warning',
+      seq: 5,
+      gap: { droppedRecords: 1, fromSeq: 5, toSeq: 5 },
+    });
+    expect(decoded.slice(5)).toEqual(all.slice(5, 10));
   });
 });
 
 describe('RecordSpool: packed reads and the drop policy', () => {
-  it('returns undefined at a gap, and followPacked yields the gap warning first as records', async () => {
+  it('gives the gap warning as the first entry of a read and of follow', async () => {
     const maxBytes = 64 * 1024;
     const spool = await openSpool({ maxBytes, policy: 'drop' });
     const line = (i: number) => `${i}:${'y'.repeat(200)}`;
@@ -455,26 +465,31 @@ describe('RecordSpool: packed reads and the drop policy', () => {
     expect(spool.droppedRecords).toBeGreaterThan(0);
     const firstKept = spool.droppedRecords + 1;
 
-    expect(await spool.readPacked(1)).toBeUndefined();
-    expect(await spool.readPacked(firstKept - 1)).toBeUndefined();
-    const atKept = await spool.readPacked(firstKept, { maxRecords: 5 });
-    expect(checkPacked(atKept!)).toEqual(records(5, firstKept, line));
+    const atOne = await spool.read(1, { maxRecords: 5 });
+    expect(atOne).toMatchObject({ count: 5, firstSeq: 1, lastSeq: firstKept + 3 });
+    const [warning, ...kept] = decodeRecordEntries(atOne.bytes);
+    expect(warning).toMatchObject({ stream: 'warning', seq: firstKept - 1 });
+    expect(kept).toEqual(records(4, firstKept, line));
+    const late = decodeRecordEntries((await spool.read(firstKept - 1, { maxRecords: 1 })).bytes);
+    expect(late).toHaveLength(1);
+    expect(isSpoolGapRecord(late[0]!) && late[0].gap).toEqual({
+      droppedRecords: 1,
+      fromSeq: firstKept - 1,
+      toSeq: firstKept - 1,
+    });
+    const atKept = await spool.read(firstKept, { maxRecords: 5 });
+    expect(checkPacked(atKept)).toEqual(records(5, firstKept, line));
 
     await spool.seal();
-    const batches: SpoolBatch[] = [];
-    for await (const batch of spool.followPacked(1, { maxRecords: 100 })) batches.push(batch);
-    const [head, ...rest] = batches;
-    expect(head!.records).toBeDefined();
-    expect(head!.packed).toBeUndefined();
-    const [gap, ...afterGap] = head!.records!;
+    const batches: PackedRecords[] = [];
+    for await (const batch of spool.follow(1, { maxRecords: 100 })) batches.push(batch);
+    expect(batches.length).toBeGreaterThan(1);
+    const [gap, ...delivered] = decodeAll(batches);
     expect(isSpoolGapRecord(gap!)).toBe(true);
     if (!isSpoolGapRecord(gap!)) return;
     expect(gap.gap).toEqual({ droppedRecords: firstKept - 1, fromSeq: 1, toSeq: firstKept - 1 });
     expect(gap.seq).toBe(firstKept - 1);
     expect(gap.stream).toBe('warning');
-    expect(rest.length).toBeGreaterThan(0);
-    for (const batch of rest) expect(batch.packed).toBeDefined();
-    const delivered = [...afterGap, ...decodeAll(rest.map((b) => b.packed!))];
     expect(delivered).toEqual(records(2000 - firstKept + 1, firstKept, line));
   });
 
@@ -489,19 +504,21 @@ describe('RecordSpool: packed reads and the drop policy', () => {
     const all = await readAll(spool);
     expect(isSpoolGapRecord(all[0]!)).toBe(true);
     expect(all.slice(1)).toEqual(records(1000 - firstKept + 1, firstKept, line));
-    expect(await spool.readPacked(1)).toBeUndefined();
+    expect(decodeRecordEntries((await spool.read(1)).bytes)[0]).toMatchObject({
+      stream: 'warning',
+      seq: firstKept - 1,
+    });
     expect(decodeAll(await readAllPacked(spool, firstKept))).toEqual(all.slice(1));
   });
 
-  it('followPacked without a gap yields only packed batches that join up, and follows new appends', async () => {
+  it('follow without a gap yields batches that join up, and follows new appends', async () => {
     const spool = await openSpool();
     await spool.appendMany(records(10, 1, mixedData));
     const controller = new AbortController();
     const seen: JobRecord[] = [];
     const following = (async () => {
-      for await (const batch of spool.followPacked(1, { signal: controller.signal, maxRecords: 4 })) {
-        expect(batch.packed).toBeDefined();
-        seen.push(...checkPacked(batch.packed!));
+      for await (const batch of spool.follow(1, { signal: controller.signal, maxRecords: 4 })) {
+        seen.push(...checkPacked(batch));
         if (seen.length === 25) controller.abort();
       }
     })();
@@ -525,7 +542,7 @@ describe('RecordSpool: read handles', () => {
     let most = 0;
     const got: JobRecord[] = [];
     for (let next = 1; ; ) {
-      const batch = await spool.read(next, { maxRecords: 40 });
+      const batch = await readRecords(spool, next, { maxRecords: 40 });
       if (batch.length === 0) break;
       most = Math.max(most, (await openFds()) - before);
       got.push(...batch);
@@ -545,13 +562,13 @@ describe('RecordSpool: read handles', () => {
     await spool.appendMany(all);
     await spool.flush();
     const reopened = await reopen(spool, { segmentBytes: 4096 });
-    // Plain and packed readers, each starting in another segment, interleaving their reads.
+    // Two readers per start (decoded and raw), each starting in another segment, interleaving.
     const starts = [401, 1, 650, 200, 799];
     const packedFrom = async (from: number): Promise<JobRecord[]> => {
       const out: JobRecord[] = [];
       for (let next = from; ; ) {
-        const packed = await reopened.readPacked(next, { maxRecords: 17 });
-        if (!packed || packed.count === 0) return out;
+        const packed = await reopened.read(next, { maxRecords: 17 });
+        if (packed.count === 0) return out;
         out.push(...checkPacked(packed));
         next = packed.lastSeq + 1;
       }

@@ -5,6 +5,7 @@
  * `{ lines, fail?, gate? }` writes `lines` numbered output records (after `gate` is opened).
  */
 import { randomUUID } from 'node:crypto';
+import { encodeRecordEntries, encodeRecordRuns } from '../codec/record-entries.js';
 import { ErrorCode, RjobError, serializeError } from '../errors.js';
 import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
 import type { JobRecord } from '../job/records.js';
@@ -216,10 +217,13 @@ export class TestAgent {
         .filter((job) => !params?.ids || params.ids.includes(job.info.id))
         .filter((job) => !params?.names || params.names.includes(job.info.name))
         .map((job) => this.#jobInfo(job)),
-    'job.receive': (params: { selector: WireSelector; keep?: boolean }, session) =>
-      this.#select(session, params.selector).flatMap((job) =>
-        params.keep ? [...job.buffer] : job.buffer.splice(0),
+    'job.receive': (params: { selector: WireSelector; keep?: boolean }, session) => ({
+      entries: encodeRecordRuns(
+        this.#select(session, params.selector).flatMap((job) =>
+          params.keep ? [...job.buffer] : job.buffer.splice(0),
+        ),
       ),
+    }),
     'job.wait': async (params: { selector: WireSelector }, session) => {
       const jobs = this.#select(session, params.selector);
       while (!jobs.every((job) => isDone(job.info.state))) {
@@ -380,8 +384,8 @@ export class TestAgent {
           progressed = true;
           const accepted = channel.send({
             type: 'event',
-            name: 'job.record',
-            data: { subscriptionId, record },
+            name: 'job.packed',
+            data: { subscriptionId, entries: encodeRecordEntries([record], record.seq) },
           });
           subscription.unacked.push({ seq: channel.sentSeq, job, record });
           if (subscription.unacked.length > 4096) {
