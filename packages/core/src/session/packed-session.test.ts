@@ -217,3 +217,78 @@ describe('Session: job.packed events', () => {
     await session.close();
   });
 });
+
+describe('Session: packed answers', () => {
+  /** A TestAgent whose `job.receiveToFile` answers with `other` as given. */
+  async function receiveToFileAnswering(other: unknown) {
+    const network = createMemoryNetwork();
+    const agent = new TestAgent({
+      methods: {
+        'job.receiveToFile': () => ({ path: '/tmp/out.txt', records: 2, bytes: 4, other }),
+      },
+    });
+    agent.listen(network, 'server01');
+    return openSession(network.transport, 'server01', { channel: quiet });
+  }
+
+  it('receiveToFile decodes the other records from runs and tags them', async () => {
+    const warning = { ...record(2, 'careful'), stream: 'warning' as const };
+    const session = await receiveToFileAnswering([encodeRecordEntries([warning], 2)]);
+    const written = await session.jobs.receiveToFile(1, 'out.txt');
+    expect(written).toMatchObject({ path: '/tmp/out.txt', records: 2, bytes: 4 });
+    expect(written.other).toEqual([{ ...warning, computerName: session.computerName }]);
+    await session.close();
+  });
+
+  it('receiveToFile whose other records are malformed rejects with ERR_MESSAGE_INVALID', async () => {
+    const good = encodeRecordEntries([record(1, 'a'), record(2, 'b')], 1);
+    for (const other of [[good.subarray(0, good.length - 2)], [{ record: 1 }], record(1, 'a')]) {
+      const session = await receiveToFileAnswering(other);
+      const error = await session.jobs.receiveToFile(1, 'out.txt').catch((e: unknown) => e);
+      expect(RjobError.hasCode(error, ProtocolErrorCode.MessageInvalid)).toBe(true);
+      await session.close();
+    }
+  });
+
+  it('the record events that are gone (job.record, job.records) deliver nothing', async () => {
+    const network = createMemoryNetwork();
+    const agent = new TestAgent({
+      methods: {
+        'job.subscribe': (params: { subscriptionId: string }, session) => {
+          const subscriptionId = params.subscriptionId;
+          setImmediate(() => {
+            session.channel.send({
+              type: 'event',
+              name: 'job.record',
+              data: { subscriptionId, record: record(1, 'old') },
+            });
+            session.channel.send({
+              type: 'event',
+              name: 'job.records',
+              data: { subscriptionId, records: [record(1, 'old')] },
+            });
+            session.channel.send({
+              type: 'event',
+              name: 'job.packed',
+              data: { subscriptionId, entries: encodeRecordEntries([record(1, 'new')], 1) },
+            });
+            session.channel.send({
+              type: 'event',
+              name: 'job.end',
+              data: { subscriptionId, jobs: [jobInfo()] },
+            });
+          });
+          return [jobInfo('Running')];
+        },
+      },
+    });
+    agent.listen(network, 'server01');
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    const got: RemoteRecord[] = [];
+    await new Promise<void>((resolve) => {
+      session.subscribe(1, { onRecord: (r) => void got.push(r), onEnd: () => resolve() });
+    });
+    expect(got.map((r) => r.data)).toEqual(['new']);
+    await session.close();
+  });
+});
