@@ -23,8 +23,6 @@ import {
   decodeRecordPayload,
   encodeRecordPayload,
   encodeUnstampedEntry,
-  isCompactPayload,
-  isTextPayload,
   type JobRecord,
   RECORD_ENTRY_HEADER_BYTES,
   RjobError,
@@ -34,7 +32,6 @@ import { AgentErrorCode } from '../errors.js';
 
 export const HEADER_BYTES = RECORD_ENTRY_HEADER_BYTES;
 
-export { isCompactPayload, isTextPayload };
 export const encodeRecord = encodeRecordPayload;
 export const decodeRecord = decodeRecordPayload;
 /** Entries above this are refused on append and treated as corruption when read. */
