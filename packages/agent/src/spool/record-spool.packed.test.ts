@@ -370,6 +370,18 @@ describe('RecordSpool.read: entries as stored', () => {
     expect(checkPacked(third)).toEqual([record(3, 'small again')]);
   });
 
+  it('a first record larger than maxBytes at the end of a segment: returned alone, the next segment untouched', async () => {
+    const spool = await openSpool({ segmentBytes: 4096 });
+    const big = record(1, 'B'.repeat(100 * 1024));
+    await spool.appendMany([big, ...records(50, 2)]);
+    const check = async (s: RecordSpool) => {
+      expect(checkPacked(await s.read(1, { maxBytes: 1024 }))).toEqual([big]);
+      expect(checkPacked(await s.read(2, { maxBytes: 1024 }))[0]).toEqual(record(2));
+    };
+    await check(spool); // from the tail cache
+    await check(await reopen(spool, { segmentBytes: 4096 })); // from disk: the budget is spent in the first segment
+  });
+
   it('starts at the first unacknowledged record', async () => {
     const spool = await openSpool({ segmentBytes: 4096 });
     await spool.appendMany(records(300, 1, mixedData));

@@ -140,7 +140,7 @@ export class SpoolReader {
     const handle = await this.#handles.acquire(segment);
     try {
       // Enough for the skip up to `start` (at most one index interval) and a full batch.
-      let want = Math.min(endOffset - offset, out.bytesLeft + INDEX_INTERVAL_BYTES + 64 * HEADER_BYTES);
+      let want = Math.min(endOffset - offset, out.readAheadBytes + INDEX_INTERVAL_BYTES);
       while (seq <= lastSeq) {
         const chunk = Buffer.allocUnsafe(want);
         const got = await readFully(handle, chunk, want, offset);
@@ -200,12 +200,12 @@ export class SpoolReader {
           }
           offset = hole.nextOffset;
           seq = hole.nextSeq;
-          want = Math.min(endOffset - offset, out.bytesLeft + INDEX_INTERVAL_BYTES + 64 * HEADER_BYTES);
+          want = Math.min(endOffset - offset, out.readAheadBytes + INDEX_INTERVAL_BYTES);
           continue;
         }
         // The next entry did not fit in what was read: read again from it, at least all of it.
         offset += at;
-        want = Math.min(endOffset - offset, Math.max(needed, out.bytesLeft + 64 * HEADER_BYTES));
+        want = Math.min(endOffset - offset, Math.max(needed, out.readAheadBytes));
       }
       return out.full;
     } finally {
@@ -247,29 +247,37 @@ class BatchBuilder {
   #lastSeq: number;
   #count = 0;
   #recordsLeft: number;
-  bytesLeft: number;
+  #bytesLeft: number;
 
   constructor(firstSeq: number, maxRecords: number, maxBytes: number) {
     this.#firstSeq = firstSeq;
     this.#lastSeq = firstSeq - 1;
     this.#recordsLeft = maxRecords;
-    this.bytesLeft = maxBytes;
+    this.#bytesLeft = maxBytes;
   }
 
   get full(): boolean {
     return this.#recordsLeft <= 0;
   }
 
+  /**
+   * What is worth reading ahead for the rest of the batch: the payload budget left (none once a
+   * first record larger than the budget took it) and room for headers.
+   */
+  get readAheadBytes(): number {
+    return Math.max(0, this.#bytesLeft) + 64 * HEADER_BYTES;
+  }
+
   /** Room for a record with this payload; the first is taken whatever its size. */
   fits(payloadBytes: number): boolean {
-    return this.#recordsLeft > 0 && (this.#count === 0 || payloadBytes <= this.bytesLeft);
+    return this.#recordsLeft > 0 && (this.#count === 0 || payloadBytes <= this.#bytesLeft);
   }
 
   /** Counts a record whose entry is part of the next {@link piece}. */
   take(seq: number, payloadBytes: number): void {
     this.#count++;
     this.#recordsLeft--;
-    this.bytesLeft -= payloadBytes;
+    this.#bytesLeft -= payloadBytes;
     this.#lastSeq = seq;
   }
 

@@ -84,7 +84,8 @@ export function isSpoolGapRecord(record: JobRecord): record is SpoolGapRecord {
  * Consecutive records of one spool as the entries they are stored as (see @rjob/core's
  * record-entries): what a read gives, and what a `job.packed` event carries without decoding
  * them. `count` entries, numbered `firstSeq` to `lastSeq` (a warning entry for lost records is
- * one entry numbered as the last of them).
+ * one entry numbered as the last of them). `bytes` may be a view of the spool's own memory (its
+ * tail cache): pass it on or decode it, never change it.
  */
 export interface PackedRecords {
   bytes: Buffer;
