@@ -62,7 +62,7 @@ async function drain(iterable: AsyncIterable<RemoteRecord>): Promise<RemoteRecor
 }
 
 describe('Session: job.packed events', () => {
-  it('invoke asks for packed batches and decodes them into records, in order, with the computer name', async () => {
+  it('invoke decodes job.packed batches into records, in order, with the computer name', async () => {
     const all = Array.from({ length: 50 }, (_, i) => written(i, i % 5 === 0 ? { n: i } : `line ${i} ✓`));
     const { network, agent } = await setup();
     // The first event's entries go as a Buffer, later ones as a plain Uint8Array: both decode.
@@ -83,10 +83,11 @@ describe('Session: job.packed events', () => {
     agent.gates.open('rest');
     const records = await drain(invocation);
     const info = await invocation.result;
-    expect(agent.tap.requests.find((r) => r.method === 'invoke')?.params).toMatchObject({
-      batch: true,
-      packed: true,
-    });
+    // One form only: the request chooses none.
+    const params = agent.tap.requests.find((r) => r.method === 'invoke')?.params;
+    expect(params).toBeDefined();
+    expect(params).not.toHaveProperty('batch');
+    expect(params).not.toHaveProperty('packed');
     expect(forms[0]).toBe('Buffer');
     expect(forms.slice(1)).toContain('Uint8Array');
     expect(records).toEqual(
@@ -104,7 +105,7 @@ describe('Session: job.packed events', () => {
     await session.close();
   });
 
-  it('subscribe asks for packed batches and decodes them', async () => {
+  it('subscribe decodes job.packed batches', async () => {
     const all = Array.from({ length: 10 }, (_, i) => written(i, `r${i}`));
     const { network, agent } = await setup();
     agent.tap.rewrite = (event) => packed(event);
@@ -123,11 +124,10 @@ describe('Session: job.packed events', () => {
     expect(agent.tap.calls('job.subscribe')).toBe(1);
     expect(got.map((r) => r.data)).toEqual(all.map((r) => r.data));
     expect(got.map((r) => r.seq)).toEqual(all.map((_, i) => i + 1));
-    expect(agent.tap.requests.find((r) => r.method === 'job.subscribe')?.params).toMatchObject({
-      selector: job.id,
-      batch: true,
-      packed: true,
-    });
+    const params = agent.tap.requests.find((r) => r.method === 'job.subscribe')?.params;
+    expect(params).toMatchObject({ selector: job.id });
+    expect(params).not.toHaveProperty('batch');
+    expect(params).not.toHaveProperty('packed');
     await session.close();
   });
 
@@ -214,8 +214,6 @@ describe('Session: job.packed events', () => {
     await session.request('job.subscribe', {
       selector: theirs.id,
       subscriptionId: 'someone-else',
-      batch: true,
-      packed: true,
     });
     await until(() => agent.tap.recordsSent === 1);
     const invocation = session.invoke(scripted({ records: [written(0, 'mine')] }));
@@ -223,6 +221,30 @@ describe('Session: job.packed events', () => {
     await invocation.result;
     expect(foreign).toBe(1);
     expect(agent.tap.recordsSent).toBe(2);
+    expect(session.state).toBe('Opened');
+    await session.close();
+  });
+
+  it('the record events that are gone (job.record, job.records) deliver nothing', async () => {
+    const { network, agent } = await setup();
+    // Every record event the agent sends arrives under an old name: the client drops them all.
+    let renamed = 0;
+    agent.tap.rewrite = (event) => {
+      const records = recordsIn(event);
+      renamed++;
+      return renamed % 2
+        ? {
+            ...event,
+            name: 'job.record',
+            data: { subscriptionId: subscriptionOf(event), record: records[0] },
+          }
+        : { ...event, name: 'job.records', data: { subscriptionId: subscriptionOf(event), records } };
+    };
+    const session = await openSession(network.transport, 'server01', { channel: quiet });
+    const invocation = session.invoke(scripted({ records: [written(0, 'a'), written(1, 'b')] }));
+    expect(await drain(invocation)).toEqual([]);
+    expect((await invocation.result).state).toBe('Completed');
+    expect(renamed).toBeGreaterThan(0);
     expect(session.state).toBe('Opened');
     await session.close();
   });

@@ -8,7 +8,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DAEMON_PID_FILE } from '../cli-main.js';
 import {
   AGENT_ENTRY,
+  eventRecords,
   killChildren,
+  receivedRecords,
   stdioConnector,
   TestClient,
   unixConnector,
@@ -125,7 +127,7 @@ describe('the agent over stdio', () => {
       definition: { command: 'for f in a b c; do echo "$f.conf"; done' },
     });
     await client.request('job.wait', { selector: job.id });
-    const first = await client.request('job.receive', { selector: 'audit', keep: true });
+    const first = receivedRecords(await client.request('job.receive', { selector: 'audit', keep: true }));
     expect(first.map((r) => r.data)).toEqual(['a.conf', 'b.conf', 'c.conf']);
 
     // Kill the bridge: the daemon keeps the session; a new bridge resumes it.
@@ -133,14 +135,15 @@ describe('the agent over stdio', () => {
     client.cut();
     await waitForExit(bridge);
     await client.resume();
-    expect(await client.request('job.receive', { selector: 'audit', keep: true })).toEqual(first);
+    expect(receivedRecords(await client.request('job.receive', { selector: 'audit', keep: true }))).toEqual(
+      first,
+    );
     expect(await client.request('job.get', {})).toMatchObject([{ name: 'audit', location: 'localhost' }]);
 
     // Invoke streams over the same bridge.
     const records: JobRecord[] = [];
     client.onEvent((event: EventMessage) => {
-      const data = event.data as { subscriptionId: string; record?: JobRecord };
-      if (event.name === 'job.record' && data.subscriptionId === 'inv') records.push(data.record!);
+      records.push(...(eventRecords(event, 'inv') ?? []));
     });
     const info = await client.request('invoke', {
       subscriptionId: 'inv',
@@ -205,8 +208,7 @@ describe('the agent over stdio', () => {
     clients.push(client);
     const records: JobRecord[] = [];
     client.onEvent((event: EventMessage) => {
-      const data = event.data as { subscriptionId: string; record?: JobRecord };
-      if (event.name === 'job.record') records.push(data.record!);
+      records.push(...(eventRecords(event, 's') ?? []));
     });
     await client.request('invoke', {
       subscriptionId: 's',
@@ -275,15 +277,16 @@ describe('the agent daemon across a SIGKILL', () => {
       [running.id, 'running', 'Failed'],
     ]);
     expect(jobs[1]?.reason).toMatchObject({ code: 'ERR_AGENT_RESTARTED', message: 'agent restarted' });
-    expect((await heir.request('job.receive', { selector: 'done', keep: true })).map((r) => r.data)).toEqual([
-      'x',
-      'y',
-    ]);
-    expect(await heir.request('job.receive', { selector: 'running' })).toMatchObject([
+    expect(
+      receivedRecords(await heir.request('job.receive', { selector: 'done', keep: true })).map((r) => r.data),
+    ).toEqual(['x', 'y']);
+    expect(receivedRecords(await heir.request('job.receive', { selector: 'running' }))).toMatchObject([
       { reason: true, data: { code: 'ERR_AGENT_RESTARTED' } },
     ]);
     // Receiving consumes on the restarted agent as before.
-    expect((await heir.request('job.receive', { selector: 'done' })).map((r) => r.data)).toEqual(['x', 'y']);
-    expect(await heir.request('job.receive', { selector: 'done' })).toEqual([]);
+    expect(
+      receivedRecords(await heir.request('job.receive', { selector: 'done' })).map((r) => r.data),
+    ).toEqual(['x', 'y']);
+    expect(receivedRecords(await heir.request('job.receive', { selector: 'done' }))).toEqual([]);
   });
 });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RjobError } from '@rjob/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { TestClient, unixConnector } from '../fixtures/agent-test-client.js';
+import { receivedRecords, TestClient, unixConnector } from '../fixtures/agent-test-client.js';
 import { AgentServer } from '../server/agent-server.js';
 import { listenUnix, type UnixDoor } from './unix-door.js';
 
@@ -73,7 +73,7 @@ describe('the shared frame budget of an agent', () => {
     // can still connect.
     const job = await client.request('job.start', { definition: { command: 'echo still here' } });
     await client.request('job.wait', { selector: job.id });
-    const records = await client.request('job.receive', { selector: job.id });
+    const records = receivedRecords(await client.request('job.receive', { selector: job.id }));
     expect(records.map((r) => r.data)).toEqual(['still here']);
     const late = await TestClient.open(unixConnector(socketPath));
     clients.push(late);

@@ -7,10 +7,18 @@ import { fileURLToPath } from 'node:url';
 import { type JobInfo, type JobRecord, RjobError } from '@rjob/core';
 import type { EventMessage } from '@rjob/core/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readRecords } from '../fixtures/spool-records.js';
 import { listenUnix, type UnixDoor } from '../doors/unix-door.js';
 import { RecordSpool } from '../spool/record-spool.js';
 import { JobStore } from '../store/job-store.js';
-import { type Connector, killChildren, TestClient, unixConnector } from '../fixtures/agent-test-client.js';
+import {
+  type Connector,
+  eventRecords,
+  killChildren,
+  receivedRecords,
+  TestClient,
+  unixConnector,
+} from '../fixtures/agent-test-client.js';
 import { AgentServer } from './agent-server.js';
 import type { AgentServerOptions } from './agent-server-options.js';
 
@@ -46,15 +54,9 @@ function collect(client: TestClient, subscriptionId: string) {
   let ended: (jobs: JobInfo[]) => void;
   const end = new Promise<JobInfo[]>((resolve) => (ended = resolve));
   client.onEvent((event: EventMessage) => {
-    const data = event.data as {
-      subscriptionId: string;
-      record?: JobRecord;
-      records?: JobRecord[];
-      jobs?: JobInfo[];
-    };
+    const data = event.data as { subscriptionId: string; jobs?: JobInfo[] };
     if (data?.subscriptionId !== subscriptionId) return;
-    if (event.name === 'job.record') records.push(data.record!);
-    if (event.name === 'job.records') records.push(...data.records!);
+    records.push(...(eventRecords(event, subscriptionId) ?? []));
     if (event.name === 'job.end') ended(data.jobs!);
   });
   return { records, end };
@@ -113,14 +115,14 @@ describe.each([
     const [waited] = await client.request('job.wait', { selector: 'audit' });
     expect(waited).toMatchObject({ state: 'Completed', hasMoreData: true });
 
-    const first = await client.request('job.receive', { selector: 'audit', keep: true });
-    const second = await client.request('job.receive', { selector: 'audit', keep: true });
+    const first = receivedRecords(await client.request('job.receive', { selector: 'audit', keep: true }));
+    const second = receivedRecords(await client.request('job.receive', { selector: 'audit', keep: true }));
     expect(first.map((r) => r.data)).toEqual(['hi', dir, 'done']);
     expect(second).toEqual(first);
 
-    const taken = await client.request('job.receive', { selector: started.id });
+    const taken = receivedRecords(await client.request('job.receive', { selector: started.id }));
     expect(taken).toEqual(first);
-    expect(await client.request('job.receive', { selector: 'audit' })).toEqual([]);
+    expect(receivedRecords(await client.request('job.receive', { selector: 'audit' }))).toEqual([]);
     const [listed] = await client.request('job.get', { names: ['aud*'] });
     expect(listed).toMatchObject({ id: started.id, state: 'Completed', hasMoreData: false });
 
@@ -179,7 +181,7 @@ describe.each([
     );
     const failed = await client.request('job.start', { definition: { command: 'exit 3' } });
     await client.request('job.wait', { selector: failed.id });
-    const records = await client.request('job.receive', { selector: failed.id, keep: true });
+    const records = receivedRecords(await client.request('job.receive', { selector: failed.id, keep: true }));
     expect(records.at(-1)).toMatchObject({ reason: true, data: { code: 'ERR_JOB_EXIT_CODE' } });
     expect(await client.request('session.info')).toMatchObject({
       state: 'Opened',
@@ -254,29 +256,34 @@ describe.each([
     });
 
     await good.request('job.wait', { selector: job.id });
-    expect((await good.request('job.receive', { selector: job.id })).map((r) => r.data)).toEqual([
-      'still-here',
-    ]);
+    expect(
+      receivedRecords(await good.request('job.receive', { selector: job.id })).map((r) => r.data),
+    ).toEqual(['still-here']);
     const another = await open();
     expect(await another.request('session.info')).toMatchObject({ state: 'Opened' });
   });
 
-  it('delivers 100,000 lines exactly once, in order, while the link is cut 20 times', async () => {
+  it('delivers 100,000 lines in job.packed batches exactly once, in order, while the link is cut 20 times', async () => {
     await startAgent();
     const client = await open();
     const total = 100_000;
     const cuts = 20;
     const lines: string[] = [];
+    let events = 0;
     let ended!: () => void;
     const end = new Promise<void>((resolve) => (ended = resolve));
     let nextCutAt = Math.floor(total / (cuts + 1));
     let cutsDone = 0;
     let reconnecting: Promise<void> = Promise.resolve();
     client.onEvent((event) => {
-      const data = event.data as { subscriptionId: string; record?: JobRecord };
       if (event.name === 'job.end') ended();
-      if (event.name !== 'job.record' || data.subscriptionId !== 'big') return;
-      lines.push(data.record!.data as string);
+      // Records come in one form only: job.packed (job.end and job.state are the other events).
+      expect(['job.packed', 'job.end', 'job.state']).toContain(event.name);
+      const records = eventRecords(event, 'big');
+      if (!records) return;
+      events++;
+      expect(records.length).toBeGreaterThan(0);
+      for (const record of records) lines.push(record.data as string);
       if (lines.length >= nextCutAt && cutsDone < cuts) {
         cutsDone++;
         nextCutAt += Math.floor(total / (cuts + 1));
@@ -293,49 +300,9 @@ describe.each([
     for (let i = 0; i < total; i++) {
       if (lines[i] !== String(i + 1)) expect(`line ${i}: ${lines[i]}`).toBe(`line ${i}: ${i + 1}`);
     }
-    expect(await client.request('job.receive', { selector: job.id })).toEqual([]);
-  });
-
-  it('delivers 100,000 lines in batches exactly once, in order, while the link is cut 20 times', async () => {
-    await startAgent();
-    const client = await open();
-    const total = 100_000;
-    const cuts = 20;
-    const lines: string[] = [];
-    let events = 0;
-    let ended!: () => void;
-    const end = new Promise<void>((resolve) => (ended = resolve));
-    let nextCutAt = Math.floor(total / (cuts + 1));
-    let cutsDone = 0;
-    let reconnecting: Promise<void> = Promise.resolve();
-    client.onEvent((event) => {
-      const data = event.data as { subscriptionId: string; records?: JobRecord[] };
-      if (event.name === 'job.end') ended();
-      // A client that asked for batches never gets single-record events.
-      expect(event.name).not.toBe('job.record');
-      if (event.name !== 'job.records' || data.subscriptionId !== 'big') return;
-      events++;
-      expect(data.records!.length).toBeGreaterThan(0);
-      for (const record of data.records!) lines.push(record.data as string);
-      if (lines.length >= nextCutAt && cutsDone < cuts) {
-        cutsDone++;
-        nextCutAt += Math.floor(total / (cuts + 1));
-        client.cut();
-        reconnecting = reconnecting.then(() => client.resume());
-      }
-    });
-    const job = await client.request('job.start', { definition: { command: `seq 1 ${total}` } });
-    await client.request('job.subscribe', { selector: job.id, subscriptionId: 'big', batch: true });
-    await end;
-    await reconnecting;
-    expect(cutsDone).toBe(cuts);
-    expect(lines.length).toBe(total);
-    for (let i = 0; i < total; i++) {
-      if (lines[i] !== String(i + 1)) expect(`line ${i}: ${lines[i]}`).toBe(`line ${i}: ${i + 1}`);
-    }
     // The spooled agent batches what it reads at once; the memory source sends one record each.
     if (persist) expect(events).toBeLessThan(total);
-    expect(await client.request('job.receive', { selector: job.id })).toEqual([]);
+    expect(receivedRecords(await client.request('job.receive', { selector: job.id }))).toEqual([]);
   });
 
   it('keeps a disconnected session running and delivers its output exactly once on connect (S5)', async () => {
@@ -370,7 +337,7 @@ describe.each([
     await end;
     expect(records.map((r) => r.data)).toEqual(Array.from({ length: 60 }, (_, i) => `Output ${i + 1}`));
     expect(await client.request('session.info')).toMatchObject({ state: 'Opened' });
-    expect(await client.request('job.receive', { selector: job.id })).toEqual([]);
+    expect(receivedRecords(await client.request('job.receive', { selector: job.id }))).toEqual([]);
   });
 
   it('lets a new client take over the session of a SIGKILLed client and receive everything once', async () => {
@@ -401,10 +368,10 @@ describe.each([
     clients.push(heir);
     await heir.resume({ sessionId, resumeSecret });
     await heir.request('job.wait', { selector: jobId });
-    const records = await heir.request('job.receive', { selector: 'orphaned' });
+    const records = receivedRecords(await heir.request('job.receive', { selector: 'orphaned' }));
     const expected = [...Array.from({ length: 500 }, (_, i) => `line ${i + 1}`), 'last'];
     expect(records.map((r) => r.data)).toEqual(expected);
-    expect(await heir.request('job.receive', { selector: 'orphaned' })).toEqual([]);
+    expect(receivedRecords(await heir.request('job.receive', { selector: 'orphaned' }))).toEqual([]);
   });
 
   if (persist)
@@ -418,11 +385,9 @@ describe.each([
       });
       const seen: string[] = [];
       first.onEvent((event) => {
-        const data = event.data as { record?: JobRecord };
-        if (event.name !== 'job.record') return;
-        seen.push(data.record!.data as string);
+        for (const record of eventRecords(event, 'a') ?? []) seen.push(record.data as string);
         // Hang mid-stream: what follows is neither consumed nor acknowledged.
-        if (seen.length === 3_000) first.stalled = true;
+        if (seen.length >= 3_000) first.stalled = true;
       });
       await first.request('job.subscribe', { selector: job.id, subscriptionId: 'a' });
       await until(() => first.stalled);
@@ -453,12 +418,13 @@ describe.each([
       await first.request('job.wait', { selector: job.id });
       const seen: number[] = [];
       first.onEvent((event) => {
-        if (event.name !== 'job.records') return;
-        for (const record of (event.data as { records: JobRecord[] }).records) seen.push(Number(record.data));
+        const records = eventRecords(event, 'a');
+        if (!records) return;
+        for (const record of records) seen.push(Number(record.data));
         // Hang after the first batch: what follows is neither consumed nor acknowledged.
         first.stalled = true;
       });
-      await first.request('job.subscribe', { selector: job.id, subscriptionId: 'a', batch: true });
+      await first.request('job.subscribe', { selector: job.id, subscriptionId: 'a' });
       await until(() => first.stalled);
       first.cut();
 
@@ -466,7 +432,7 @@ describe.each([
       clients.push(heir);
       await heir.resume({ sessionId: first.sessionId, resumeSecret: first.resumeSecret });
       const { records, end } = collect(heir, 'b');
-      await heir.request('job.subscribe', { selector: 'long', subscriptionId: 'b', batch: true });
+      await heir.request('job.subscribe', { selector: 'long', subscriptionId: 'b' });
       await end;
       const lines = records.map((r) => Number(r.data));
       expect(seen.length).toBeGreaterThan(0);
@@ -499,7 +465,7 @@ describe.each([
       expect(snapshot.jobs.find((job) => job.instanceId === running.instanceId)?.state).toBe('Stopped');
       const spool = await RecordSpool.open({ dir: stored.spoolDir! });
       try {
-        expect((await spool.read(1)).map((record) => record.data)).toEqual(['x', 'y']);
+        expect((await readRecords(spool, 1)).map((record) => record.data)).toEqual(['x', 'y']);
       } finally {
         await spool.close();
       }
@@ -511,14 +477,14 @@ describe.each([
       const client = await open();
       const job = await client.request('job.start', { definition: { command: 'seq 1 20000' } });
       await client.request('job.wait', { selector: job.id });
-      const records = await client.request('job.receive', { selector: job.id });
+      const records = receivedRecords(await client.request('job.receive', { selector: job.id }));
       const gap = records[0] as JobRecord & { gap?: { droppedRecords: number; toSeq: number } };
       expect(gap.gap?.droppedRecords).toBeGreaterThan(0);
       const tail = records.slice(1).map((r) => Number(r.data));
       expect(tail[0]).toBe(gap.gap!.toSeq + 1);
       expect(tail.at(-1)).toBe(20000);
       expect(tail).toEqual(Array.from({ length: tail.length }, (_, i) => tail[0]! + i));
-      expect(await client.request('job.receive', { selector: job.id })).toEqual([]);
+      expect(receivedRecords(await client.request('job.receive', { selector: job.id }))).toEqual([]);
     });
 
   it('expires an idle disconnected session and stops its jobs', async () => {

@@ -1,5 +1,6 @@
 /** A session's records read straight from its JobManager's buffers (see record-source.ts). */
 import { type Job, type JobManager, type JobRecord, leavesOf, serializeError } from '@rjob/core';
+import { encodeRecordEntries, encodeRecordRuns } from '@rjob/core/codec';
 import {
   aborted,
   type HeldRecords,
@@ -9,7 +10,10 @@ import {
   type StreamOptions,
 } from './record-source.js';
 
-/** The records of a memory agent: its JobManager's buffers, consumed as they are read. */
+/**
+ * The records of a memory agent: its JobManager's buffers, consumed as they are read, and encoded
+ * as record entries on the way out (what a spool would have held them as).
+ */
 export class MemoryRecords implements RecordSource {
   readonly holdsAside = false;
 
@@ -17,8 +21,8 @@ export class MemoryRecords implements RecordSource {
 
   async track(): Promise<void> {}
 
-  async receive(jobs: Job[], keep: boolean): Promise<JobRecord[]> {
-    return (await this.manager.receive(jobs, { keep })).map(wireRecord);
+  async receive(jobs: Job[], keep: boolean): Promise<Buffer[]> {
+    return encodeRecordRuns((await this.manager.receive(jobs, { keep })).map(wireRecord));
   }
 
   async hold(jobs: Job[]): Promise<HeldRecords> {
@@ -26,9 +30,9 @@ export class MemoryRecords implements RecordSource {
     // Buffer positions are absolute, so the end of what was read stays meaningful however much
     // is written or consumed before the commit.
     const ends = new Map(leaves.map((leaf) => [leaf, leaf.buffer.end]));
-    const records = (await this.manager.receive(jobs, { keep: true })).map(wireRecord);
+    const runs = encodeRecordRuns((await this.manager.receive(jobs, { keep: true })).map(wireRecord));
     return {
-      records,
+      runs,
       commit: async () => {
         for (const [leaf, end] of ends) {
           if (leaf.buffer.start >= end) continue;
@@ -54,10 +58,13 @@ export class MemoryRecords implements RecordSource {
   ): AsyncGenerator<StreamedBatch> {
     const keep = options.keep ?? false;
     if (options.follow === false) {
-      // What is there now, in bounded batches.
-      const records = await this.receive(jobs, keep);
+      // What is there now, in bounded batches of one job's consecutive records each.
+      const records = (await this.manager.receive(jobs, { keep })).map(wireRecord);
       for (let i = 0; i < records.length && !signal.aborted; i += STREAM_BATCH_RECORDS) {
-        yield { records: records.slice(i, i + STREAM_BATCH_RECORDS) };
+        for (const entries of encodeRecordRuns(records.slice(i, i + STREAM_BATCH_RECORDS))) {
+          if (signal.aborted) return;
+          yield { entries };
+        }
       }
       return;
     }
@@ -79,7 +86,8 @@ export class MemoryRecords implements RecordSource {
         }
         // One record per batch: the manager's stream cannot say whether another is ready without
         // taking it. This source only serves agents that do not persist (tests, --no-persist).
-        yield { records: [wireRecord(next.value)] };
+        const record = wireRecord(next.value);
+        yield { entries: encodeRecordEntries([record], record.seq) };
       }
     } finally {
       // Only safe when the manager's generator is not inside a next().

@@ -15,7 +15,7 @@ import { decodeMessage, type EventMessage } from '@rjob/core/protocol';
 import { decodeRecordEntries } from '@rjob/core/codec';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { listenUnix, type UnixDoor } from '../doors/unix-door.js';
-import { TestClient, unixConnector } from '../fixtures/agent-test-client.js';
+import { receivedRecords, TestClient, unixConnector } from '../fixtures/agent-test-client.js';
 import { AgentServer } from './agent-server.js';
 import type { AgentServerOptions } from './agent-server-options.js';
 
@@ -105,17 +105,9 @@ function collect(client: TestClient, subscriptionId: string) {
   let ended!: (jobs: JobInfo[]) => void;
   const end = new Promise<JobInfo[]>((resolve) => (ended = resolve));
   client.onEvent((event: EventMessage) => {
-    const data = event.data as {
-      subscriptionId?: string;
-      record?: JobRecord;
-      records?: JobRecord[];
-      entries?: Uint8Array;
-      jobs?: JobInfo[];
-    };
+    const data = event.data as { subscriptionId?: string; entries?: Uint8Array; jobs?: JobInfo[] };
     if (data?.subscriptionId !== subscriptionId) return;
     events[event.name] = (events[event.name] ?? 0) + 1;
-    if (event.name === 'job.record') records.push(data.record!);
-    if (event.name === 'job.records') records.push(...data.records!);
     if (event.name === 'job.packed') {
       expect(data.entries).toBeInstanceOf(Uint8Array);
       const decoded = decodeRecordEntries(data.entries!);
@@ -140,9 +132,11 @@ describe('packed records over a real agent (spooled jobs)', () => {
     const info = await invocation.result;
     expect(info.state).toBe('Completed');
     checkMixed(invoked);
-    // They came packed: the agent sent job.packed events and no per-record ones.
+    // They came packed: job.packed is the only record event the agent sent.
     expect(names).toContain('job.packed');
-    expect(names).not.toContain('job.record');
+    expect(
+      names.filter((name) => name !== 'job.packed' && name !== 'job.end' && name !== 'job.state'),
+    ).toEqual([]);
     for (const each of invoked) {
       expect(each).toMatchObject({
         computerName: session.computerName,
@@ -182,7 +176,7 @@ describe('packed records over a real agent (spooled jobs)', () => {
     expect(await session.jobs.receive('sub')).toEqual([]);
   });
 
-  it('a raw client with batch + packed gets job.packed events; with batch alone job.records', async () => {
+  it('a raw client gets job.packed events only; the batch and packed flags of old drafts change nothing', async () => {
     await startAgent();
     const client = await openClient();
     const started = await client.request('job.start', {
@@ -192,49 +186,28 @@ describe('packed records over a real agent (spooled jobs)', () => {
     await client.request('job.wait', { selector: 'mixed' });
 
     const packed = collect(client, 'packed');
-    await client.request('job.subscribe', {
-      selector: 'mixed',
-      subscriptionId: 'packed',
-      batch: true,
-      packed: true,
-      keep: true,
-    });
+    await client.request('job.subscribe', { selector: 'mixed', subscriptionId: 'packed', keep: true });
     await packed.end;
     expect(packed.events['job.packed']).toBeGreaterThan(0);
-    expect(packed.events['job.records']).toBeUndefined();
-    expect(packed.events['job.record']).toBeUndefined();
+    expect(Object.keys(packed.events).sort()).toEqual(['job.end', 'job.packed']);
     checkMixed(packed.records);
     expect(packed.records.every((r) => r.jobId === started.id)).toBe(true);
 
-    const batched = collect(client, 'batched');
+    // Unknown fields are ignored (protocol §3): the flags that once chose a form choose nothing.
+    const flagged = collect(client, 'flagged');
     await client.request('job.subscribe', {
       selector: 'mixed',
-      subscriptionId: 'batched',
-      batch: true,
-      keep: true,
-    });
-    await batched.end;
-    expect(batched.events['job.records']).toBeGreaterThan(0);
-    expect(batched.events['job.packed']).toBeUndefined();
-    expect(batched.events['job.record']).toBeUndefined();
-    // Both ways give the same records.
-    expect(batched.records).toEqual(packed.records);
-
-    // `packed` without `batch` is ignored: one job.record per record, as protocol v1 clients expect.
-    const single = collect(client, 'single');
-    await client.request('job.subscribe', {
-      selector: 'mixed',
-      subscriptionId: 'single',
-      packed: true,
+      subscriptionId: 'flagged',
+      batch: false,
+      packed: false,
       keep: true,
     } as never);
-    await single.end;
-    expect(single.events['job.record']).toBe(packed.records.length);
-    expect(single.events['job.packed']).toBeUndefined();
-    expect(single.records).toEqual(packed.records);
+    await flagged.end;
+    expect(Object.keys(flagged.events).sort()).toEqual(['job.end', 'job.packed']);
+    expect(flagged.records).toEqual(packed.records);
   });
 
-  it('a raw invoke with batch + packed streams job.packed events, then job.end, then the response', async () => {
+  it('a raw invoke streams job.packed events, then job.end, then the response', async () => {
     await startAgent();
     const client = await openClient();
     const order: string[] = [];
@@ -244,8 +217,6 @@ describe('packed records over a real agent (spooled jobs)', () => {
     });
     const info = await client.request('invoke', {
       subscriptionId: 'inv',
-      batch: true,
-      packed: true,
       definition: { command: MIXED_COMMAND },
     });
     order.push('response');
@@ -268,16 +239,11 @@ describe('packed records over a real agent (spooled jobs)', () => {
     });
     await client.request('job.wait', { selector: 'once' });
     const sub = collect(client, 'take');
-    await client.request('job.subscribe', {
-      selector: 'once',
-      subscriptionId: 'take',
-      batch: true,
-      packed: true,
-    });
+    await client.request('job.subscribe', { selector: 'once', subscriptionId: 'take' });
     await sub.end;
     expect(sub.records.map((r) => r.data)).toEqual(['l1', 'l2', 'l3']);
     expect(sub.events['job.packed']).toBeGreaterThan(0);
-    expect(await client.request('job.receive', { selector: 'once' })).toEqual([]);
+    expect(receivedRecords(await client.request('job.receive', { selector: 'once' }))).toEqual([]);
   });
 });
 
@@ -311,7 +277,7 @@ describe('packed records over a real agent: bulk, slow readers, values and failu
     expect(slowed).toBeGreaterThan(0);
   });
 
-  it('non-string values and a failure: every value, then the reason last, the same as unpacked', async () => {
+  it('non-string values and a failure: every value, then the reason last, the same on every run', async () => {
     await startAgent();
     const script = `
       for (let i = 0; i < 3000; i++) {
@@ -325,8 +291,6 @@ describe('packed records over a real agent: bulk, slow readers, values and failu
     const packed = collect(client, 'p');
     const packedInfo = await client.request('invoke', {
       subscriptionId: 'p',
-      batch: true,
-      packed: true,
       type: 'thread',
       definition: { eval: script },
     });
@@ -334,7 +298,6 @@ describe('packed records over a real agent: bulk, slow readers, values and failu
     const plain = collect(client, 'b');
     await client.request('invoke', {
       subscriptionId: 'b',
-      batch: true,
       type: 'thread',
       definition: { eval: script },
     });
@@ -353,7 +316,7 @@ describe('packed records over a real agent: bulk, slow readers, values and failu
     expect(reason).toMatchObject({ stream: 'error', reason: true });
     expect(JSON.stringify(reason.data)).toContain('boom at the end');
     expect(packedInfo.state).toBe('Failed');
-    // Unpacked, the same records (apart from the time and job id of the second run).
+    // A second run, the same records (apart from the time and job id).
     const strip = (r: JobRecord) => ({ stream: r.stream, data: r.data, seq: r.seq, reason: r.reason });
     expect(plain.records.slice(0, 3000).map(strip)).toEqual(values.map(strip));
     expect(plain.records.at(-1)).toMatchObject({ stream: 'error', reason: true });
@@ -361,19 +324,53 @@ describe('packed records over a real agent: bulk, slow readers, values and failu
 });
 
 describe('packed records over a real agent (records held in memory)', () => {
-  it('asks for packed but gets job.records: only spooled jobs have entries to send', async () => {
+  it('a memory agent sends job.packed too: its records are encoded on the way out', async () => {
     await startAgent({ persist: false });
     const client = await openClient();
     const { events, records, end } = collect(client, 'mem');
-    await client.request('invoke', {
-      subscriptionId: 'mem',
-      batch: true,
-      packed: true,
-      definition: { command: MIXED_COMMAND },
-    });
+    await client.request('invoke', { subscriptionId: 'mem', definition: { command: MIXED_COMMAND } });
     await end;
-    expect(events['job.packed']).toBeUndefined();
-    expect(events['job.records']).toBeGreaterThan(0);
+    expect(events['job.packed']).toBeGreaterThan(0);
+    expect(Object.keys(events).sort()).toEqual(['job.end', 'job.packed']);
     checkMixed(records);
+  });
+
+  it('a memory agent answers a subscription without follow, and job.receive, in the same form', async () => {
+    await startAgent({ persist: false });
+    const client = await openClient();
+    await client.request('job.start', { name: 'held', definition: { command: MIXED_COMMAND } });
+    await client.request('job.wait', { selector: 'held' });
+    const now = collect(client, 'now');
+    await client.request('job.subscribe', {
+      selector: 'held',
+      subscriptionId: 'now',
+      keep: true,
+      follow: false,
+    });
+    await now.end;
+    expect(Object.keys(now.events).sort()).toEqual(['job.end', 'job.packed']);
+    checkMixed(now.records);
+    const answer = await client.request('job.receive', { selector: 'held' });
+    expect(Array.isArray(answer.entries)).toBe(true);
+    expect(answer.entries.every((run) => run instanceof Uint8Array)).toBe(true);
+    expect(receivedRecords(answer)).toEqual(now.records);
+    expect(receivedRecords(await client.request('job.receive', { selector: 'held' }))).toEqual([]);
+  });
+});
+
+describe('job.receive answers packed (spooled jobs)', () => {
+  it("one run per job, a Failed job's reason as its own run, consumed once acknowledged", async () => {
+    await startAgent();
+    const client = await openClient();
+    await client.request('job.start', { name: 'ok', definition: { command: 'echo a; echo b' } });
+    await client.request('job.start', { name: 'bad', definition: { command: 'echo c; exit 3' } });
+    await client.request('job.wait', { selector: ['ok', 'bad'] });
+    const answer = await client.request('job.receive', { selector: ['ok', 'bad'] });
+    // ok's records, bad's records, bad's reason (numbered 0, so a run of its own).
+    expect(answer.entries).toHaveLength(3);
+    const records = receivedRecords(answer);
+    expect(records.map((r) => r.data).slice(0, 3)).toEqual(['a', 'b', 'c']);
+    expect(records.at(-1)).toMatchObject({ stream: 'error', reason: true, seq: 0 });
+    expect(receivedRecords(await client.request('job.receive', { selector: 'ok' }))).toEqual([]);
   });
 });

@@ -18,16 +18,14 @@ import {
   type SerializedError,
   serializeError,
 } from '@rjob/core';
-import type { PackedRecords } from '../spool/record-spool.js';
+import { encodeRecordEntries } from '@rjob/core/codec';
 
 /**
- * Records of one job, in order, as one read produced them. Never empty. With `packed` streams, a
- * spooled job's records come as `packed` (the entries as stored) where the spool can give them so,
- * and as `records` otherwise; exactly one of the two is set.
+ * Records of one job, in order, as one read produced them, as record entries (the one form records
+ * cross the wire in: a `job.packed` event's `entries`). Never empty.
  */
 export interface StreamedBatch {
-  records?: JobRecord[];
-  packed?: PackedRecords;
+  entries: Buffer;
   /** Consumes the records (and every earlier one of their job). Absent when nothing is left to do. */
   commit?: () => void;
   /**
@@ -43,8 +41,6 @@ export interface StreamedBatch {
 export interface StreamOptions {
   /** Leave the records where they are. Default false: they are reserved, then consumed on commit. */
   keep?: boolean;
-  /** Give the records as the entries they are stored as where possible. Default false. */
-  packed?: boolean;
   /**
    * Keep going as the jobs write, until they finished (Receive-Job -Wait). Default true. False
    * gives what is there now, then ends (Receive-Job).
@@ -55,7 +51,7 @@ export interface StreamOptions {
 /** Records read but not consumed yet (see {@link RecordSource.hold}). */
 export interface HeldRecords {
   /** What `receive(jobs, false)` would have returned. */
-  records: JobRecord[];
+  runs: Buffer[];
   /** Consumes exactly these records (not any written since). */
   commit(): Promise<void>;
   /** Gives them back, unconsumed. */
@@ -70,8 +66,11 @@ export interface RecordSource {
   readonly holdsAside: boolean;
   /** Called for every job the session starts, before anyone reads it. */
   track(job: Job, data?: unknown): Promise<void>;
-  /** The records of the jobs (their leaves), consumed unless `keep`; a Failed job's reason last. */
-  receive(jobs: Job[], keep: boolean): Promise<JobRecord[]>;
+  /**
+   * The records of the jobs (their leaves), consumed unless `keep`; a Failed job's reason last. As
+   * runs of record entries, one job's consecutive records each (a `job.receive` answer's `entries`).
+   */
+  receive(jobs: Job[], keep: boolean): Promise<Buffer[]>;
   /**
    * A consuming receive in two steps, for a receiver that may still fail after reading (writing a
    * file): the records are read now and consumed only by `commit`. Exactly one of `commit` and
@@ -113,6 +112,11 @@ export const STREAM_BATCH_RECORDS = 4096;
 /** Core's reason record (as JobManager.receive adds it), with the reason serialized for the wire. */
 export function reasonRecord(job: Job): JobRecord<SerializedError> {
   return { ...coreReasonRecord(job), data: serializeError(job.reason) };
+}
+
+/** A Failed job's reason record as its entry (numbered 0, as the record is). */
+export function reasonEntry(job: Job): Buffer {
+  return encodeRecordEntries([reasonRecord(job)], 0);
 }
 
 /** Resolves once `signal` is aborted. */

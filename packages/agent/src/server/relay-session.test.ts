@@ -86,7 +86,6 @@ it('a client that leaves without acknowledging its records, the whole stream sen
     selector: job.id,
     subscriptionId: 'unacked',
     clientAck: true,
-    batch: true,
     follow: false,
   });
   // Long enough for all 1000 records and job.end to reach the relay and this client.

@@ -2,8 +2,8 @@
  * A session's records moved to one disk spool per job (see record-source.ts): bounded with a block
  * or drop policy, persisted with the job's entry in the store, read and acknowledged by receives.
  */
-import { type Job, type JobManager, type JobRecord, leavesOf, RjobError } from '@rjob/core';
-import { RecordSpool, type RecordSpoolOptions, type SpoolBatch } from '../spool/record-spool.js';
+import { type Job, type JobManager, leavesOf, RjobError } from '@rjob/core';
+import { type PackedRecords, RecordSpool, type RecordSpoolOptions } from '../spool/record-spool.js';
 import { AgentErrorCode } from '../error-codes.js';
 import { type SpooledJob, spoolJob } from '../spool/spooled-job.js';
 import type { JobStore, StoredJob } from '../store/job-store.js';
@@ -11,7 +11,7 @@ import {
   aborted,
   type HeldRecords,
   type RecordSource,
-  reasonRecord,
+  reasonEntry,
   STREAM_BATCH_BYTES,
   STREAM_BATCH_RECORDS,
   type StreamedBatch,
@@ -95,30 +95,25 @@ export class SpooledRecords implements RecordSource {
     await Promise.all([...tops].map((spooled) => spooled.done.catch(() => {})));
   }
 
-  async receive(jobs: Job[], keep: boolean): Promise<JobRecord[]> {
-    const out: JobRecord[] = [];
+  async receive(jobs: Job[], keep: boolean): Promise<Buffer[]> {
+    const runs: Buffer[] = [];
     for (const leaf of leavesOf(jobs)) {
       const spooled = this.#spooledOf(leaf);
       const spool = spooled?.spools.get(leaf.id);
       if (spooled && spool) {
         // A finished job's last records may still be on their way from the manager to the spool.
         if (leaf.finished) await spooled.done.catch(() => {});
-        let last = this.#cursor(spool);
-        for (;;) {
-          const batch = await spool.read(last + 1, { maxRecords: READ_BATCH_RECORDS });
-          if (batch.length === 0) break;
-          out.push(...batch);
-          last = batch.at(-1)!.seq;
-        }
+        const from = this.#cursor(spool);
+        const last = await readAll(spool, from, runs);
         if (!keep && last > spool.ackedSeq) await spool.ack(last);
       }
-      if (leaf.state === 'Failed') out.push(reasonRecord(leaf));
+      if (leaf.state === 'Failed') runs.push(reasonEntry(leaf));
     }
-    return out;
+    return runs;
   }
 
   async hold(jobs: Job[]): Promise<HeldRecords> {
-    const records: JobRecord[] = [];
+    const runs: Buffer[] = [];
     const held: Array<{ spool: RecordSpool; lastSeq: number; token: object }> = [];
     for (const leaf of leavesOf(jobs)) {
       const spooled = this.#spooledOf(leaf);
@@ -126,13 +121,7 @@ export class SpooledRecords implements RecordSource {
       if (spooled && spool) {
         if (leaf.finished) await spooled.done.catch(() => {});
         const from = this.#cursor(spool);
-        let last = from;
-        for (;;) {
-          const batch = await spool.read(last + 1, { maxRecords: READ_BATCH_RECORDS });
-          if (batch.length === 0) break;
-          records.push(...batch);
-          last = batch.at(-1)!.seq;
-        }
+        const last = await readAll(spool, from, runs);
         if (last > from) {
           // Reserved as a stream reserves what it sent: no other receiver gets these records
           // while they are held, so a commit never writes records someone else also received.
@@ -143,13 +132,13 @@ export class SpooledRecords implements RecordSource {
           held.push({ spool, lastSeq: last, token });
         }
       }
-      if (leaf.state === 'Failed') records.push(reasonRecord(leaf));
+      if (leaf.state === 'Failed') runs.push(reasonEntry(leaf));
     }
     const release = (): void => {
       for (const { spool, token } of held) this.#reserved.get(spool)?.delete(token);
     };
     return {
-      records,
+      runs,
       commit: async () => {
         try {
           for (const { spool, lastSeq } of held) {
@@ -177,7 +166,6 @@ export class SpooledRecords implements RecordSource {
     options: StreamOptions = {},
   ): AsyncGenerator<StreamedBatch> {
     const keep = options.keep ?? false;
-    const packed = options.packed ?? false;
     const follow = options.follow ?? true;
     // Leaves one after the other: a job's records stay in order, which is what receivers rely on.
     for (const leaf of leavesOf(jobs)) {
@@ -214,19 +202,16 @@ export class SpooledRecords implements RecordSource {
         try {
           const limits = { signal, maxBytes: STREAM_BATCH_BYTES, maxRecords: STREAM_BATCH_RECORDS };
           const from = this.#cursor(spool) + 1;
-          const batches = !follow
-            ? readBatches(spool, from, limits, packed)
-            : packed
-              ? spool.followPacked(from, limits)
-              : mapBatches(spool.followBatches(from, limits), (records): SpoolBatch => ({ records }));
+          // Without follow, what the spool holds now: the same reads, ending at the first empty one.
+          const batches = follow ? spool.follow(from, limits) : readBatches(spool, from, limits);
           for await (const batch of batches) {
             if (signal.aborted) return;
             if (keep) {
-              yield batch;
+              yield { entries: batch.bytes };
             } else {
-              const lastSeq = batch.packed ? batch.packed.lastSeq : batch.records.at(-1)!.seq;
+              const lastSeq = batch.lastSeq;
               reservations.set(token, lastSeq);
-              yield { ...batch, commit: commitUpTo(lastSeq), leaf, lastSeq };
+              yield { entries: batch.bytes, commit: commitUpTo(lastSeq), leaf, lastSeq };
             }
           }
         } catch (error) {
@@ -242,7 +227,7 @@ export class SpooledRecords implements RecordSource {
       // The spool is sealed once the job finished and every record is in it.
       if (follow && !leaf.finished) await Promise.race([waitFinished(leaf), aborted(signal)]);
       if (signal.aborted) return;
-      if (leaf.state === 'Failed') yield { records: [reasonRecord(leaf)] };
+      if (leaf.state === 'Failed') yield { entries: reasonEntry(leaf) };
     }
   }
 
@@ -316,26 +301,31 @@ async function* readBatches(
   spool: RecordSpool,
   from: number,
   limits: { signal: AbortSignal; maxBytes: number; maxRecords: number },
-  packed: boolean,
-): AsyncGenerator<SpoolBatch> {
+): AsyncGenerator<PackedRecords> {
   let next = from;
   while (!limits.signal.aborted) {
-    const bytes = packed ? await spool.readPacked(next, limits) : undefined;
-    let batch: SpoolBatch | undefined;
-    if (bytes) {
-      if (bytes.count > 0) batch = { packed: bytes };
-    } else {
-      const records = await spool.read(next, limits);
-      if (records.length > 0) batch = { records };
-    }
-    if (!batch) return;
-    next = (batch.packed ? batch.packed.lastSeq : batch.records.at(-1)!.seq) + 1;
+    const batch = await spool.read(next, limits);
+    if (batch.count === 0) return;
+    next = batch.lastSeq + 1;
     yield batch;
   }
 }
 
-async function* mapBatches<T, U>(source: AsyncGenerator<T>, map: (item: T) => U): AsyncGenerator<U> {
-  for await (const item of source) yield map(item);
+/**
+ * Adds what `spool` holds after `after` to `runs` (one run: its reads follow on from each other);
+ * returns the seq of the last record read (`after` when there was none).
+ */
+async function readAll(spool: RecordSpool, after: number, runs: Buffer[]): Promise<number> {
+  const pieces: Buffer[] = [];
+  let last = after;
+  for (;;) {
+    const batch = await spool.read(last + 1, { maxRecords: READ_BATCH_RECORDS });
+    if (batch.count === 0) break;
+    pieces.push(batch.bytes);
+    last = batch.lastSeq;
+  }
+  if (pieces.length > 0) runs.push(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces));
+  return last;
 }
 
 async function waitFinished(job: Job): Promise<void> {

@@ -11,16 +11,6 @@ import { invalidParams } from './wire.js';
 export interface Subscription {
   readonly id: string;
   /**
-   * The client asked for `job.records` events (many records each). Without it every record is
-   * its own `job.record` event, as protocol v1 clients that predate batches expect.
-   */
-  readonly batch: boolean;
-  /**
-   * The client also takes `job.packed` events: a spooled job's records as the entries they are
-   * stored as (docs/protocol.md §3.7). Only with `batch`.
-   */
-  readonly packed: boolean;
-  /**
    * The client acknowledges records itself (`job.ack`) as its receiver takes them; the channel's
    * own acks (the bytes arrived) consume nothing. A consuming subscription without it is
    * committed on the channel's acks (invoke's temporary job).
@@ -40,7 +30,7 @@ export class SubscriptionTable {
   readonly #byId = new Map<string, Subscription>();
 
   /** A new subscription under `id`; refused when the session has one by that id already. */
-  open(id: string, options: { batch: boolean; packed: boolean; clientAck: boolean }): Subscription {
+  open(id: string, options: { clientAck: boolean }): Subscription {
     if (this.#byId.has(id)) {
       throw invalidParams(`Subscription "${id}" already exists in this session.`, { subscriptionId: id });
     }
@@ -86,8 +76,8 @@ export interface PumpSource {
 }
 
 /**
- * Moves records from the jobs into `job.records` events (or one `job.record` event each, for a
- * client that did not ask for batches), then sends `job.end`. It only takes a batch when the
+ * Moves records from the jobs into `job.packed` events (the entries as the record source gives
+ * them: a spool's as stored, a memory agent's encoded), then sends `job.end`. It only takes a batch when the
  * channel has room: while no client is attached (or the client is slow), the channel's queue
  * reaches its high-water mark and the pump stops taking; then the spool (or the job's buffer)
  * fills and the producer is paused. Returns true when every record was sent.
@@ -116,21 +106,11 @@ export async function pump(
   const offAck = channel.onAck(settle);
   let complete = false;
   try {
-    for await (const { records = [], packed, commit, leaf, lastSeq } of source.records.stream(jobs, signal, {
+    for await (const { entries, commit, leaf, lastSeq } of source.records.stream(jobs, signal, {
       keep,
       follow: options.follow,
-      packed: subscription.packed,
     })) {
-      let roomy = true;
-      if (packed) {
-        roomy = sendEvent(channel, 'job.packed', { subscriptionId: subscription.id, entries: packed.bytes });
-      } else if (subscription.batch) {
-        roomy = sendEvent(channel, 'job.records', { subscriptionId: subscription.id, records });
-      } else {
-        for (const record of records) {
-          roomy = sendEvent(channel, 'job.record', { subscriptionId: subscription.id, record });
-        }
-      }
+      const roomy = sendEvent(channel, 'job.packed', { subscriptionId: subscription.id, entries });
       if (subscription.clientAck) {
         if (leaf && lastSeq !== undefined) {
           const entry = subscription.sent.get(leaf.id);

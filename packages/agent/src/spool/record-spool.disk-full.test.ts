@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { JobRecord } from '@rjob/core';
 import { describe, expect, it } from 'vitest';
+import { readRecords } from '../fixtures/spool-records.js';
 import { mountTmpfs } from '../fixtures/tmpfs.js';
 import { incidents } from '../incidents.js';
 import { RecordSpool } from './record-spool.js';
@@ -23,7 +24,7 @@ async function until(condition: () => boolean): Promise<void> {
 async function readAll(spool: RecordSpool): Promise<JobRecord[]> {
   const out: JobRecord[] = [];
   for (let next = 1; ; ) {
-    const batch = await spool.read(next);
+    const batch = await readRecords(spool, next);
     if (batch.length === 0) return out;
     out.push(...batch);
     next = batch.at(-1)!.seq + 1;

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
+import { followRecords } from '../fixtures/spool-records.js';
 import { RecordSpool } from './record-spool.js';
 
 let dir: string;
@@ -29,7 +30,7 @@ it('keeps memory bounded while 1 GiB is appended, read and acknowledged', async 
 
   const reader = (async () => {
     let received = 0;
-    for await (const record of spool.follow(1, { maxBytes: 4 * 1024 * 1024 })) {
+    for await (const record of followRecords(spool, 1, { maxBytes: 4 * 1024 * 1024 })) {
       received++;
       if (record.seq % 64 === 0) await spool.ack(record.seq);
       if (record.seq === records) break;

@@ -1,117 +1,20 @@
-import { mkdtemp, open as openFile, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ErrorCode, type JobRecord, RjobError } from '@rjob/core';
-import { decodeRecordEntries, encodeRecordPayload } from '@rjob/core/codec';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
-  isSpoolGapRecord,
-  type PackedRecords,
-  RecordSpool,
-  type RecordSpoolOptions,
-  type SpoolBatch,
-  type SpoolReadOptions,
-} from './record-spool.js';
+  checkPacked,
+  decodeAll,
+  mixedData,
+  payloadSize,
+  readAll,
+  readAllPacked,
+  record,
+  records,
+  spoolDirPerTest,
+} from '../fixtures/spool-test-kit.js';
+import { readRecords } from '../fixtures/spool-records.js';
+import type { RecordSpool } from './record-spool.js';
 
-let dir: string;
-const open: RecordSpool[] = [];
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'rjob-spool-packed-'));
-});
-
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((spool) => spool.close().catch(() => {})));
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function openSpool(options: Partial<RecordSpoolOptions> = {}): Promise<RecordSpool> {
-  const spool = await RecordSpool.open({ dir, ...options });
-  open.push(spool);
-  return spool;
-}
-
-/** Closes `spool` and opens the directory again: its segments are now a previous process's. */
-async function reopen(spool: RecordSpool, options: Partial<RecordSpoolOptions> = {}): Promise<RecordSpool> {
-  await spool.close();
-  return openSpool(options);
-}
-
-function record(i: number, data: unknown = `line ${i}`): JobRecord {
-  return { stream: 'output', data, seq: i, timeMs: 1_700_000_000_000 + i, jobId: 7, location: 'host-a' };
-}
-
-/** Records numbered from `from`, with data made by `data`. */
-function records(count: number, from = 1, data: (i: number) => unknown = (i) => `line ${i}`): JobRecord[] {
-  return Array.from({ length: count }, (_, k) => record(from + k, data(from + k)));
-}
-
-/** Text, multi-byte text, objects, buffers and errors, so both entry forms occur. */
-function mixedData(i: number): unknown {
-  switch (i % 7) {
-    case 0:
-      return { i, nested: [i, `n${i}`] };
-    case 3:
-      return `ünï ${i} 😀`;
-    case 5:
-      return Buffer.from(`buf${i}`);
-    default:
-      return `line ${i} ${'.'.repeat(i % 50)}`;
-  }
-}
-
-async function readAll(spool: RecordSpool, fromSeq = 1, options: SpoolReadOptions = { maxRecords: 97 }) {
-  const out: JobRecord[] = [];
-  for (let next = fromSeq; ; ) {
-    const batch = await spool.read(next, options);
-    if (batch.length === 0) return out;
-    out.push(...batch);
-    next = batch.at(-1)!.seq + 1;
-  }
-}
-
-/** Successive readPacked calls from `fromSeq` until one returns nothing; checks they join up. */
-async function readAllPacked(
-  spool: RecordSpool,
-  fromSeq = 1,
-  options: SpoolReadOptions = { maxRecords: 97 },
-) {
-  const batches: PackedRecords[] = [];
-  for (let next = fromSeq; ; ) {
-    const packed = await spool.readPacked(next, options);
-    expect(packed).toBeDefined();
-    expect(packed!.firstSeq).toBe(next);
-    if (packed!.count === 0) {
-      expect(packed!.bytes).toHaveLength(0);
-      return batches;
-    }
-    checkPacked(packed!);
-    batches.push(packed!);
-    next = packed!.lastSeq + 1;
-  }
-}
-
-/** A packed batch's fields agree with what its bytes decode to. */
-function checkPacked(packed: PackedRecords): JobRecord[] {
-  const decoded = decodeRecordEntries(packed.bytes);
-  expect(decoded).toHaveLength(packed.count);
-  expect(packed.lastSeq - packed.firstSeq + 1).toBe(packed.count);
-  if (packed.count > 0) {
-    expect(decoded[0]!.seq).toBe(packed.firstSeq);
-    expect(decoded.at(-1)!.seq).toBe(packed.lastSeq);
-  }
-  return decoded;
-}
-
-const decodeAll = (batches: PackedRecords[]) => batches.flatMap((b) => decodeRecordEntries(b.bytes));
-
-async function segmentFiles(): Promise<string[]> {
-  return (await readdir(dir)).filter((name) => name.endsWith('.seg')).sort();
-}
-
-function payloadSize(each: JobRecord): number {
-  return encodeRecordPayload(each).length;
-}
+const { openSpool, reopen, segmentFiles } = spoolDirPerTest('rjob-spool-packed-');
 
 describe('RecordSpool.appendMany', () => {
   it('numbers records consecutively and read() returns them equal', async () => {
@@ -191,7 +94,7 @@ describe('RecordSpool.appendMany', () => {
     let next = 1;
     let rounds = 0;
     while (taken === undefined || next <= seq + more.length) {
-      const batch = await spool.read(next, { maxRecords: 40 });
+      const batch = await readRecords(spool, next, { maxRecords: 40 });
       if (batch.length > 0) {
         got.push(...batch);
         next = batch.at(-1)!.seq + 1;
@@ -209,19 +112,18 @@ describe('RecordSpool.appendMany', () => {
   });
 });
 
-describe('RecordSpool.readPacked', () => {
-  it('decodes to exactly what read() returns, from the tail cache (text records)', async () => {
+describe('RecordSpool.read: entries as stored', () => {
+  it('decodes to exactly the records appended, from the tail cache (text records)', async () => {
     const spool = await openSpool();
     const texts = records(500, 1, (i) => `${i} ✓ ${'t'.repeat(i % 40)}`);
     await spool.appendMany(texts.slice(0, 200));
     for (const each of texts.slice(200)) await spool.append(each);
     for (const from of [1, 2, 199, 200, 201, 500]) {
-      const packed = await spool.readPacked(from, { maxRecords: 1000 });
-      const decoded = checkPacked(packed!);
-      expect(decoded).toEqual(await spool.read(from, { maxRecords: 1000 }));
+      const packed = await spool.read(from, { maxRecords: 1000 });
+      const decoded = checkPacked(packed);
       expect(decoded).toEqual(texts.slice(from - 1));
     }
-    const none = await spool.readPacked(501);
+    const none = await spool.read(501);
     expect(none).toEqual({ bytes: Buffer.alloc(0), count: 0, firstSeq: 501, lastSeq: 500 });
   });
 
@@ -233,8 +135,8 @@ describe('RecordSpool.readPacked', () => {
     const fromMemory = await readAllPacked(spool, 1, { maxRecords: 30 });
     // Two reads of the cached run: equal bytes, different Buffers, so one reader cannot change
     // what another gets.
-    const [first] = await spool.read(1, { maxRecords: 1 });
-    const [again] = await spool.read(1, { maxRecords: 1 });
+    const [first] = await readRecords(spool, 1, { maxRecords: 1 });
+    const [again] = await readRecords(spool, 1, { maxRecords: 1 });
     expect(first).toEqual(all[0]);
     expect(first!.data).not.toBe(again!.data);
     (first!.data as Buffer).fill(0xee);
@@ -247,7 +149,7 @@ describe('RecordSpool.readPacked', () => {
     expect(decodeAll(fromDisk)).toEqual(all);
   });
 
-  it('serves the same bytes from memory as from disk, which decode to what read() returns', async () => {
+  it('serves the same bytes from memory as from disk, which decode to the records appended', async () => {
     const spool = await openSpool();
     await spool.appendMany(records(300, 1, (i) => `text ${i} äöü`));
     const fromMemory = await readAllPacked(spool, 1);
@@ -267,9 +169,9 @@ describe('RecordSpool.readPacked', () => {
     for (let from = 1; from <= total; from += 500) await spool.appendMany(records(500, from, line));
     for (const from of [1, 2, 777, 1500]) {
       const options = { maxRecords: 300, maxBytes: 128 * 1024 };
-      const packed = await spool.readPacked(from, options);
-      const decoded = checkPacked(packed!);
-      expect(decoded).toEqual(await spool.read(from, options));
+      const packed = await spool.read(from, options);
+      const decoded = checkPacked(packed);
+      expect(decoded.length).toBeGreaterThan(0);
       expect(decoded.map((r) => r.data)).toEqual(
         Array.from({ length: decoded.length }, (_, k) => line(from + k)),
       );
@@ -278,15 +180,15 @@ describe('RecordSpool.readPacked', () => {
     expect(decodeAll(everything)).toEqual(records(total, 1, line));
   });
 
-  it('mixed records (text and v8 forms) decode to what read() returns, live and after a reopen', async () => {
+  it('mixed records (text and v8 forms) decode to the records appended, live and after a reopen', async () => {
     const spool = await openSpool();
     const all = records(400, 1, mixedData);
     await spool.appendMany(all.slice(0, 150));
     for (const each of all.slice(150, 160)) await spool.append(each);
     await spool.appendMany(all.slice(160));
     for (const from of [1, 3, 4, 5, 6, 7, 8, 150, 155, 399, 400]) {
-      const packed = await spool.readPacked(from, { maxRecords: 50 });
-      expect(checkPacked(packed!)).toEqual(await spool.read(from, { maxRecords: 50 }));
+      const packed = await spool.read(from, { maxRecords: 50 });
+      expect(checkPacked(packed)).toEqual(all.slice(from - 1, from - 1 + 50));
     }
     expect(decodeAll(await readAllPacked(spool))).toEqual(all);
     const reopened = await reopen(spool);
@@ -321,10 +223,10 @@ describe('RecordSpool.readPacked', () => {
     expect((await segmentFiles()).length).toBeGreaterThan(2);
     for (const from of [600, 1, 1200, 2999, 3000]) {
       const options = { maxRecords: 1000, maxBytes: 4096 };
-      const packed = await reopened.readPacked(from, options);
-      const decoded = checkPacked(packed!);
-      expect(decoded).toEqual(await reopened.read(from, options));
-      expect(decoded[0]).toEqual(all[from - 1]);
+      const packed = await reopened.read(from, options);
+      const decoded = checkPacked(packed);
+      expect(decoded.length).toBeGreaterThan(0);
+      expect(decoded).toEqual(all.slice(from - 1, from - 1 + decoded.length));
     }
     expect(decodeAll(await readAllPacked(reopened, 1, { maxRecords: 1000, maxBytes: 64 * 1024 }))).toEqual(
       all,
@@ -337,23 +239,23 @@ describe('RecordSpool.readPacked', () => {
     await spool.appendMany(all);
     const size = payloadSize(all[0]!);
     const check = async (s: RecordSpool) => {
-      expect((await s.readPacked(1, { maxRecords: 5 }))!.count).toBe(5);
-      const byBytes = (await s.readPacked(1, { maxBytes: 3 * size + 1 }))!;
+      expect((await s.read(1, { maxRecords: 5 }))!.count).toBe(5);
+      const byBytes = (await s.read(1, { maxBytes: 3 * size + 1 }))!;
       expect(byBytes.count).toBe(3);
       expect(byBytes.bytes.length).toBe(3 * (size + 16));
       expect(checkPacked(byBytes)).toEqual(all.slice(0, 3));
-      const exact = (await s.readPacked(10, { maxBytes: 4 * payloadSize(all[9]!) }))!;
+      const exact = (await s.read(10, { maxBytes: 4 * payloadSize(all[9]!) }))!;
       expect(exact.count).toBe(4);
       // A limit below one record still gives that record.
-      const one = (await s.readPacked(50, { maxBytes: 1 }))!;
+      const one = (await s.read(50, { maxBytes: 1 }))!;
       expect(one.count).toBe(1);
       expect(checkPacked(one)).toEqual([all[49]]);
-      expect((await s.readPacked(50, { maxRecords: 0 }))!.count).toBe(1);
+      expect((await s.read(50, { maxRecords: 0 }))!.count).toBe(1);
       // Both limits: the tighter wins.
-      expect((await s.readPacked(1, { maxRecords: 2, maxBytes: 10 * size }))!.count).toBe(2);
-      expect((await s.readPacked(1, { maxRecords: 20, maxBytes: 2 * size }))!.count).toBe(2);
+      expect((await s.read(1, { maxRecords: 2, maxBytes: 10 * size }))!.count).toBe(2);
+      expect((await s.read(1, { maxRecords: 20, maxBytes: 2 * size }))!.count).toBe(2);
       // Never past the end.
-      expect((await s.readPacked(98, { maxRecords: 10 }))!.count).toBe(3);
+      expect((await s.read(98, { maxRecords: 10 }))!.count).toBe(3);
     };
     await check(spool); // from the tail cache
     await check(await reopen(spool)); // from disk
@@ -364,219 +266,32 @@ describe('RecordSpool.readPacked', () => {
     const big = record(2, 'B'.repeat(300 * 1024));
     await spool.appendMany([record(1, 'small'), big, record(3, 'small again')]);
     const reopened = await reopen(spool);
-    const first = (await reopened.readPacked(1, { maxBytes: 64 * 1024 }))!;
+    const first = (await reopened.read(1, { maxBytes: 64 * 1024 }))!;
     expect(checkPacked(first)).toEqual([record(1, 'small')]);
-    const second = (await reopened.readPacked(2, { maxBytes: 64 * 1024 }))!;
+    const second = (await reopened.read(2, { maxBytes: 64 * 1024 }))!;
     expect(checkPacked(second)).toEqual([big]);
-    const third = (await reopened.readPacked(3, { maxBytes: 64 * 1024 }))!;
+    const third = (await reopened.read(3, { maxBytes: 64 * 1024 }))!;
     expect(checkPacked(third)).toEqual([record(3, 'small again')]);
+  });
+
+  it('a first record larger than maxBytes at the end of a segment: returned alone, the next segment untouched', async () => {
+    const spool = await openSpool({ segmentBytes: 4096 });
+    const big = record(1, 'B'.repeat(100 * 1024));
+    await spool.appendMany([big, ...records(50, 2)]);
+    const check = async (s: RecordSpool) => {
+      expect(checkPacked(await s.read(1, { maxBytes: 1024 }))).toEqual([big]);
+      expect(checkPacked(await s.read(2, { maxBytes: 1024 }))[0]).toEqual(record(2));
+    };
+    await check(spool); // from the tail cache
+    await check(await reopen(spool, { segmentBytes: 4096 })); // from disk: the budget is spent in the first segment
   });
 
   it('starts at the first unacknowledged record', async () => {
     const spool = await openSpool({ segmentBytes: 4096 });
     await spool.appendMany(records(300, 1, mixedData));
     await spool.ack(120);
-    const packed = (await spool.readPacked(1, { maxRecords: 10 }))!;
+    const packed = (await spool.read(1, { maxRecords: 10 }))!;
     expect(packed.firstSeq).toBe(121);
     expect(checkPacked(packed)).toEqual(records(10, 121, mixedData));
-  });
-
-  it('stops a packed read at a damaged entry a previous process wrote; the decoded read steps over it', async () => {
-    const spool = await openSpool({ segmentBytes: 4096 });
-    const all = records(300, 1, (i) => `${i}:${'c'.repeat(60)}`);
-    await spool.appendMany(all);
-    await spool.close();
-    const files = await segmentFiles();
-    expect(files.length).toBeGreaterThan(2);
-    // Flip one data byte of the third entry of the first segment: lengths and seqs stay valid, so
-    // only the CRC tells. (The first segment is not the last, which recovery scans on open.)
-    const path = join(dir, files[0]!);
-    const bytes = await readFile(path);
-    let at = 0;
-    for (let k = 0; k < 2; k++) at += 16 + bytes.readUInt32LE(at);
-    const target = at + 16 + bytes.readUInt32LE(at) - 1;
-    expect(String.fromCharCode(bytes[target]!)).toBe('c');
-    const handle = await openFile(path, 'r+');
-    await handle.write(Buffer.from('d'), 0, 1, target);
-    await handle.close();
-
-    const reopened = await openSpool({ segmentBytes: 4096 });
-    expect(reopened.lastSeq).toBe(300);
-    // The records before the damage come packed; at the damage, the decoded read takes over.
-    expect(checkPacked((await reopened.readPacked(1))!)).toEqual(all.slice(0, 2));
-    expect(await reopened.readPacked(3)).toBeUndefined();
-    const decoded = await reopened.read(3, { maxRecords: 3 });
-    expect(decoded[0]).toMatchObject({
-      stream: 'warning',
-      seq: 3,
-      gap: { droppedRecords: 1, fromSeq: 3, toSeq: 3 },
-    });
-    expect(decoded.slice(1)).toEqual(all.slice(3, 5));
-    // Once found, the damage is stepped over by packed reads from past it.
-    expect(checkPacked((await reopened.readPacked(4, { maxRecords: 5 }))!)).toEqual(all.slice(3, 8));
-    const lastSegmentFirst = Number(files.at(-1)!.slice(0, 16));
-    const intact = await reopened.readPacked(lastSegmentFirst);
-    expect(checkPacked(intact!)).toEqual(all.slice(lastSegmentFirst - 1));
-  });
-
-  it('returns the records before a damaged entry that lies past the read position in the same read', async () => {
-    const spool = await openSpool({ segmentBytes: 4096 });
-    await spool.appendMany(records(300, 1, (i) => `${i}:${'c'.repeat(60)}`));
-    await spool.close();
-    const files = await segmentFiles();
-    const path = join(dir, files[0]!);
-    const bytes = await readFile(path);
-    // Flip a payload byte of the 5th entry: only its CRC tells.
-    let at = 0;
-    for (let k = 0; k < 4; k++) at += 16 + bytes.readUInt32LE(at);
-    const handle = await openFile(path, 'r+');
-    const payloadBytes = bytes.readUInt32LE(at);
-    await handle.write(
-      Buffer.from([bytes[at + 16 + Math.floor(payloadBytes / 2)]! ^ 0x01]),
-      0,
-      1,
-      at + 16 + Math.floor(payloadBytes / 2),
-    );
-    await handle.close();
-    const reopened = await openSpool({ segmentBytes: 4096 });
-    const first = await reopened.readPacked(1, { maxRecords: 1000 });
-    expect(first).toMatchObject({ count: 4, firstSeq: 1, lastSeq: 4 });
-  });
-});
-
-describe('RecordSpool: packed reads and the drop policy', () => {
-  it('returns undefined at a gap, and followPacked yields the gap warning first as records', async () => {
-    const maxBytes = 64 * 1024;
-    const spool = await openSpool({ maxBytes, policy: 'drop' });
-    const line = (i: number) => `${i}:${'y'.repeat(200)}`;
-    for (let from = 1; from <= 2000; from += 50) {
-      await spool.appendMany(records(50, from, line));
-      expect(spool.bytes).toBeLessThanOrEqual(maxBytes);
-    }
-    expect(spool.droppedRecords).toBeGreaterThan(0);
-    const firstKept = spool.droppedRecords + 1;
-
-    expect(await spool.readPacked(1)).toBeUndefined();
-    expect(await spool.readPacked(firstKept - 1)).toBeUndefined();
-    const atKept = await spool.readPacked(firstKept, { maxRecords: 5 });
-    expect(checkPacked(atKept!)).toEqual(records(5, firstKept, line));
-
-    await spool.seal();
-    const batches: SpoolBatch[] = [];
-    for await (const batch of spool.followPacked(1, { maxRecords: 100 })) batches.push(batch);
-    const [head, ...rest] = batches;
-    expect(head!.records).toBeDefined();
-    expect(head!.packed).toBeUndefined();
-    const [gap, ...afterGap] = head!.records!;
-    expect(isSpoolGapRecord(gap!)).toBe(true);
-    if (!isSpoolGapRecord(gap!)) return;
-    expect(gap.gap).toEqual({ droppedRecords: firstKept - 1, fromSeq: 1, toSeq: firstKept - 1 });
-    expect(gap.seq).toBe(firstKept - 1);
-    expect(gap.stream).toBe('warning');
-    expect(rest.length).toBeGreaterThan(0);
-    for (const batch of rest) expect(batch.packed).toBeDefined();
-    const delivered = [...afterGap, ...decodeAll(rest.map((b) => b.packed!))];
-    expect(delivered).toEqual(records(2000 - firstKept + 1, firstKept, line));
-  });
-
-  it('one appendMany larger than the bound keeps its newest records and reports the rest as dropped', async () => {
-    const maxBytes = 64 * 1024;
-    const spool = await openSpool({ maxBytes, policy: 'drop' });
-    const line = (i: number) => `${i}:${'w'.repeat(200)}`;
-    expect(await spool.appendMany(records(1000, 1, line))).toBe(1000);
-    expect(spool.bytes).toBeLessThanOrEqual(maxBytes);
-    const firstKept = spool.droppedRecords + 1;
-    expect(firstKept).toBeGreaterThan(1);
-    const all = await readAll(spool);
-    expect(isSpoolGapRecord(all[0]!)).toBe(true);
-    expect(all.slice(1)).toEqual(records(1000 - firstKept + 1, firstKept, line));
-    expect(await spool.readPacked(1)).toBeUndefined();
-    expect(decodeAll(await readAllPacked(spool, firstKept))).toEqual(all.slice(1));
-  });
-
-  it('followPacked without a gap yields only packed batches that join up, and follows new appends', async () => {
-    const spool = await openSpool();
-    await spool.appendMany(records(10, 1, mixedData));
-    const controller = new AbortController();
-    const seen: JobRecord[] = [];
-    const following = (async () => {
-      for await (const batch of spool.followPacked(1, { signal: controller.signal, maxRecords: 4 })) {
-        expect(batch.packed).toBeDefined();
-        seen.push(...checkPacked(batch.packed!));
-        if (seen.length === 25) controller.abort();
-      }
-    })();
-    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
-    await spool.appendMany(records(15, 11, mixedData));
-    await following;
-    expect(seen).toEqual(records(25, 1, mixedData));
-  });
-});
-
-describe('RecordSpool: read handles', () => {
-  const openFds = async () => (await readdir('/proc/self/fd')).length;
-
-  it('reading through many segments keeps at most one extra descriptor open', async () => {
-    const spool = await openSpool({ segmentBytes: 4096 });
-    const all = records(600, 1, (i) => `${i}:${'s'.repeat(90)}`);
-    await spool.appendMany(all);
-    await spool.flush();
-    expect((await segmentFiles()).length).toBeGreaterThan(10);
-    const before = await openFds();
-    let most = 0;
-    const got: JobRecord[] = [];
-    for (let next = 1; ; ) {
-      const batch = await spool.read(next, { maxRecords: 40 });
-      if (batch.length === 0) break;
-      most = Math.max(most, (await openFds()) - before);
-      got.push(...batch);
-      next = batch.at(-1)!.seq + 1;
-    }
-    expect(got).toEqual(all);
-    expect(most).toBeLessThanOrEqual(1);
-    await spool.close();
-    // The handle is closed with the spool.
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(await openFds()).toBeLessThanOrEqual(before - 1);
-  });
-
-  it('readers in different segments at once, and an ack deleting segments meanwhile, read right', async () => {
-    const spool = await openSpool({ segmentBytes: 4096 });
-    const all = records(800, 1, (i) => `${i}:${'r'.repeat(70)}`);
-    await spool.appendMany(all);
-    await spool.flush();
-    const reopened = await reopen(spool, { segmentBytes: 4096 });
-    // Plain and packed readers, each starting in another segment, interleaving their reads.
-    const starts = [401, 1, 650, 200, 799];
-    const packedFrom = async (from: number): Promise<JobRecord[]> => {
-      const out: JobRecord[] = [];
-      for (let next = from; ; ) {
-        const packed = await reopened.readPacked(next, { maxRecords: 17 });
-        if (!packed || packed.count === 0) return out;
-        out.push(...checkPacked(packed));
-        next = packed.lastSeq + 1;
-      }
-    };
-    const readers = starts.flatMap((from) => [readAll(reopened, from, { maxRecords: 13 }), packedFrom(from)]);
-    const acked = reopened.ack(399);
-    const results = await Promise.all(readers);
-    await acked;
-    for (const [k, from] of starts.entries()) {
-      for (const got of [results[2 * k]!, results[2 * k + 1]!]) {
-        // A reader may skip what the ack took away; everything it got is right and in order.
-        expect(got.length).toBeGreaterThan(0);
-        expect(got[0]!.seq).toBeGreaterThanOrEqual(from);
-        for (const [i, each] of got.entries()) {
-          expect(each).toEqual(all[each.seq - 1]);
-          if (i > 0) expect(each.seq).toBeGreaterThan(got[i - 1]!.seq);
-        }
-        expect(got.at(-1)!.seq).toBe(800);
-        // From the first record after the ack on, nothing is missing.
-        const after = got.filter((each) => each.seq >= Math.max(from, 400));
-        expect(after.map((each) => each.seq)).toEqual(
-          Array.from({ length: 801 - Math.max(from, 400) }, (_, i) => Math.max(from, 400) + i),
-        );
-      }
-    }
   });
 });

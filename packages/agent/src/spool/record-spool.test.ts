@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type JobRecord, RjobError } from '@rjob/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { followBatches, followRecords, readRecords } from '../fixtures/spool-records.js';
 import { incidents } from '../incidents.js';
 import { isSpoolGapRecord, RecordSpool, type RecordSpoolOptions } from './record-spool.js';
 import { encodeHeader, encodeRecord } from './segment-format.js';
@@ -41,7 +42,7 @@ function record(i: number, data: unknown = { i, text: `line ${i}` }): JobRecord 
 async function readAll(spool: RecordSpool, fromSeq = 1): Promise<JobRecord[]> {
   const out: JobRecord[] = [];
   for (let next = fromSeq; ; ) {
-    const batch = await spool.read(next, { maxRecords: 97 });
+    const batch = await readRecords(spool, next, { maxRecords: 97 });
     if (batch.length === 0) return out;
     out.push(...batch);
     next = batch.at(-1)!.seq + 1;
@@ -62,8 +63,8 @@ describe('RecordSpool', () => {
     const all = await readAll(spool);
     expect(all.map((r) => r.seq)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
     expect(all[41]).toEqual(record(42));
-    expect((await spool.read(500, { maxRecords: 3 })).map((r) => r.seq)).toEqual([500, 501, 502]);
-    expect(await spool.read(1001)).toEqual([]);
+    expect((await readRecords(spool, 500, { maxRecords: 3 })).map((r) => r.seq)).toEqual([500, 501, 502]);
+    expect(await readRecords(spool, 1001)).toEqual([]);
 
     const filesBefore = (await segmentFiles()).length;
     const bytesBefore = spool.bytes;
@@ -71,7 +72,7 @@ describe('RecordSpool', () => {
     expect(spool.ackedSeq).toBe(600);
     expect((await segmentFiles()).length).toBeLessThan(filesBefore);
     expect(spool.bytes).toBeLessThan(bytesBefore);
-    expect((await spool.read(1, { maxRecords: 1 }))[0]!.seq).toBe(601);
+    expect((await readRecords(spool, 1, { maxRecords: 1 }))[0]!.seq).toBe(601);
     await spool.close();
 
     const reopened = await openSpool({ segmentBytes: 4096 });
@@ -101,7 +102,7 @@ describe('RecordSpool', () => {
     await spool.append(record(1, value));
     const error = new RjobError('ERR_SOMETHING', 'it broke', { details: { x: 1 } });
     await spool.append({ ...record(2), stream: 'error', data: error });
-    const [first, second] = await spool.read(1);
+    const [first, second] = await readRecords(spool, 1);
     expect(first!.data).toEqual(value);
     expect(RjobError.hasCode(second!.data, 'ERR_SOMETHING')).toBe(true);
     expect((second!.data as RjobError).details).toEqual({ x: 1 });
@@ -128,11 +129,11 @@ describe('RecordSpool', () => {
     // Batches are in order, contiguous, and within the limits.
     const batches: JobRecord[][] = [];
     await spool.seal();
-    for await (const batch of spool.followBatches(1, { maxRecords: 7 })) batches.push(batch);
+    for await (const batch of followBatches(spool, 1, { maxRecords: 7 })) batches.push(batch);
     expect(batches.every((batch) => batch.length > 0 && batch.length <= 7)).toBe(true);
     expect(batches.flat()).toEqual(expected);
     await spool.ack(20);
-    expect((await spool.read(1, { maxRecords: 1 }))[0]!.seq).toBe(21);
+    expect((await readRecords(spool, 1, { maxRecords: 1 }))[0]!.seq).toBe(21);
     await spool.close();
     // From disk, checksums verified: the files came from another "process".
     const reopened = await openSpool({ segmentBytes: 4096 });
@@ -144,7 +145,7 @@ describe('RecordSpool', () => {
     await spool.append(record(1));
     const seen: number[] = [];
     const following = (async () => {
-      for await (const r of spool.follow(1)) seen.push(r.seq);
+      for await (const r of followRecords(spool, 1)) seen.push(r.seq);
     })();
     // Let the follower drain what exists and wait for more.
     while (seen.length < 1) await new Promise((resolve) => setImmediate(resolve));
@@ -160,7 +161,7 @@ describe('RecordSpool', () => {
     const controller = new AbortController();
     const following = (async () => {
       const seen: number[] = [];
-      for await (const r of spool.follow(1, { signal: controller.signal })) seen.push(r.seq);
+      for await (const r of followRecords(spool, 1, { signal: controller.signal })) seen.push(r.seq);
       return seen;
     })();
     await spool.append(record(1));
@@ -220,11 +221,11 @@ describe('RecordSpool', () => {
     expect(kept.length * 230).toBeGreaterThan(maxBytes / 2);
 
     // A reader that had received some records only hears about the ones it missed.
-    const later = (await spool.read(10, { maxRecords: 1 }))[0]!;
+    const later = (await readRecords(spool, 10, { maxRecords: 1 }))[0]!;
     expect(isSpoolGapRecord(later) && later.gap.droppedRecords).toBe(firstKept - 10);
     // Acknowledging past the gap consumes the warning.
     await spool.ack(firstKept);
-    expect((await spool.read(1, { maxRecords: 1 }))[0]!.seq).toBe(firstKept + 1);
+    expect((await readRecords(spool, 1, { maxRecords: 1 }))[0]!.seq).toBe(firstKept + 1);
   });
 
   it('recovers every complete entry after a torn tail and keeps appending', async () => {
@@ -245,7 +246,7 @@ describe('RecordSpool', () => {
     expect(all).toHaveLength(100);
     expect(all[99]).toEqual(record(100));
     expect(await reopened.append(record(101))).toBe(101);
-    expect((await reopened.read(101))[0]).toEqual(record(101));
+    expect((await readRecords(reopened, 101))[0]).toEqual(record(101));
   });
 
   it('treats a zero-filled or garbled tail as torn', async () => {
@@ -302,7 +303,7 @@ describe('RecordSpool', () => {
     // Appends go on after the last record; acknowledging past the damage consumes the warning.
     expect(await reopened.append(record(1001))).toBe(1001);
     await reopened.ack(500);
-    expect((await reopened.read(1, { maxRecords: 1 }))[0]).toEqual(record(501));
+    expect((await readRecords(reopened, 1, { maxRecords: 1 }))[0]).toEqual(record(501));
   });
 
   it('steps over a zeroed block in a segment that is not the last, losing only the records it covers', async () => {

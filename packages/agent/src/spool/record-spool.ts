@@ -25,9 +25,8 @@ import { closedError, SpoolState, sealedError } from './spool-state.js';
 import type {
   PackedRecords,
   RecordSpoolOptions,
-  SpoolPolicy,
-  SpoolBatch,
   SpoolFollowOptions,
+  SpoolPolicy,
   SpoolReadOptions,
 } from './spool-types.js';
 import { SpoolWriter } from './spool-writer.js';
@@ -40,7 +39,6 @@ export {
   isSpoolGapRecord,
   type PackedRecords,
   type RecordSpoolOptions,
-  type SpoolBatch,
   type SpoolFollowOptions,
   type SpoolGap,
   type SpoolGapRecord,
@@ -54,7 +52,8 @@ export {
  * - `append` numbers and buffers a record; buffered entries reach the OS within one event-loop
  *   turn, and before any `read` returns, so a record a reader has seen survives a SIGKILL of the
  *   agent. fsync is batched (`syncIntervalMs`).
- * - `read` / `follow` return records from a sequence number; `ack` frees everything up to one.
+ * - `read` / `follow` return records from a sequence number, as stored; `ack` frees everything up
+ *   to one.
  * - Memory stays bounded: one write buffer, a read-ahead buffer per read, and a sparse index.
  */
 export class RecordSpool {
@@ -254,62 +253,24 @@ export class RecordSpool {
   }
 
   /**
-   * Records from `fromSeq` on (at least `ackedSeq + 1`), in order, within the limits. Returns an
-   * empty array when there is nothing more yet. If a `drop` spool deleted records at the reader's
-   * position, the first record returned is a {@link SpoolGapRecord} that counts them.
+   * Records from `fromSeq` on (at least `ackedSeq + 1`), in order, within the limits, as the
+   * entries they are stored as (@rjob/core's record-entries codec: what a `job.packed` event
+   * carries); a `count` of 0 when there is nothing more yet. Where records were lost at the
+   * reader's position (deleted by a `drop` spool, or damaged on disk), a warning entry (a
+   * {@link SpoolGapRecord} once decoded) stands in their place, numbered as the last one lost.
    */
-  read(fromSeq: number, options: SpoolReadOptions = {}): Promise<JobRecord[]> {
+  read(fromSeq: number, options: SpoolReadOptions = {}): Promise<PackedRecords> {
     return this.#reader.read(fromSeq, options);
   }
 
   /**
-   * Yields records from `fromSeq` (default: the first unacknowledged one) and then each new record
-   * as it is appended. Ends once the spool is sealed and everything was yielded, when it is
-   * closed, or when `options.signal` aborts. It does not acknowledge anything.
+   * Yields what {@link read} gives from `fromSeq` (default: the first unacknowledged record),
+   * one read at a time (never empty), and then the new records as they are appended. Ends once
+   * the spool is sealed and everything was yielded, when it is closed, or when `options.signal`
+   * aborts. It does not acknowledge anything.
    */
-  async *follow(
-    fromSeq?: number,
-    options: SpoolFollowOptions = {},
-  ): AsyncGenerator<JobRecord, void, undefined> {
-    for await (const batch of this.followBatches(fromSeq, options)) {
-      for (const record of batch) {
-        yield record;
-        if (options.signal?.aborted) return;
-      }
-    }
-  }
-
-  /**
-   * {@link follow} a read at a time: each batch is what one {@link read} returned (within its
-   * limits, never empty). Consumers that forward records in bulk (the session's subscription pump)
-   * pay the per-step costs once per batch instead of once per record.
-   */
-  async *followBatches(
-    fromSeq?: number,
-    options: SpoolFollowOptions = {},
-  ): AsyncGenerator<JobRecord[], void, undefined> {
-    for await (const batch of this.#reader.follow(fromSeq, options, false)) yield batch.records!;
-  }
-
-  /**
-   * {@link followBatches} with each batch as the entries it is stored as, for a consumer that
-   * passes records on without looking at them (a `job.packed` event). Where the spool cannot give
-   * them that way (a `drop` gap at the reader's position) a batch comes decoded instead.
-   */
-  followPacked(
-    fromSeq?: number,
-    options: SpoolFollowOptions = {},
-  ): AsyncGenerator<SpoolBatch, void, undefined> {
-    return this.#reader.follow(fromSeq, options, true);
-  }
-
-  /**
-   * As {@link read}, but the records come as the entries they are stored as (a `count` of 0 when
-   * there is nothing more yet). Undefined when they cannot come that way: a `drop` spool deleted
-   * records at `fromSeq`, and {@link read} reports that gap.
-   */
-  readPacked(fromSeq: number, options: SpoolReadOptions = {}): Promise<PackedRecords | undefined> {
-    return this.#reader.readPacked(fromSeq, options);
+  follow(fromSeq?: number, options: SpoolFollowOptions = {}): AsyncGenerator<PackedRecords, void, undefined> {
+    return this.#reader.follow(fromSeq, options);
   }
 
   /**
@@ -443,7 +404,7 @@ export class RecordSpool {
     segment.lastSeq = seq;
     this.#s.bytes += sizeBytes;
     this.#s.pendingBytes += sizeBytes;
-    this.#s.tail.remember(record, entry, seq);
+    this.#s.tail.remember(entry, seq);
     if (record.jobId !== this.#s.envelope.jobId || record.location !== this.#s.envelope.location) {
       this.#s.envelope = { jobId: record.jobId, location: record.location };
     }

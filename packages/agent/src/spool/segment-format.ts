@@ -24,8 +24,6 @@ import {
   decodeRecordPayload,
   encodeRecordPayload,
   encodeUnstampedEntry,
-  isCompactPayload,
-  isTextPayload,
   RECORD_ENTRY_HEADER_BYTES,
   stampHeader,
 } from '@rjob/core/codec';
@@ -33,7 +31,6 @@ import { AgentErrorCode } from '../errors.js';
 
 export const HEADER_BYTES = RECORD_ENTRY_HEADER_BYTES;
 
-export { isCompactPayload, isTextPayload };
 export const encodeRecord = encodeRecordPayload;
 export const decodeRecord = decodeRecordPayload;
 /** Entries above this are refused on append and treated as corruption when read. */

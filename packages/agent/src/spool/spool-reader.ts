@@ -1,11 +1,12 @@
 /**
- * Reading a spool: records from a sequence number, decoded or as the entries they are stored as,
- * out of the tail cache when the reader keeps up, else out of the segment files (only as far as
- * written), with a warning record in place of records dropped or damaged.
+ * Reading a spool: records from a sequence number as the entries they are stored as, out of the
+ * tail cache when the reader keeps up, else out of the segment files (only as far as written),
+ * with a warning entry in place of records dropped or damaged. Nothing is decoded here.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
-import { type JobRecord, RjobError } from '@rjob/core';
+import { RjobError } from '@rjob/core';
+import { encodeRecordEntries } from '@rjob/core/codec';
 import { AgentErrorCode } from '../errors.js';
 import { ReaderHandles } from './handle-cache.js';
 import {
@@ -16,19 +17,11 @@ import {
   recordHole,
   type Segment,
 } from './segment.js';
-import {
-  decodeRecord,
-  findNextEntry,
-  HEADER_BYTES,
-  MAX_ENTRY_PAYLOAD_BYTES,
-  readFully,
-  SegmentScanner,
-} from './segment-format.js';
+import { findNextEntry, HEADER_BYTES, MAX_ENTRY_PAYLOAD_BYTES, readFully } from './segment-format.js';
 import type { SpoolState } from './spool-state.js';
 import type { SpoolWriter } from './spool-writer.js';
 import type {
   PackedRecords,
-  SpoolBatch,
   SpoolFollowOptions,
   SpoolGap,
   SpoolGapRecord,
@@ -47,20 +40,10 @@ export class SpoolReader {
   }
 
   /**
-   * Records from `fromSeq` on, as far as written (see RecordSpool.read); a segment deleted under
-   * the read rejects with ENOENT, and the caller reads again.
+   * Entries from `fromSeq` on, as far as written (see RecordSpool.read). Runs once everything
+   * appended is written, and again if a segment was deleted under it (an ack or a drop).
    */
-  read(fromSeq: number, options: SpoolReadOptions = {}): Promise<JobRecord[]> {
-    return this.#whenWritten(() => this.#read(fromSeq, options));
-  }
-
-  /** {@link read} as entries; undefined when records at `fromSeq` were dropped. */
-  readPacked(fromSeq: number, options: SpoolReadOptions = {}): Promise<PackedRecords | undefined> {
-    return this.#whenWritten(() => this.#readPacked(fromSeq, options));
-  }
-
-  /** Runs a read once everything appended is written, again if a segment vanished under it. */
-  async #whenWritten<T>(readOnce: () => Promise<T>): Promise<T> {
+  async read(fromSeq: number, options: SpoolReadOptions = {}): Promise<PackedRecords> {
     const problem = this.#state.readProblem();
     if (problem) throw problem;
     // Only what is appended but not yet handed to the OS needs the pump; waiting for a whole pass
@@ -71,7 +54,7 @@ export class SpoolReader {
     }
     for (let attempt = 0; ; attempt++) {
       try {
-        return await readOnce();
+        return await this.#read(fromSeq, options);
       } catch (error) {
         // A segment deleted by an ack or a drop while we read it: start over from the new state.
         if ((error as NodeJS.ErrnoException).code === 'ENOENT' && attempt < 8) continue;
@@ -81,34 +64,27 @@ export class SpoolReader {
   }
 
   /**
-   * Yields batches from `fromSeq` (default: the first unacknowledged record) as they are appended,
-   * packed where they can be; see RecordSpool.follow.
+   * Yields batches from `fromSeq` (default: the first unacknowledged record) as they are appended;
+   * see RecordSpool.follow.
    */
   async *follow(
     fromSeq: number | undefined,
     options: SpoolFollowOptions,
-    packed: boolean,
-  ): AsyncGenerator<SpoolBatch, void, undefined> {
+  ): AsyncGenerator<PackedRecords, void, undefined> {
     let next = fromSeq ?? this.#state.ackedSeq + 1;
     const { signal } = options;
     while (!signal?.aborted && !this.#state.closed) {
       // Taken before reading, so an append that lands during the read still wakes us.
       const changed = this.#state.nextChange();
-      let batch: SpoolBatch | undefined;
+      let batch: PackedRecords;
       try {
-        const bytes = packed ? await this.readPacked(next, options) : undefined;
-        if (bytes) {
-          if (bytes.count > 0) batch = { packed: bytes };
-        } else {
-          const records = await this.read(next, options);
-          if (records.length > 0) batch = { records };
-        }
+        batch = await this.read(next, options);
       } catch (error) {
         if (RjobError.hasCode(error, AgentErrorCode.SpoolClosed)) return;
         throw error;
       }
-      if (batch) {
-        next = (batch.packed ? batch.packed.lastSeq : batch.records.at(-1)!.seq) + 1;
+      if (batch.count > 0) {
+        next = batch.lastSeq + 1;
         yield batch;
         if (signal?.aborted) return;
         continue;
@@ -118,117 +94,46 @@ export class SpoolReader {
     }
   }
 
-  async #read(fromSeq: number, options: SpoolReadOptions): Promise<JobRecord[]> {
+  async #read(fromSeq: number, options: SpoolReadOptions): Promise<PackedRecords> {
     const maxRecords = Math.max(1, options.maxRecords ?? 1000);
     const maxBytes = options.maxBytes ?? 1024 * 1024;
     const segments = this.#state.segments.slice();
     let start = Math.max(Math.floor(fromSeq), this.#state.ackedSeq + 1, 1);
-    let gap: SpoolGap | undefined;
+    const out = new BatchBuilder(start, maxRecords, maxBytes);
     const firstSeq = segments[0]!.firstSeq;
     if (start < firstSeq) {
-      gap = { droppedRecords: firstSeq - start, fromSeq: start, toSeq: firstSeq - 1 };
+      // A `drop` spool deleted records at the reader's position: the warning comes first.
+      out.gap(
+        { droppedRecords: firstSeq - start, fromSeq: start, toSeq: firstSeq - 1 },
+        this.#state.envelope,
+      );
       start = firstSeq;
-    }
-    if (!gap) {
+    } else {
       const cached = this.#state.tail.read(start, maxRecords, maxBytes, this.#state.writtenSeq);
       if (cached) return cached;
     }
-    const out: JobRecord[] = [];
-    const budget = { records: maxRecords - (gap ? 1 : 0), bytes: maxBytes };
     for (const segment of segments) {
-      if (budget.records <= 0) break;
+      if (out.full) break;
       const writtenLastSeq = segment.writtenLastSeq;
       if (writtenLastSeq < start) {
         if (segment.lastSeq > writtenLastSeq) break;
         continue;
       }
-      const full = await this.#readSegment(segment, start, budget, out);
+      const full = await this.#readSegment(segment, start, out);
       if (full || segment.lastSeq > writtenLastSeq) break;
       start = writtenLastSeq + 1;
     }
-    if (gap) out.unshift(gapRecord(gap, out[0] ?? this.#state.envelope));
-    return out;
-  }
-
-  /** Appends records ≥ `start` from one segment to `out`; true when a limit was reached. */
-  async #readSegment(
-    segment: Segment,
-    start: number,
-    budget: { records: number; bytes: number },
-    out: JobRecord[],
-  ): Promise<boolean> {
-    // Snapshot: the pump may write more while we read, and we must not read past what it finished.
-    const endOffset = segment.writtenBytes;
-    const lastSeq = segment.writtenLastSeq;
-    let { seq, offset } = indexPointBefore(segment, start, endOffset);
-    const handle = await this.#handles.acquire(segment);
-    try {
-      const scanner = new SegmentScanner(handle, endOffset);
-      const verify = !segment.ownWrites;
-      while (seq <= lastSeq) {
-        const entry = await scanner.entryAt(offset, seq, verify);
-        if (!entry) {
-          const hole = await this.#holeAt(segment, handle, offset, seq, endOffset, lastSeq);
-          const lostTo = hole.nextSeq - 1;
-          if (lostTo >= start) {
-            if (budget.records <= 0) return true;
-            const fromSeq = Math.max(seq, start);
-            const gap = { droppedRecords: lostTo - fromSeq + 1, fromSeq, toSeq: lostTo };
-            out.push(gapRecord(gap, out.at(-1) ?? this.#state.envelope, segment.path));
-            budget.records--;
-          }
-          offset = hole.nextOffset;
-          seq = hole.nextSeq;
-          continue;
-        }
-        addIndexPoint(segment, seq, offset);
-        if (seq >= start) {
-          if (budget.records <= 0) return true;
-          if (out.length > 0 && entry.payload.length > budget.bytes) return true;
-          // decodeRecord copies what it keeps: the payload is a view of the scanner's buffer.
-          out.push(decodeRecord(entry.payload, seq));
-          budget.records--;
-          budget.bytes -= entry.payload.length;
-        }
-        offset = entry.end;
-        seq++;
-      }
-      return budget.records <= 0;
-    } finally {
-      this.#handles.release(segment);
-    }
-  }
-
-  async #readPacked(fromSeq: number, options: SpoolReadOptions): Promise<PackedRecords | undefined> {
-    const maxRecords = Math.max(1, options.maxRecords ?? 1000);
-    const maxBytes = options.maxBytes ?? 1024 * 1024;
-    const segments = this.#state.segments.slice();
-    const start = Math.max(Math.floor(fromSeq), this.#state.ackedSeq + 1, 1);
-    if (start < segments[0]!.firstSeq) return undefined;
-    const cached = this.#state.tail.readPacked(start, maxRecords, maxBytes, this.#state.writtenSeq);
-    if (cached) return cached;
-    for (const segment of segments) {
-      const writtenLastSeq = segment.writtenLastSeq;
-      if (writtenLastSeq < start) {
-        if (segment.lastSeq > writtenLastSeq) break;
-        continue;
-      }
-      return this.#readSegmentPacked(segment, start, maxRecords, maxBytes);
-    }
-    return { bytes: Buffer.alloc(0), count: 0, firstSeq: start, lastSeq: start - 1 };
+    return out.finish();
   }
 
   /**
-   * Entries from `start` out of one segment, read with one read call into a buffer that is then
-   * handed on as it is: the headers are walked (and, for files a previous process wrote, the CRCs
-   * checked), the records are not decoded.
+   * Adds the entries ≥ `start` of one segment to `out`, read with as few read calls as fit and
+   * handed on as read: the headers are walked (and, for files a previous process wrote, the CRCs
+   * checked), the records are not decoded. A damaged stretch becomes one warning entry. True when
+   * a limit was reached.
    */
-  async #readSegmentPacked(
-    segment: Segment,
-    start: number,
-    maxRecords: number,
-    maxBytes: number,
-  ): Promise<PackedRecords | undefined> {
+  async #readSegment(segment: Segment, start: number, out: BatchBuilder): Promise<boolean> {
+    // Snapshot: the pump may write more while we read, and we must not read past what it finished.
     const endOffset = segment.writtenBytes;
     const lastSeq = segment.writtenLastSeq;
     let { seq, offset } = indexPointBefore(segment, start, endOffset);
@@ -236,16 +141,15 @@ export class SpoolReader {
     const handle = await this.#handles.acquire(segment);
     try {
       // Enough for the skip up to `start` (at most one index interval) and a full batch.
-      let want = Math.min(endOffset - offset, maxBytes + INDEX_INTERVAL_BYTES + 64 * HEADER_BYTES);
-      for (;;) {
+      let want = Math.min(endOffset - offset, out.readAheadBytes + INDEX_INTERVAL_BYTES);
+      while (seq <= lastSeq) {
         const chunk = Buffer.allocUnsafe(want);
         const got = await readFully(handle, chunk, want, offset);
         let at = 0;
         let from = -1;
-        let count = 0;
-        let payloads = 0;
         let needed = 0;
-        let damagedAt = -1;
+        let damaged = false;
+        let full = false;
         while (seq <= lastSeq) {
           if (at + HEADER_BYTES > got) {
             needed = HEADER_BYTES;
@@ -260,7 +164,7 @@ export class SpoolReader {
             offset + end > endOffset ||
             (end <= got && verify && crc32(chunk.subarray(at + 8, end)) !== chunk.readUInt32LE(at + 4))
           ) {
-            damagedAt = offset + at;
+            damaged = true;
             break;
           }
           if (end > got) {
@@ -268,33 +172,43 @@ export class SpoolReader {
             break;
           }
           if (seq >= start) {
-            if (count > 0 && (count >= maxRecords || payloads + payloadBytes > maxBytes)) break;
+            if (!out.fits(payloadBytes)) {
+              full = true;
+              break;
+            }
             if (from === -1) from = at;
-            count++;
-            payloads += payloadBytes;
+            out.take(seq, payloadBytes);
           }
           addIndexPoint(segment, seq, offset + at);
           at = end;
           seq++;
         }
-        if (count > 0) {
-          return { bytes: chunk.subarray(from, at), count, firstSeq: start, lastSeq: start + count - 1 };
-        }
-        if (seq > lastSeq) return { bytes: Buffer.alloc(0), count: 0, firstSeq: start, lastSeq: start - 1 };
-        if (damagedAt >= 0 || got < want) {
-          // Damage: a known hole wholly before `start` is stepped over; anything else is for the
-          // decoded path, which finds the hole, reports it and gives the reader its warning.
-          const hole = segment.holes?.find((each) => each.offset === offset + at);
-          if (!hole || hole.nextSeq > start) return undefined;
+        if (from !== -1) out.piece(chunk.subarray(from, at));
+        if (full) return true;
+        if (seq > lastSeq) break;
+        if (damaged || got < want) {
+          // Reading goes on at the next intact entry; the records in between become one warning.
+          const hole = await this.#holeAt(segment, handle, offset + at, seq, endOffset, lastSeq);
+          const lostTo = hole.nextSeq - 1;
+          if (lostTo >= start) {
+            if (out.full) return true;
+            const fromSeq = Math.max(seq, start);
+            out.gap(
+              { droppedRecords: lostTo - fromSeq + 1, fromSeq, toSeq: lostTo },
+              this.#state.envelope,
+              segment.path,
+            );
+          }
           offset = hole.nextOffset;
           seq = hole.nextSeq;
-          want = Math.min(endOffset - offset, maxBytes + INDEX_INTERVAL_BYTES + 64 * HEADER_BYTES);
+          want = Math.min(endOffset - offset, out.readAheadBytes + INDEX_INTERVAL_BYTES);
           continue;
         }
         // The next entry did not fit in what was read: read again from it, at least all of it.
         offset += at;
-        want = Math.min(endOffset - offset, Math.max(needed, maxBytes + 64 * HEADER_BYTES));
+        want = Math.min(endOffset - offset, Math.max(needed, out.readAheadBytes));
       }
+      return out.full;
     } finally {
       this.#handles.release(segment);
     }
@@ -324,9 +238,73 @@ export class SpoolReader {
   }
 }
 
+/**
+ * One read's batch as it is gathered: views of what was read (and warning entries), counted
+ * against the read's limits, joined once at the end (not at all when there is one).
+ */
+class BatchBuilder {
+  readonly #pieces: Buffer[] = [];
+  readonly #firstSeq: number;
+  #lastSeq: number;
+  #count = 0;
+  #recordsLeft: number;
+  #bytesLeft: number;
+
+  constructor(firstSeq: number, maxRecords: number, maxBytes: number) {
+    this.#firstSeq = firstSeq;
+    this.#lastSeq = firstSeq - 1;
+    this.#recordsLeft = maxRecords;
+    this.#bytesLeft = maxBytes;
+  }
+
+  get full(): boolean {
+    return this.#recordsLeft <= 0;
+  }
+
+  /**
+   * What is worth reading ahead for the rest of the batch: the payload budget left (none once a
+   * first record larger than the budget took it) and room for headers.
+   */
+  get readAheadBytes(): number {
+    return Math.max(0, this.#bytesLeft) + 64 * HEADER_BYTES;
+  }
+
+  /** Room for a record with this payload; the first is taken whatever its size. */
+  fits(payloadBytes: number): boolean {
+    return this.#recordsLeft > 0 && (this.#count === 0 || payloadBytes <= this.#bytesLeft);
+  }
+
+  /** Counts a record whose entry is part of the next {@link piece}. */
+  take(seq: number, payloadBytes: number): void {
+    this.#count++;
+    this.#recordsLeft--;
+    this.#bytesLeft -= payloadBytes;
+    this.#lastSeq = seq;
+  }
+
+  /** Entries already counted with {@link take}. */
+  piece(bytes: Buffer): void {
+    this.#pieces.push(bytes);
+  }
+
+  /** The warning entry for records lost at the reader's position (it counts as one record). */
+  gap(gap: SpoolGap, like: { jobId: number; location: string }, damagedFile?: string): void {
+    this.#pieces.push(encodeRecordEntries([gapRecord(gap, like, damagedFile)], gap.toSeq));
+    this.#count++;
+    this.#recordsLeft--;
+    this.#lastSeq = gap.toSeq;
+  }
+
+  finish(): PackedRecords {
+    const pieces = this.#pieces;
+    const bytes = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+    return { bytes, count: this.#count, firstSeq: this.#firstSeq, lastSeq: this.#lastSeq };
+  }
+}
+
 function gapRecord(
   gap: SpoolGap,
-  like: { jobId: number; location: string; timeMs?: number },
+  like: { jobId: number; location: string },
   damagedFile?: string,
 ): SpoolGapRecord {
   return {
@@ -336,7 +314,7 @@ function gapRecord(
         ? `${gap.droppedRecords} record(s) (seq ${gap.fromSeq}–${gap.toSeq}) were dropped: the spool reached its bound before they were received.`
         : `${gap.droppedRecords} record(s) (seq ${gap.fromSeq}–${gap.toSeq}) were lost: their bytes in ${damagedFile} are damaged (${AgentErrorCode.StateDamaged}). The records after them are kept.`,
     seq: gap.toSeq,
-    timeMs: like.timeMs ?? Date.now(),
+    timeMs: Date.now(),
     jobId: like.jobId,
     location: like.location,
     gap,

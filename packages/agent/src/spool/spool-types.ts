@@ -1,6 +1,6 @@
 /**
  * The public shapes of a record spool: its options, read options, the gap warning a `drop` spool
- * gives, and packed batches. Re-exported by record-spool.ts, which other modules import.
+ * gives, and the batches reads give. Re-exported by record-spool.ts, which other modules import.
  */
 import type { JobRecord } from '@rjob/core';
 
@@ -70,8 +70,9 @@ export interface SpoolGap {
 }
 
 /**
- * The warning record a reader gets in place of dropped records. Its `seq` is the last dropped
- * one, so it sits where the gap is, and acknowledging past it consumes it like any record.
+ * The warning record a reader gets (as an entry, decoded with `decodeRecordEntries`) in place of
+ * dropped records. Its `seq` is the last dropped one, so it sits where the gap is, and
+ * acknowledging past it consumes it like any record.
  */
 export type SpoolGapRecord = JobRecord<string> & { gap: SpoolGap };
 
@@ -80,8 +81,11 @@ export function isSpoolGapRecord(record: JobRecord): record is SpoolGapRecord {
 }
 
 /**
- * Consecutive records as the entries they are stored as (see @rjob/core's record-entries): what a
- * `job.packed` event carries without decoding them.
+ * Consecutive records of one spool as the entries they are stored as (see @rjob/core's
+ * record-entries): what a read gives, and what a `job.packed` event carries without decoding
+ * them. `count` entries, numbered `firstSeq` to `lastSeq` (a warning entry for lost records is
+ * one entry numbered as the last of them). `bytes` may be a view of the spool's own memory (its
+ * tail cache): pass it on or decode it, never change it.
  */
 export interface PackedRecords {
   bytes: Buffer;
@@ -89,11 +93,3 @@ export interface PackedRecords {
   firstSeq: number;
   lastSeq: number;
 }
-
-/**
- * One step of {@link RecordSpool.followPacked}: the records packed, or decoded where they cannot be
- * passed on as stored (a `drop` spool's gap warning comes first).
- */
-export type SpoolBatch =
-  | { packed: PackedRecords; records?: undefined }
-  | { records: JobRecord[]; packed?: undefined };

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { type JobRecord, JobManager, RjobError } from '@rjob/core';
 import { inlineJobType } from '@rjob/core/testing';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { followRecords, readRecords } from '../fixtures/spool-records.js';
 import { JobStore } from '../store/job-store.js';
 import type { RecordSpool } from './record-spool.js';
 import { spoolJob } from './spooled-job.js';
@@ -25,7 +26,7 @@ afterEach(async () => {
 async function readAll(spool: RecordSpool): Promise<JobRecord[]> {
   const out: JobRecord[] = [];
   for (let next = 1; ; ) {
-    const batch = await spool.read(next);
+    const batch = await readRecords(spool, next);
     if (batch.length === 0) return out;
     out.push(...batch);
     next = batch.at(-1)!.seq + 1;
@@ -93,7 +94,7 @@ describe('spoolJob', () => {
     const spooled = await spoolJob({ manager, job, store, sessionId: 's1', spool: { maxBytes: 16 * 1024 } });
     const spool = spooled.spools.get(job.id)!;
     const seen: number[] = [];
-    for await (const record of spool.follow()) {
+    for await (const record of followRecords(spool)) {
       seen.push(record.seq);
       // Acknowledge in batches (smaller than the bound, or nothing would ever free space), so the
       // spool fills up between acks.

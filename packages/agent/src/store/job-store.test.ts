@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { deserializeError, type JobRecord, RjobError, serializeError } from '@rjob/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readRecords } from '../fixtures/spool-records.js';
 import { incidents } from '../incidents.js';
 import { isSpoolGapRecord, RecordSpool } from '../spool/record-spool.js';
 import { ensureStateDir, resolveStateDir } from '../state-dir.js';
@@ -56,7 +57,7 @@ function job(store: JobStore, overrides: Partial<StoredJob> = {}): StoredJob {
 async function readAll(spool: RecordSpool): Promise<JobRecord[]> {
   const out: JobRecord[] = [];
   for (let next = 1; ; ) {
-    const batch = await spool.read(next);
+    const batch = await readRecords(spool, next);
     if (batch.length === 0) return out;
     out.push(...batch);
     next = batch.at(-1)!.seq + 1;

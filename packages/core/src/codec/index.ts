@@ -7,8 +7,10 @@
 export {
   decodeRecordEntries,
   decodeRecordPayload,
+  decodeRecordRuns,
   encodeRecordEntries,
   encodeRecordPayload,
+  encodeRecordRuns,
   encodeUnstampedEntry,
   isCompactPayload,
   isTextPayload,

@@ -6,8 +6,10 @@ import { ProtocolErrorCode } from '../protocol/protocol-errors.js';
 import {
   decodeRecordEntries,
   decodeRecordPayload,
+  decodeRecordRuns,
   encodeRecordEntries,
   encodeRecordPayload,
+  encodeRecordRuns,
   encodeUnstampedEntry,
   isCompactPayload,
   isTextPayload,
@@ -402,5 +404,86 @@ describe('record entries: values that cannot cross', () => {
       const error = thrown(encode);
       expect(RjobError.hasCode(error, ErrorCode.ValueNotCloneable)).toBe(true);
     }
+  });
+});
+
+/** A spool's warning in place of the records `fromSeq` to `toSeq`, numbered as the last of them. */
+function gapWarning(fromSeq: number, toSeq: number): JobRecord & { gap: object } {
+  return {
+    ...record(toSeq, `${toSeq - fromSeq + 1} record(s) were dropped`, 'warning'),
+    gap: { droppedRecords: toSeq - fromSeq + 1, fromSeq, toSeq },
+  };
+}
+
+describe('record entries: gap warnings', () => {
+  it('a gap warning keeps its counts (v8 form) and runs on from the record before it', () => {
+    const records = [record(1, 'a'), record(2, 'b'), gapWarning(3, 9), record(10, 'j')];
+    const bytes = Buffer.concat([
+      encodeRecordEntries(records.slice(0, 2), 1),
+      encodeRecordEntries([records[2]!], 9),
+      encodeRecordEntries([records[3]!], 10),
+    ]);
+    // The counts only fit the v8 form: the warning is not stored as text.
+    expect(isCompactPayload(encodeRecordEntries([records[2]!], 9), RECORD_ENTRY_HEADER_BYTES)).toBe(false);
+    expect(decodeRecordEntries(bytes)).toEqual(records);
+  });
+
+  it('a jump a gap warning does not account for exactly is refused', () => {
+    const bytes = (warning: JobRecord) =>
+      Buffer.concat([encodeRecordEntries([record(1, 'a')], 1), encodeRecordEntries([warning], warning.seq)]);
+    // Counts from 3 where 2 was due, a warning without counts, and counts that end elsewhere.
+    for (const warning of [
+      gapWarning(3, 9),
+      record(9, 'plain', 'warning'),
+      { ...gapWarning(2, 8), seq: 9 },
+    ]) {
+      const error = thrown(() => decodeRecordEntries(bytes(warning)));
+      expect(RjobError.hasCode(error, ProtocolErrorCode.MessageInvalid)).toBe(true);
+    }
+    expect(decodeRecordEntries(bytes(gapWarning(2, 9)))).toHaveLength(2);
+  });
+});
+
+describe('record runs (a job.receive answer)', () => {
+  it('splits records of several jobs into runs of one job each and decodes them back in order', () => {
+    const jobA = [1, 2, 3].map((seq) => ({ ...record(seq, `a${seq}`), jobId: 1 }));
+    const jobB = [5, 6].map((seq) => ({ ...record(seq, { b: seq }), jobId: 2 }));
+    const reasonB: JobRecord = {
+      ...record(0, { name: 'RjobError', message: 'boom' }, 'error'),
+      jobId: 2,
+      reason: true,
+    };
+    const all = [...jobA, ...jobB, reasonB];
+    const runs = encodeRecordRuns(all);
+    expect(runs).toHaveLength(3);
+    expect(decodeRecordEntries(runs[0]!)).toEqual(jobA);
+    expect(decodeRecordRuns(runs)).toEqual(all);
+    expect(encodeRecordRuns([])).toEqual([]);
+    expect(decodeRecordRuns([])).toEqual([]);
+  });
+
+  it("a gap in one job's numbering starts a new run", () => {
+    const records = [record(1, 'x'), record(2, 'y'), record(7, 'z')];
+    const runs = encodeRecordRuns(records);
+    expect(runs).toHaveLength(2);
+    expect(decodeRecordRuns(runs)).toEqual(records);
+  });
+
+  it('anything but an array of whole runs is ERR_MESSAGE_INVALID', () => {
+    const good = encodeRecordEntries([record(1, 'a'), record(2, 'b')], 1);
+    for (const bad of [
+      undefined,
+      null,
+      'runs',
+      good,
+      { entries: [good] },
+      [good, 'not bytes'],
+      [good, [1, 2]],
+    ]) {
+      const error = thrown(() => decodeRecordRuns(bad));
+      expect(RjobError.hasCode(error, ProtocolErrorCode.MessageInvalid)).toBe(true);
+    }
+    const cut = thrown(() => decodeRecordRuns([good, good.subarray(0, good.length - 1)]));
+    expect(RjobError.hasCode(cut, ProtocolErrorCode.MessageInvalid)).toBe(true);
   });
 });

@@ -16,7 +16,12 @@
  * output); it decodes to a Buffer.
  *
  * Everything else is the record with short keys through `encodeValue`; coded errors go through
- * `serializeError`, because v8 keeps an Error's message and stack but drops its `code`.
+ * `serializeError`, because v8 keeps an Error's message and stack but drops its `code`. A record
+ * that carries a `gap` (the warning the agent's spool gives in place of records it lost) takes the
+ * v8 form too, so the counts survive.
+ *
+ * Records of several jobs (a receive's answer) are several runs: each run is consecutive records
+ * of one job, numbered without a gap ({@link encodeRecordRuns} / {@link decodeRecordRuns}).
  */
 import { crc32 } from '../util/lazy-builtins.js';
 import { deserializeError, RjobError, type SerializedError, serializeError } from '../errors.js';
@@ -37,6 +42,8 @@ interface StoredRecord {
   d: unknown;
   e?: 1;
   r?: 1;
+  /** A spool's gap warning: how many records it stands for (`SpoolGapRecord.gap` on the agent). */
+  g?: object;
 }
 
 const TEXT_RECORD = 0x01;
@@ -82,10 +89,13 @@ function prefixOf(record: JobRecord): Prefix {
   return lastPrefix;
 }
 
-/** Stream and location fit the compact forms' fixed header. */
+/** Stream and location fit the compact forms' fixed header, and nothing else is to be kept. */
 function compactHeader(record: JobRecord): boolean {
-  return !record.reason && prefixOf(record).fits;
+  return !record.reason && (record as GapRecord).gap === undefined && prefixOf(record).fits;
 }
+
+/** A record that may carry a spool's gap counts (only the agent's spool warnings do). */
+type GapRecord = JobRecord & { gap?: object };
 
 /** The compact form (text or bytes) `record` takes, or undefined for the v8 form. */
 function compactForm(record: JobRecord): typeof TEXT_RECORD | typeof BYTES_RECORD | undefined {
@@ -194,6 +204,8 @@ function encodeValueForm(record: JobRecord): Buffer {
     stored.e = 1;
   }
   if (record.reason) stored.r = 1;
+  const gap = (record as GapRecord).gap;
+  if (gap !== undefined) stored.g = gap;
   return encodeValue(stored);
 }
 
@@ -335,12 +347,14 @@ export function decodeRecordPayload(payload: Uint8Array, seq: number): JobRecord
     location: stored.l,
   };
   if (stored.r) record.reason = true;
+  if (stored.g !== undefined) (record as GapRecord).gap = stored.g;
   return record;
 }
 
 /**
  * Decodes a run of entries (a `job.packed` event's `entries`), checking every length, that the
- * sequence numbers run on without a gap, and each record's shape, but not the CRCs (the link
+ * sequence numbers run on without a gap (a spool's gap warning, numbered as the last record it
+ * stands for, runs on from the first), and each record's shape, but not the CRCs (the link
  * below already guarantees integrity). Anything else is ERR_MESSAGE_INVALID.
  */
 export function decodeRecordEntries(bytes: Uint8Array): JobRecord[] {
@@ -357,9 +371,11 @@ export function decodeRecordEntries(bytes: Uint8Array): JobRecord[] {
       const seq = buffer.readUInt32LE(at + 8) + buffer.readUInt32LE(at + 12) * 0x1_0000_0000;
       const end = at + RECORD_ENTRY_HEADER_BYTES + payloadBytes;
       if (payloadBytes === 0 || end > buffer.length) throw new RangeError('entry longer than the batch');
-      if (expected !== -1 && seq !== expected)
-        throw new RangeError(`record ${seq} where ${expected} was due`);
       const record = decodeRecordPayload(buffer.subarray(at + RECORD_ENTRY_HEADER_BYTES, end), seq);
+      // A spool's gap warning stands for the records it lost: numbered as the last of them, it
+      // follows on from the record before it exactly when its counts say so.
+      if (expected !== -1 && seq !== expected && !gapSpans(record, expected, seq))
+        throw new RangeError(`record ${seq} where ${expected} was due`);
       if (
         !isStreamName(record.stream) ||
         typeof record.location !== 'string' ||
@@ -382,6 +398,58 @@ export function decodeRecordEntries(bytes: Uint8Array): JobRecord[] {
     );
   }
   return out;
+}
+
+/**
+ * Records of any number of jobs (each job's in order, as a receive returns them) as runs: a new run
+ * starts wherever the next record is not the one after the last of the same job (another job, a
+ * Failed job's reason record with seq 0, a gap in the numbering). Throws as
+ * {@link encodeRecordEntries}.
+ */
+export function encodeRecordRuns(records: readonly JobRecord[]): Buffer[] {
+  const runs: Buffer[] = [];
+  let start = 0;
+  for (let i = 1; i <= records.length; i++) {
+    const before = records[i - 1]!;
+    const next = records[i];
+    if (
+      next !== undefined &&
+      next.seq === before.seq + 1 &&
+      next.jobId === before.jobId &&
+      !next.reason &&
+      !before.reason
+    ) {
+      continue;
+    }
+    const run = records.slice(start, i);
+    runs.push(encodeRecordEntries(run, run[0]!.seq));
+    start = i;
+  }
+  return runs;
+}
+
+/**
+ * The records of runs (a `job.receive` answer's `entries`), in order. Anything but an array of
+ * byte arrays, each whole entries (see {@link decodeRecordEntries}), is ERR_MESSAGE_INVALID.
+ */
+export function decodeRecordRuns(runs: unknown): JobRecord[] {
+  if (!Array.isArray(runs)) {
+    throw new RjobError(ProtocolErrorCode.MessageInvalid, 'Packed record runs are not an array.');
+  }
+  const out: JobRecord[] = [];
+  for (const run of runs) {
+    if (!(run instanceof Uint8Array)) {
+      throw new RjobError(ProtocolErrorCode.MessageInvalid, 'A packed record run is not bytes.');
+    }
+    for (const record of decodeRecordEntries(run)) out.push(record);
+  }
+  return out;
+}
+
+/** `record` is a gap warning for exactly the records `fromSeq` to `toSeq`. */
+function gapSpans(record: JobRecord, fromSeq: number, toSeq: number): boolean {
+  const gap = (record as GapRecord).gap as { fromSeq?: unknown; toSeq?: unknown } | undefined;
+  return typeof gap === 'object' && gap !== null && gap.fromSeq === fromSeq && gap.toSeq === toSeq;
 }
 
 function isCodedError(value: unknown): value is Error {

@@ -69,6 +69,7 @@ export type {
   HostedOpenRequest,
   MethodParams,
   MethodResult,
+  PackedRecordRuns,
   SessionEvent,
   SessionEvents,
   SessionMethod,

@@ -24,7 +24,7 @@ const valid: Message[] = [
   { type: 'request', seq: 1, id: 0, method: 'job.start', params: { a: 1 } },
   { type: 'response', seq: 2, id: 0, result: undefined },
   { type: 'response', seq: 3, id: 0, error: { name: 'RjobError', message: 'no', code: 'ERR_JOB_NOT_FOUND' } },
-  { type: 'event', seq: 4, name: 'job.record', data: { when: new Date(0) } },
+  { type: 'event', seq: 4, name: 'job.state', data: { when: new Date(0) } },
 ];
 
 function invalid(value: unknown): RjobError {

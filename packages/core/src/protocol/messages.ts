@@ -178,7 +178,7 @@ export interface ResponseMessage {
 export interface EventMessage {
   type: 'event';
   seq: number;
-  /** What kind of event, e.g. `job.record`, `job.state`. */
+  /** What kind of event, e.g. `job.packed`, `job.state`. */
   name: string;
   data?: unknown;
 }

@@ -2,6 +2,7 @@
  * The job verbs executed inside a session (`Invoke-Command -Session $s { Start-Job … }`): the jobs
  * and their results live in the agent; this proxy only calls `job.*` on the session.
  */
+import { decodeRecordRuns } from '../codec/record-entries.js';
 import { deserializeError, ErrorCode, type RjobError, RjobError as RjobErrorClass } from '../errors.js';
 import type { GetFilter } from '../job/job-manager-options.js';
 import type { JobRecord } from '../job/records.js';
@@ -140,7 +141,8 @@ export class RemoteJobManager {
       ...(options.keep === undefined ? {} : { keep: options.keep }),
       ...(options.append === undefined ? {} : { append: options.append }),
     });
-    return { ...result, other: result.other.map((record) => this.#tag(record)) };
+    // Throws ERR_MESSAGE_INVALID for bytes that are not whole record entries.
+    return { ...result, other: decodeRecordRuns(result.other).map((record) => this.#tag(record)) };
   }
 
   /** Wait-Job: the finished jobs (the first with `any`); a timeout returns []. */

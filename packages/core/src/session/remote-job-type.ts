@@ -1,6 +1,6 @@
 /**
  * RemoteJob: a local job that mirrors work running in a session on an agent. Records arrive as
- * `job.record` events (exactly once, in order, across reconnects: the session's reliable channel
+ * `job.packed` events (exactly once, in order, across reconnects: the session's reliable channel
  * sees to that), `job.end` ends the local job with the remote outcome, and while the session is
  * Disconnected the local job shows Disconnected. Pausing stops consuming events, so the channel
  * stops granting credit and the agent holds the output.

@@ -7,7 +7,6 @@
 import type { SerializedError } from '../errors.js';
 import type { JobColumns } from '../job/job.js';
 import type { GetFilter } from '../job/job-manager-options.js';
-import type { JobRecord } from '../job/records.js';
 import type { JobState } from '../job/states.js';
 import type { RelayRequest } from '../protocol/messages.js';
 
@@ -115,10 +114,20 @@ export interface ReceiveToFileResult {
   bytes: number;
   /**
    * The records of every other stream (error, warning, verbose, debug, information, progress, a
-   * Failed job's reason), in order. A redirect takes only the output stream, as in PowerShell;
-   * these are consumed with it and handed back for the caller to show, so nothing is lost.
+   * Failed job's reason), in order, as runs of record entries ({@link PackedRecordRuns}). A
+   * redirect takes only the output stream, as in PowerShell; these are consumed with it and handed
+   * back for the caller to show, so nothing is lost.
    */
-  other: JobRecord[];
+  other: Uint8Array[];
+}
+
+/**
+ * Records in the one form they cross the wire in: runs of consecutive record entries (`@rjob/core`'s
+ * record-entries codec, the bytes the agent's spool holds them as), each run the records of one job
+ * numbered without a gap, as one `job.packed` event carries them. `decodeRecordRuns` reads them.
+ */
+export interface PackedRecordRuns {
+  entries: Uint8Array[];
 }
 
 /** A JobManager selector as it crosses the wire. */
@@ -184,8 +193,12 @@ export interface SessionMethods {
    */
   'job.startGroup': { params: GroupRequest; result: JobInfo };
   'job.get': { params: GetFilter; result: JobInfo[] };
-  /** Receive-Job: returns (and unless keep consumes) buffered records; a Failed job's reason last. */
-  'job.receive': { params: { selector: WireSelector; keep?: boolean }; result: JobRecord[] };
+  /**
+   * Receive-Job in one answer: the records the jobs hold (consumed unless keep, once the client
+   * acknowledged the answer), packed; a Failed job's reason last. Bounded by the frame size;
+   * `job.subscribe` with `follow: false` streams any number.
+   */
+  'job.receive': { params: { selector: WireSelector; keep?: boolean }; result: PackedRecordRuns };
   /**
    * `Receive-Job … > path` on the agent's side: receives as `job.receive` does and writes the
    * output-stream records to `path` as the agent's user, one line each (`append` adds to the file
@@ -228,19 +241,15 @@ export interface SessionMethods {
   /** Lets Suspended jobs go on (SIGCONT): Running again. */
   'job.resume': { params: { selector: WireSelector }; result: JobInfo[] };
   /**
-   * Streams a job's records as `job.record` events tagged with `subscriptionId` (consuming them
+   * Streams a job's records as `job.packed` events tagged with `subscriptionId` (consuming them
    * unless keep), then one `job.end` event. Resolves at once with the job's info. Used by
    * RemoteJob (AsJob) and `receive --wait`. A resumed session keeps its subscriptions.
-   * With `batch`, records come as `job.records` events instead, many per event; with `packed` as
-   * well, a spooled job's records come as `job.packed` events where the agent can send them so.
    */
   'job.subscribe': {
     params: {
       selector: WireSelector;
       subscriptionId: string;
       keep?: boolean;
-      batch?: boolean;
-      packed?: boolean;
       /**
        * Keep streaming as the jobs write, until they finished (Receive-Job -Wait). Default true.
        * False streams what the jobs hold now, then `job.end` (Receive-Job), in bounded batches.
@@ -267,13 +276,12 @@ export interface SessionMethods {
   'job.unsubscribe': { params: { subscriptionId: string }; result: undefined };
 
   /**
-   * Invoke-Command: runs work as a temporary job, streaming its records as `job.record` events
+   * Invoke-Command: runs work as a temporary job, streaming its records as `job.packed` events
    * with the given subscriptionId, then `job.end`; the response comes once it ended, with the
-   * final info. The temporary job is removed when everything was delivered. With `batch`,
-   * records come as `job.records` events, and with `packed` also `job.packed`, as for `job.subscribe`.
+   * final info. The temporary job is removed when everything was delivered.
    */
   invoke: {
-    params: WorkRequest & { subscriptionId: string; batch?: boolean; packed?: boolean };
+    params: WorkRequest & { subscriptionId: string };
     result: JobInfo;
   };
 
@@ -336,16 +344,10 @@ export type MethodResult<M extends SessionMethod> = SessionMethods[M]['result'];
 
 /** Event name → data. */
 export interface SessionEvents {
-  'job.record': { subscriptionId: string; record: JobRecord };
   /**
-   * Several records of one subscription, in order (sent instead of `job.record` to a client that
-   * subscribed or invoked with `batch: true`). Never empty.
-   */
-  'job.records': { subscriptionId: string; records: JobRecord[] };
-  /**
-   * Several records of one subscription as consecutive record entries (`@rjob/core/codec`'s
-   * record-entries codec: the bytes the agent's spool holds them as), in order. Sent only to a
-   * client that asked for `packed`. Never empty.
+   * Records of one subscription: consecutive records of one job as record entries (`@rjob/core/codec`'s
+   * record-entries codec: the bytes the agent's spool holds them as), in order. Never empty. The
+   * only form records reach a subscription in.
    */
   'job.packed': { subscriptionId: string; entries: Uint8Array };
   /** The subscribed jobs finished and every record was sent. */

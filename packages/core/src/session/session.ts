@@ -258,7 +258,7 @@ export class Session<Target = unknown> {
       onEnd: () => {},
     });
     this.#invocations++;
-    const result = this.request('invoke', { ...work, subscriptionId, batch: true, packed: true }).then(
+    const result = this.request('invoke', { ...work, subscriptionId }).then(
       (info) => reviveJobInfo(info, this.computerName),
       (error: unknown) => {
         stream.fail(error);
@@ -300,8 +300,6 @@ export class Session<Target = unknown> {
     const jobs = this.request('job.subscribe', {
       selector,
       subscriptionId,
-      batch: true,
-      packed: true,
       ...(keep ? { keep } : { clientAck: true }),
       ...(options.follow === false ? { follow: false } : {}),
     }).then(

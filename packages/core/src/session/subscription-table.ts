@@ -1,7 +1,7 @@
 /**
  * The session client's subscriptions (an invoke's, `job.subscribe`'s): their handlers, the acks of
  * what each handler took, the remote jobs each streams, and the subscriptions relayed as they came.
- * Turns the agent's `job.record(s)`, `job.packed` and `job.end` events into handler calls.
+ * Turns the agent's `job.packed` and `job.end` events into handler calls.
  */
 import { decodeRecordEntries } from '../codec/record-entries.js';
 import { RjobError } from '../errors.js';
@@ -75,24 +75,6 @@ export class SubscriptionTable {
       if (sink) return sink(name, data);
     }
     switch (name) {
-      case 'job.record': {
-        const event = data as SessionEvents['job.record'];
-        const handlers = this.#handlers.get(event?.subscriptionId);
-        if (!handlers) return;
-        return handlers.onRecord({ ...event.record, computerName: this.#computerName });
-      }
-      case 'job.records': {
-        const event = data as SessionEvents['job.records'];
-        const handlers = this.#handlers.get(event?.subscriptionId);
-        if (!handlers || !Array.isArray(event.records)) return;
-        return this.#deliver(
-          handlers,
-          event.records,
-          0,
-          this.#taken.get(event.subscriptionId),
-          event.subscriptionId,
-        );
-      }
       case 'job.packed': {
         const event = data as SessionEvents['job.packed'];
         const handlers = this.#handlers.get(event?.subscriptionId);

@@ -7,6 +7,7 @@ import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import { inspect } from 'node:util';
 import { type ReceiveToFileResult, RjobError } from '@rjob/core';
+import { decodeRecordRuns, encodeRecordRuns } from '@rjob/core/codec';
 import { AgentErrorCode } from '../../error-codes.js';
 import { answer, answerReporting } from '../reply.js';
 import { invalidParams, objectParams, optionalBoolean, requiredString, wireSelector } from '../wire.js';
@@ -18,8 +19,8 @@ export const jobReceiveMethods: MethodTable = {
 };
 
 /**
- * Receive-Job in one answer. The records are held, not consumed, until the client acknowledged
- * the answer: an answer that cannot be sent (larger than a frame) or never arrives consumes
+ * Receive-Job in one answer, packed (`{ entries }`: a run of record entries per job, see
+ * PackedRecordRuns). The records are held, not consumed, until the client acknowledged the answer: an answer that cannot be sent (larger than a frame) or never arrives consumes
  * nothing. Answers are bounded by the frame size; `job.subscribe` with `follow: false` streams
  * the same records in batches, whatever their number.
  */
@@ -32,11 +33,11 @@ async function receive(
   const jobs = scope.select(wireSelector(p.selector));
   if (keep || !scope.records.holdsAside) {
     // Without a disk spool there is nothing to give back: consumed as read (memory agents only).
-    answer(channel, requestId, { result: await scope.records.receive(jobs, keep) });
+    answer(channel, requestId, { result: { entries: await scope.records.receive(jobs, keep) } });
     return ANSWERED_LATER;
   }
   const held = await scope.records.hold(jobs);
-  const { seq, sent } = answerReporting(channel, requestId, { result: held.records });
+  const { seq, sent } = answerReporting(channel, requestId, { result: { entries: held.runs } });
   if (!sent) {
     held.release();
     return ANSWERED_LATER;
@@ -61,10 +62,12 @@ async function receiveToFile(scope: SessionScope, params: unknown): Promise<Rece
   const path = filePath(scope.cwd, requiredString(p, 'path', 4096));
   const jobs = scope.select(wireSelector(p.selector));
   const held = keep
-    ? { records: await scope.records.receive(jobs, true), commit: async () => {}, release: () => {} }
+    ? { runs: await scope.records.receive(jobs, true), commit: async () => {}, release: () => {} }
     : await scope.records.hold(jobs);
-  const output = held.records.filter((record) => record.stream === 'output' && !record.reason);
-  const other = held.records.filter((record) => record.stream !== 'output' || record.reason);
+  // The one place records are looked at on the agent: the file gets their text.
+  const records = decodeRecordRuns(held.runs);
+  const output = records.filter((record) => record.stream === 'output' && !record.reason);
+  const other = records.filter((record) => record.stream !== 'output' || record.reason);
   const data = Buffer.from(output.map((record) => outputLine(record.data)).join(''), 'utf8');
   try {
     // As a shell's `>` / `>>`: created with the default mode under the agent's umask.
@@ -78,7 +81,7 @@ async function receiveToFile(scope: SessionScope, params: unknown): Promise<Rece
     });
   }
   await held.commit();
-  return { path, records: output.length, bytes: data.length, other };
+  return { path, records: output.length, bytes: data.length, other: encodeRecordRuns(other) };
 }
 
 /** A path as the session's user means it: `~/` is the agent user's home, relative is from cwd. */

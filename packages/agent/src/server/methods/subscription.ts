@@ -38,12 +38,10 @@ function subscribe(scope: SessionScope, { params, channel }: MethodCall): JobInf
   return jobs.map(scope.info);
 }
 
-/** A subscription with the event forms and acknowledgement the client asked for. */
+/** A subscription with the acknowledgement the client asked for. */
 function newSubscription(scope: SessionScope, id: string, params: Record<string, unknown>): Subscription {
-  const batch = optionalBoolean(params, 'batch') ?? false;
-  const packed = batch && (optionalBoolean(params, 'packed') ?? false);
   const clientAck = optionalBoolean(params, 'clientAck') ?? false;
-  return scope.subscriptions.open(id, { batch, packed, clientAck });
+  return scope.subscriptions.open(id, { clientAck });
 }
 
 /** `job.ack`: the client's receiver took these records; consume them. */
