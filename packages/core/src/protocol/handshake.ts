@@ -171,6 +171,9 @@ class HandshakeReader {
     clearTimeout(this.#timer);
     this.#offMessage();
     this.#offClose();
+    // The link closed after the last handshake message arrived, before this side took it up: the
+    // channel must not attach to a dead link (whose close it would never hear).
+    if (this.#failure) throw this.#failure;
     if (this.#queue.length > 0) {
       // Nothing may follow the final handshake message before the peer has seen ours.
       this.fail(

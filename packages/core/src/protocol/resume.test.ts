@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { RjobError } from '../errors.js';
 import { createMemoryLink, type MemoryLink } from '../testing/memory-transport.js';
 import { clientHandshake, serverHandshake } from './handshake.js';
+import { decodeMessage } from './messages.js';
 import { ReliableChannel, type ReliableChannelOptions } from './reliable-channel.js';
 
 const options: ReliableChannelOptions = { pingIntervalMs: 0, heartbeatTimeoutMs: 0, windowMessages: 512 };
@@ -87,5 +88,43 @@ describe('resume across link cuts', () => {
     for (let i = 0; i < 1000 && server.ackedSeq < total; i++) await new Promise<void>((r) => setImmediate(r));
     expect(server.ackedSeq).toBe(total);
     expect(server.stats().inFlightMessages).toBe(0);
+  });
+});
+
+describe('a link that closes as the handshake ends', () => {
+  it('fails the handshake (ERR_LINK_CLOSED) rather than attach the channel to a dead link', async () => {
+    for (const kind of ['open', 'resume'] as const) {
+      const server = new ReliableChannel(options);
+      const serverOptions = {
+        open: () => ({ sessionId: 'session-1', resumeSecret: 'secret-1', channel: server }),
+        resume: () => server,
+      };
+      const client = new ReliableChannel(options);
+      if (kind === 'resume') {
+        const first = createMemoryLink();
+        await Promise.all([
+          serverHandshake(first.b, serverOptions),
+          clientHandshake(first.a, { channel: client }),
+        ]);
+        first.cut();
+      }
+      const link = createMemoryLink();
+      // The link dies in the same turn as the server's last handshake message reaches the client,
+      // before the client's handshake goes on from it.
+      link.a.onMessage((frame) => {
+        const { type } = decodeMessage(frame);
+        if (type === 'opened' || type === 'resumed') queueMicrotask(() => link.cut());
+      });
+      const handshake = clientHandshake(link.a, {
+        channel: client,
+        ...(kind === 'resume' ? { resume: { sessionId: 'session-1', resumeSecret: 'secret-1' } } : {}),
+      });
+      void serverHandshake(link.b, serverOptions).catch(() => {});
+      const error = await handshake.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(RjobError.hasCode(error, 'ERR_LINK_CLOSED'), `${kind}: ${String(error)}`).toBe(true);
+    }
   });
 });
