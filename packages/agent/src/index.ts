@@ -42,20 +42,8 @@ export {
   targetRemoteJobType,
 } from './server/remote-jobs.js';
 export { hashResumeSecret, newResumeSecret, resumeSecretMatches } from './server/secret.js';
-export {
-  DEFAULT_SEGMENT_BYTES,
-  DEFAULT_SPOOL_MAX_BYTES,
-  DEFAULT_SYNC_INTERVAL_MS,
-  DEFAULT_WRITE_BUFFER_BYTES,
-  isSpoolGapRecord,
-  RecordSpool,
-  type RecordSpoolOptions,
-  type SpoolFollowOptions,
-  type SpoolGap,
-  type SpoolGapRecord,
-  type SpoolPolicy,
-  type SpoolReadOptions,
-} from './spool/record-spool.js';
+// The spool and what its options and reads are made of.
+export * from './spool/record-spool.js';
 export { type SpooledJob, type SpoolJobOptions, spoolJob, toStoredJob } from './spool/spooled-job.js';
 export { ensureStateDir, resolveStateDir } from './state-dir.js';
 export {

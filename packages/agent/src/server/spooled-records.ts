@@ -98,39 +98,41 @@ export class SpooledRecords implements RecordSource {
   async receive(jobs: Job[], keep: boolean): Promise<Buffer[]> {
     const runs: Buffer[] = [];
     for (const leaf of leavesOf(jobs)) {
-      const spooled = this.#spooledOf(leaf);
-      const spool = spooled?.spools.get(leaf.id);
-      if (spooled && spool) {
-        // A finished job's last records may still be on their way from the manager to the spool.
-        if (leaf.finished) await spooled.done.catch(() => {});
-        const from = this.#cursor(spool);
-        const last = await readAll(spool, from, runs);
-        if (!keep && last > spool.ackedSeq) await spool.ack(last);
-      }
+      const read = await this.#readLeaf(leaf, runs);
+      if (read && !keep && read.last > read.spool.ackedSeq) await read.spool.ack(read.last);
       if (leaf.state === 'Failed') runs.push(reasonEntry(leaf));
     }
     return runs;
+  }
+
+  /** Reads what a leaf's spool holds past the cursor into `runs`; undefined when it has none. */
+  async #readLeaf(
+    leaf: Job,
+    runs: Buffer[],
+  ): Promise<{ spool: RecordSpool; from: number; last: number } | undefined> {
+    const spooled = this.#spooledOf(leaf);
+    const spool = spooled?.spools.get(leaf.id);
+    if (!spooled || !spool) return undefined;
+    // A finished job's last records may still be on their way from the manager to the spool.
+    if (leaf.finished) await spooled.done.catch(() => {});
+    const from = this.#cursor(spool);
+    return { spool, from, last: await readAll(spool, from, runs) };
   }
 
   async hold(jobs: Job[]): Promise<HeldRecords> {
     const runs: Buffer[] = [];
     const held: Array<{ spool: RecordSpool; lastSeq: number; token: object }> = [];
     for (const leaf of leavesOf(jobs)) {
-      const spooled = this.#spooledOf(leaf);
-      const spool = spooled?.spools.get(leaf.id);
-      if (spooled && spool) {
-        if (leaf.finished) await spooled.done.catch(() => {});
-        const from = this.#cursor(spool);
-        const last = await readAll(spool, from, runs);
-        if (last > from) {
-          // Reserved as a stream reserves what it sent: no other receiver gets these records
-          // while they are held, so a commit never writes records someone else also received.
-          const token = {};
-          const reservations = this.#reserved.get(spool) ?? new Map<object, number>();
-          this.#reserved.set(spool, reservations);
-          reservations.set(token, last);
-          held.push({ spool, lastSeq: last, token });
-        }
+      const read = await this.#readLeaf(leaf, runs);
+      if (read && read.last > read.from) {
+        const { spool, last } = read;
+        // Reserved as a stream reserves what it sent: no other receiver gets these records
+        // while they are held, so a commit never writes records someone else also received.
+        const token = {};
+        const reservations = this.#reserved.get(spool) ?? new Map<object, number>();
+        this.#reserved.set(spool, reservations);
+        reservations.set(token, last);
+        held.push({ spool, lastSeq: last, token });
       }
       if (leaf.state === 'Failed') runs.push(reasonEntry(leaf));
     }
