@@ -5,8 +5,9 @@
 //
 // The bundle is one script, compiled with a V8 code cache kept per user (docs/decisions.md, "CLI
 // start-up"): a command after the first of its verb skips most of parsing and compiling the code it
-// runs. The cache is named after the bundle's path, size and time, so an upgraded rjob never reads
-// an old one; V8 also rejects a cache of another node. A failure to read or write it only costs time.
+// runs. The cache is named after the bundle's path, size and time and node's version, so an upgraded
+// rjob never reads an old one (V8 also rejects another node's). A failure to read or write it only
+// costs time.
 const { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } =
   process.getBuiltinModule('node:fs');
 const bundle = new URL('../dist/bundle/rjob.cjs', import.meta.url);
@@ -32,7 +33,9 @@ if (!existsSync(bundle)) {
     const [verb = '', sub = ''] = process.argv.slice(2);
     const word = (arg) => (/^-{0,2}[a-z][a-z-]{0,19}$/.test(arg) ? arg.replace(/^-+/, '') : 'other');
     const name = verb === 'agent' || verb === 'session' ? `${verb}-${word(sub)}` : word(verb);
-    key = hash(`${file}\0${size}\0${mtimeMs}\0${process.version}`);
+    // This install (its path), then this build of it and this node: an upgrade replaces only the
+    // install's own caches, never another install's.
+    key = `${hash(file)}-${hash(`${size}\0${mtimeMs}\0${process.version}`)}`;
     cacheDir = join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'rjob');
     cacheFile = join(cacheDir, `cli-${key}-${name}.v8`);
     cachedData = readFileSync(cacheFile);
@@ -51,7 +54,7 @@ if (!existsSync(bundle)) {
         renameSync(temp, cacheFile);
         // Caches of another rjob (before an upgrade) or another node are never read again.
         for (const old of readdirSync(cacheDir)) {
-          if (/^cli-[0-9a-f]{8}-.*\.v8(\.\d+\.tmp)?$/.test(old) && !old.startsWith(`cli-${key}-`))
+          if (old.startsWith(`cli-${key.slice(0, 8)}-`) && !old.startsWith(`cli-${key}-`))
             rmSync(join(cacheDir, old), { force: true });
         }
       } catch {}

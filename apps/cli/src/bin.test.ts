@@ -180,7 +180,7 @@ describe("the bin's code cache", { timeout: 120_000 }, () => {
     for (const run of first) expect(run).toMatchObject({ code: 0, stderr: '' });
     const files = await listing();
     expect(files).toHaveLength(1);
-    expect(files[0]).toMatch(/^cli-[0-9a-f]{8}-get\.v8$/);
+    expect(files[0]).toMatch(/^cli-[0-9a-f]{8}-[0-9a-f]{8}-get\.v8$/);
     const file = join(cache, 'rjob', files[0]!);
     const written = await readFile(file);
     expect(written.byteLength).toBeGreaterThan(10_000);
@@ -196,11 +196,16 @@ describe("the bin's code cache", { timeout: 120_000 }, () => {
     expect((await s.bin(['get', 'c'], { env })).stdout).toBe(first[0]!.stdout);
     expect((await readFile(file)).equals(Buffer.alloc(written.byteLength, 7))).toBe(false);
 
-    // An older rjob's caches go when this one writes its own.
-    await writeFile(join(cache, 'rjob', 'cli-00000000-get.v8'), 'old');
+    // An older build of this install loses its caches when this one writes its own; another
+    // install's (another path) are left alone.
+    const install = files[0]!.slice(0, 'cli-'.length + 8);
+    await writeFile(join(cache, 'rjob', `${install}-00000000-get.v8`), 'old');
+    await writeFile(join(cache, 'rjob', 'cli-00000000-00000000-get.v8'), 'other install');
     await rm(file);
     expect((await s.bin(['get', 'c'], { env })).code).toBe(0);
-    expect(await listing()).toEqual([files[0], files[0]!.replace('-get.', '-receive.')].sort());
+    expect(await listing()).toEqual(
+      [files[0], files[0]!.replace('-get.', '-receive.'), 'cli-00000000-00000000-get.v8'].sort(),
+    );
 
     // No place to keep it (the cache home is a file): the command works all the same.
     const notDir = join(s.dir, 'not-a-dir');
