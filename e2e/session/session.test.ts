@@ -36,6 +36,25 @@ afterEach(async () => {
   await closeAgentHosts();
 });
 
+/**
+ * A first client whose RemoteJob holds (and has acknowledged) the first 50 of 100 records; the
+ * rest wait for the gate `phase2`. The agent consumes records on the client's job.ack (job 1: the
+ * session's first), so both sides agree on the first half before the client dies.
+ */
+async function firstClientWithHalf() {
+  const { network, agent } = await setup();
+  const first = await openSession(network.transport, 'server01', { channel: quiet, autoReconnect: false });
+  const firstManager = new JobManager();
+  const firstJob = await firstManager.start(remoteJobType(), {
+    session: first,
+    work: { ...scripted({ lines: 50, more: { lines: 50, gate: 'phase2' } }), name: 'bg' },
+  });
+  await until(() => firstJob.buffer.length === 50);
+  const remote = agent.server.session(first.sessionId!)!;
+  await until(() => agent.tap.ackedSeq(1) === 50 && remote.channel.ackedSeq === remote.channel.sentSeq);
+  return { network, agent, first, firstManager, firstJob };
+}
+
 describe('Session: requests', () => {
   it('opens, answers requests and revives coded errors', async () => {
     const { network } = await setup();
@@ -332,18 +351,7 @@ describe('Receive-PSSession and another client (S5)', () => {
   });
 
   it('connectSession from a second client object with the saved id and secret receives the rest', async () => {
-    const { network, agent } = await setup();
-    const first = await openSession(network.transport, 'server01', { channel: quiet, autoReconnect: false });
-    const firstManager = new JobManager();
-    const firstJob = await firstManager.start(remoteJobType(), {
-      session: first,
-      work: { ...scripted({ lines: 50, more: { lines: 50, gate: 'phase2' } }), name: 'bg' },
-    });
-    // The first client holds (and has acknowledged) the first half, then its process dies. The
-    // agent consumes records on the client's job.ack (job 1: the session's first).
-    await until(() => firstJob.buffer.length === 50);
-    const remote = agent.server.session(first.sessionId!)!;
-    await until(() => agent.tap.ackedSeq(1) === 50 && remote.channel.ackedSeq === remote.channel.sentSeq);
+    const { network, agent, first, firstManager, firstJob } = await firstClientWithHalf();
     const saved = { sessionId: first.sessionId!, resumeSecret: first.resumeSecret! };
     network.links.at(-1)!.cut();
     agent.gates.open('phase2');
@@ -362,16 +370,7 @@ describe('Receive-PSSession and another client (S5)', () => {
   });
 
   it('connectSession takes over records the dead client never acknowledged, each delivered once', async () => {
-    const { network, agent } = await setup();
-    const first = await openSession(network.transport, 'server01', { channel: quiet, autoReconnect: false });
-    const firstManager = new JobManager();
-    const firstJob = await firstManager.start(remoteJobType(), {
-      session: first,
-      work: { ...scripted({ lines: 50, more: { lines: 50, gate: 'phase2' } }), name: 'bg' },
-    });
-    await until(() => firstJob.buffer.length === 50);
-    const remote = agent.server.session(first.sessionId!)!;
-    await until(() => agent.tap.ackedSeq(1) === 50 && remote.channel.ackedSeq === remote.channel.sentSeq);
+    const { network, agent, first, firstManager, firstJob } = await firstClientWithHalf();
     // The second half goes out on a link that delivers nothing, then the client dies: sent by
     // the agent, never acknowledged.
     const link = network.links.at(-1)!;
