@@ -10,6 +10,8 @@ export default defineConfig({
       'examples/*/**/*.test.ts',
       'e2e/**/*.test.ts',
     ],
+    // The bins' code cache goes to a temporary cache home, not ~/.cache (scripts/test-cache-home.ts).
+    globalSetup: ['scripts/test-cache-home.ts'],
     pool: 'forks',
     testTimeout: 60_000,
     hookTimeout: 60_000,
