@@ -9,6 +9,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/rjob-pack.XXXXXX")
 state="$work/state"
+# The installed bin's code cache stays in the work directory, not in ~/.cache.
+export XDG_CACHE_HOME="$work/cache"
 cleanup() {
   # The installed rjob started an agent daemon for the local job: stop it before removing its state.
   if [ -x "$work/app-npm11/node_modules/.bin/rjob" ]; then
