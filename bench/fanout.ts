@@ -5,7 +5,7 @@
  *
  * - raw ssh2 from one Node process (a script spawned like the CLI is, so both pay a Node start);
  * - `xargs -P 32` with OpenSSH;
- * - `rjob invoke` with the BUILT CLI (apps/cli/dist; run `npm run build` first), default settings:
+ * - `rjob invoke` with the BUILT CLI (bin/rjob.js and its bundle; run `npm run build` first), defaults:
  *   it reaches the remote user's running agent through its default socket, no Node start per host;
  * - `rjob invoke --as-job` and `rjob wait`, run by the local agent daemon.
  *
@@ -28,8 +28,16 @@ const run = promisify(execFile);
 // RJOB_BENCH_FANOUT_SIZES=20,100 for a quicker run.
 const SIZES = (process.env.RJOB_BENCH_FANOUT_SIZES ?? '20,100,500,1000').split(',').map(Number);
 const SSHDS = 6;
+// RJOB_BENCH_CPU_PROF=DIR: V8 CPU profiles of every `rjob invoke` controller and of the remote agent
+// (written when it stops) go to DIR, for `node --cpu-prof`'s usual tools. The timings then include
+// the profiler's cost.
+const PROFILE = process.env.RJOB_BENCH_CPU_PROF
+  ? ['--cpu-prof', `--cpu-prof-dir=${process.env.RJOB_BENCH_CPU_PROF}`]
+  : [];
 const CONCURRENCY = 32;
-const CLI = fileURLToPath(new URL('../apps/cli/dist/cli-entry.js', import.meta.url));
+// The bin users run: it loads the bundle (apps/cli/dist/bundle) with its code cache.
+const CLI = fileURLToPath(new URL('../apps/cli/bin/rjob.js', import.meta.url));
+const BUNDLE = fileURLToPath(new URL('../apps/cli/dist/bundle/rjob.cjs', import.meta.url));
 const SSH2 = createRequire(
   fileURLToPath(new URL('../packages/transport-ssh/package.json', import.meta.url)),
 ).resolve('ssh2');
@@ -77,7 +85,7 @@ process.on('exit', () => {
 function unavailable(): string | undefined {
   if (!existsSync(SSHD_PATH)) return `${SSHD_PATH} not found`;
   if (process.getuid?.() !== 0) return 'the sshd fixture needs root';
-  if (!existsSync(CLI)) return 'the CLI is not built: run npm run build first';
+  if (!existsSync(BUNDLE)) return 'the CLI is not built: run npm run build first';
   return undefined;
 }
 
@@ -88,6 +96,19 @@ interface Timed {
   cpuMs?: number;
   /** CPU time the remote agent daemon spent meanwhile. */
   agentCpuMs?: number;
+  /** CPU time the whole machine spent meanwhile (every process: sshds, agents, commands). */
+  machineCpuMs?: number;
+}
+
+/** Busy CPU time of the whole machine so far, in ms (Linux /proc/stat, all cores). */
+async function machineBusyMs(): Promise<number> {
+  const stat = await readFile('/proc/stat', 'utf8').catch(() => '');
+  const [user, nice, system, , , irq, softirq, steal] = stat
+    .split('\n')[0]!
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  return ((user! + nice! + system! + irq! + softirq! + (steal ?? 0)) * 1000) / 100;
 }
 
 /** utime + stime of a process, in ms (Linux). */
@@ -97,13 +118,14 @@ async function cpuOf(pid: number): Promise<number> {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
 }
 
-function spawnTimed(
+async function spawnTimed(
   command: string,
   args: string[],
   env: NodeJS.ProcessEnv,
   check: (stdout: string, code: number | null) => void,
 ): Promise<Timed> {
-  return new Promise((resolve, reject) => {
+  const busy0 = await machineBusyMs();
+  const ms = await new Promise<number>((resolve, reject) => {
     const t0 = performance.now();
     const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -112,16 +134,17 @@ function spawnTimed(
     child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr = (stderr + s).slice(-4000)));
     child.once('error', reject);
     child.once('close', (code) => {
-      const ms = performance.now() - t0;
+      const elapsed = performance.now() - t0;
       try {
         check(stdout, code);
       } catch (error) {
         reject(new Error(`${(error as Error).message}\n${stderr}`));
         return;
       }
-      resolve({ ms });
+      resolve(elapsed);
     });
   });
+  return { ms, machineCpuMs: (await machineBusyMs()) - busy0 };
 }
 
 function median(values: number[]): number {
@@ -196,7 +219,10 @@ export async function benchFanout(): Promise<BenchResult[]> {
     delete baseEnv.RJOB_REMOTE_AGENT;
     delete baseEnv.RJOB_REMOTE_SOCKET;
     await run(process.execPath, [CLI, 'invoke', '-c', aliases[0]!, '--', 'true'], {
-      env: { ...baseEnv, RJOB_REMOTE_AGENT: `exec node ${CLI} agent --stdio` },
+      env: {
+        ...baseEnv,
+        RJOB_REMOTE_AGENT: `exec node ${PROFILE.join(' ')} ${CLI} agent --stdio`,
+      },
     });
     if (!existsSync(join(remoteState, 'agent.pid'))) throw new Error('the remote agent did not start');
 
@@ -242,6 +268,7 @@ export async function benchFanout(): Promise<BenchResult[]> {
         [
           '-r',
           join(dir, 'maxrss.cjs'),
+          ...PROFILE,
           CLI,
           'invoke',
           '-c',
@@ -373,17 +400,19 @@ export async function benchFanout(): Promise<BenchResult[]> {
         if (note) results.at(-1)!.name += ` ${note}`;
       };
       const rawCpu = median(samples.raw!.map((t) => t.cpuMs ?? 0));
+      const machine = (key: string): string =>
+        `machine CPU ${median(samples[key]!.map((t) => t.machineCpuMs ?? 0)).toFixed(0)} ms`;
       const rawRss = Math.max(...samples.raw!.map((t) => t.rssKiB ?? 0));
       push(
         'raw ssh2, one Node process',
         'raw',
-        `[peak RSS ${(rawRss / 1024).toFixed(0)} MiB, CPU ${rawCpu.toFixed(0)} ms]`,
+        `[peak RSS ${(rawRss / 1024).toFixed(0)} MiB, CPU ${rawCpu.toFixed(0)} ms, ${machine('raw')}]`,
       );
-      push(`xargs -P ${CONCURRENCY} + OpenSSH`, 'xargs');
+      push(`xargs -P ${CONCURRENCY} + OpenSSH`, 'xargs', `[${machine('xargs')}]`);
       push(
         'rjob invoke (built CLI)',
         'rjob',
-        `[peak RSS ${(rssKiB / 1024).toFixed(0)} MiB, CPU ${cpu.toFixed(0)} ms, remote agents' CPU ${agentCpu.toFixed(0)} ms]`,
+        `[peak RSS ${(rssKiB / 1024).toFixed(0)} MiB, CPU ${cpu.toFixed(0)} ms, remote agents' CPU ${agentCpu.toFixed(0)} ms, ${machine('rjob')}]`,
       );
       const agentPeakKiB = samples.asJob!.length ? await localAgentPeakKiB() : 0;
       push(

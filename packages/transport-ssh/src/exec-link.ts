@@ -58,6 +58,15 @@ export function linkFromExecChannel(stream: ClientChannel, options: ExecLinkOpti
       if (stream.write(chunk)) callback();
       else stream.once('drain', () => callback());
     },
+    // The frames of one event-loop turn (corked by channelFromDuplex) leave as one SSH packet:
+    // ssh2's channel has no writev of its own, so each chunk would be a packet, a cipher pass
+    // and a socket write on both ends, and one more hop for sshd to relay.
+    writev(chunks, callback) {
+      const data =
+        chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk as Buffer));
+      if (stream.write(data)) callback();
+      else stream.once('drain', () => callback());
+    },
     final(callback) {
       stream.end();
       callback();
