@@ -16,6 +16,7 @@
  * built as separate files into the same directory.
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -64,6 +65,21 @@ for (const file of built.outputFiles) {
   await mkdir(dirname(file.path), { recursive: true });
   await writeFile(file.path, text);
 }
+// ssh2 as one script of its own (with asn1 and bcrypt-pbkdf), which bin/rjob.js loads with a code
+// cache of its own when a command first requires it: only the commands that reach SSH pay for it,
+// and they skip compiling its ~40 files on every start. Its optional native parts stay optional.
+await esbuild.build({
+  ...common,
+  entryPoints: { ssh2: createRequire(here('../package.json')).resolve('ssh2') },
+  external: ['cpu-features', '*.node'],
+  format: 'cjs',
+  outExtension: { '.js': '.cjs' },
+  minifyWhitespace: true,
+  minifySyntax: true,
+  banner: {
+    js: '// ssh2, bundled for the rjob command line (apps/cli/scripts/bundle.mjs); loaded by bin/rjob.js.',
+  },
+});
 // This package is "type": "module", so these `.js` files are ES modules.
 await esbuild.build({
   ...common,

@@ -4,7 +4,7 @@
  * `rjob agent --stdio`, run from source by the test user.
  */
 import { execFileSync } from 'node:child_process';
-import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,15 +112,39 @@ describe.skipIf(skip !== undefined)('rjob against sshd', { timeout: 180_000 }, (
     await using s = await sandbox(env());
     // The first command starts the remote daemon through the agent command.
     expect((await s.rjob('invoke', '-c', 'server01', '--', 'echo started')).code).toBe(0);
-    // A command that cannot start any agent: only the socket can answer now.
-    const direct = await s.bin(['invoke', '-c', 'server01,server02', '--', 'echo direct'], {
-      env: { RJOB_REMOTE_AGENT: 'exit 97', RJOB_REMOTE_SOCKET: join(remoteState, 'agent.sock') },
-    });
+    // A command that cannot start any agent: only the socket can answer now. The real bin, with
+    // a cache home of its own: ssh2 is compiled from its own script, whose code cache the first
+    // run writes and the second reads (docs/decisions.md, "CLI start-up").
+    const cache = join(s.dir, 'xdg-cache');
+    const bin = () =>
+      s.bin(['invoke', '-c', 'server01,server02', '--', 'echo direct'], {
+        env: {
+          RJOB_REMOTE_AGENT: 'exit 97',
+          RJOB_REMOTE_SOCKET: join(remoteState, 'agent.sock'),
+          XDG_CACHE_HOME: cache,
+        },
+      });
+    const direct = await bin();
     expect(direct.code).toBe(0);
     expect(direct.stdout.split('\n').filter(Boolean).sort()).toEqual([
       '[server01] direct',
       '[server02] direct',
     ]);
+    const label = (name: string) => name.replace(/^cli-[0-9a-f]{8}-[0-9a-f]{8}-/, '');
+    const cached = (await readdir(join(cache, 'rjob'))).sort((a, b) => label(a).localeCompare(label(b)));
+    expect(cached).toEqual([
+      expect.stringMatching(/^cli-[0-9a-f]{8}-[0-9a-f]{8}-invoke\.v8$/),
+      expect.stringMatching(/^cli-[0-9a-f]{8}-[0-9a-f]{8}-lib-ssh2\.v8$/),
+    ]);
+    const ssh2Cache = await readFile(join(cache, 'rjob', cached[1]!));
+    expect(ssh2Cache.byteLength).toBeGreaterThan(10_000);
+    const again = await bin();
+    expect({ code: again.code, stdout: again.stdout.split('\n').sort() }).toEqual({
+      code: 0,
+      stdout: direct.stdout.split('\n').sort(),
+    });
+    // Read, not written again.
+    expect(await readFile(join(cache, 'rjob', cached[1]!))).toEqual(ssh2Cache);
   });
 
   it('invoke fans out with per-host prefixes; an unreachable host is summarized and sets exit 4', async () => {
