@@ -5,7 +5,7 @@
  *
  * - raw ssh2 from one Node process (a script spawned like the CLI is, so both pay a Node start);
  * - `xargs -P 32` with OpenSSH;
- * - `rjob invoke` with the BUILT CLI (bin/rjob.js and its bundle; run `npm run build` first), defaults:
+ * - `rjob invoke` with the BUILT CLI (bin/rjob.cjs and its bundle; run `npm run build` first), defaults:
  *   it reaches the remote user's running agent through its default socket, no Node start per host;
  * - `rjob invoke --as-job` and `rjob wait`, run by the local agent daemon.
  *
@@ -36,7 +36,7 @@ const PROFILE = process.env.RJOB_BENCH_CPU_PROF
   : [];
 const CONCURRENCY = 32;
 // The bin users run: it loads the bundle (apps/cli/dist/bundle) with its code cache.
-const CLI = fileURLToPath(new URL('../apps/cli/bin/rjob.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../apps/cli/bin/rjob.cjs', import.meta.url));
 const BUNDLE = fileURLToPath(new URL('../apps/cli/dist/bundle/rjob.cjs', import.meta.url));
 const SSH2 = createRequire(
   fileURLToPath(new URL('../packages/transport-ssh/package.json', import.meta.url)),

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import type { BenchResult } from './harness.js';
 
 const BIN =
-  process.env.RJOB_BENCH_RECEIVE_BIN ?? fileURLToPath(new URL('../apps/cli/bin/rjob.js', import.meta.url));
+  process.env.RJOB_BENCH_RECEIVE_BIN ?? fileURLToPath(new URL('../apps/cli/bin/rjob.cjs', import.meta.url));
 const LINES = Number(process.env.RJOB_BENCH_RECEIVE_LINES ?? 100_000);
 const SAMPLES = 5;
 // 99 characters and a newline per line.

@@ -1,5 +1,5 @@
 /**
- * Vitest global setup: the rjob bins the tests start keep their code cache (bin/rjob.js) in a
+ * Vitest global setup: the rjob bins the tests start keep their code cache (bin/rjob.cjs) in a
  * temporary cache home, removed after the run, not in the user's ~/.cache. Set before the test
  * processes start, so they and every bin they spawn inherit it.
  */

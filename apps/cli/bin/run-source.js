@@ -1,5 +1,5 @@
 // @ts-check
-// `rjob` from its TypeScript sources, for a checkout that was not built (bin/rjob.js decides): a
+// `rjob` from its TypeScript sources, for a checkout that was not built (bin/rjob.cjs decides): a
 // child node started with tsx and the repository's `@rjob/source` export condition. Conditions can
 // only be set when node starts, and the agent daemon this CLI spawns inherits the same flags
 // (process.execArgv).

@@ -1,5 +1,5 @@
 /**
- * The real `rjob` bin (bin/rjob.js from source, as on a fresh clone) in child processes, against
+ * The real `rjob` bin (bin/rjob.cjs from source, as on a fresh clone) in child processes, against
  * the agent daemon it starts in a private state directory: S1, S5 and the exit codes.
  */
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';

@@ -1,4 +1,4 @@
-// What bin/rjob.js runs: the CLI on this process's stdio. No top-level await: the bundle is a
+// What bin/rjob.cjs runs: the CLI on this process's stdio. No top-level await: the bundle is a
 // script (dist/bundle/rjob.cjs) so that node can keep a code cache of it.
 import { run } from './cli.js';
 import { defaultIo } from './io.js';

@@ -73,8 +73,14 @@ export function usageError(message: string): CliError {
 export function defaultIo(): CliIo {
   return {
     stdout: process.stdout,
-    stderr: process.stderr,
-    stdin: process.stdin,
+    // Made on first use: node builds each stdio stream when first asked for it (stdin as a file
+    // or socket reader), and most commands never read stdin nor write to stderr.
+    get stderr() {
+      return process.stderr;
+    },
+    get stdin() {
+      return process.stdin;
+    },
     env: process.env,
     cwd: process.cwd(),
   };

@@ -3,7 +3,7 @@
  * the CLI process that started them. The CLI starts it on first use, as the agent's `--stdio`
  * bridge does, and talks to it over its Unix socket.
  */
-import { readFile } from 'node:fs/promises';
+import { fsp } from './lazy-fs.js';
 import { join } from 'node:path';
 // The agent's light entry (node built-ins only), not the whole agent: `rjob get` starts quickly.
 import {
@@ -78,7 +78,7 @@ export async function ensureAgent(paths: StatePaths, io: CliIo): Promise<void> {
 
 export async function daemonPid(paths: StatePaths): Promise<number | undefined> {
   try {
-    const pid = Number.parseInt(await readFile(join(paths.stateDir, DAEMON_PID_FILE), 'utf8'), 10);
+    const pid = Number.parseInt(await fsp().readFile(join(paths.stateDir, DAEMON_PID_FILE), 'utf8'), 10);
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;
   } catch {
     return undefined;

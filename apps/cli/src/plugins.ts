@@ -13,8 +13,7 @@
  * local jobs from running. Nothing here loads on a command's common path: the CLI reads the file
  * only when a target is not `localhost`, and imports the modules only when the file names some.
  */
-import { access, readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { fsp } from './lazy-fs.js';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { definePlugin, type JobType, RjobError, type TargetTransport } from '@rjob/core';
@@ -75,7 +74,7 @@ async function loadConfig(path: string, explicit: boolean): Promise<LoadedPlugin
   };
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await fsp().readFile(path, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     // No config file is the usual case; only one named by $RJOB_CONFIG must exist.
@@ -134,15 +133,17 @@ async function importPlugin(
   if (spec.startsWith('.') || isAbsolute(spec)) {
     file = resolve(dirname(configPath), spec);
     if (
-      !(await access(file).then(
-        () => true,
-        () => false,
-      ))
+      !(await fsp()
+        .access(file)
+        .then(
+          () => true,
+          () => false,
+        ))
     )
       return fail(`no such file ${file}`);
   } else {
     try {
-      file = createRequire(configPath).resolve(spec);
+      file = process.getBuiltinModule('node:module').createRequire(configPath).resolve(spec);
     } catch {
       return fail(`no such package from ${dirname(configPath)}`);
     }

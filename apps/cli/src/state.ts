@@ -3,7 +3,7 @@
  * with the id and resume secret of every session the CLI opened, so a later invocation can take
  * the session over with connectSession.
  */
-import { chmod, mkdir, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { fsp } from './lazy-fs.js';
 import { join } from 'node:path';
 // The agent's light entry: `rjob agent --stdio` loads this file and must stay quick to start.
 import { defaultSocketPath, ensureStateDir, resolveStateDir } from '@rjob/agent/cli';
@@ -67,7 +67,7 @@ export class SessionStore {
   async #read(): Promise<StoreFile> {
     let text: string;
     try {
-      text = await readFile(this.#file, 'utf8');
+      text = await fsp().readFile(this.#file, 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { sessions: [] };
       throw error;
@@ -108,21 +108,28 @@ export class SessionStore {
 
   async #lock(): Promise<() => Promise<void>> {
     await ensureStateDir(this.#stateDir);
-    await mkdir(join(this.#stateDir, 'cli'), { recursive: true, mode: 0o700 });
+    await fsp().mkdir(join(this.#stateDir, 'cli'), { recursive: true, mode: 0o700 });
     const path = `${this.#file}.lock`;
     const deadline = Date.now() + LOCK_WAIT_MS;
     for (let delayMs = 5; ; delayMs = Math.min(delayMs * 2, 100)) {
       try {
-        const handle = await open(path, 'wx', 0o600);
+        const handle = await fsp().open(path, 'wx', 0o600);
         await handle.writeFile(String(process.pid));
         await handle.close();
-        return () => unlink(path).catch(() => {});
+        return () =>
+          fsp()
+            .unlink(path)
+            .catch(() => {});
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       }
-      const held = await stat(path).catch(() => undefined);
+      const held = await fsp()
+        .stat(path)
+        .catch(() => undefined);
       if (held && Date.now() - held.mtimeMs > STALE_LOCK_MS) {
-        await unlink(path).catch(() => {});
+        await fsp()
+          .unlink(path)
+          .catch(() => {});
         continue;
       }
       if (Date.now() > deadline) {
@@ -139,12 +146,12 @@ export class SessionStore {
   async #write(data: StoreFile): Promise<void> {
     await ensureStateDir(this.#stateDir);
     const dir = join(this.#stateDir, 'cli');
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await fsp().mkdir(dir, { recursive: true, mode: 0o700 });
     // Write then rename, so a crash never leaves half a file and loses every handle.
     const tmp = `${this.#file}.${process.pid}.tmp`;
-    await writeFile(tmp, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
-    await chmod(tmp, 0o600);
-    await rename(tmp, this.#file);
+    await fsp().writeFile(tmp, `${JSON.stringify(data, null, 2)}\n`, { mode: 0o600 });
+    await fsp().chmod(tmp, 0o600);
+    await fsp().rename(tmp, this.#file);
   }
 
   async list(): Promise<StoredSession[]> {

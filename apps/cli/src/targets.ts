@@ -3,7 +3,7 @@
  * a plugin transport accepts (the config file's, plugins.ts) goes through it; a `ws://` or
  * `wss://` URL goes over WebSocket; anything else is an SSH target or ssh_config alias.
  */
-import { readFile } from 'node:fs/promises';
+import { fsp } from './lazy-fs.js';
 import { isAbsolute, resolve } from 'node:path';
 import {
   defineTransport,
@@ -158,7 +158,7 @@ export class TargetResolver {
       throw usageError(`RJOB_SSH_STRICT must be yes, accept-new or no, not ${strict}`);
     }
     const identityFile = env.RJOB_SSH_IDENTITY ? this.#abs(env.RJOB_SSH_IDENTITY) : undefined;
-    this.#identity ??= identityFile ? readFile(identityFile, 'utf8') : Promise.resolve(undefined);
+    this.#identity ??= identityFile ? fsp().readFile(identityFile, 'utf8') : Promise.resolve(undefined);
     const privateKey = await this.#identity;
     const { terminalPrompter } = await import('./terminal-prompt.js');
     const prompter = terminalPrompter(this.#io);

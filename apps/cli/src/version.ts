@@ -1,7 +1,12 @@
-/** This CLI's version, from its package.json (one level up from src/ and dist/, two from dist/bundle). */
+/**
+ * This CLI's version: written into the bundle when it is built (scripts/bundle.mjs), else read from
+ * its package.json (one level up from src/ and dist/).
+ */
+declare const __RJOB_CLI_VERSION__: string | undefined;
 let cached: Promise<string> | undefined;
 
 export function cliVersion(): Promise<string> {
+  if (typeof __RJOB_CLI_VERSION__ === 'string') return Promise.resolve(__RJOB_CLI_VERSION__);
   cached ??= (async () => {
     const { readFile } = await import('node:fs/promises');
     for (const path of ['../package.json', '../../package.json']) {

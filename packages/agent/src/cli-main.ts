@@ -7,7 +7,7 @@
  * - `--socket PATH`, `--state-dir DIR`: override the defaults.
  */
 import type { AgentServerOptions } from './server/agent-server-options.js';
-import { lstat, readlink, symlink, unlink } from 'node:fs/promises';
+import { fsp } from './fs/lazy-fs.js';
 import { join } from 'node:path';
 import { DAEMON_LOG_FILE, spawnDaemon, waitForSocket } from './doors/daemon-start.js';
 import { socketIsLive } from './doors/socket-probe.js';
@@ -196,7 +196,10 @@ async function runDaemon(
       log(`pid ${process.pid} listening on ${socketPath}`);
     },
     async closing() {
-      if (link) await unlink(link).catch(() => {});
+      if (link)
+        await fsp()
+          .unlink(link)
+          .catch(() => {});
     },
   });
   return 0;
@@ -212,16 +215,20 @@ async function linkStateDirSocket(stateDir: string, socketPath: string): Promise
   const linkPath = join(stateDir, 'agent.sock');
   if (linkPath === socketPath) return undefined;
   try {
-    const current = await readlink(linkPath).catch(() => undefined);
+    const current = await fsp()
+      .readlink(linkPath)
+      .catch(() => undefined);
     if (current === socketPath) return linkPath;
-    const existing = await lstat(linkPath).catch(() => undefined);
+    const existing = await fsp()
+      .lstat(linkPath)
+      .catch(() => undefined);
     if (existing) {
       const { socketIsLive } = await import('./doors/unix-door.js');
       if (!existing.isSymbolicLink() && !existing.isSocket()) return undefined;
       if (existing.isSocket() && (await socketIsLive(linkPath))) return undefined;
-      await unlink(linkPath);
+      await fsp().unlink(linkPath);
     }
-    await symlink(socketPath, linkPath);
+    await fsp().symlink(socketPath, linkPath);
     return linkPath;
   } catch {
     // Only a shortcut: the daemon works without it.

@@ -1,4 +1,4 @@
-import { chmod, mkdir, stat } from 'node:fs/promises';
+import { fsp } from './fs/lazy-fs.js';
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 
@@ -32,8 +32,8 @@ export function resolveStateDir(env: NodeJS.ProcessEnv = process.env): string {
  * (ERR_STATE_DIR_INSECURE), since spools hold other people's job output.
  */
 export async function ensureStateDir(dir: string = resolveStateDir()): Promise<string> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const info = await stat(dir);
+  await fsp().mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await fsp().stat(dir);
   if (!info.isDirectory()) {
     throw await insecure(`The state directory ${dir} is not a directory.`, { dir });
   }
@@ -44,7 +44,7 @@ export async function ensureStateDir(dir: string = resolveStateDir()): Promise<s
     });
   }
   // mkdir's mode is filtered by the umask and does not apply to a directory that already existed.
-  if ((info.mode & 0o777) !== 0o700) await chmod(dir, 0o700);
+  if ((info.mode & 0o777) !== 0o700) await fsp().chmod(dir, 0o700);
   return dir;
 }
 

@@ -29,7 +29,7 @@ export interface BinProcess {
 
 const running = new Set<BinProcess>();
 
-/** Runs `rjob ARGV` (bin/rjob.js) in its own process group. */
+/** Runs `rjob ARGV` (bin/rjob.cjs) in its own process group. */
 export function spawnBin(argv: string[], options: { env: NodeJS.ProcessEnv; cwd: string }): BinProcess {
   return spawnGroup(process.execPath, [BIN, ...argv], options);
 }

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { run } from '../cli.js';
 import type { CliIo } from '../io.js';
 
-export const BIN = fileURLToPath(new URL('../../bin/rjob.js', import.meta.url));
+export const BIN = fileURLToPath(new URL('../../bin/rjob.cjs', import.meta.url));
 const ENTRY = fileURLToPath(new URL('../cli-entry.ts', import.meta.url));
 const TSX = import.meta.resolve('tsx');
 
