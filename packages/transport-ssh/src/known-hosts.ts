@@ -135,18 +135,46 @@ export function entryMatchesName(entry: KnownHostsEntry, name: string): boolean 
   return matchPatternList(lowered, entry.hosts) === 'match';
 }
 
+/**
+ * Parsed known_hosts files by path, reused while the file's size and mtime stay the same (an added
+ * or edited line changes them): a fan-out verifies every host against the same files, and parsing
+ * them once per host made N hosts cost N² lines. The parse is kept as it starts, so hosts verified
+ * at once share one read.
+ */
+const parsedFiles = new Map<string, { mtimeMs: number; size: number; parsed: Promise<ParsedKnownHosts> }>();
+const PARSED_FILES_KEPT = 64;
+
+/** One file, parsed; undefined when it does not exist. */
+async function parsedFile(file: string): Promise<ParsedKnownHosts | undefined> {
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  const cached = parsedFiles.get(file);
+  if (cached && cached.mtimeMs === info.mtimeMs && cached.size === info.size) return cached.parsed;
+  const parsed = readFile(file, 'utf8').then((text) => parseKnownHosts(text, file));
+  if (parsedFiles.size >= PARSED_FILES_KEPT) parsedFiles.delete(parsedFiles.keys().next().value!);
+  const entry = { mtimeMs: info.mtimeMs, size: info.size, parsed };
+  parsedFiles.set(file, entry);
+  // A failed read is not remembered: the next verification reads the file again.
+  parsed.catch(() => {
+    if (parsedFiles.get(file) === entry) parsedFiles.delete(file);
+  });
+  return parsed.catch((error: NodeJS.ErrnoException) => {
+    // Removed between the stat and the read: missing, as ssh takes it.
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+}
+
 /** Reads and parses known_hosts files; missing files are skipped, as ssh does. */
 export async function readKnownHostsFiles(files: readonly string[]): Promise<ParsedKnownHosts> {
   const out: ParsedKnownHosts = { entries: [], problems: [] };
-  for (const file of files) {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw error;
-    }
-    const parsed = parseKnownHosts(text, file);
+  for (const parsed of await Promise.all(files.map(parsedFile))) {
+    if (!parsed) continue;
     out.entries.push(...parsed.entries);
     out.problems.push(...parsed.problems);
   }

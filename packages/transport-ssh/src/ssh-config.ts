@@ -295,9 +295,10 @@ const MAX_INCLUDE_DEPTH = 16;
 /**
  * Parsed config files by path, reused while the file's size and mtime stay the same: a fan-out
  * resolves every host against the same (possibly thousands of lines long) config, and parsing it
- * once per host made resolving N hosts cost N² lines.
+ * once per host made resolving N hosts cost N² lines. The parse is kept as it starts, so the hosts
+ * of a fan-out, resolved at once, share one read and one parse.
  */
-const parsedFiles = new Map<string, { mtimeMs: number; size: number; statements: Statement[] }>();
+const parsedFiles = new Map<string, { mtimeMs: number; size: number; statements: Promise<Statement[]> }>();
 const PARSED_FILES_KEPT = 64;
 
 async function configStatements(file: string): Promise<Statement[]> {
@@ -305,11 +306,15 @@ async function configStatements(file: string): Promise<Statement[]> {
   if (info.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
   const cached = parsedFiles.get(file);
   if (cached && cached.mtimeMs === info.mtimeMs && cached.size === info.size) return cached.statements;
-  const text = await readFile(file, 'utf8');
-  const statements = parseSshConfigText(text, file);
+  const statements = readFile(file, 'utf8').then((text) => parseSshConfigText(text, file));
   if (parsedFiles.size >= PARSED_FILES_KEPT) parsedFiles.delete(parsedFiles.keys().next().value!);
   // Keyed on what was stat'ed; a write between stat and read shows up as a new mtime next time.
-  parsedFiles.set(file, { mtimeMs: info.mtimeMs, size: info.size, statements });
+  const entry = { mtimeMs: info.mtimeMs, size: info.size, statements };
+  parsedFiles.set(file, entry);
+  // A file that could not be read or parsed is read again next time, not remembered as broken.
+  statements.catch(() => {
+    if (parsedFiles.get(file) === entry) parsedFiles.delete(file);
+  });
   return statements;
 }
 
