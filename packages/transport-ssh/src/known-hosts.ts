@@ -4,6 +4,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { RjobError } from '@rjob/core';
 import { SshErrorCode } from './errors.js';
+import { parsedFileCache } from './parsed-files.js';
 import { matchPatternList } from './host-patterns.js';
 
 /** A parsed, usable known_hosts line. */
@@ -135,39 +136,18 @@ export function entryMatchesName(entry: KnownHostsEntry, name: string): boolean 
   return matchPatternList(lowered, entry.hosts) === 'match';
 }
 
-/**
- * Parsed known_hosts files by path, reused while the file's size and mtime stay the same (an added
- * or edited line changes them): a fan-out verifies every host against the same files, and parsing
- * them once per host made N hosts cost N² lines. The parse is kept as it starts, so hosts verified
- * at once share one read.
- */
-const parsedFiles = new Map<string, { mtimeMs: number; size: number; parsed: Promise<ParsedKnownHosts> }>();
-const PARSED_FILES_KEPT = 64;
+/** known_hosts files, parsed once while unchanged (parsed-files.ts). */
+const parsedKnownHosts = parsedFileCache(parseKnownHosts);
 
 /** One file, parsed; undefined when it does not exist. */
 async function parsedFile(file: string): Promise<ParsedKnownHosts | undefined> {
-  let info: Awaited<ReturnType<typeof stat>>;
   try {
-    info = await stat(file);
+    return await parsedKnownHosts(file, await stat(file));
   } catch (error) {
+    // Missing, or removed between the stat and the read: skipped, as ssh does.
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
   }
-  const cached = parsedFiles.get(file);
-  if (cached && cached.mtimeMs === info.mtimeMs && cached.size === info.size) return cached.parsed;
-  const parsed = readFile(file, 'utf8').then((text) => parseKnownHosts(text, file));
-  if (parsedFiles.size >= PARSED_FILES_KEPT) parsedFiles.delete(parsedFiles.keys().next().value!);
-  const entry = { mtimeMs: info.mtimeMs, size: info.size, parsed };
-  parsedFiles.set(file, entry);
-  // A failed read is not remembered: the next verification reads the file again.
-  parsed.catch(() => {
-    if (parsedFiles.get(file) === entry) parsedFiles.delete(file);
-  });
-  return parsed.catch((error: NodeJS.ErrnoException) => {
-    // Removed between the stat and the read: missing, as ssh takes it.
-    if (error.code === 'ENOENT') return undefined;
-    throw error;
-  });
 }
 
 /** Reads and parses known_hosts files; missing files are skipped, as ssh does. */

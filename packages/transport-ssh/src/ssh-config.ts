@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { homedir, hostname as localHostName, userInfo } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { RjobError } from '@rjob/core';
 import { SshErrorCode } from './errors.js';
+import { parsedFileCache } from './parsed-files.js';
 import { matchPatternList, wildcardMatch } from './host-patterns.js';
 import { DEFAULT_GLOBAL_KNOWN_HOSTS_FILES, type StrictHostKeyChecking } from './known-hosts.js';
 import { parseSshTarget, type SshTarget } from './ssh-target.js';
@@ -292,30 +293,13 @@ async function globPaths(pattern: string): Promise<string[]> {
 
 const MAX_INCLUDE_DEPTH = 16;
 
-/**
- * Parsed config files by path, reused while the file's size and mtime stay the same: a fan-out
- * resolves every host against the same (possibly thousands of lines long) config, and parsing it
- * once per host made resolving N hosts cost N² lines. The parse is kept as it starts, so the hosts
- * of a fan-out, resolved at once, share one read and one parse.
- */
-const parsedFiles = new Map<string, { mtimeMs: number; size: number; statements: Promise<Statement[]> }>();
-const PARSED_FILES_KEPT = 64;
+/** This user's and the system's config files, parsed once while unchanged (parsed-files.ts). */
+const parsedConfig = parsedFileCache(parseSshConfigText);
 
 async function configStatements(file: string): Promise<Statement[]> {
   const info = await stat(file);
   if (info.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
-  const cached = parsedFiles.get(file);
-  if (cached && cached.mtimeMs === info.mtimeMs && cached.size === info.size) return cached.statements;
-  const statements = readFile(file, 'utf8').then((text) => parseSshConfigText(text, file));
-  if (parsedFiles.size >= PARSED_FILES_KEPT) parsedFiles.delete(parsedFiles.keys().next().value!);
-  // Keyed on what was stat'ed; a write between stat and read shows up as a new mtime next time.
-  const entry = { mtimeMs: info.mtimeMs, size: info.size, statements };
-  parsedFiles.set(file, entry);
-  // A file that could not be read or parsed is read again next time, not remembered as broken.
-  statements.catch(() => {
-    if (parsedFiles.get(file) === entry) parsedFiles.delete(file);
-  });
-  return statements;
+  return parsedConfig(file, info);
 }
 
 async function readConfigFile(ctx: Context, file: string, depth: number, mustExist: boolean): Promise<void> {
