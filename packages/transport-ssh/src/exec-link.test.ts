@@ -83,23 +83,48 @@ describe('linkFromExecChannel', () => {
     let drained = 0;
     link.onDrain?.(() => drained++);
     const sent: string[] = [];
-    // Past the relay's high-water mark, so send() reports congestion at some point.
     const body = 'x'.repeat(4096);
-    let refused = false;
-    for (let i = 0; i < 40; i++) {
-      sent.push(`${i}:${body}`);
-      if (link.send(Buffer.from(sent.at(-1)!)) === false) refused = true;
-    }
+    const sendTurn = (from: number) => {
+      let refused = false;
+      // 10 frames of 4 KiB: past the relay's high-water mark, within one gathered write.
+      for (let i = from; i < from + 10; i++) {
+        sent.push(`${i}:${body}`);
+        if (link.send(Buffer.from(sent.at(-1)!)) === false) refused = true;
+      }
+      return refused;
+    };
+    expect(sendTurn(0)).toBe(true);
     await turn();
     await turn();
-    expect(refused).toBe(true);
-    // The first batch went out and waits for the channel's drain; nothing else was written.
-    const before = writes.length;
-    expect(before).toBe(1);
+    // The first turn went out as one write, which waits for the channel's drain.
+    expect(writes).toHaveLength(1);
+    sendTurn(10);
+    await turn();
+    await turn();
+    expect(writes).toHaveLength(1);
     drain();
     for (let i = 0; i < 5; i++) await turn();
+    expect(writes).toHaveLength(2);
     expect(decodeAll(writes)).toEqual(sent);
     expect(drained).toBeGreaterThan(0);
+    link.close();
+  });
+
+  it('writes large frames as they are, not copied together, in order', async () => {
+    const { channel, writes } = fakeChannel();
+    const link = linkFromExecChannel(channel, {
+      command: 'rjob agent --stdio',
+      host: HOST,
+      maxFrameBytes: 1 << 20,
+      onGone() {},
+    });
+    const sent = ['a', 'b', 'c'].map((letter) => letter.repeat(40 * 1024));
+    for (const text of sent) link.send(Buffer.from(text));
+    await turn();
+    await turn();
+    // 120 KiB in one turn: more than is worth copying into one buffer.
+    expect(writes.length).toBeGreaterThan(1);
+    expect(decodeAll(writes)).toEqual(sent);
     link.close();
   });
 });

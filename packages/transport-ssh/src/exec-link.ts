@@ -10,6 +10,8 @@ import type { SshHostConfig } from './ssh-config.js';
 
 /** How much of the agent command's stderr is kept for error messages. */
 const STDERR_KEEP_BYTES = 8 * 1024;
+/** Frames of one turn up to this many bytes in all are copied into one channel write. */
+const GATHER_BYTES = 64 * 1024;
 /** After a link closes, how long the remote command may take to close its channel. */
 const CHANNEL_CLOSE_GRACE_MS = 2_000;
 
@@ -61,10 +63,16 @@ export function linkFromExecChannel(stream: ClientChannel, options: ExecLinkOpti
     // The frames of one event-loop turn (corked by channelFromDuplex) leave as one SSH packet:
     // ssh2's channel has no writev of its own, so each chunk would be a packet, a cipher pass
     // and a socket write on both ends, and one more hop for sshd to relay.
+    // Large frames (a batch of input) are not copied into one buffer: ssh2 cuts them into packets
+    // anyway, so they go as they are.
     writev(chunks, callback) {
-      const data =
-        chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk as Buffer));
-      if (stream.write(data)) callback();
+      const buffers = chunks.map((c) => c.chunk as Buffer);
+      const total = buffers.reduce((bytes, buffer) => bytes + buffer.length, 0);
+      let ok = true;
+      if (buffers.length === 1 || total > GATHER_BYTES)
+        for (const buffer of buffers) ok = stream.write(buffer);
+      else ok = stream.write(Buffer.concat(buffers, total));
+      if (ok) callback();
       else stream.once('drain', () => callback());
     },
     final(callback) {
