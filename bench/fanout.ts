@@ -437,7 +437,8 @@ export async function benchFanout(): Promise<BenchResult[]> {
   } finally {
     // The local agent that ran the --as-job fan-outs.
     await run(process.execPath, [CLI, 'agent', 'stop'], {
-      env: { ...process.env, RJOB_STATE_DIR: join(dir, 'state') },
+      // HOME as the runs had it: the bin's code cache stays in the bench's directory.
+      env: { ...process.env, HOME: join(dir, 'home'), RJOB_STATE_DIR: join(dir, 'state') },
     }).catch(() => {});
     if (remoteState) await stopAgentIn(remoteState);
     await farm?.stopAll();
