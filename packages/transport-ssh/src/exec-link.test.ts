@@ -46,17 +46,21 @@ function decodeAll(writes: Buffer[]): string[] {
   return writes.flatMap((chunk) => decoder.push(chunk)).map((frame) => Buffer.from(frame).toString());
 }
 
+/** The link the transport builds on an agent channel. */
+const linkOver = (channel: ClientChannel) =>
+  linkFromExecChannel(channel, {
+    command: 'rjob agent --stdio',
+    host: HOST,
+    maxFrameBytes: 1 << 20,
+    onGone() {},
+  });
+
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 describe('linkFromExecChannel', () => {
   it('sends the frames of one turn as one channel write, in order', async () => {
     const { channel, writes } = fakeChannel();
-    const link = linkFromExecChannel(channel, {
-      command: 'rjob agent --stdio',
-      host: HOST,
-      maxFrameBytes: 1 << 20,
-      onGone() {},
-    });
+    const link = linkOver(channel);
     for (const text of ['hello', 'open', 'ack', 'credit']) link.send(Buffer.from(text));
     expect(writes).toHaveLength(0);
     await turn();
@@ -74,12 +78,7 @@ describe('linkFromExecChannel', () => {
 
   it('keeps every frame, in order, while the channel is congested, and drains', async () => {
     const { channel, writes, drain } = fakeChannel({ congested: true });
-    const link = linkFromExecChannel(channel, {
-      command: 'rjob agent --stdio',
-      host: HOST,
-      maxFrameBytes: 1 << 20,
-      onGone() {},
-    });
+    const link = linkOver(channel);
     let drained = 0;
     link.onDrain?.(() => drained++);
     const sent: string[] = [];
@@ -112,12 +111,7 @@ describe('linkFromExecChannel', () => {
 
   it('writes large frames as they are, not copied together, in order', async () => {
     const { channel, writes } = fakeChannel();
-    const link = linkFromExecChannel(channel, {
-      command: 'rjob agent --stdio',
-      host: HOST,
-      maxFrameBytes: 1 << 20,
-      onGone() {},
-    });
+    const link = linkOver(channel);
     const sent = ['a', 'b', 'c'].map((letter) => letter.repeat(40 * 1024));
     for (const text of sent) link.send(Buffer.from(text));
     await turn();
